@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import make_tiny_llava_next_video, make_tiny_pllava, write_clip  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cockatoo(shared_data) -> Path:
+    p = shared_data / "videos" / "cockatoo.mp4"
+    if not p.exists():
+        pytest.skip("cockatoo.mp4 is absent")
+    return p
+
+
+@pytest.fixture(scope="session")
+def clip_path(tmp_path_factory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("clips") / "moving_square.mp4")
+
+
+@pytest.fixture(scope="session")
+def tiny_pllava_dir(tmp_path_factory) -> Path:
+    return make_tiny_pllava(tmp_path_factory.mktemp("ckpt") / "pllava")
+
+
+@pytest.fixture(scope="session")
+def tiny_lnv_dir(tmp_path_factory) -> Path:
+    return make_tiny_llava_next_video(tmp_path_factory.mktemp("ckpt") / "lnv")
+
+
+@pytest.fixture(scope="session")
+def tiny_pllava(tiny_pllava_dir):
+    import videolens as vl
+
+    return vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")

@@ -1,0 +1,96 @@
+"""Tiny random checkpoints in each family's real on-disk format, and generated clips, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videolens.tokenizers import build_word_level_tokenizer
+
+WORDS = [
+    "What did the person do first?", "Put down the blanket.", "Took the towel.",
+    "Which direction does the purple sphere move in the video?", "Up and to the right.",
+    "Up and to the left.", "Down and to the left.", "Down and to the right.",
+    "What is the bird doing?", "It flies away.", "It walks toward the camera.", "It sleeps.",
+]
+VOCAB = 400
+PLACEHOLDER = 390
+
+
+def tiny_tokenizer(placeholder: str = "<image>", placeholder_id: int = PLACEHOLDER):
+    return build_word_level_tokenizer(WORDS, placeholder=placeholder, placeholder_id=placeholder_id, vocab_size=VOCAB)
+
+
+def tiny_configs(n_layers: int = 3, max_pos: int = 512):
+    from transformers import CLIPVisionConfig, LlamaConfig
+
+    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                          image_size=32, patch_size=4, projection_dim=32)
+    tc = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=max_pos, rms_norm_eps=1e-5,
+                     rope_theta=10000.0, tie_word_embeddings=False)
+    return vc, tc
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("norm.weight") or "layer_norm" in name or "layrnorm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.08 * torch.randn(p.shape, generator=g))
+
+
+def make_tiny_pllava(path: Path, seed: int = 0, pooling_shape=(4, 4, 4), max_shard_bytes=None, n_layers=3, max_pos=512):
+    """A random PLLaVA-style checkpoint; returns (path, (tower, projector, llama))."""
+    from transformers import CLIPVisionModel, LlamaForCausalLM
+
+    from videolens.vision import Projector
+    from weights_conversion.writers import save_pllava_checkpoint
+
+    torch.manual_seed(seed)
+    vc, tc = tiny_configs(n_layers, max_pos)
+    tower = CLIPVisionModel(vc).eval()
+    llama = LlamaForCausalLM(tc).eval()
+    proj = Projector(vc.hidden_size, tc.hidden_size, "gelu")
+    for i, m in enumerate((tower, llama, proj)):
+        _randomize(m, seed * 10 + i)
+    save_pllava_checkpoint(path, tower, proj, llama, tiny_tokenizer(), pooling_shape, PLACEHOLDER,
+                           max_shard_bytes=max_shard_bytes)
+    return Path(path)
+
+
+def make_tiny_llava_next_video(path: Path, seed: int = 0):
+    """A random transformers LlavaNextVideoForConditionalGeneration saved with save_pretrained."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vc, tc = tiny_configs()
+    cfg = LlavaNextVideoConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), video_token_id=PLACEHOLDER,
+                               image_token_id=PLACEHOLDER - 1, spatial_pool_stride=2)
+    model = LlavaNextVideoForConditionalGeneration(cfg).eval()
+    _randomize(model, seed + 7)
+    model.save_pretrained(str(path))
+    tiny_tokenizer("<video>", PLACEHOLDER).save_pretrained(str(path))
+    return Path(path)
+
+
+def write_clip(path: Path, n_frames: int = 16, size=(48, 64), fps: int = 8, seed: int = 0) -> Path:
+    """A lossless mp4 of a white square moving right over a coloured background."""
+    import imageio.v2 as imageio
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    bg = rng.integers(0, 255, 3)
+    with imageio.get_writer(str(path), fps=fps, codec="libx264rgb", quality=None,
+                            ffmpeg_params=["-crf", "0", "-preset", "ultrafast"], macro_block_size=1) as wr:
+        for i in range(n_frames):
+            f = np.empty((h, w, 3), np.uint8)
+            f[:] = bg
+            x = int(i * (w - 12) / max(1, n_frames - 1))
+            f[h // 2 - 6 : h // 2 + 6, x : x + 12] = 255
+            wr.append_data(f)
+    return Path(path)

@@ -1,0 +1,183 @@
+"""Turning a VideoQA sample into model input: tokens with placeholders, a TokenLayout, video embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from jaxtyping import Float, Int
+
+from .data import VideoQA
+from .layout import Span, TokenLayout
+from .prompts import BuiltPrompt, PromptTemplate, build_prompt
+from .video import Video
+
+__all__ = ["VideoLLMInput", "TokenizedPrompt", "tokenize_prompt", "PromptTokenizationError"]
+
+
+class PromptTokenizationError(ValueError):
+    """The tokenizer cannot produce the prompt's layout (placeholder or option letters split)."""
+
+
+@dataclass
+class TokenizedPrompt:
+    tokens: Int[torch.Tensor, "1 seq"]
+    layout: TokenLayout
+    option_token_ids: Dict[str, int]
+    prompt: BuiltPrompt
+
+
+@dataclass
+class VideoLLMInput:
+    """Everything one forward pass needs, computed once per sample.
+
+    Attributes:
+        tokens: ``[1, S]`` token ids; video positions hold the placeholder id.
+        video_embeds: ``[T, h, w, d_model]`` video tokens from the vision front end, in the
+            order frame, row, column; spliced in at ``hook_embed``.
+        layout: token spans and groups.
+        option_token_ids: option letter -> token id of that letter right after the prompt.
+        sample: the VideoQA sample (None for hand-made inputs).
+        video: the decoded frames.
+    """
+
+    tokens: Int[torch.Tensor, "1 seq"]
+    video_embeds: Float[torch.Tensor, "T h w d_model"]
+    layout: TokenLayout
+    option_token_ids: Dict[str, int]
+    sample: Optional[VideoQA] = None
+    video: Optional[Video] = None
+    prompt_text: str = ""
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def with_video_embeds(self, video_embeds: torch.Tensor) -> "VideoLLMInput":
+        """A copy with other video embeddings of the same shape (for corrupted runs)."""
+        if video_embeds.shape != self.video_embeds.shape:
+            raise ValueError(
+                f"video_embeds must keep the shape {tuple(self.video_embeds.shape)}, got {tuple(video_embeds.shape)}"
+            )
+        return VideoLLMInput(
+            self.tokens, video_embeds, self.layout, self.option_token_ids, self.sample, self.video, self.prompt_text
+        )
+
+    def to(self, device) -> "VideoLLMInput":
+        return VideoLLMInput(
+            self.tokens.to(device),
+            self.video_embeds.to(device),
+            self.layout,
+            self.option_token_ids,
+            self.sample,
+            self.video,
+            self.prompt_text,
+        )
+
+
+def _content_start(text: str, start: int, end: int) -> int:
+    while start < end and text[start].isspace():
+        start += 1
+    return start
+
+
+def tokenize_prompt(
+    tokenizer,
+    template: PromptTemplate,
+    question: str,
+    candidates: Sequence[str],
+    placeholder_id: int,
+    video_grid: Tuple[int, int, int],
+    true_letter: Optional[str] = None,
+    timestamps: Optional[Sequence[float]] = None,
+) -> TokenizedPrompt:
+    """Tokenize a prompt once and read every span off the tokenizer's offset mapping.
+
+    Each video placeholder in the prompt must be exactly one token with id ``placeholder_id``;
+    it is expanded to ``T*h*w`` tokens (one placeholder for the whole video) or ``h*w`` tokens
+    (one per frame). A token belongs to the span that holds its first non-space character.
+
+    Raises:
+        PromptTokenizationError: the tokenizer is not a fast tokenizer (no offsets), splits the
+            placeholder, or an option letter is not a single token after the prompt.
+    """
+    placeholder = tokenizer.convert_ids_to_tokens(int(placeholder_id))
+    if placeholder is None:
+        raise PromptTokenizationError(f"placeholder id {placeholder_id} is not in the tokenizer's vocabulary")
+    built = build_prompt(template, question, candidates, placeholder, timestamps)
+    text = built.text
+    if not getattr(tokenizer, "is_fast", False):
+        raise PromptTokenizationError("a fast tokenizer (with offset mapping) is required")
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    ids: List[int] = list(enc["input_ids"])
+    offsets: List[Tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+
+    T, h, w = video_grid
+    n_ph = sum(1 for k in built.spans if k.startswith("placeholder:"))
+    per_placeholder = T * h * w if n_ph == 1 else h * w
+    if n_ph > 1 and n_ph != T:
+        raise PromptTokenizationError(f"{n_ph} frame placeholders for {T} video frames")
+
+    # which token sits where (by first non-space character), before expansion
+    owner_start = [_content_start(text, s, e) if e > s else None for s, e in offsets]
+    ph_tokens = []
+    for k in range(n_ph):
+        cs, ce = built.spans[f"placeholder:{k}"]
+        hit = [i for i, st in enumerate(owner_start) if st is not None and cs <= st < ce]
+        if len(hit) != 1 or ids[hit[0]] != placeholder_id:
+            raise PromptTokenizationError(
+                f"the video placeholder {placeholder!r} is not a single token with id {placeholder_id} "
+                f"(tokens {[ids[i] for i in hit]})"
+            )
+        ph_tokens.append(hit[0])
+
+    # expand placeholders; new_pos[i] = position of old token i in the expanded sequence
+    new_ids: List[int] = []
+    new_pos: List[int] = []
+    video_positions: List[int] = []
+    for i, tid in enumerate(ids):
+        new_pos.append(len(new_ids))
+        if i in ph_tokens:
+            video_positions.extend(range(len(new_ids), len(new_ids) + per_placeholder))
+            new_ids.extend([placeholder_id] * per_placeholder)
+        else:
+            new_ids.append(tid)
+    S = len(new_ids)
+
+    def token_span(cs: int, ce: int, name: str) -> Span:
+        inside = [i for i, st in enumerate(owner_start) if st is not None and cs <= st < ce]
+        if not inside:
+            raise PromptTokenizationError(f"span {name!r} ({text[cs:ce]!r}) has no tokens")
+        first, last = inside[0], inside[-1]
+        stop = new_pos[last] + (per_placeholder if last in ph_tokens else 1)
+        return Span(new_pos[first], stop)
+
+    spans: Dict[str, Span] = {}
+    for name, (cs, ce) in built.spans.items():
+        if name.startswith("placeholder:") or ce <= cs:
+            continue
+        spans[name] = token_span(cs, ce, name)
+    specials = [i for i, (s, e) in enumerate(offsets) if e <= s]
+    if specials and specials[0] == 0:
+        spans["bos"] = Span(0, 1)
+
+    # each option letter must be one token right after the prompt
+    option_ids: Dict[str, int] = {}
+    for letter in built.letters:
+        ext = tokenizer(text + letter, add_special_tokens=True)["input_ids"]
+        if len(ext) != len(ids) + 1 or list(ext[: len(ids)]) != ids:
+            raise PromptTokenizationError(
+                f"option letter {letter!r} is not a single token after {template.answer_prefix!r}"
+            )
+        option_ids[letter] = int(ext[-1])
+
+    layout = TokenLayout(
+        seq_len=S,
+        spans=spans,
+        video_grid=(T, h, w),
+        video_positions=torch.tensor(video_positions, dtype=torch.long),
+        letters=tuple(built.letters),
+        true_letter=true_letter,
+    )
+    return TokenizedPrompt(torch.tensor([new_ids], dtype=torch.long), layout, option_ids, built)

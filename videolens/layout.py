@@ -1,0 +1,215 @@
+"""TokenLayout: where each part of a VideoQA prompt sits in the token sequence.
+
+Spans are half-open ``[start, stop)`` token positions of the final sequence (video placeholders
+already expanded). Token groups follow REFERENCE section 2: video, frame i, question, non-option
+question, each option, true option, false options, last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+
+import torch
+from jaxtyping import Int
+
+__all__ = ["Span", "TokenLayout", "GROUP_RESOLVERS", "register_group"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """Half-open range of token positions ``[start, stop)``."""
+
+    start: int
+    stop: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.stop:
+            raise ValueError(f"bad span [{self.start}, {self.stop})")
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __contains__(self, pos: object) -> bool:
+        return isinstance(pos, int) and self.start <= pos < self.stop
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.stop)
+
+    def positions(self) -> Int[torch.Tensor, "n"]:
+        return torch.arange(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Token positions of every part of one prompt.
+
+    Attributes:
+        seq_len: number of positions S.
+        spans: named spans (``system``, ``video``, ``frame:i``, ``question``, ``question_text``,
+            ``non_option_question``, ``option:X``, ``answer_prefix``, ``bos`` when present).
+        video_grid: ``(T, h, w)`` of the video tokens (T = temporal slots after pooling).
+        video_positions: position of every video token, ordered frame, row, column, ``[T*h*w]``.
+        letters: option letters in order; ``true_letter``: the right one (None when unknown).
+    """
+
+    seq_len: int
+    spans: Dict[str, Span]
+    video_grid: Tuple[int, int, int]
+    video_positions: Int[torch.Tensor, "n_video"]
+    letters: Tuple[str, ...]
+    true_letter: str | None = None
+
+    # ---- the named groups -------------------------------------------------------------------
+    @property
+    def video(self) -> Span:
+        """The whole video block (for per-frame templates it includes timestamp text)."""
+        return self.spans["video"]
+
+    @property
+    def n_frames(self) -> int:
+        return self.video_grid[0]
+
+    @property
+    def frames(self) -> List[Span]:
+        """Span of each frame's video tokens (temporal slot after pooling)."""
+        per = self.video_grid[1] * self.video_grid[2]
+        pos = self.video_positions
+        return [Span(int(pos[i * per]), int(pos[(i + 1) * per - 1]) + 1) for i in range(self.n_frames)]
+
+    @property
+    def question(self) -> Span:
+        """Question text and all option lines."""
+        return self.spans["question"]
+
+    @property
+    def non_option_question(self) -> Span:
+        """The question block without its option lines (``Question: ... Options:``)."""
+        return self.spans["non_option_question"]
+
+    @property
+    def options(self) -> Dict[str, Span]:
+        """Letter -> span of the line ``(X) text``."""
+        return {L: self.spans[f"option:{L}"] for L in self.letters}
+
+    @property
+    def true_option(self) -> Span:
+        if self.true_letter is None:
+            raise ValueError("this layout has no ground-truth letter")
+        return self.spans[f"option:{self.true_letter}"]
+
+    @property
+    def false_options(self) -> List[Span]:
+        if self.true_letter is None:
+            raise ValueError("this layout has no ground-truth letter")
+        return [s for L, s in self.options.items() if L != self.true_letter]
+
+    @property
+    def last(self) -> int:
+        """The final prompt position, where the answer letter is predicted."""
+        return self.seq_len - 1
+
+    def frame_of(self, pos: int) -> int:
+        """Frame index of a video token position (raises ValueError for other positions)."""
+        return int(self.video_coords(pos)[0])
+
+    def video_coords(self, pos: int) -> Tuple[int, int, int]:
+        """(frame, row, column) of a video token position."""
+        hits = (self.video_positions == pos).nonzero()
+        if len(hits) == 0:
+            raise ValueError(f"position {pos} is not a video token")
+        i = int(hits[0])
+        T, h, w = self.video_grid
+        return i // (h * w), (i // w) % h, i % w
+
+    @property
+    def video_frame_index(self) -> Int[torch.Tensor, "n_video"]:
+        """Frame of each video token, aligned with ``video_positions``."""
+        T, h, w = self.video_grid
+        return torch.arange(T).repeat_interleave(h * w)
+
+    @property
+    def video_row_index(self) -> Int[torch.Tensor, "n_video"]:
+        T, h, w = self.video_grid
+        return torch.arange(h).repeat_interleave(w).repeat(T)
+
+    @property
+    def video_col_index(self) -> Int[torch.Tensor, "n_video"]:
+        T, h, w = self.video_grid
+        return torch.arange(w).repeat(T * h)
+
+    # ---- group lookup by name ------------------------------------------------------------------
+    def positions(self, group: str) -> Int[torch.Tensor, "n"]:
+        """Positions of a named group, sorted.
+
+        Names: ``video``, ``frame:i`` (negative i counts from the end), ``question``,
+        ``non_option_question``, ``question_text``, ``option:X``, ``true_option``,
+        ``false_options``, ``last``, ``system``, ``span:a:b`` (explicit ``[a, b)``), any name of
+        ``spans``, and groups added with ``register_group``.
+
+        Raises:
+            KeyError: unknown group name (the message lists the known ones).
+        """
+        head, _, arg = group.partition(":")
+        if head in GROUP_RESOLVERS:
+            out = GROUP_RESOLVERS[head](self, arg)
+        elif group in self.spans:
+            out = self.spans[group].positions()
+        else:
+            raise KeyError(
+                f"unknown token group {group!r}; known: {sorted(GROUP_RESOLVERS)} and spans {sorted(self.spans)}"
+            )
+        return torch.as_tensor(out, dtype=torch.long).reshape(-1).sort().values
+
+
+def _cat(spans: Sequence[Span]) -> torch.Tensor:
+    if not spans:
+        return torch.empty(0, dtype=torch.long)
+    return torch.cat([s.positions() for s in spans])
+
+
+def _frame(layout: TokenLayout, arg: str) -> torch.Tensor:
+    if not arg:
+        raise KeyError("group 'frame' needs an index, e.g. 'frame:0'")
+    i = int(arg)
+    if not -layout.n_frames <= i < layout.n_frames:
+        raise KeyError(f"frame {i} out of range for {layout.n_frames} frames")
+    return layout.frames[i].positions()
+
+
+def _option(layout: TokenLayout, arg: str) -> torch.Tensor:
+    if arg not in layout.letters:
+        raise KeyError(f"no option {arg!r}; options are {list(layout.letters)}")
+    return layout.options[arg].positions()
+
+
+def _explicit(layout: TokenLayout, arg: str) -> torch.Tensor:
+    a, _, b = arg.partition(":")
+    span = Span(int(a), int(b))
+    if span.stop > layout.seq_len:
+        raise KeyError(f"span {arg} ends past the sequence ({layout.seq_len} positions)")
+    return span.positions()
+
+
+GROUP_RESOLVERS: Dict[str, Callable[[TokenLayout, str], torch.Tensor]] = {
+    "video": lambda L, a: L.video_positions.clone(),
+    "frame": _frame,
+    "question": lambda L, a: L.question.positions(),
+    "non_option_question": lambda L, a: L.non_option_question.positions(),
+    "option": _option,
+    "true_option": lambda L, a: L.true_option.positions(),
+    "false_options": lambda L, a: _cat(L.false_options),
+    "last": lambda L, a: torch.tensor([L.last]),
+    "span": _explicit,
+}
+
+
+def register_group(name: str, resolver: Callable[[TokenLayout, str], torch.Tensor]) -> None:
+    """Add a named token group: ``resolver(layout, arg)`` returns positions for ``name:arg``."""
+    if ":" in name:
+        raise ValueError("group names cannot contain ':'")
+    GROUP_RESOLVERS[name] = resolver

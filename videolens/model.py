@@ -1,0 +1,317 @@
+"""HookedVideoLLM: a transformer_lens.HookedTransformer with a vision front end.
+
+The language backbone is a plain ``HookedTransformer``; the only change is the token embedding,
+which writes the video tokens over the placeholder positions before ``hook_embed``. So
+``hook_embed``, every ``blocks.{l}.*`` hook, ``run_with_cache``, ``run_with_hooks``,
+``ActivationCache.accumulated_resid`` / ``decompose_resid`` and ``transformer_lens.patching``
+behave as TransformerLens users expect, with video embeddings in the residual stream.
+
+Example::
+
+    import videolens as vl
+    model = vl.HookedVideoLLM.from_pretrained("path/to/checkpoint")
+    sample = vl.VideoQA(video="clip.mp4", question="...", candidates=["...", "..."], answer="...")
+    inputs = model.prepare(sample, num_frames=8)
+    logits, cache = model.run_with_cache(inputs)
+    cache["blocks.3.attn.hook_pattern"]      # [1, n_heads, S, S]
+    model.option_probs(inputs)               # {"A": 0.71, "B": 0.29}
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.components import Embed
+
+from .data import VideoQA
+from .inputs import VideoLLMInput, tokenize_prompt
+from .prompts import PromptTemplate, get_template
+from .video import Video
+
+__all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError"]
+
+
+class ContextLengthError(ValueError):
+    """The prompt (video tokens included) is longer than the model's context."""
+
+
+class VideoEmbed(Embed):
+    """``W_E[tokens]`` with the current input's video tokens written over its video positions.
+
+    The video tokens are set for the duration of one forward pass by ``HookedVideoLLM``; token
+    ids at those positions (placeholders, possibly outside the vocabulary) are never looked up.
+    """
+
+    def __init__(self, cfg: HookedTransformerConfig):
+        super().__init__(cfg)
+        self.video: Optional[tuple] = None  # (positions [n], embeds [batch, n, d_model])
+
+    def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        if self.video is None:
+            return super().forward(tokens)
+        positions, embeds = self.video
+        if positions.numel() and int(positions.max()) >= tokens.shape[1]:
+            raise ValueError("video positions lie past the tokens: pass the VideoLLMInput, not a slice of it")
+        safe = tokens.clone()
+        safe[:, positions] = 0
+        out = super().forward(safe)
+        out[:, positions] = embeds.to(out.dtype)
+        return out
+
+
+class HookedVideoLLM(HookedTransformer):
+    """A VideoLLM whose language backbone is a TransformerLens ``HookedTransformer``.
+
+    Build it with ``from_pretrained(path)``; ``prepare(sample)`` gives a ``VideoLLMInput`` that
+    ``model(inputs)``, ``run_with_cache(inputs)`` and ``run_with_hooks(inputs, fwd_hooks=...)``
+    accept anywhere a token tensor is accepted.
+
+    Attributes:
+        vision: the vision front end (hooks ``vision.hook_pixel_values``,
+            ``vision.hook_patch_features``, ``vision.hook_video_embeds``).
+        placeholder_id: token id of the video placeholder.
+        template: the prompt template (``videolens.prompts.PromptTemplate``).
+        family: checkpoint family name.
+    """
+
+    def __init__(
+        self,
+        cfg: HookedTransformerConfig,
+        vision: torch.nn.Module,
+        tokenizer,
+        placeholder_id: int,
+        template: Union[str, PromptTemplate] = "eval_mvbench_vicuna",
+        family: str = "custom",
+        rope: Optional[tuple] = None,
+        checkpoint_config: Optional[dict] = None,
+    ):
+        super().__init__(cfg, tokenizer=tokenizer, move_to_device=False)
+        self.tokenizer = tokenizer  # keep the checkpoint's tokenizer as given
+        self.embed = VideoEmbed(self.cfg)
+        self.vision = vision
+        self.placeholder_id = int(placeholder_id)
+        self.template = get_template(template) if isinstance(template, str) else template
+        self.family = family
+        self.checkpoint_config = checkpoint_config or {}
+        if rope is not None:
+            self.set_rope_tables(*rope)
+        self.setup()
+
+    # ---- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: Union[str, Path],
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> "HookedVideoLLM":
+        """Load a local VideoLLM checkpoint folder (any registered family).
+
+        Args:
+            path: folder with config.json, safetensors (single or sharded) and tokenizer files.
+            device: "cpu", "cuda", ... (default: cuda when available).
+            dtype: weights dtype (torch.float32, torch.bfloat16, torch.float16).
+
+        Raises:
+            FileNotFoundError: the folder does not exist.
+            weights_conversion.UnknownFamilyError: config.json names an unsupported model type.
+            weights_conversion.MissingWeightsError / UnexpectedWeightsError: tensors missing
+                from, or left unused in, the checkpoint (named in the message).
+        """
+        from transformers import AutoTokenizer
+
+        from weights_conversion import convert_checkpoint
+        from weights_conversion.checkpoint import CheckpointError
+
+        path = Path(path)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        conv = convert_checkpoint(path, dtype=dtype, device=str(device))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot load the tokenizer saved with the checkpoint: {exc}") from exc
+        model = cls(
+            conv.cfg,
+            conv.vision,
+            tokenizer,
+            conv.placeholder_id,
+            conv.template,
+            conv.family,
+            rope=None,
+            checkpoint_config=conv.config,
+        )
+        model.load_backbone_weights(conv.state_dict)
+        if conv.rope is not None:
+            model.set_rope_tables(*conv.rope)
+        model.to(device)
+        model.vision.to(device)
+        return model.eval()
+
+    def load_backbone_weights(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        """Load TransformerLens weights, requiring exactly the backbone's parameters.
+
+        Raises:
+            weights_conversion.MissingWeightsError / UnexpectedWeightsError naming the keys.
+        """
+        from weights_conversion.checkpoint import CheckpointError, MissingWeightsError, UnexpectedWeightsError
+
+        params = {n: p for n, p in self.named_parameters() if not n.startswith("vision.")}
+        missing = sorted(set(params) - set(state_dict))
+        extra = sorted(set(state_dict) - set(params))
+        if missing:
+            raise MissingWeightsError(f"converted weights lack {missing[:20]}")
+        if extra:
+            raise UnexpectedWeightsError(f"converted weights have keys the model does not: {extra[:20]}")
+        for k, v in state_dict.items():
+            if tuple(v.shape) != tuple(params[k].shape):
+                raise CheckpointError(f"{k}: shape {tuple(v.shape)}, expected {tuple(params[k].shape)}")
+        self.load_state_dict(state_dict, strict=False, assign=True)
+
+    def set_rope_tables(self, sin: torch.Tensor, cos: torch.Tensor) -> None:
+        """Write RoPE sin/cos tables ``[n_ctx, d_head]`` (NeoX layout) into every block.
+
+        The tables must cover ``cfg.n_ctx`` positions, so TransformerLens never recomputes
+        plain RoPE behind our back."""
+        if sin.shape[0] < self.cfg.n_ctx:
+            raise ValueError(f"rope tables cover {sin.shape[0]} positions, n_ctx is {self.cfg.n_ctx}")
+        for block in self.blocks:
+            block.attn.rotary_sin = sin.to(block.attn.rotary_sin.device)
+            block.attn.rotary_cos = cos.to(block.attn.rotary_cos.device)
+
+    # ---- inputs -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.embed.W_E.device
+
+    def prepare(self, sample: VideoQA, num_frames: int = 8) -> VideoLLMInput:
+        """Decode the video, build the prompt with its TokenLayout, and run the vision front end once.
+
+        Args:
+            sample: the VideoQA sample (video path or decoded ``Video``).
+            num_frames: frames to sample from the video (REFERENCE section 4).
+
+        Returns:
+            ``VideoLLMInput`` with tokens ``[1, S]``, video embeddings ``[T', h, w, d_model]`` and
+            the layout.
+
+        Raises:
+            ContextLengthError: the prompt is longer than ``cfg.n_ctx`` (before any compute).
+            FileNotFoundError / videolens.video.VideoDecodeError: unreadable video.
+            videolens.inputs.PromptTokenizationError: placeholder or option letters not single tokens.
+        """
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        grid = self.vision.output_grid(num_frames)
+        timestamps = None
+        video: Optional[Video] = None
+        if self.template.frame_format is not None:
+            video = sample.load(num_frames)
+            timestamps = list(video.timestamps[:: max(1, num_frames // grid[0])][: grid[0]])
+        tp = tokenize_prompt(
+            self.tokenizer,
+            self.template,
+            sample.question,
+            sample.candidates,
+            self.placeholder_id,
+            grid,
+            true_letter=sample.answer_letter,
+            timestamps=timestamps,
+        )
+        S = tp.layout.seq_len
+        if S > self.cfg.n_ctx:
+            raise ContextLengthError(
+                f"the prompt has {S} positions ({grid[0]}x{grid[1]}x{grid[2]} video tokens), "
+                f"more than the model's context of {self.cfg.n_ctx}"
+            )
+        if video is None:
+            video = sample.load(num_frames)
+        with torch.no_grad():
+            embeds = self.vision(video.frames)
+        return VideoLLMInput(
+            tokens=tp.tokens.to(self.device),
+            video_embeds=embeds,
+            layout=tp.layout,
+            option_token_ids=tp.option_token_ids,
+            sample=sample,
+            video=video,
+            prompt_text=tp.prompt.text,
+        )
+
+    @contextlib.contextmanager
+    def _video_in(self, inputs: VideoLLMInput) -> Iterator[None]:
+        if inputs.seq_len > self.cfg.n_ctx:
+            raise ContextLengthError(f"{inputs.seq_len} positions exceed the context of {self.cfg.n_ctx}")
+        embeds = inputs.video_embeds.to(self.device)[None]  # [1, T, h, w, d]
+        embeds = self.vision.hook_video_embeds(embeds)
+        flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])
+        self.embed.video = (inputs.layout.video_positions.to(self.device), flat)
+        try:
+            yield
+        finally:
+            self.embed.video = None
+
+    def forward(self, input, *args, **kwargs):
+        """As ``HookedTransformer.forward``; ``input`` may also be a ``VideoLLMInput``."""
+        if isinstance(input, VideoLLMInput):
+            with self._video_in(input):
+                return super().forward(input.tokens.to(self.device), *args, **kwargs)
+        return super().forward(input, *args, **kwargs)
+
+    # ---- answers ------------------------------------------------------------------------------
+    def option_logits(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> Float[torch.Tensor, "n_options"]:
+        """Log-probabilities (full-vocabulary log-softmax, fp32) of each option letter at the last position."""
+        if logits is None:
+            with torch.no_grad():
+                logits = self(inputs)
+        logp = logits[0, -1].float().log_softmax(-1)
+        ids = torch.tensor([inputs.option_token_ids[L] for L in inputs.layout.letters], device=logp.device)
+        return logp[ids]
+
+    def option_probs(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> Dict[str, float]:
+        """Probability of each option letter at the last position (softmax over the full
+        vocabulary, REFERENCE section 2): ``{"A": 0.71, "B": 0.12, ...}``."""
+        lp = self.option_logits(inputs, logits)
+        return {L: float(p) for L, p in zip(inputs.layout.letters, lp.exp())}
+
+    def answer(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> str:
+        """The option letter with the highest probability."""
+        probs = self.option_probs(inputs, logits)
+        return max(probs, key=probs.get)
+
+    def generate(self, input=None, max_new_tokens: int = 16, *args, **kwargs):
+        """Greedy decoding for a ``VideoLLMInput`` (``_generate_video``); any other input goes to
+        ``HookedTransformer.generate`` unchanged."""
+        if isinstance(input, VideoLLMInput):
+            return self._generate_video(input, max_new_tokens, kwargs.get("stop_at_eos", True))
+        return super().generate(input, max_new_tokens, *args, **kwargs)
+
+    @torch.no_grad()
+    def _generate_video(self, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_at_eos: bool = True) -> str:
+        """Greedy decoding after the prompt, with TransformerLens' key-value cache.
+
+        Returns the decoded continuation (the prompt ends with ``Best option:(``, so a trained
+        model continues with the letter).
+        """
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        cache = TransformerLensKeyValueCache.init_cache(self.cfg, self.device, 1)
+        mask = torch.ones_like(inputs.tokens)
+        logits = self(inputs, past_kv_cache=cache, attention_mask=mask)
+        out: List[int] = []
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        for _ in range(max_new_tokens):
+            nxt = int(logits[0, -1].argmax())
+            if stop_at_eos and eos is not None and nxt == eos:
+                break
+            out.append(nxt)
+            if len(out) + inputs.seq_len >= self.cfg.n_ctx:
+                break
+            tok = torch.tensor([[nxt]], device=self.device)
+            logits = self(tok, past_kv_cache=cache, attention_mask=torch.ones_like(tok))
+        return self.tokenizer.decode(out)

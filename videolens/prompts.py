@@ -1,0 +1,180 @@
+"""Prompt templates (data) and the prompt builder that records character spans as it writes.
+
+The paper's evaluation prompt (PLLaVA ``eval_mvbench``, REFERENCE section 3) for Vicuna models::
+
+    {SYSTEM} USER: <image>\\n USER: Question: {question}\\nOptions:\\n(A) {c0}\\n(B) {c1} \\nOnly give
+    the best option. ASSISTANT:Best option:(
+
+A template is plain data: the text around the video block and the question block. The builder
+writes the prompt piece by piece and records the character span of every named piece, so token
+spans come from the tokenizer's offset mapping and are never searched for afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .data import option_letters
+
+__all__ = ["PromptTemplate", "BuiltPrompt", "TEMPLATES", "SYSTEM_MVBENCH", "build_prompt", "get_template"]
+
+SYSTEM_MVBENCH = (
+    "Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
+    "movement of objects, and the action and pose of persons. Based on your observations, select the best "
+    "option that accurately addresses the question.\n"
+)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A multiple-choice VideoQA prompt as data.
+
+    The prompt is ``system + before_video + VIDEO + after_video + QUESTION_BLOCK + after_question
+    + answer_prefix``. VIDEO is one placeholder token replaced by every video token (``frame_format``
+    None), or one ``frame_format`` piece per frame joined by ``frame_separator`` where
+    ``{placeholder}`` is replaced by that frame's tokens and ``{time}`` is the frame's timestamp (s).
+    QUESTION_BLOCK is ``"Question: {question}\\nOptions:\\n(A) c0\\n(B) c1..."``.
+    """
+
+    name: str
+    system: str
+    before_video: str
+    after_video: str
+    after_question: str
+    answer_prefix: str = "Best option:("
+    frame_format: Optional[str] = None
+    frame_separator: str = ""
+    question_prefix: str = "Question: "
+    options_header: str = "\nOptions:\n"
+
+
+TEMPLATES: Dict[str, PromptTemplate] = {
+    t.name: t
+    for t in [
+        PromptTemplate(
+            name="eval_mvbench_vicuna",
+            system=SYSTEM_MVBENCH,
+            before_video=" USER: ",
+            after_video="\n USER: ",
+            after_question=" \nOnly give the best option. ASSISTANT:",
+        ),
+        PromptTemplate(
+            name="eval_mvbench_phi3",
+            system=SYSTEM_MVBENCH,
+            before_video=" <|user|>\n<img>",
+            after_video="</img>\n <|user|>\n",
+            after_question=" \nOnly give the best option. <|assistant|>\n",
+        ),
+        PromptTemplate(
+            name="eval_mvbench_videollama3",
+            system=SYSTEM_MVBENCH,
+            before_video=" USER: ",
+            after_video="\n USER: ",
+            after_question=(
+                "\nAnswer with the option's letter from the given choices directly and only give the best"
+                " option. ASSISTANT:"
+            ),
+            frame_format="Time {time:.1f}s:{placeholder}",
+            frame_separator=",",
+        ),
+    ]
+}
+
+
+def get_template(name: str) -> PromptTemplate:
+    """Look a template up by name; raises KeyError listing the known ones."""
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise KeyError(f"unknown prompt template {name!r}; known: {sorted(TEMPLATES)}") from None
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """A prompt string and the character spans ``[start, stop)`` of its named pieces.
+
+    Span names: ``system``, ``video`` (the whole video block), ``frame:i`` (one per frame when the
+    template has per-frame pieces), ``placeholder:i`` (the placeholder text of frame i, or
+    ``placeholder:0`` for a single video placeholder), ``question`` (question and options),
+    ``question_text`` (the question alone), ``non_option_question`` (question block minus the
+    option lines), ``option:X`` (the line ``(X) text``), ``answer_prefix``.
+    """
+
+    text: str
+    spans: Dict[str, Tuple[int, int]]
+    letters: List[str]
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.parts: List[str] = []
+        self.n = 0
+        self.spans: Dict[str, Tuple[int, int]] = {}
+
+    def write(self, text: str, name: Optional[str] = None) -> Tuple[int, int]:
+        start = self.n
+        self.parts.append(text)
+        self.n += len(text)
+        if name is not None:
+            self.spans[name] = (start, self.n)
+        return start, self.n
+
+    def mark(self, name: str, start: int) -> None:
+        self.spans[name] = (start, self.n)
+
+
+def build_prompt(
+    template: PromptTemplate,
+    question: str,
+    candidates: Sequence[str],
+    placeholder: str,
+    timestamps: Optional[Sequence[float]] = None,
+) -> BuiltPrompt:
+    """Write the prompt for one sample, recording the character span of each piece.
+
+    Args:
+        template: the prompt template.
+        question: the question text.
+        candidates: the options, shown as (A), (B), ... in this order.
+        placeholder: the text of the video placeholder token (``"<image>"`` for PLLaVA).
+        timestamps: per-frame times in seconds; required by templates with ``frame_format``.
+
+    Raises:
+        ValueError: a per-frame template without timestamps.
+    """
+    w = _Writer()
+    w.write(template.system, "system")
+    w.write(template.before_video)
+    video_start = w.n
+    if template.frame_format is None:
+        w.write(placeholder, "placeholder:0")
+    else:
+        if timestamps is None:
+            raise ValueError(f"template {template.name!r} writes per-frame timestamps: pass timestamps")
+        for i, t in enumerate(timestamps):
+            if i:
+                w.write(template.frame_separator)
+            frame_start = w.n
+            head, tail = template.frame_format.split("{placeholder}")
+            w.write(head.format(time=t))
+            w.write(placeholder, f"placeholder:{i}")
+            w.write(tail.format(time=t))
+            w.mark(f"frame:{i}", frame_start)
+    w.mark("video", video_start)
+    w.write(template.after_video)
+    q_start = w.n
+    w.write(template.question_prefix)
+    w.write(question, "question_text")
+    w.write(template.options_header.rstrip("\n"))
+    w.mark("non_option_question", q_start)
+    w.write(template.options_header[len(template.options_header.rstrip("\n")):])
+    letters = [option_letters[i] for i in range(len(candidates))]
+    for i, (letter, cand) in enumerate(zip(letters, candidates)):
+        if i:
+            w.write("\n")
+        w.write(f"({letter}) {cand}", f"option:{letter}")
+    w.mark("question", q_start)
+    w.write(template.after_question)
+    w.write(template.answer_prefix, "answer_prefix")
+    return BuiltPrompt("".join(w.parts), w.spans, letters)

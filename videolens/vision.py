@@ -1,0 +1,216 @@
+"""The vision front end: frames -> vision tower -> (pooling, projector in the family's order) -> video tokens.
+
+Every family describes its front end as data: which hidden state of the tower to read, whether
+to drop the CLS token, and the ordered list of steps (``project``, 3-D adaptive average pooling,
+per-frame 2-D pooling). Features travel between steps as a grid ``[T, rows, cols, d]``.
+
+Hook points (names as seen from the HookedVideoLLM root):
+- ``vision.hook_pixel_values``  ``[T, 3, H, W]``  normalised frames, fired by ``encode``.
+- ``vision.hook_patch_features`` ``[T, rows, cols, d_vision]``  tower output grid, fired by ``encode``.
+- ``vision.hook_video_embeds``  ``[1, T', h, w, d_model]``  the video tokens, fired on every
+  forward pass of the language model (the front end itself runs once, in ``model.prepare``), so
+  ``run_with_cache`` records them and ``run_with_hooks`` can patch them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from einops import rearrange
+from jaxtyping import Float, UInt8
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+__all__ = [
+    "VisionFrontEnd",
+    "Projector",
+    "AdaptivePool3d",
+    "SpatialPool2d",
+    "FramePreprocessor",
+    "CLIP_MEAN",
+    "CLIP_STD",
+]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class FramePreprocessor:
+    """Shortest-edge resize (bicubic), centre crop, rescale to [0, 1], normalise (REFERENCE section 4).
+
+    Uses transformers' PIL CLIP image processor, the same code the reference models' processors run.
+    """
+
+    image_size: int
+    mean: Tuple[float, float, float] = CLIP_MEAN
+    std: Tuple[float, float, float] = CLIP_STD
+    options: Dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        kw = dict(
+            size={"shortest_edge": self.image_size},
+            crop_size={"height": self.image_size, "width": self.image_size},
+            image_mean=list(self.mean),
+            image_std=list(self.std),
+            do_convert_rgb=False,
+        )
+        kw.update(self.options)
+        self._proc = CLIPImageProcessorPil(**kw)
+
+    @classmethod
+    def from_processor_config(cls, cfg: Dict, image_size: int) -> "FramePreprocessor":
+        """Build from a checkpoint's ``preprocessor_config.json`` (sizes, mean, std, resample)."""
+        size = cfg.get("size", {})
+        shortest = size.get("shortest_edge", image_size) if isinstance(size, dict) else int(size)
+        crop = cfg.get("crop_size", {"height": image_size, "width": image_size})
+        if isinstance(crop, int):
+            crop = {"height": crop, "width": crop}
+        opts = {k: cfg[k] for k in ("do_resize", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize", "resample") if k in cfg}
+        opts["size"] = {"shortest_edge": shortest}
+        opts["crop_size"] = crop
+        return cls(
+            image_size=image_size,
+            mean=tuple(cfg.get("image_mean", CLIP_MEAN)),
+            std=tuple(cfg.get("image_std", CLIP_STD)),
+            options=opts,
+        )
+
+    def __call__(self, frames: UInt8[np.ndarray, "T H W 3"]) -> Float[torch.Tensor, "T 3 S S"]:
+        out = self._proc(list(frames), return_tensors="pt")["pixel_values"]
+        return out.float()
+
+
+class Projector(nn.Module):
+    """Two-layer MLP ``linear_1 -> act -> linear_2`` (LLaVA's multi_modal_projector)."""
+
+    def __init__(self, d_in: int, d_out: int, act: str = "gelu", bias: bool = True):
+        super().__init__()
+        from transformers.activations import ACT2FN
+
+        self.linear_1 = nn.Linear(d_in, d_out, bias=bias)
+        self.act = ACT2FN[act]
+        self.linear_2 = nn.Linear(d_out, d_out, bias=bias)
+
+    def forward(self, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_out"]:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+class AdaptivePool3d(nn.Module):
+    """AdaptiveAvgPool3d over (frames, rows, cols) to ``shape`` (PLLaVA's pooling)."""
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        self.pool = nn.AdaptiveAvgPool3d(self.shape)
+
+    def forward(self, grid: Float[torch.Tensor, "T r c d"]) -> Float[torch.Tensor, "t h w d"]:
+        x = rearrange(grid, "t r c d -> 1 d t r c")
+        return rearrange(self.pool(x), "1 d t r c -> t r c d")
+
+    def out_grid(self, grid: Tuple[int, int, int]) -> Tuple[int, int, int]:
+        return self.shape
+
+
+class SpatialPool2d(nn.Module):
+    """Per-frame 2-D average (or max) pooling with kernel = stride (HF LlavaNextVideo's resampler)."""
+
+    def __init__(self, stride: int, mode: str = "average"):
+        super().__init__()
+        if mode not in ("average", "max"):
+            raise ValueError(f"spatial pool mode {mode!r} is not supported (average, max)")
+        self.stride = int(stride)
+        self.pool = nn.AvgPool2d(stride, stride) if mode == "average" else nn.MaxPool2d(stride, stride)
+
+    def forward(self, grid: Float[torch.Tensor, "T r c d"]) -> Float[torch.Tensor, "T h w d"]:
+        x = rearrange(grid, "t r c d -> t d r c")
+        return rearrange(self.pool(x), "t d r c -> t r c d")
+
+    def out_grid(self, grid: Tuple[int, int, int]) -> Tuple[int, int, int]:
+        t, r, c = grid
+        return t, r // self.stride, c // self.stride
+
+
+class VisionFrontEnd(nn.Module):
+    """Vision tower + ordered steps (projector / pooling) producing video tokens ``[T', h, w, d_model]``.
+
+    Args:
+        tower: a transformers vision model (``CLIPVisionModel``, ``SiglipVisionModel``, ...)
+            returning ``hidden_states``.
+        steps: ordered modules applied to the feature grid; the projector is the one named
+            ``projector``.
+        feature_layer: which ``hidden_states`` entry to read (-2 for LLaVA).
+        drop_cls: drop the first (CLS) token ("default" feature select strategy).
+        preprocess: turns uint8 frames into the tower's pixel values.
+        extra: parameters stored with the front end but not used for videos (for example
+            LLaVA-NeXT's ``image_newline``), kept so every checkpoint tensor has a home.
+    """
+
+    def __init__(
+        self,
+        tower: nn.Module,
+        steps: Dict[str, nn.Module],
+        feature_layer: int,
+        drop_cls: bool,
+        preprocess: FramePreprocessor,
+        extra: Optional[Dict[str, torch.Tensor]] = None,
+    ):
+        super().__init__()
+        self.tower = tower
+        self.steps = nn.ModuleDict(steps)
+        self.feature_layer = int(feature_layer)
+        self.drop_cls = bool(drop_cls)
+        self.preprocess = preprocess
+        self.extra = nn.ParameterDict({k: nn.Parameter(v, requires_grad=False) for k, v in (extra or {}).items()})
+        self.hook_pixel_values = HookPoint()
+        self.hook_patch_features = HookPoint()
+        self.hook_video_embeds = HookPoint()
+
+    @property
+    def image_size(self) -> int:
+        return int(self.tower.config.image_size)
+
+    @property
+    def patch_grid(self) -> Tuple[int, int]:
+        n = self.tower.config.image_size // self.tower.config.patch_size
+        return n, n
+
+    def output_grid(self, num_frames: int) -> Tuple[int, int, int]:
+        """``(T', h, w)`` of the video tokens for ``num_frames`` input frames."""
+        grid = (num_frames, *self.patch_grid)
+        for step in self.steps.values():
+            if hasattr(step, "out_grid"):
+                grid = step.out_grid(grid)
+        return tuple(int(g) for g in grid)
+
+    def patch_features(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "T r c d_vision"]:
+        """Tower hidden state ``feature_layer``, CLS dropped, as a grid."""
+        out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
+        feats = out.hidden_states[self.feature_layer]
+        if self.drop_cls:
+            feats = feats[:, 1:]
+        n = feats.shape[1]
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"{n} patch features do not form a square grid")
+        return rearrange(feats, "t (r c) d -> t r c d", r=side)
+
+    def encode(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "T h w d_model"]:
+        """Pixel values -> video tokens (runs the tower; no ``hook_video_embeds``)."""
+        pixel_values = self.hook_pixel_values(pixel_values)
+        grid = self.hook_patch_features(self.patch_features(pixel_values))
+        for step in self.steps.values():
+            grid = step(grid)
+        return grid
+
+    def forward(self, frames: UInt8[np.ndarray, "T H W 3"]) -> Float[torch.Tensor, "T h w d_model"]:
+        """uint8 frames -> video tokens, in the front end's dtype and device."""
+        param = next(self.tower.parameters())
+        pixels = self.preprocess(frames).to(device=param.device, dtype=param.dtype)
+        return self.encode(pixels)

@@ -1,0 +1,193 @@
+"""Reading a local checkpoint folder and accounting for every tensor in it.
+
+``Weights`` wraps the checkpoint's tensors and records which ones a converter took. A converter
+reads tensors by key (``take``), by prefix into a module (``load_module``), or through an
+attribute tree that mirrors the HF module layout (``tree``), so TransformerLens' converters can
+read ``tree.model.layers[3].self_attn.q_proj.weight`` straight from the file. At the end
+``check_all_used`` raises naming every tensor nobody took, and a missing tensor raises naming its key.
+TransformerLens' own loader (``load_state_dict(strict=False)``) would drop both silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "MissingWeightsError",
+    "UnexpectedWeightsError",
+    "Weights",
+    "read_config",
+    "read_state_dict",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be read as the family it claims to be."""
+
+
+class MissingWeightsError(CheckpointError):
+    """Tensors the family needs are absent (the message names them)."""
+
+
+class UnexpectedWeightsError(CheckpointError):
+    """Tensors in the checkpoint that no part of the model uses (the message names them)."""
+
+
+def read_config(path: Path) -> dict:
+    """``config.json`` of a checkpoint folder, as a dict."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {path}")
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{path} has no config.json")
+    try:
+        return json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{cfg_file} is not valid JSON: {exc}") from exc
+
+
+def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder: ``model.safetensors``, sharded safetensors
+    (``model.safetensors.index.json``), or ``pytorch_model.bin`` (sharded too)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    index_files = [path / "model.safetensors.index.json", path / "pytorch_model.bin.index.json"]
+    for index in index_files:
+        if index.exists():
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+            shards = sorted(set(weight_map.values()))
+            out: Dict[str, torch.Tensor] = {}
+            for shard in shards:
+                f = path / shard
+                if not f.exists():
+                    raise CheckpointError(f"{index.name} names shard {shard}, which is missing from {path}")
+                part = load_file(str(f)) if shard.endswith(".safetensors") else torch.load(f, map_location="cpu", weights_only=True)
+                out.update(part)
+            missing = sorted(set(weight_map) - set(out))
+            if missing:
+                raise MissingWeightsError(f"{index}: tensors listed but not in their shards: {missing[:20]}")
+            return out
+    if (path / "model.safetensors").exists():
+        return load_file(str(path / "model.safetensors"))
+    singles = sorted(path.glob("*.safetensors"))
+    if singles:
+        out = {}
+        for f in singles:
+            out.update(load_file(str(f)))
+        return out
+    if (path / "pytorch_model.bin").exists():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise CheckpointError(f"{path} holds no weights (model.safetensors, shards with an index, or pytorch_model.bin)")
+
+
+class _Tree:
+    """Attribute view of the tensors under a prefix; integer children act as a list."""
+
+    def __init__(self, weights: "Weights", prefix: str):
+        self._w = weights
+        self._p = prefix
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._child(name)
+
+    def __getitem__(self, i: int):
+        return self._child(str(int(i)))
+
+    def _child(self, name: str):
+        key = f"{self._p}{name}"
+        if key in self._w.tensors:
+            return self._w.take(key)
+        if any(k.startswith(key + ".") for k in self._w.tensors):
+            return _Tree(self._w, key + ".")
+        raise MissingWeightsError(f"{self._w.source}: tensor {key!r} (or anything under it) is missing")
+
+
+class Weights:
+    """A checkpoint's tensors, with a record of which were used."""
+
+    def __init__(self, tensors: Dict[str, torch.Tensor], source: str = "checkpoint"):
+        self.tensors = dict(tensors)
+        self.source = source
+        self.used: set[str] = set()
+
+    @classmethod
+    def from_folder(cls, path: Path) -> "Weights":
+        return cls(read_state_dict(Path(path)), str(path))
+
+    def rename(self, rules: Iterable[tuple[str, str]]) -> "Weights":
+        """Apply regex renames (first matching rule wins) to every key; returns self."""
+        rules = [(re.compile(a), b) for a, b in rules]
+        renamed: Dict[str, torch.Tensor] = {}
+        for k, v in self.tensors.items():
+            for pat, rep in rules:
+                if pat.match(k):
+                    k = pat.sub(rep, k, count=1)
+                    break
+            renamed[k] = v
+        self.tensors = renamed
+        return self
+
+    def has_prefix(self, prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in self.tensors)
+
+    def take(self, key: str) -> torch.Tensor:
+        if key not in self.tensors:
+            raise MissingWeightsError(f"{self.source}: tensor {key!r} is missing")
+        self.used.add(key)
+        return self.tensors[key]
+
+    def take_optional(self, key: str) -> Optional[torch.Tensor]:
+        return self.take(key) if key in self.tensors else None
+
+    def tree(self, prefix: str = "") -> _Tree:
+        return _Tree(self, prefix)
+
+    def load_module(self, module: nn.Module, prefix: str) -> None:
+        """Load every parameter and persistent buffer of ``module`` from ``prefix + name``.
+
+        Raises:
+            MissingWeightsError: the module needs a tensor the checkpoint lacks.
+            CheckpointError: a tensor has the wrong shape.
+        """
+        expected = module.state_dict()
+        sd = {}
+        missing = []
+        for name, ref in expected.items():
+            key = prefix + name
+            if key not in self.tensors:
+                missing.append(key)
+                continue
+            t = self.tensors[key]
+            if tuple(t.shape) != tuple(ref.shape):
+                raise CheckpointError(f"{self.source}: {key} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
+            sd[name] = t
+            self.used.add(key)
+        # buffers such as CLIP's position_ids are derived, not required
+        buffers = {n for n, _ in module.named_buffers()}
+        hard_missing = [k for k in missing if k[len(prefix):] not in buffers]
+        if hard_missing:
+            raise MissingWeightsError(f"{self.source}: missing tensors {hard_missing[:20]}" + (" ..." if len(hard_missing) > 20 else ""))
+        module.load_state_dict(sd, strict=False)
+
+    def unused(self) -> list[str]:
+        return sorted(set(self.tensors) - self.used)
+
+    def check_all_used(self) -> None:
+        """Raise ``UnexpectedWeightsError`` naming every tensor no converter took."""
+        extra = self.unused()
+        if extra:
+            raise UnexpectedWeightsError(
+                f"{self.source}: {len(extra)} tensor(s) are not used by the model: {extra[:20]}"
+                + (" ..." if len(extra) > 20 else "")
+            )

@@ -1,0 +1,77 @@
+"""transformers' ``LlavaNextVideoForConditionalGeneration`` checkpoints (model_type "llava_next_video").
+
+Video path: CLIP hidden state ``vision_feature_layer`` without CLS -> per-frame 2x2 average pooling
+(``spatial_pool_stride``) BEFORE the projector -> projector MLP; 12x12 tokens a frame for a 336 px
+tower; no newline tokens for videos. Both the classic key layout (``language_model.model.*``) and
+transformers 5's (``model.language_model.*``, ``lm_head.*``) load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from videolens.vision import Projector, SpatialPool2d, VisionFrontEnd
+
+from .checkpoint import CheckpointError, Weights
+from .registry import ConvertedModel, Family, register
+from .text_backbones import convert_text_weights, hooked_config, rope_tables
+from .vision_towers import build_preprocessor, build_vision_tower
+
+# transformers 5 in-memory names -> the classic on-disk names
+KEY_RENAMES = [
+    (r"^model\.vision_tower\.", "vision_tower."),
+    (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
+    (r"^model\.vision_resampler\.", "vision_resampler."),
+    (r"^model\.language_model\.", "language_model.model."),
+    (r"^model\.image_newline$", "image_newline"),
+    (r"^lm_head\.", "language_model.lm_head."),
+]
+
+
+def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
+    for key in ("vision_config", "text_config"):
+        if key not in config:
+            raise CheckpointError(f"{path}/config.json: a llava_next_video config needs {key!r}")
+    weights.rename(KEY_RENAMES)
+    text_config = config["text_config"]
+    cfg = hooked_config(text_config, dtype, device)
+    state_dict = convert_text_weights(weights, "language_model.", text_config, cfg)
+    tower = build_vision_tower(config["vision_config"], weights, "vision_tower.", dtype)
+    layer = config.get("vision_feature_layer", -2)
+    if not isinstance(layer, int):
+        raise CheckpointError(f"{path}/config.json: several vision_feature_layer values {layer} are not supported")
+    mode = config.get("spatial_pool_mode", "average")
+    if mode not in ("average", "max"):
+        raise CheckpointError(f"{path}/config.json: spatial_pool_mode {mode!r} is not supported (average, max)")
+    bias = config.get("multimodal_projector_bias", True)
+    projector = Projector(tower.config.hidden_size, cfg.d_model, config.get("projector_hidden_act", "gelu"), bias)
+    weights.load_module(projector, "multi_modal_projector.")
+    newline = weights.take_optional("image_newline")  # used by image inputs only; kept with the model
+    vision = VisionFrontEnd(
+        tower,
+        {"pool": SpatialPool2d(config.get("spatial_pool_stride", 2), mode), "projector": projector.to(dtype)},
+        feature_layer=layer,
+        drop_cls=config.get("vision_feature_select_strategy", "default") == "default",
+        preprocess=build_preprocessor(path, tower.config.image_size),
+        extra={"image_newline": newline.to(dtype)} if newline is not None else None,
+    )
+    placeholder = config.get("video_token_id", config.get("video_token_index"))
+    if placeholder is None:
+        raise CheckpointError(f"{path}/config.json: no video_token_id")
+    return ConvertedModel(
+        cfg=cfg,
+        state_dict=state_dict,
+        rope=rope_tables(text_config, cfg.n_ctx, dtype),
+        vision=vision,
+        placeholder_id=int(placeholder),
+        template=config.get("prompt_template", "eval_mvbench_vicuna"),
+        family="llava_next_video",
+        config=config,
+    )
+
+
+FAMILY = register(
+    Family("llava_next_video", ("llava_next_video",), convert, "transformers LlavaNextVideo (pool before projector)")
+)

@@ -1,0 +1,44 @@
+"""Building a transformers vision tower from a vision_config dict and checkpoint tensors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from videolens.vision import FramePreprocessor
+
+from .checkpoint import Weights
+
+__all__ = ["build_vision_tower", "build_preprocessor"]
+
+
+def build_vision_tower(vision_config: dict, weights: Weights, prefix: str, dtype: torch.dtype) -> torch.nn.Module:
+    """A transformers vision model (CLIP, SigLIP, ... by ``model_type``) loaded from ``prefix``.
+
+    Accepts both the classic layout (``prefix + "vision_model.embeddings..."``) and the flat one
+    transformers 5 writes (``prefix + "embeddings..."``).
+    """
+    from transformers import AutoConfig, AutoModel
+
+    d = dict(vision_config)
+    model_type = d.pop("model_type", "clip_vision_model")
+    cfg = AutoConfig.for_model(model_type, **d)
+    cfg._attn_implementation = "eager"
+    tower = AutoModel.from_config(cfg)
+    own = next(iter(tower.state_dict()))
+    if not own.startswith("vision_model.") and weights.has_prefix(prefix + "vision_model."):
+        weights.rename([("^" + re.escape(prefix + "vision_model."), prefix)])
+    weights.load_module(tower, prefix)
+    return tower.to(dtype).eval()
+
+
+def build_preprocessor(path: Path, image_size: int) -> FramePreprocessor:
+    """Frame preprocessing from ``preprocessor_config.json`` when the checkpoint has one, else
+    CLIP's defaults at ``image_size``."""
+    f = Path(path) / "preprocessor_config.json"
+    if f.exists():
+        return FramePreprocessor.from_processor_config(json.loads(f.read_text()), image_size)
+    return FramePreprocessor(image_size)
