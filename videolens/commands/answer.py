@@ -1,0 +1,42 @@
+"""``videolens answer``: each option's probability for one video and question."""
+
+from __future__ import annotations
+
+import json
+
+from .common import add_model_arguments, load_model
+
+NAME = "answer"
+HELP = "print each option's probability and the chosen answer for one video and question"
+
+
+def add_arguments(p) -> None:
+    add_model_arguments(p)
+    p.add_argument("--video", required=True, help="video file")
+    p.add_argument("--question", required=True)
+    p.add_argument("--candidates", nargs="+", required=True, help="the options, in order (2 or more)")
+    p.add_argument("--answer", default=None, help="the right option, when known (marks it in the output)")
+    p.add_argument("--start", type=float, default=None, help="clip start (s)")
+    p.add_argument("--end", type=float, default=None, help="clip end (s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    from videolens.data import VideoQA
+
+    model = load_model(args)
+    sample = VideoQA(video=args.video, question=args.question, candidates=args.candidates,
+                     answer=args.answer or args.candidates[0], start=args.start, end=args.end)
+    inputs = model.prepare(sample, num_frames=args.num_frames)
+    probs = model.option_probs(inputs)
+    chosen = max(probs, key=probs.get)
+    if args.json:
+        print(json.dumps({"probs": probs, "answer": chosen, "answer_text": args.candidates[ord(chosen) - 65],
+                          "correct": (chosen == sample.answer_letter) if args.answer else None}))
+        return 0
+    for (letter, p), cand in zip(probs.items(), args.candidates):
+        mark = "  <- chosen" if letter == chosen else ""
+        truth = "  (right answer)" if args.answer and letter == sample.answer_letter else ""
+        print(f"({letter}) {p:8.4f}  {cand}{mark}{truth}")
+    print(f"answer: ({chosen}) {args.candidates[ord(chosen) - 65]}")
+    return 0

@@ -1,0 +1,121 @@
+"""Attention edges between named token groups, as boolean (query, key) masks.
+
+An edge ``key -> query`` lets the query position read the key position. An ``EdgePair`` names a
+key group and a query group of the TokenLayout (``video``, ``frame:3``, ``question``,
+``non_option_question``, ``option:B``, ``true_option``, ``false_options``, ``last``,
+``span:a:b``, ...) and a relation that filters the pairs between them (``all``; ``cross_frame``:
+key frame < query frame, the paper's cross-frame target; ``same_frame``). Relations are a registry.
+
+Masks are ``bool [S, S]`` indexed ``[query, key]``, True where an edge is blocked; only causal
+edges (key <= query) are ever set, and a query's edge to itself is never blocked (REFERENCE
+section 2: a fully blocked row would give NaN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Sequence
+
+import torch
+from jaxtyping import Bool, Int
+
+from .layout import TokenLayout
+
+__all__ = ["EdgePair", "RELATIONS", "pair_mask", "blocked_mask", "check_rows", "EmptyRowError", "parse_pair"]
+
+
+class EmptyRowError(ValueError):
+    """A mask would leave some query position with no key to attend to."""
+
+
+@dataclass(frozen=True)
+class EdgePair:
+    """Edges from every position of group ``key`` to every position of group ``query`` that
+    satisfy ``relation``. ``name`` labels records and plots (default ``"key->query"``)."""
+
+    key: str
+    query: str
+    relation: str = "all"
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        rel = "" if self.relation == "all" else f"[{self.relation}]"
+        return f"{self.key}->{self.query}{rel}"
+
+
+def _frame_ids(layout: TokenLayout, positions: torch.Tensor) -> torch.Tensor:
+    """Frame of each position, -1 for non-video positions."""
+    lookup = torch.full((layout.seq_len,), -1, dtype=torch.long)
+    lookup[layout.video_positions] = layout.video_frame_index
+    return lookup[positions]
+
+
+def _rel_all(layout, q, k):
+    return torch.ones(len(q), len(k), dtype=torch.bool)
+
+
+def _rel_cross_frame(layout, q, k):
+    fq, fk = _frame_ids(layout, q), _frame_ids(layout, k)
+    return (fk[None, :] < fq[:, None]) & (fk[None, :] >= 0)
+
+
+def _rel_same_frame(layout, q, k):
+    fq, fk = _frame_ids(layout, q), _frame_ids(layout, k)
+    return (fk[None, :] == fq[:, None]) & (fk[None, :] >= 0)
+
+
+RELATIONS: Dict[str, Callable[[TokenLayout, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "all": _rel_all,
+    "cross_frame": _rel_cross_frame,
+    "same_frame": _rel_same_frame,
+}
+
+
+def parse_pair(text: str) -> EdgePair:
+    """``"video->last"`` or ``"video->video[cross_frame]"`` -> EdgePair."""
+    rel = "all"
+    if text.endswith("]") and "[" in text:
+        text, rel = text[:-1].split("[", 1)
+    if "->" not in text:
+        raise ValueError(f"edge {text!r} must read 'KEY->QUERY' (e.g. 'video->last')")
+    key, query = (s.strip() for s in text.split("->", 1))
+    return EdgePair(key, query, rel)
+
+
+def pair_mask(layout: TokenLayout, pair: EdgePair, out: torch.Tensor | None = None) -> Bool[torch.Tensor, "S S"]:
+    """Mark (OR into ``out``) the causal, off-diagonal edges of one pair. Returns the mask."""
+    S = layout.seq_len
+    if out is None:
+        out = torch.zeros(S, S, dtype=torch.bool)
+    if pair.relation not in RELATIONS:
+        raise KeyError(f"unknown relation {pair.relation!r}; known: {sorted(RELATIONS)}")
+    q = layout.positions(pair.query)
+    k = layout.positions(pair.key)
+    if len(q) == 0 or len(k) == 0:
+        return out
+    block = RELATIONS[pair.relation](layout, q, k) & (k[None, :] < q[:, None])  # causal, never self
+    out[q[:, None], k[None, :]] |= block
+    return out
+
+
+def blocked_mask(layout: TokenLayout, pairs: Iterable[EdgePair]) -> Bool[torch.Tensor, "S S"]:
+    """Union of the edges of ``pairs``: ``bool [S, S]`` indexed [query, key], True = blocked."""
+    out = torch.zeros(layout.seq_len, layout.seq_len, dtype=torch.bool)
+    for p in pairs:
+        pair_mask(layout, p, out)
+    return out
+
+
+def check_rows(mask: Bool[torch.Tensor, "S S"]) -> None:
+    """Raise ``EmptyRowError`` when a query row would have every causal key blocked.
+
+    The diagonal is never blocked by ``pair_mask``; this guards masks built by hand."""
+    S = mask.shape[-1]
+    causal = torch.ones(S, S, dtype=torch.bool).tril()
+    allowed = causal & ~mask
+    empty = (~allowed.any(-1)).nonzero().flatten()
+    if len(empty):
+        raise EmptyRowError(f"blocking these edges leaves query position(s) {empty[:10].tolist()} with no key")
