@@ -110,7 +110,7 @@ class _Tree:
             return self._w.take(key)
         if any(k.startswith(key + ".") for k in self._w.tensors):
             return _Tree(self._w, key + ".")
-        raise MissingWeightsError(f"{self._w.source}: tensor {key!r} (or anything under it) is missing")
+        raise MissingWeightsError(f"{self._w.source}: missing tensor(s) {self._w.expected_under(key)}")
 
 
 class Weights:
@@ -137,6 +137,13 @@ class Weights:
             renamed[k] = v
         self.tensors = renamed
         return self
+
+    def expected_under(self, key: str) -> list[str]:
+        """Names the tensors a missing module ``key`` should hold, judging by its sibling layers
+        (``layers.1.mlp.up_proj`` -> ``layers.1.mlp.up_proj.weight`` when layer 0 has ``.weight``)."""
+        pattern = re.compile("^" + re.sub(r"\\.\d+\\.", r"\\.\\d+\\.", re.escape(key)) + r"(\..+)?$")
+        suffixes = sorted({m.group(1) or "" for k in self.tensors if (m := pattern.match(k))})
+        return [key + sfx for sfx in suffixes] or [key]
 
     def has_prefix(self, prefix: str) -> bool:
         return any(k.startswith(prefix) for k in self.tensors)

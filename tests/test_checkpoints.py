@@ -1,0 +1,114 @@
+"""Checkpoint families: registry, key accounting, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import videolens as vl
+from weights_conversion import FAMILIES, MissingWeightsError, UnexpectedWeightsError, UnknownFamilyError
+from weights_conversion.checkpoint import CheckpointError
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_registry_has_both_families():
+    assert FAMILIES["pllava"].name == "pllava"
+    assert FAMILIES["llava_next_video"].name == "llava_next_video"
+
+
+def test_unknown_model_type_lists_supported(tmp_path, tiny_pllava_dir):
+    ck = _copy(tiny_pllava_dir, tmp_path / "x")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["model_type"] = "mystery_vlm"
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnknownFamilyError, match=r"mystery_vlm.*pllava.*llava_next_video|mystery_vlm.*llava_next_video.*pllava"):
+        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+
+
+def test_missing_tensor_is_named(tmp_path, tiny_pllava_dir):
+    ck = _copy(tiny_pllava_dir, tmp_path / "x")
+    sd = load_file(str(ck / "model.safetensors"))
+    del sd["language_model.model.layers.1.mlp.up_proj.weight"]
+    save_file(sd, str(ck / "model.safetensors"))
+    with pytest.raises(MissingWeightsError, match=r"language_model\.model\.layers\.1\.mlp\.up_proj\.weight"):
+        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+
+
+def test_missing_vision_tensor_is_named(tmp_path, tiny_pllava_dir):
+    ck = _copy(tiny_pllava_dir, tmp_path / "x")
+    sd = load_file(str(ck / "model.safetensors"))
+    del sd["multi_modal_projector.linear_2.weight"]
+    save_file(sd, str(ck / "model.safetensors"))
+    with pytest.raises(MissingWeightsError, match=r"multi_modal_projector\.linear_2\.weight"):
+        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+
+
+def test_unexpected_tensor_is_named(tmp_path, tiny_pllava_dir):
+    ck = _copy(tiny_pllava_dir, tmp_path / "x")
+    sd = load_file(str(ck / "model.safetensors"))
+    sd["language_model.model.layers.0.self_attn.q_porj.weight"] = torch.zeros(2, 2)
+    save_file(sd, str(ck / "model.safetensors"))
+    with pytest.raises(UnexpectedWeightsError, match=r"q_porj"):
+        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+
+
+def test_wrong_shape_is_named(tmp_path, tiny_pllava_dir):
+    ck = _copy(tiny_pllava_dir, tmp_path / "x")
+    sd = load_file(str(ck / "model.safetensors"))
+    sd["multi_modal_projector.linear_1.weight"] = torch.zeros(3, 3)
+    save_file(sd, str(ck / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"linear_1\.weight has shape"):
+        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+
+
+def test_missing_folder_and_config(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        vl.HookedVideoLLM.from_pretrained(tmp_path / "nothing", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json"):
+        vl.HookedVideoLLM.from_pretrained(tmp_path / "empty", device="cpu")
+
+
+def test_context_length_error_before_compute(tmp_path, clip_path, monkeypatch):
+    from tiny import make_tiny_pllava
+
+    ck = make_tiny_pllava(tmp_path / "short_ctx", max_pos=64)
+    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    called = []
+    monkeypatch.setattr(model.vision, "forward", lambda *a, **k: called.append(1))
+    sample = vl.VideoQA(video=str(clip_path), question="What did the person do first?",
+                        candidates=["Put down the blanket.", "Took the towel."], answer="Took the towel.")
+    with pytest.raises(vl.ContextLengthError, match="64"):
+        model.prepare(sample)
+    assert not called
+
+
+def test_hooks_and_cache_work_as_in_transformer_lens(tiny_pllava, clip_path):
+    sample = vl.VideoQA(video=str(clip_path), question="What did the person do first?",
+                        candidates=["Put down the blanket.", "Took the towel."], answer="Took the towel.")
+    inputs = tiny_pllava.prepare(sample)
+    logits, cache = tiny_pllava.run_with_cache(inputs)
+    v = inputs.layout.video_positions
+    # video embeddings sit in hook_embed at the video positions, and in the vision hook
+    assert torch.allclose(cache["hook_embed"][0, v], inputs.video_embeds.reshape(-1, 64))
+    assert cache["vision.hook_video_embeds"].shape == (1, 4, 4, 4, 64)
+    acc = cache.accumulated_resid(incl_mid=False, apply_ln=False)
+    assert acc.shape[0] == tiny_pllava.cfg.n_layers + 1
+    dec, labels = cache.decompose_resid(return_labels=True)
+    assert torch.allclose(dec.sum(0), cache[f"blocks.{tiny_pllava.cfg.n_layers - 1}.hook_resid_post"], atol=1e-5)
+    # patching the video embeddings through the vision hook changes the answer distribution
+    zero = lambda x, hook: torch.zeros_like(x)
+    patched = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("vision.hook_video_embeds", zero)])
+    assert not torch.allclose(patched, logits)
+    probs = tiny_pllava.option_probs(inputs)
+    full = logits[0, -1].softmax(-1)
+    assert probs["A"] == pytest.approx(float(full[inputs.option_token_ids["A"]]), rel=1e-5)
+    assert isinstance(tiny_pllava.generate(inputs, max_new_tokens=2), str)
