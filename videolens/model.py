@@ -29,6 +29,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.components import Embed
 
 from .data import VideoQA
+from .attention import install_fast_attention
 from .inputs import VideoLLMInput, tokenize_prompt
 from .prompts import PromptTemplate, get_template
 from .video import Video
@@ -101,6 +102,7 @@ class HookedVideoLLM(HookedTransformer):
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
+        install_fast_attention(self)  # SDPA when no hook needs scores/patterns (videolens.attention)
 
     # ---- loading ------------------------------------------------------------------------------
     @classmethod
@@ -276,7 +278,7 @@ class HookedVideoLLM(HookedTransformer):
     def option_probs(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> Dict[str, float]:
         """Probability of each option letter at the last position (softmax over the full
         vocabulary, REFERENCE section 2): ``{"A": 0.71, "B": 0.12, ...}``."""
-        lp = self.option_logits(inputs, logits)
+        lp = self.option_logits(inputs, logits).detach()
         return {L: float(p) for L, p in zip(inputs.layout.letters, lp.exp())}
 
     def answer(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> str:

@@ -1,0 +1,228 @@
+"""A fast attention path for HookedTransformer blocks: ``torch.nn.functional.scaled_dot_product_attention``.
+
+TransformerLens computes attention with explicit matmuls and several full passes over the
+``[batch, head, query, key]`` scores, so every score and pattern can be hooked. Most analyses never
+look at them, and a knockout only needs some scores set to -inf before the softmax. This module
+swaps each block's attention for a subclass whose ``forward``
+
+- runs SDPA when no hook, cache or gradient hook needs that layer's ``hook_attn_scores`` or
+  ``hook_pattern``; hooks on ``hook_attn_scores`` that are ``ScoreMaskHook`` objects (for example
+  ``videolens.knockout.knockout_hooks``) are folded into SDPA's boolean attention mask;
+- falls back to TransformerLens' own ``forward`` otherwise (any other hook on those two points,
+  a cache asking for them, padding masks, configurations it does not cover);
+- fires every other hook point (``hook_q/k/v``, ``hook_rot_q/k``, ``hook_z``) as before, and
+  supports TransformerLens' key-value cache (``past_kv_cache``) with the same rotary offsets.
+
+Both paths give the same outputs up to float rounding (tests/test_attention_fast_path.py).
+
+Example::
+
+    from videolens.attention import fast_attention
+    logits = model(inputs)                      # SDPA in every layer
+    _, cache = model.run_with_cache(inputs)     # caches patterns: plain path in every layer
+    with fast_attention(model, False):          # force TransformerLens' plain path
+        logits = model(inputs)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, List, Optional, Type
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+
+__all__ = [
+    "ScoreMaskHook",
+    "has_fast_attention",
+    "install_fast_attention",
+    "set_fast_attention",
+    "fast_attention",
+    "sdpa_supported",
+]
+
+_FALLBACK_ARCHITECTURES = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+
+
+class ScoreMaskHook:
+    """A ``hook_attn_scores`` hook that only sets some scores to -inf, and can say which.
+
+    Subclasses implement ``blocked(q_offset, n_query, n_key, n_heads, device)``: a bool tensor
+    ``[1 or n_heads, n_query, n_key]``, True where the score of (query ``q_offset + i``, key ``j``)
+    is blocked. Called as a TransformerLens hook it applies that mask to the scores
+    ``[batch, head, query, key]`` (queries are the last ``n_query`` of the ``n_key`` positions, as
+    with a key-value cache); the fast attention path reads ``blocked`` instead and passes the mask
+    to SDPA, so both paths block the same edges.
+    """
+
+    def blocked(self, q_offset: int, n_query: int, n_key: int, n_heads: int,
+                device: torch.device) -> Bool[torch.Tensor, "h_or_1 query key"]:
+        raise NotImplementedError
+
+    def __call__(self, scores: Float[torch.Tensor, "batch head query key"], hook=None):
+        Q, K = scores.shape[-2], scores.shape[-1]
+        mask = self.blocked(K - Q, Q, K, scores.shape[1], scores.device)
+        return scores.masked_fill(mask[None], float("-inf"))
+
+
+def sdpa_supported(cfg) -> bool:
+    """Whether the fast path covers this configuration (else the plain path always runs).
+
+    Covered: causal global attention with rotary or learned absolute positions, no ALiBi or
+    relative bias, no score soft-cap, no attention sinks, no log-n scaling, no 4-bit weights, no
+    per-head ``hook_result`` (``use_attn_result``), no split q/k/v inputs, no OLMo-style q/k norms.
+    """
+    softcap = getattr(cfg, "attn_scores_soft_cap", None)
+    return (
+        cfg.positional_embedding_type in ("rotary", "standard")
+        and (cfg.attention_dir == "causal")
+        and not (softcap is not None and softcap > 0)
+        and not getattr(cfg, "use_attention_sinks", False)
+        and not getattr(cfg, "use_logn_attn", False)
+        and not cfg.load_in_4bit
+        and not cfg.use_attn_result
+        and not cfg.use_split_qkv_input
+        and not cfg.use_attn_in
+        and getattr(cfg, "clip_qkv", None) is None
+        and cfg.original_architecture not in _FALLBACK_ARCHITECTURES
+    )
+
+
+def _score_masks(hp) -> Optional[List[ScoreMaskHook]]:
+    """The ScoreMaskHooks on a HookPoint, [] when it has no hooks, None when any other hook
+    (forward, pre-forward, backward, a conversion) is there."""
+    if hp._forward_pre_hooks or hp._backward_hooks or getattr(hp, "_backward_pre_hooks", None) or hp.bwd_hooks:
+        return None
+    if getattr(hp, "hook_conversion", None) is not None:
+        return None
+    n = len(hp._forward_hooks)
+    if n == 0:
+        return []
+    users = [h.user_hook for h in hp.fwd_hooks]
+    if len(users) != n or not all(isinstance(u, ScoreMaskHook) for u in users):
+        return None
+    return users
+
+
+def _sdpa_plan(attn, additive_attention_mask, attention_mask, position_bias) -> Optional[List[ScoreMaskHook]]:
+    """The score masks to fold into SDPA for this call, or None when the plain path must run."""
+    if not attn.use_sdpa or additive_attention_mask is not None or position_bias is not None:
+        return None
+    if attn.attn_type != "global" or getattr(attn, "_attention_dir_override", None) not in (None, "causal"):
+        return None
+    if not sdpa_supported(attn.cfg):
+        return None
+    if attention_mask is not None and not bool(attention_mask.all()):
+        return None  # padding: TransformerLens' own handling (NaN rows -> 0) stays in charge
+    if _score_masks(attn.hook_pattern) != []:
+        return None
+    return _score_masks(attn.hook_attn_scores)
+
+
+def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry, attention_mask,
+                  masks: List[ScoreMaskHook]) -> Float[torch.Tensor, "batch pos d_model"]:
+    """``AbstractAttention.forward`` (TransformerLens 3.9) for the supported configurations, with
+    the scores, softmax and pattern replaced by one SDPA call."""
+    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
+    if past_kv_cache_entry is not None:
+        offset = past_kv_cache_entry.past_keys.size(1)
+        k, v = past_kv_cache_entry.append(k, v)
+    else:
+        offset = 0
+    if attn.cfg.positional_embedding_type == "rotary":
+        q = attn.hook_rot_q(attn.apply_rotary(q, offset, attention_mask))
+        k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))  # cached keys are pre-rotary
+    B, Q, H, _ = q.shape
+    K = k.shape[1]
+    qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if kh.dtype != qh.dtype:
+        kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
+    gqa = kh.shape[1] != H
+    scale = 1.0 / attn.attn_scale
+    if not masks and offset == 0 and Q == K:
+        z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        qpos = torch.arange(offset, offset + Q, device=q.device)
+        allowed = (torch.arange(K, device=q.device)[None, :] <= qpos[:, None])[None]  # [1, Q, K]
+        for m in masks:
+            allowed = allowed & ~m.blocked(offset, Q, K, H, q.device)
+        z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed[None], scale=scale, enable_gqa=gqa)
+        if masks and not bool(allowed.any(-1).all()):
+            z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing
+    z = attn.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
+    w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)").contiguous()
+    b_O = attn.b_O
+    if w.device != z.device:
+        w, b_O = w.to(z.device), b_O.to(z.device)
+    if z.dtype != w.dtype:
+        z = z.to(w.dtype)
+    z = z.reshape(B, Q, attn.cfg.d_head * attn.cfg.n_heads)
+    if z.device.type == "mps":
+        return torch.matmul(z, w.T) + b_O
+    return F.linear(z, w, b_O)
+
+
+_FAST_CLASSES: Dict[type, type] = {}
+
+
+def _fast_class(cls: Type) -> Type:
+    if cls in _FAST_CLASSES.values():
+        return cls
+    if cls not in _FAST_CLASSES:
+
+        class Fast(cls):
+            use_sdpa = True
+            last_path: Optional[str] = None
+
+            def forward(self, query_input, key_input, value_input, past_kv_cache_entry=None,
+                        additive_attention_mask=None, attention_mask=None, position_bias=None):
+                masks = _sdpa_plan(self, additive_attention_mask, attention_mask, position_bias)
+                if masks is None:
+                    self.last_path = "plain"
+                    return super().forward(query_input, key_input, value_input, past_kv_cache_entry,
+                                           additive_attention_mask, attention_mask, position_bias)
+                self.last_path = "sdpa"
+                return _sdpa_forward(self, query_input, key_input, value_input, past_kv_cache_entry,
+                                     attention_mask, masks)
+
+        Fast.__name__ = Fast.__qualname__ = f"Fast{cls.__name__}"
+        _FAST_CLASSES[cls] = Fast
+    return _FAST_CLASSES[cls]
+
+
+def has_fast_attention(attn: torch.nn.Module) -> bool:
+    """Whether an attention module carries the fast path (``attn.use_sdpa`` switches it;
+    ``attn.last_path`` says which path its latest forward took: ``"sdpa"`` or ``"plain"``)."""
+    return type(attn) in _FAST_CLASSES.values()
+
+
+def install_fast_attention(model: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
+    """Give every ``blocks.{l}.attn`` of a HookedTransformer the SDPA fast path (in place).
+
+    Parameters, buffers, hook names and the state dict are untouched: only the class of each
+    attention module changes (to a subclass of its TransformerLens class). Returns ``model``.
+    """
+    for block in model.blocks:
+        attn = block.attn
+        attn.__class__ = _fast_class(type(attn))
+        attn.use_sdpa = enabled
+    return model
+
+
+def set_fast_attention(model: torch.nn.Module, enabled: bool) -> None:
+    """Switch the fast path on or off in every layer (installs it when missing)."""
+    install_fast_attention(model, enabled)
+
+
+@contextlib.contextmanager
+def fast_attention(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Context manager: run with the fast path on (``True``) or off (``False``), then restore."""
+    before = [getattr(b.attn, "use_sdpa", False) for b in model.blocks]
+    install_fast_attention(model, enabled)
+    try:
+        yield
+    finally:
+        for b, was in zip(model.blocks, before):
+            b.attn.use_sdpa = was
