@@ -19,7 +19,7 @@ SAMPLE = dict(question="What did the person do first?", candidates=["Put down th
 def pllava_reference(ckpt, frames, tokens, placeholder):
     """PLLaVA written independently from HF modules: CLIP -> hidden_states[-2][:, 1:] -> MLP ->
     AdaptiveAvgPool3d -> LlamaForCausalLM(inputs_embeds)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     cfg = json.loads((ckpt / "config.json").read_text())
@@ -28,7 +28,8 @@ def pllava_reference(ckpt, frames, tokens, placeholder):
     tower = CLIPVisionModel(CLIPVisionConfig(**vcfg)).eval()
     tower.load_state_dict({k[len("vision_tower.vision_model."):]: v for k, v in sd.items() if k.startswith("vision_tower.")}, strict=False)
     tcfg = {k: v for k, v in cfg["text_config"].items() if k != "model_type"}
-    lm = LlamaForCausalLM(LlamaConfig(**tcfg, attn_implementation="eager")).eval()
+    lm_cfg = AutoConfig.for_model(cfg["text_config"].get("model_type", "llama"), **tcfg)
+    lm = AutoModelForCausalLM.from_config(lm_cfg, attn_implementation="eager").eval()
     missing, unexpected = lm.load_state_dict({k[len("language_model."):]: v for k, v in sd.items() if k.startswith("language_model.")}, strict=False)
     assert not missing and not unexpected
     W1, b1 = sd["multi_modal_projector.linear_1.weight"], sd["multi_modal_projector.linear_1.bias"]
@@ -85,6 +86,17 @@ def test_llava_next_video_matches_transformers(tiny_lnv_dir, clip_path, request,
     with torch.no_grad():
         out = ref(input_ids=inputs.tokens, pixel_values_videos=pix, output_hidden_states=True)
     compare(model, inputs, out.logits, out.hidden_states, ref.model.language_model.norm)
+
+
+@pytest.mark.parametrize("text", ["qwen2", "phi3", "mistral"])
+def test_other_text_backbones_match_reference(tmp_path, clip_path, text):
+    from tiny import make_tiny_pllava
+
+    ck = make_tiny_pllava(tmp_path / text, text=text)
+    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    inputs = model.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
+    ref = pllava_reference(ck, inputs.video.frames, inputs.tokens, model.placeholder_id)
+    compare(model, inputs, *ref)
 
 
 def test_sharded_checkpoint_loads_identically(tmp_path, tiny_pllava, clip_path):

@@ -23,14 +23,24 @@ def tiny_tokenizer(placeholder: str = "<image>", placeholder_id: int = PLACEHOLD
     return build_word_level_tokenizer(WORDS, placeholder=placeholder, placeholder_id=placeholder_id, vocab_size=VOCAB)
 
 
-def tiny_configs(n_layers: int = 3, max_pos: int = 512):
-    from transformers import CLIPVisionConfig, LlamaConfig
+TEXT_CONFIGS = {
+    "llama": ("LlamaConfig", dict(num_key_value_heads=2)),
+    "qwen2": ("Qwen2Config", dict(num_key_value_heads=2)),
+    "phi3": ("Phi3Config", dict(num_key_value_heads=4, pad_token_id=0)),
+    "mistral": ("MistralConfig", dict(num_key_value_heads=2, sliding_window=None)),
+}
+
+
+def tiny_configs(n_layers: int = 3, max_pos: int = 512, text: str = "llama"):
+    import transformers
+    from transformers import CLIPVisionConfig
 
     vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                           image_size=32, patch_size=4, projection_dim=32)
-    tc = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers, num_attention_heads=4,
-                     num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=max_pos, rms_norm_eps=1e-5,
-                     rope_theta=10000.0, tie_word_embeddings=False)
+    cls_name, extra = TEXT_CONFIGS[text]
+    tc = getattr(transformers, cls_name)(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
+                                         num_attention_heads=4, vocab_size=VOCAB, max_position_embeddings=max_pos,
+                                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, **extra)
     return vc, tc
 
 
@@ -44,17 +54,18 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(0.08 * torch.randn(p.shape, generator=g))
 
 
-def make_tiny_pllava(path: Path, seed: int = 0, pooling_shape=(4, 4, 4), max_shard_bytes=None, n_layers=3, max_pos=512):
-    """A random PLLaVA-style checkpoint; returns (path, (tower, projector, llama))."""
-    from transformers import CLIPVisionModel, LlamaForCausalLM
+def make_tiny_pllava(path: Path, seed: int = 0, pooling_shape=(4, 4, 4), max_shard_bytes=None, n_layers=3, max_pos=512,
+                     text: str = "llama"):
+    """A random PLLaVA-style checkpoint (text backbone ``text``: llama, qwen2, phi3, mistral); returns its path."""
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
 
     from videolens.vision import Projector
     from weights_conversion.writers import save_pllava_checkpoint
 
     torch.manual_seed(seed)
-    vc, tc = tiny_configs(n_layers, max_pos)
+    vc, tc = tiny_configs(n_layers, max_pos, text)
     tower = CLIPVisionModel(vc).eval()
-    llama = LlamaForCausalLM(tc).eval()
+    llama = AutoModelForCausalLM.from_config(tc).eval()
     proj = Projector(vc.hidden_size, tc.hidden_size, "gelu")
     for i, m in enumerate((tower, llama, proj)):
         _randomize(m, seed * 10 + i)

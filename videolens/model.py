@@ -65,6 +65,13 @@ class VideoEmbed(Embed):
         return out
 
 
+_BIAS_NAMES = ("b_in", "b_out", "b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_U", "b")
+
+
+def _is_bias(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in _BIAS_NAMES
+
+
 class HookedVideoLLM(HookedTransformer):
     """A VideoLLM whose language backbone is a TransformerLens ``HookedTransformer``.
 
@@ -164,6 +171,15 @@ class HookedVideoLLM(HookedTransformer):
         from weights_conversion.checkpoint import CheckpointError, MissingWeightsError, UnexpectedWeightsError
 
         params = {n: p for n, p in self.named_parameters() if not n.startswith("vision.")}
+        state_dict = dict(state_dict)
+        # biases the HF model does not have: TransformerLens converters emit some as zeros and
+        # leave others out; a zero bias is exactly "no bias", anything else must match by name
+        for k in sorted(set(state_dict) - set(params)):
+            if _is_bias(k) and not state_dict[k].any():
+                del state_dict[k]
+        for k in sorted(set(params) - set(state_dict)):
+            if _is_bias(k):
+                state_dict[k] = torch.zeros(params[k].shape, dtype=self.cfg.dtype)
         missing = sorted(set(params) - set(state_dict))
         extra = sorted(set(state_dict) - set(params))
         if missing:

@@ -1,0 +1,103 @@
+"""Hooked forward vs transformers forward at the paper's layout (REFERENCE sections 2-3).
+
+System prompt + 8x12x12 = 1152 video tokens + question and options (about 1270 positions), a
+Llama language model of reduced width. Both models get the same input embeddings; times are
+medians of interleaved repetitions in one run (these machines are noisy). The last line is the
+ratio hooked / transformers-eager (goal <= 1.3).
+
+    python benchmarks/forward.py [--layers 8] [--width 256] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def build(tmp: Path, layers: int, width: int):
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    import videolens as vl
+    from tiny import PLACEHOLDER, VOCAB, tiny_tokenizer, write_clip
+    from videolens.vision import Projector
+    from weights_conversion.writers import save_pllava_checkpoint
+
+    torch.manual_seed(0)
+    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          image_size=48, patch_size=4)  # 12x12 patches a frame
+    tc = LlamaConfig(hidden_size=width, intermediate_size=width * 11 // 4, num_hidden_layers=layers,
+                     num_attention_heads=width // 32, vocab_size=VOCAB, max_position_embeddings=2048)
+    tower, lm = CLIPVisionModel(vc).eval(), LlamaForCausalLM(tc).eval()
+    proj = Projector(32, width)
+    ck = save_pllava_checkpoint(tmp / "bench", tower, proj, lm, tiny_tokenizer(), (8, 12, 12), PLACEHOLDER)
+    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    clip = write_clip(tmp / "clip.mp4", n_frames=16)
+    sample = vl.VideoQA(video=str(clip), question="Which direction does the purple sphere move in the video?",
+                        candidates=["Up and to the right.", "Up and to the left.", "Down and to the left.",
+                                    "Down and to the right."], answer="Up and to the right.")
+    inputs = model.prepare(sample)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(inputs, names_filter="hook_embed")
+    return model, lm, inputs, cache["hook_embed"]
+
+
+def timed(fn, reps):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, lm, inputs, embeds = build(Path(tmp), args.layers, args.width)
+        S = inputs.seq_len
+        runners = {
+            "hooked (videolens)": lambda: model(inputs),
+            "transformers eager": lambda: lm(inputs_embeds=embeds),
+            "transformers sdpa": lambda: lm(inputs_embeds=embeds),
+        }
+        impl = {"transformers eager": "eager", "transformers sdpa": "sdpa"}
+        ref = None
+        times = {k: [] for k in runners}
+        for name, fn in runners.items():  # warm-up and agreement check
+            if name in impl:
+                lm.config._attn_implementation = impl[name]
+                lm.set_attn_implementation(impl[name])
+            out = fn()
+            logits = out if torch.is_tensor(out) else out.logits
+            ref = logits if ref is None else ref
+            diff = (logits - ref).abs().max().item()
+            print(f"{name:22s} max |logit diff| vs hooked: {diff:.2e}")
+        for _ in range(args.reps):  # interleaved repetitions
+            for name, fn in runners.items():
+                if name in impl:
+                    lm.set_attn_implementation(impl[name])
+                times[name] += timed(fn, 1)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"layout: S={S} positions (video {inputs.layout.video_grid}), {args.layers} layers, width {args.width}, "
+              f"{torch.get_num_threads()} threads, {args.reps} reps")
+        for k, v in med.items():
+            print(f"{k:22s} {v * 1000:9.1f} ms")
+        print(f"hooked / transformers sdpa: {med['hooked (videolens)'] / med['transformers sdpa']:.2f}x")
+        print(f"hooked / transformers eager: {med['hooked (videolens)'] / med['transformers eager']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
