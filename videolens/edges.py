@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterable, Sequence
 import torch
 from jaxtyping import Bool, Int
 
-from .layout import TokenLayout
+from .layout import GROUP_RESOLVERS, TokenLayout, register_group
 
 __all__ = ["EdgePair", "RELATIONS", "pair_mask", "blocked_mask", "check_rows", "EmptyRowError", "parse_pair"]
 
@@ -119,3 +119,30 @@ def check_rows(mask: Bool[torch.Tensor, "S S"]) -> None:
     empty = (~allowed.any(-1)).nonzero().flatten()
     if len(empty):
         raise EmptyRowError(f"blocking these edges leaves query position(s) {empty[:10].tolist()} with no key")
+
+
+# ---- more token groups for edge sets: video tokens of the frames before / after frame i ----------
+def _frames_before(layout: TokenLayout, arg: str) -> torch.Tensor:
+    """``frames_before:i``: video tokens of frames ``< i`` (negative i counts from the end)."""
+    i = _frame_arg(layout, arg, "frames_before")
+    return layout.video_positions[layout.video_frame_index < i]
+
+
+def _frames_after(layout: TokenLayout, arg: str) -> torch.Tensor:
+    """``frames_after:i``: video tokens of frames ``> i``."""
+    i = _frame_arg(layout, arg, "frames_after")
+    return layout.video_positions[layout.video_frame_index > i]
+
+
+def _frame_arg(layout: TokenLayout, arg: str, name: str) -> int:
+    if not arg:
+        raise KeyError(f"group {name!r} needs a frame index, e.g. '{name}:3'")
+    i, T = int(arg), layout.n_frames
+    if not -T <= i < T:
+        raise KeyError(f"frame {i} out of range for {T} frames")
+    return i % T
+
+
+for _name, _fn in (("frames_before", _frames_before), ("frames_after", _frames_after)):
+    if _name not in GROUP_RESOLVERS:
+        register_group(_name, _fn)

@@ -1,0 +1,29 @@
+"""Attention knockout (REFERENCE section 2): block attention edges between named token groups in
+a window of layers and measure the answer probability at the last position.
+
+- ``knockout_hooks(model, mask_or_pairs, layers, heads=None, layout=None)``: TransformerLens
+  fwd_hooks on ``blocks.{l}.attn.hook_attn_scores`` (-inf before the softmax).
+- ``TARGETS`` / ``register_target`` / ``Target``: the paper's four targets as data.
+- ``sweep(model, inputs, target, window=9, method="fast")``: one record per (pair, centre layer).
+- ``ENGINES``: ``"fast"`` (incremental recomputation) and ``"full"`` (whole forward per condition).
+- ``videolens.knockout.plots``: the paper-style figure and the CSV summary.
+
+Example::
+
+    import videolens as vl
+    model = vl.HookedVideoLLM.from_pretrained("ckpt")
+    inputs = model.prepare(vl.VideoQA(video="clip.mp4", question="...", candidates=[...], answer="..."))
+    records = vl.knockout.sweep(model, inputs, "question-and-options-to-last", window=9)
+"""
+
+from .engine import ENGINES, CleanRun, Engine, FastEngine, FullEngine, get_engine, knockout_logits
+from .hooks import EdgeSet, KnockoutHook, as_pairs, hook_name, knockout_hooks, knockout_mask
+from .sweep import SAMPLE_MODES, Baseline, baseline, check_window, layer_window, sweep
+from .targets import TARGETS, Target, UnknownTargetError, get_target, register_target
+
+__all__ = [
+    "knockout_hooks", "knockout_mask", "KnockoutHook", "EdgeSet", "as_pairs", "hook_name",
+    "Target", "TARGETS", "register_target", "get_target", "UnknownTargetError",
+    "sweep", "layer_window", "check_window", "baseline", "Baseline", "SAMPLE_MODES",
+    "ENGINES", "Engine", "FastEngine", "FullEngine", "CleanRun", "get_engine", "knockout_logits",
+]
