@@ -96,7 +96,7 @@ def write_clip(path: Path, n_frames: int = 16, size=(48, 64), fps: int = 8, seed
     rng = np.random.default_rng(seed)
     h, w = size
     bg = rng.integers(0, 255, 3)
-    with imageio.get_writer(str(path), fps=fps, codec="libx264rgb", quality=None,
+    with imageio.get_writer(str(path), fps=fps, codec="libx264rgb", quality=None, pixelformat="rgb24",
                             ffmpeg_params=["-crf", "0", "-preset", "ultrafast"], macro_block_size=1) as wr:
         for i in range(n_frames):
             f = np.empty((h, w, 3), np.uint8)
