@@ -1,0 +1,62 @@
+"""Effective pathways (the paper's Finding 4; REFERENCE section 2): keep only the attention edges
+a pathway spec names, block everything else it lists, count the edges kept, compare with blocking
+the same number of edges at random, and measure accuracy.
+
+Modules, one idea each:
+- ``spec``: specs as data (shipped JSON in ``videolens/pathway_specs``, or user files), validation,
+  the relative-depth rule, and the per-layer ``LayerPlan``.
+- ``masks``: blocked-edge masks built in row chunks into one buffer; the random-control draw.
+- ``counting``: edge counts as the paper counts them (``S(S+1)/2`` per layer, kept, fraction).
+- ``hooks``: ``hook_attn_scores`` hooks that build each layer's mask when the layer runs.
+- ``evaluate``: accuracy full / pathways / random per task, the summary table and the figure.
+
+Example::
+
+    import videolens as vl
+    from videolens import pathways as pw
+
+    model = vl.HookedVideoLLM.from_pretrained("ckpt")
+    inputs = model.prepare(sample)
+    spec = pw.load_spec("llava-next-7b-video-ft")          # or a path to your own JSON
+    plan = spec.plan(model.cfg.n_layers)                    # mapped by relative depth
+    print(pw.count_edges(inputs.layout, plan).summary())    # "42.7% (11.0M/25.7M)"
+    logits = model.run_with_hooks(inputs, fwd_hooks=pw.PathwayMasker(inputs.layout, plan).fwd_hooks())
+    records = pw.evaluate_sample(model, inputs, spec)       # full / pathways / random
+"""
+
+from .counting import EdgeCounts, count_blocked, count_edges, format_count, full_edges, synthetic_layout
+from .evaluate import (
+    CONDITIONS,
+    RANDOM_MATCH,
+    evaluate,
+    evaluate_sample,
+    plot_summary,
+    random_block_counts,
+    summarize,
+    summary_markdown,
+    write_summary,
+)
+from .hooks import PathwayMasker, RandomMasker, block_scores_, hook_name
+from .masks import assert_no_empty_rows, iter_blocked_rows, lower_triangle_size, random_blocked_, seed_for, write_blocked_
+from .spec import (
+    EDGE_TYPES,
+    LayerPlan,
+    PathwaySpec,
+    SpecError,
+    list_specs,
+    load_spec,
+    map_layers,
+    register_edge_type,
+    spec_from_dict,
+)
+
+__all__ = [
+    "EDGE_TYPES", "LayerPlan", "PathwaySpec", "SpecError", "list_specs", "load_spec", "map_layers",
+    "register_edge_type", "spec_from_dict",
+    "write_blocked_", "iter_blocked_rows", "assert_no_empty_rows", "random_blocked_", "seed_for",
+    "lower_triangle_size",
+    "EdgeCounts", "count_edges", "count_blocked", "full_edges", "format_count", "synthetic_layout",
+    "PathwayMasker", "RandomMasker", "block_scores_", "hook_name",
+    "CONDITIONS", "RANDOM_MATCH", "random_block_counts", "evaluate_sample", "evaluate", "summarize",
+    "summary_markdown", "write_summary", "plot_summary",
+]

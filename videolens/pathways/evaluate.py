@@ -1,0 +1,315 @@
+"""Accuracy with full causal attention, with a pathway spec, and with the random control.
+
+REFERENCE section 2 / the paper's Finding 4: on the same samples, answer with (1) full causal
+attention, (2) only the spec's pathways kept, (3) the same number of edges blocked at random;
+accuracy = the argmax option letter at the last position equals the ground-truth letter. Records
+are plain dicts (one per sample x condition); ``summarize`` turns them into the paper's table
+(video tokens, edges kept, accuracy, delta vs full causal), per task and overall.
+
+Example::
+
+    spec = load_spec("llava-next-7b-video-ft")
+    records = evaluate(model, load_tvbench("action_sequence.json", "videos/"), spec, random_control=True)
+    print(summary_markdown(summarize(records)))
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from ..data import VideoQA
+from ..inputs import VideoLLMInput
+from .counting import EdgeCounts, count_edges, format_count
+from .hooks import PathwayMasker, RandomMasker
+from .spec import LayerPlan, PathwaySpec, load_spec
+
+__all__ = ["CONDITIONS", "RANDOM_MATCH", "random_block_counts", "evaluate_sample", "evaluate", "summarize",
+           "summary_markdown", "write_summary", "plot_summary"]
+
+CONDITIONS = ("full", "pathways", "random")
+
+
+def _per_layer(counts: EdgeCounts) -> List[int]:
+    return list(counts.blocked)
+
+
+def _spread(counts: EdgeCounts) -> List[int]:
+    total, n = sum(counts.blocked), len(counts.blocked)
+    return [total // n + (1 if l < total % n else 0) for l in range(n)]
+
+
+#: How many edges the random control blocks per layer, given the pathway plan's counts:
+#: "layer" = the plan's count in that same layer (default); "total" = the plan's total spread
+#: evenly over layers (the paper's released code blocked one fixed fraction in every layer).
+RANDOM_MATCH = {"layer": _per_layer, "total": _spread}
+
+
+def random_block_counts(counts: EdgeCounts, match: str = "layer") -> List[int]:
+    """Edges the random control blocks in each layer (see ``RANDOM_MATCH``).
+
+    Raises:
+        KeyError: unknown ``match``.
+    """
+    if match not in RANDOM_MATCH:
+        raise KeyError(f"unknown random match {match!r}; known: {sorted(RANDOM_MATCH)}")
+    return RANDOM_MATCH[match](counts)
+
+
+def _record(model, inputs: VideoLLMInput, logits: torch.Tensor, condition: str, full: int, kept: Sequence[int]) -> Dict[str, Any]:
+    probs = model.option_probs(inputs, logits)
+    answer = max(probs, key=probs.get)
+    truth = inputs.layout.true_letter
+    sample = inputs.sample
+    return {
+        "condition": condition,
+        "task": (sample.task if sample is not None else None) or "all",
+        "truth": truth,
+        "answer": answer,
+        "correct": answer == truth,
+        "p_true": probs.get(truth) if truth else None,
+        "probs": probs,
+        "seq_len": inputs.seq_len,
+        "video_grid": list(inputs.layout.video_grid),
+        "n_layers": len(kept),
+        "edges_full": full * len(kept),
+        "edges_kept": int(sum(kept)),
+        "kept_fraction": sum(kept) / (full * len(kept)),
+        "kept_per_layer": [int(k) for k in kept],
+    }
+
+
+@torch.no_grad()
+def evaluate_sample(
+    model,
+    inputs: VideoLLMInput,
+    spec: PathwaySpec | LayerPlan | str,
+    random_control: bool = True,
+    seed: int = 0,
+    match: str = "layer",
+    key: Optional[str] = None,
+) -> List[Dict[str, Any]]:
+    """Answer one sample under full causal attention, the pathway spec, and (optionally) the random
+    control; one record per condition.
+
+    Args:
+        model: a ``HookedVideoLLM``.
+        inputs: the prepared sample (``model.prepare``); its layout must carry the true letter.
+        spec: a spec (resolved for ``model.cfg.n_layers`` by relative depth), a ready ``LayerPlan``,
+            or a spec name / file.
+        random_control: also run the random control.
+        seed: random-control seed; the draw also depends on ``key`` and the layer.
+        match: random-control edge budget per layer (``RANDOM_MATCH``).
+        key: sample key for the random draw (default: the sample id).
+
+    Returns:
+        Records with ``condition``, ``task``, ``truth``, ``answer``, ``correct``, ``p_true``,
+        ``probs``, ``seq_len``, ``video_grid``, ``n_layers``, ``edges_full``, ``edges_kept``,
+        ``kept_fraction``, ``kept_per_layer``.
+
+    Raises:
+        ValueError: the plan's depth is not the model's.
+        videolens.edges.EmptyRowError: a mask would empty a row (cannot happen with the built-in
+            builders, which never block the diagonal).
+    """
+    plan = spec if isinstance(spec, LayerPlan) else load_spec(spec).plan(model.cfg.n_layers)
+    if plan.n_layers != model.cfg.n_layers:
+        raise ValueError(f"plan is for {plan.n_layers} layers, the model has {model.cfg.n_layers}")
+    layout = inputs.layout
+    counts = count_edges(layout, plan)
+    full = counts.full[0]
+    if key is None:
+        key = inputs.sample.sample_id if inputs.sample is not None else ""
+
+    records = [_record(model, inputs, model(inputs), "full", full, counts.full)]
+
+    masker = PathwayMasker(layout, plan)
+    logits = model.run_with_hooks(inputs, fwd_hooks=masker.fwd_hooks())
+    masker.release()
+    records.append(_record(model, inputs, logits, "pathways", full, counts.kept))
+
+    if random_control:
+        n_block = random_block_counts(counts, match)
+        rnd = RandomMasker(layout, n_block, seed=seed, key=key)
+        logits = model.run_with_hooks(inputs, fwd_hooks=rnd.fwd_hooks())
+        rnd.release()
+        records.append(_record(model, inputs, logits, "random", full, [full - n for n in n_block]))
+    return records
+
+
+def evaluate(
+    model,
+    samples: Sequence[VideoQA],
+    spec: PathwaySpec | str,
+    random_control: bool = True,
+    seed: int = 0,
+    match: str = "layer",
+    num_frames: int = 8,
+    writer=None,
+    progress: bool = True,
+) -> List[Dict[str, Any]]:
+    """``evaluate_sample`` over a dataset (``videolens.data.load_tvbench``), with a tqdm bar.
+
+    Args:
+        writer: optional ``videolens.runs.RecordWriter``; finished samples are skipped and each
+            sample's records are written as it finishes (resumable).
+
+    Returns:
+        The records of this call (with ``sample_id``), plus, with a writer, those already written.
+    """
+    from tqdm.auto import tqdm
+
+    plan = load_spec(spec).plan(model.cfg.n_layers)
+    out: List[Dict[str, Any]] = []
+    bar = tqdm(samples, desc=f"pathways {plan.spec_name}", unit="sample", disable=not progress)
+    for sample in bar:
+        sid = sample.sample_id
+        if writer is not None and writer.is_done(sid):
+            continue
+        inputs = model.prepare(sample, num_frames=num_frames)
+        recs = [{"sample_id": sid, **r} for r in evaluate_sample(model, inputs, plan, random_control, seed, match, sid)]
+        if writer is not None:
+            writer.write_sample(sid, recs)
+        out.extend(recs)
+    if writer is not None:
+        return writer.records()
+    return out
+
+
+# ---- summary ------------------------------------------------------------------------------------
+def summarize(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The paper's table per task and overall (all samples pooled), one row per task x condition.
+
+    Row fields: ``task``, ``condition``, ``n``, ``video_tokens`` ("8x12x12"), ``edges_kept`` and
+    ``edges_full`` (means per sample, summed over layers), ``kept_fraction`` (their ratio),
+    ``edges_kept_text`` ("42.0% (10.8M/25.7M)"), ``accuracy`` (%), ``delta_vs_full`` (points).
+    Tasks are sorted, "overall" last; conditions in ``CONDITIONS`` order.
+    """
+    records = list(records)
+    groups: Dict[tuple, List[Dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["task"], r["condition"])].append(r)
+        groups[("overall", r["condition"])].append(r)
+    tasks = sorted({t for t, _ in groups if t != "overall"}) + ["overall"]
+    conds = [c for c in CONDITIONS if any(k[1] == c for k in groups)]
+    conds += sorted({c for _, c in groups} - set(conds))
+    rows = []
+    for task in tasks:
+        acc_full = None
+        for cond in conds:
+            rs = groups.get((task, cond))
+            if not rs:
+                continue
+            n = len(rs)
+            acc = 100.0 * sum(bool(r["correct"]) for r in rs) / n
+            kept = sum(r["edges_kept"] for r in rs) / n
+            full = sum(r["edges_full"] for r in rs) / n
+            grid = Counter("x".join(str(x) for x in r["video_grid"]) for r in rs).most_common(1)[0][0]
+            if cond == "full":
+                acc_full = acc
+            rows.append({
+                "task": task,
+                "condition": cond,
+                "n": n,
+                "video_tokens": grid,
+                "edges_kept": kept,
+                "edges_full": full,
+                "kept_fraction": kept / full,
+                "edges_kept_text": f"{100 * kept / full:.1f}% ({format_count(kept)}/{format_count(full)})",
+                "accuracy": acc,
+                "delta_vs_full": None if acc_full is None else acc - acc_full,
+            })
+    return rows
+
+
+def _fmt_delta(d: Optional[float]) -> str:
+    return "" if d is None else f"{d:+.1f}"
+
+
+def summary_markdown(rows: List[Dict[str, Any]], title: Optional[str] = None) -> str:
+    """Markdown: the overall table with the paper's columns, then accuracy per task."""
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| condition | video tokens | edges kept | accuracy | vs full causal | samples |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["task"] == "overall":
+            lines.append(f"| {r['condition']} | {r['video_tokens']} | {r['edges_kept_text']} | {r['accuracy']:.1f} | "
+                         f"{_fmt_delta(r['delta_vs_full']) if r['condition'] != 'full' else ''} | {r['n']} |")
+    conds = list(dict.fromkeys(r["condition"] for r in rows))
+    lines += ["", "| task | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        cells = []
+        for c in conds:
+            r = next((x for x in rows if x["task"] == task and x["condition"] == c), None)
+            if r is None:
+                cells.append("")
+            elif c == "full":
+                cells.append(f"{r['accuracy']:.1f}")
+            else:
+                cells.append(f"{r['accuracy']:.1f} ({_fmt_delta(r['delta_vs_full'])})")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(rows: List[Dict[str, Any]], out_dir: Path | str, title: Optional[str] = None) -> Dict[str, Path]:
+    """Write ``summary.csv`` and ``summary.md`` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fields = ["task", "condition", "n", "video_tokens", "edges_kept", "edges_full", "kept_fraction",
+              "edges_kept_text", "accuracy", "delta_vs_full"]
+    csv_path = out_dir / "summary.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in fields})
+    md_path = out_dir / "summary.md"
+    md_path.write_text(summary_markdown(rows, title))
+    return {"csv": csv_path, "markdown": md_path}
+
+
+def plot_summary(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], path: Path | str,
+                 title: Optional[str] = None) -> Path:
+    """PNG with two panels: accuracy per task and condition (edges kept in the legend), and the
+    mean fraction of edges kept in each layer per condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    conds = list(dict.fromkeys(r["condition"] for r in rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    width = 0.8 / max(1, len(conds))
+    x = np.arange(len(tasks))
+    for i, c in enumerate(conds):
+        acc = [next((r["accuracy"] for r in rows if r["task"] == t and r["condition"] == c), np.nan) for t in tasks]
+        kept = next(r["edges_kept_text"] for r in rows if r["task"] == "overall" and r["condition"] == c)
+        ax1.bar(x + (i - (len(conds) - 1) / 2) * width, acc, width, label=f"{c}: {kept} edges kept")
+    ax1.set_xticks(x, [t.replace("_", " ") for t in tasks], rotation=20, ha="right")
+    ax1.set_ylabel("accuracy (%)")
+    ax1.set_ylim(0, 100)
+    ax1.legend(fontsize=8)
+    ax1.set_title("accuracy per task")
+    for c in conds:
+        per = [np.array(r["kept_per_layer"]) / (r["edges_full"] / r["n_layers"]) for r in records if r["condition"] == c]
+        if per:
+            ax2.plot(100 * np.mean(per, 0), marker="o", ms=3, label=c)
+    ax2.set_xlabel("layer")
+    ax2.set_ylabel("edges kept (%)")
+    ax2.set_ylim(0, 105)
+    ax2.set_title("edges kept per layer")
+    ax2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
