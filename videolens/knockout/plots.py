@@ -1,0 +1,154 @@
+"""Knockout figures in the paper's style and the CSV summary of a sweep's records.
+
+Figure (one per target): x = centre layer of the knockout window, y = mean relative change of the
+answer probability in percent, one line per edge pair, shaded 95% confidence interval of the mean
+(Student t over samples), dashed zero line.
+
+Example::
+
+    from videolens.knockout.plots import plot_target, write_summary_csv
+    fig = plot_target(records, "cross-frame", path="cross-frame.png")
+    write_summary_csv(records, "summary.csv")
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+__all__ = ["summarize", "write_summary_csv", "plot_target", "mean_ci", "VALUES"]
+
+VALUES = {
+    "rel_change": "relative change of p(answer) (%)",
+    "rel_change_true": "relative change of p(true answer) (%)",
+}
+
+
+def mean_ci(xs: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
+    """(mean, low, high): the ``level`` confidence interval of the mean (Student t); the interval
+    is the mean itself for a single value. NaN and None values are dropped."""
+    xs = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = sum(xs) / n
+    if n == 1:
+        return mean, mean, mean
+    from scipy import stats
+
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def summarize(records: Iterable[dict]) -> List[dict]:
+    """One row per (target, pair, centre layer), in sweep order.
+
+    Columns: ``target, pair, layer, window_start, window_end, n`` (samples), ``mean_rel_change,
+    ci95_low, ci95_high`` (baseline answer), ``mean_rel_change_true, ci95_low_true,
+    ci95_high_true`` (ground truth), ``answer_changed`` (fraction whose answer moved),
+    ``accuracy_after`` (fraction right after knockout), ``n_blocked`` (mean edges per layer).
+    """
+    groups: Dict[tuple, List[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["target"], r["pair"], r["layer"])].append(r)
+    rows = []
+    for (target, pair, layer), rs in groups.items():
+        m, lo, hi = mean_ci([r["rel_change"] for r in rs])
+        mt, lot, hit = mean_ci([r.get("rel_change_true") for r in rs])
+        with_truth = [r for r in rs if r.get("true_letter")]
+        rows.append(
+            {
+                "target": target,
+                "pair": pair,
+                "layer": layer,
+                "window_start": min(rs[0]["layers"]),
+                "window_end": max(rs[0]["layers"]),
+                "n": len(rs),
+                "mean_rel_change": m,
+                "ci95_low": lo,
+                "ci95_high": hi,
+                "mean_rel_change_true": mt,
+                "ci95_low_true": lot,
+                "ci95_high_true": hit,
+                "answer_changed": sum(r["ko_letter"] != r["base_letter"] for r in rs) / len(rs),
+                "accuracy_after": (sum(r["ko_letter"] == r["true_letter"] for r in with_truth) / len(with_truth))
+                if with_truth else float("nan"),
+                "n_blocked": sum(r["n_blocked"] for r in rs) / len(rs),
+            }
+        )
+    return rows
+
+
+def write_summary_csv(records: Iterable[dict], path) -> Path:
+    """Write ``summarize(records)`` as CSV (header row, one line per target x pair x layer)."""
+    rows = summarize(records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0]) if rows else ["target", "pair", "layer", "n"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def plot_target(records: Iterable[dict], target: str, path=None, value: str = "rel_change",
+                ax=None, title: Optional[str] = None):
+    """The paper-style figure of one target: mean relative change per centre layer, a line per
+    pair, 95% interval band.
+
+    Args:
+        records: sweep records (any targets; only ``target`` 's are drawn).
+        target: target name.
+        path: save the figure here (PNG, 150 dpi) when given.
+        value: ``"rel_change"`` (baseline answer, default) or ``"rel_change_true"`` (ground truth).
+        ax: draw into this matplotlib Axes (default: a new figure).
+
+    Returns:
+        the matplotlib Figure.
+
+    Raises:
+        ValueError: unknown ``value``, or no records of ``target``.
+    """
+    if value not in VALUES:
+        raise ValueError(f"value must be one of {sorted(VALUES)}, got {value!r}")
+    rows = [r for r in records if r["target"] == target]
+    if not rows:
+        raise ValueError(f"no records of target {target!r}")
+    suffix = "" if value == "rel_change" else "_true"
+    summary = summarize(rows)
+    by_pair: Dict[str, List[dict]] = defaultdict(list)
+    for s in summary:
+        by_pair[s["pair"]].append(s)
+    if ax is None:
+        from matplotlib.figure import Figure  # no pyplot state: safe in loops and headless runs
+
+        fig = Figure(figsize=(6.4, 3.6))
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    for pair, ss in by_pair.items():
+        ss = sorted(ss, key=lambda s: s["layer"])
+        x = [s["layer"] for s in ss]
+        y = [s["mean_rel_change" + suffix] for s in ss]
+        lo = [s["ci95_low" + suffix] for s in ss]
+        hi = [s["ci95_high" + suffix] for s in ss]
+        (line,) = ax.plot(x, y, marker="o", markersize=3, linewidth=1.6, label=pair)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.axhline(0.0, color="0.4", linestyle="--", linewidth=0.8)
+    n = max(s["n"] for s in summary)
+    window = rows[0]["window"]
+    ax.set_xlabel(f"centre layer of the knockout window (k = {window})")
+    ax.set_ylabel(VALUES[value])
+    ax.set_title(title or f"{target}  (n = {n} samples)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    return fig
