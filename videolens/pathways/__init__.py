@@ -36,7 +36,7 @@ from .evaluate import (
     summary_markdown,
     write_summary,
 )
-from .hooks import PathwayMasker, RandomMasker, block_scores_, hook_name
+from .hooks import LayerMaskHook, PathwayMasker, RandomMasker, hook_name
 from .masks import assert_no_empty_rows, iter_blocked_rows, lower_triangle_size, random_blocked_, seed_for, write_blocked_
 from .spec import (
     EDGE_TYPES,
@@ -56,7 +56,7 @@ __all__ = [
     "write_blocked_", "iter_blocked_rows", "assert_no_empty_rows", "random_blocked_", "seed_for",
     "lower_triangle_size",
     "EdgeCounts", "count_edges", "count_blocked", "full_edges", "format_count", "synthetic_layout",
-    "PathwayMasker", "RandomMasker", "block_scores_", "hook_name",
+    "PathwayMasker", "RandomMasker", "LayerMaskHook", "hook_name",
     "CONDITIONS", "RANDOM_MATCH", "random_block_counts", "evaluate_sample", "evaluate", "summarize",
     "summary_markdown", "write_summary", "plot_summary",
 ]

@@ -2,10 +2,15 @@
 
 Each hook sits on ``blocks.{l}.attn.hook_attn_scores`` (``[batch, head, query, key]``, scaled
 and causally masked by TransformerLens) and sets the blocked edges to ``-inf`` in every head
-(REFERENCE section 2, attention knockout). The layer's ``bool [S, S]`` mask is built when the
-layer runs, into one buffer owned by the masker, and broadcast over batch and heads, so the
-extra memory is one ``S x S`` boolean mask at any time; consecutive layers that block the same
-edge types reuse it without rebuilding.
+(REFERENCE section 2, attention knockout). The hooks are ``videolens.attention.ScoreMaskHook``
+objects, the protocol the knockout hooks (``videolens.knockout``) use: on TransformerLens' plain
+path ``ScoreMaskHook`` applies the -inf itself, and the fast SDPA path folds the mask into
+SDPA's attention mask without materialising the scores.
+
+A layer's ``bool [S, S]`` mask is built when that layer runs, into one buffer owned by the
+masker and broadcast over batch and heads, so the masker holds one ``S x S`` boolean mask at any
+time (never an ``S x S x heads`` mask per layer); consecutive layers that block the same edge
+types reuse it without rebuilding.
 
 Example::
 
@@ -16,18 +21,17 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool
 
+from ..attention import ScoreMaskHook
 from ..layout import TokenLayout
 from .masks import assert_no_empty_rows, random_blocked_, seed_for, write_blocked_
 from .spec import LayerPlan
 
-__all__ = ["PathwayMasker", "RandomMasker", "block_scores_", "hook_name"]
-
-Hook = Tuple[str, Callable]
+__all__ = ["PathwayMasker", "RandomMasker", "LayerMaskHook", "hook_name"]
 
 
 def hook_name(layer: int) -> str:
@@ -35,20 +39,30 @@ def hook_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_attn_scores"
 
 
-def block_scores_(
-    scores: Float[torch.Tensor, "batch head query key"], mask: Bool[torch.Tensor, "query key"]
-) -> Float[torch.Tensor, "batch head query key"]:
-    """Set blocked edges to ``-inf`` in place, broadcasting the ``[S, S]`` mask over batch and heads.
+class LayerMaskHook(ScoreMaskHook):
+    """The ``hook_attn_scores`` hook of one layer: asks its masker for that layer's mask when the
+    layer runs.
 
-    Raises:
-        ValueError: the scores are not ``[..., S, S]`` for this mask (e.g. a cached generation step).
+    Raises (when called):
+        ValueError: the forward does not cover the whole prompt the mask was built for.
     """
-    if tuple(scores.shape[-2:]) != tuple(mask.shape):
-        raise ValueError(
-            f"attention scores are {tuple(scores.shape[-2:])} (query, key) but the mask is {tuple(mask.shape)}: "
-            "pathway masks need the whole prompt in one forward pass"
-        )
-    return scores.masked_fill_(mask, float("-inf"))
+
+    def __init__(self, masker: "_Masker", layer: int):
+        self.masker, self.layer = masker, layer
+
+    def blocked(self, q_offset: int, n_query: int, n_key: int, n_heads: int,
+                device: torch.device) -> Bool[torch.Tensor, "1 query key"]:
+        S = self.masker.layout.seq_len
+        if n_key != S or q_offset + n_query != n_key:
+            raise ValueError(
+                f"this pathway mask is for {S} positions; the forward has {n_key} keys and {n_query} queries "
+                "(build the masker for this input)"
+            )
+        self.masker.calls += 1
+        return self.masker.mask(self.layer, device)[q_offset:][None]
+
+    def __repr__(self) -> str:
+        return f"LayerMaskHook({type(self.masker).__name__}, layer={self.layer})"
 
 
 class _Masker:
@@ -93,17 +107,10 @@ class _Masker:
             self.builds += 1
         return self._buf
 
-    def fwd_hooks(self) -> List[Hook]:
-        """``(hook name, fn)`` pairs for ``model.run_with_hooks(inputs, fwd_hooks=...)``, one per
+    def fwd_hooks(self) -> List[Tuple[str, LayerMaskHook]]:
+        """``(hook name, hook)`` pairs for ``model.run_with_hooks(inputs, fwd_hooks=...)``, one per
         layer that blocks something."""
-        return [(hook_name(l), self._hook(l)) for l in range(self.n_layers) if self.active(l)]
-
-    def _hook(self, layer: int) -> Callable:
-        def fn(scores, hook=None):
-            self.calls += 1
-            return block_scores_(scores, self.mask(layer, scores.device))
-
-        return fn
+        return [(hook_name(l), LayerMaskHook(self, l)) for l in range(self.n_layers) if self.active(l)]
 
     def release(self) -> None:
         """Free the buffer."""
