@@ -1,0 +1,418 @@
+"""Train the bundled tiny VideoLLM on synthetic temporal VideoQA, with a planted pathway (issue 4).
+
+Run (CPU, not in CI)::
+
+    python -m videolens.train_tiny --out runs/tiny --seed 0 --minutes 60
+    # then copy runs/tiny/export/ to videolens/assets/tiny-videollm/
+
+The model is PLLaVA-style and built from HF modules, so the saved checkpoint loads with
+``HookedVideoLLM.from_pretrained`` exactly like the real ones (REFERENCE section 5):
+``CLIPVisionModel`` (32 px, patch 4) -> ``hidden_states[-2]`` without CLS -> ``vision.Projector``
+-> ``vision.AdaptivePool3d`` (8 x 4 x 4 = 128 video tokens) -> ``LlamaForCausalLM``; prompts are
+``prompts.TEMPLATES["eval_mvbench_vicuna"]`` tokenised by ``inputs.tokenize_prompt`` with a
+word-level tokenizer, frames preprocessed as ``vision.FramePreprocessor`` does (checked at start).
+
+Planting the pathway (the testbed's known answer; REFERENCE section 10). Each training sample
+runs under one attention mode, given as an additive 4-D mask to the HF Llama:
+
+- ``last``: text positions after the video may read only the LAST frame's video tokens; video
+  tokens attend causally to every earlier frame. Temporal information must be gathered by
+  cross-frame attention into the last frame's tokens and read from there.
+- ``full``: plain causal attention (what the model meets at inference), so the text heads learn
+  to ignore the other frames rather than break on them.
+- ``knockout``: video->video cross-frame edges blocked in every layer (``edges.blocked_mask``
+  of ``video->video[cross_frame]``), text reads everything; the target is the right letter for
+  the static task and a uniform distribution over the option letters for temporal tasks (the
+  Bayes answer when no frame alone carries the answer, which the generator guarantees for the
+  first and last frame). This discourages reading the order straight off the frames.
+
+Objectives: ``mc`` samples end with ``Best option:(`` and the loss is on the option letter (the
+evaluation format); ``aux`` samples end with ``Answer: <answer text> Best option:(<letter>`` with
+the loss on the answer words and the letter (open-ended answers teach perception quickly,
+REFERENCE section 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from . import synthetic
+from .edges import blocked_mask, parse_pair
+from .inputs import tokenize_prompt
+from .prompts import TEMPLATES
+from .vision import CLIP_MEAN, CLIP_STD, AdaptivePool3d, FramePreprocessor, Projector
+
+__all__ = ["TrainConfig", "TinyVideoLLM", "build_model", "build_tokenizer", "Batcher", "train", "evaluate", "main"]
+
+MODES = ("last", "full", "knockout")
+CROSS_FRAME = parse_pair("video->video[cross_frame]")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run (saved with checkpoints and in the model card)."""
+
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 1.5e-3
+    weight_decay: float = 0.01
+    warmup: int = 200
+    max_steps: int = 2200
+    minutes: float = 75.0  # wall-clock budget; the cosine schedule runs over max_steps
+    clip_grad: float = 1.0
+    p_aux: float = 0.35
+    mode_probs: Tuple[float, float, float] = (0.5, 0.3, 0.2)  # last, full, knockout (mc samples)
+    knockout_from: int = 400  # knockout samples ramp in linearly over [knockout_from, 2 * knockout_from]
+    bf16: bool = True  # autocast matmuls to bfloat16 on CPU (fp32 master weights)
+    task_weights: Tuple[Tuple[str, float], ...] = (
+        ("moving_direction", 1.5), ("scene_transition", 1.0), ("appearance_order", 1.5),
+        ("color_change", 1.0), ("object_color", 0.8),
+    )
+    eval_every: int = 200
+    eval_per_task: int = 32
+    threads: int = 1  # with other jobs on the 2 cores, 1 thread ran 4x faster than 2 (oversubscription)
+    # architecture
+    image_size: int = 32
+    patch_size: int = 4
+    vision_width: int = 64
+    vision_layers: int = 3
+    d_model: int = 128
+    n_layers: int = 6
+    n_heads: int = 4
+    d_mlp: int = 256
+    pooling_shape: Tuple[int, int, int] = (8, 4, 4)
+    num_frames: int = 8
+
+
+# ---- model ------------------------------------------------------------------------------------
+def build_tokenizer():
+    """Word-level tokenizer over every synthetic question/option text plus ``Answer``."""
+    from .tokenizers import build_word_level_tokenizer
+
+    return build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer"])
+
+
+class TinyVideoLLM(torch.nn.Module):
+    """tower -> hidden_states[-2][:, 1:] -> projector -> 3-D pool -> Llama, batched for training."""
+
+    def __init__(self, cfg: TrainConfig, vocab_size: int):
+        super().__init__()
+        from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+        vc = CLIPVisionConfig(hidden_size=cfg.vision_width, intermediate_size=2 * cfg.vision_width,
+                              num_hidden_layers=cfg.vision_layers, num_attention_heads=4,
+                              image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_width)
+        tc = LlamaConfig(hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp, num_hidden_layers=cfg.n_layers,
+                         num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads, vocab_size=vocab_size,
+                         max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=10000.0,
+                         tie_word_embeddings=False)
+        tc._attn_implementation = "sdpa"
+        self.tower = CLIPVisionModel(vc)
+        self.projector = Projector(cfg.vision_width, cfg.d_model, "gelu")
+        self.pool = AdaptivePool3d(cfg.pooling_shape)
+        self.llama = LlamaForCausalLM(tc)
+        with torch.no_grad():  # tower near identity at start (REFERENCE section 10)
+            for layer in self.tower.encoder.layers:
+                layer.self_attn.out_proj.weight.zero_()
+                layer.mlp.fc2.weight.zero_()
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` -> normalised ``[N, 3, H, W]`` (equal to FramePreprocessor at 32 px)."""
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        return (x - self.mean) / self.std
+
+    def video_embeds(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 ``[B, T, H, W, 3]`` -> video tokens ``[B, T'*h*w, d_model]`` (frame, row, col order)."""
+        B, T = frames.shape[:2]
+        px = self.pixels(frames.reshape(B * T, *frames.shape[2:]))
+        hs = self.tower(pixel_values=px, output_hidden_states=True).hidden_states[-2][:, 1:]
+        side = int(math.isqrt(hs.shape[1]))
+        grid = self.projector(rearrange(hs, "(b t) (r c) d -> b t r c d", b=B, r=side))
+        pooled = self.pool.pool(rearrange(grid, "b t r c d -> b d t r c"))
+        return rearrange(pooled, "b d t r c -> b (t r c) d")
+
+    def hidden(self, tokens: torch.Tensor, video_pos: torch.Tensor, frames: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``[B, S, d]`` with video tokens spliced at ``video_pos``."""
+        emb = self.llama.model.embed_tokens(tokens)
+        emb = emb.clone()
+        emb[:, video_pos] = self.video_embeds(frames).to(emb.dtype)
+        out = self.llama.model(inputs_embeds=emb, attention_mask=mask)
+        return out.last_hidden_state
+
+
+def build_model(cfg: TrainConfig, vocab_size: int) -> TinyVideoLLM:
+    torch.manual_seed(cfg.seed)
+    return TinyVideoLLM(cfg, vocab_size)
+
+
+# ---- batches ----------------------------------------------------------------------------------
+@dataclass
+class Item:
+    tokens: List[int]
+    targets: List[Tuple[int, object]]  # (position predicting, token id or list of ids for uniform)
+    mode: str
+    layout: object
+    frames: np.ndarray
+    task: str
+    letter_pos: int
+    option_ids: List[int]
+    answer_id: int
+
+
+class Batcher:
+    """Makes tokenised training/eval items from synthetic samples."""
+
+    def __init__(self, tokenizer, cfg: TrainConfig):
+        self.tok = tokenizer
+        self.cfg = cfg
+        self.template = TEMPLATES["eval_mvbench_vicuna"]
+        self.ph = int(tokenizer.convert_tokens_to_ids("<image>"))
+        self.grid = tuple(cfg.pooling_shape)
+
+    def item(self, s: synthetic.SyntheticSample, mode: str, aux: bool) -> Item:
+        letter = "ABCDEFGH"[s.candidates.index(s.answer)]
+        tp = tokenize_prompt(self.tok, self.template, s.question, s.candidates, self.ph, self.grid, true_letter=letter)
+        ids = tp.tokens[0].tolist()
+        opt_ids = [tp.option_token_ids[L] for L in tp.layout.letters]
+        ans_id = tp.option_token_ids[letter]
+        targets: List[Tuple[int, object]] = []
+        if aux:
+            # replace the final "Best option:(" by "Answer: <text> Best option:(" and append the letter
+            tail = self.tok(self.template.answer_prefix, add_special_tokens=False)["input_ids"]
+            assert ids[-len(tail):] == tail
+            extra = self.tok(f"Answer: {s.answer} " + self.template.answer_prefix, add_special_tokens=False)["input_ids"]
+            ids = ids[: -len(tail)] + extra
+            start = len(ids) - len(extra) + 2  # after "Answer :"
+            for p in range(start, len(ids)):
+                targets.append((p - 1, ids[p]))
+            letter_pos = len(ids) - 1
+            targets.append((letter_pos, ans_id))
+        else:
+            letter_pos = len(ids) - 1
+            if mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS:
+                targets.append((letter_pos, opt_ids))
+            else:
+                targets.append((letter_pos, ans_id))
+        return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
+
+    def collate(self, items: Sequence[Item]):
+        B = len(items)
+        S = max(len(it.tokens) for it in items)
+        tokens = torch.full((B, S), int(self.tok.pad_token_id), dtype=torch.long)
+        for i, it in enumerate(items):
+            tokens[i, : len(it.tokens)] = torch.tensor(it.tokens)
+        vpos = items[0].layout.video_positions
+        for it in items:
+            if not torch.equal(it.layout.video_positions, vpos):
+                raise ValueError("video positions differ within a batch")
+        causal = torch.ones(S, S, dtype=torch.bool).tril()
+        allowed = causal.expand(B, S, S).clone()
+        v0, v1 = int(vpos[0]), int(vpos[-1]) + 1
+        T, h, w = self.grid
+        last_start = v1 - h * w
+        for i, it in enumerate(items):
+            if it.mode == "last":
+                allowed[i, v1:, v0:last_start] = False
+            elif it.mode == "knockout":
+                m = blocked_mask(it.layout, [CROSS_FRAME])
+                n = m.shape[0]
+                allowed[i, :n, :n] &= ~m
+        mask = torch.zeros(B, 1, S, S)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+        frames = np.stack([it.frames for it in items])
+        return tokens, vpos, frames, mask
+
+
+def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> torch.Tensor:
+    tokens, vpos, frames, mask = batcher.collate(items)
+    hid = model.hidden(tokens, vpos, frames, mask)
+    rows, cols, hard, soft_rows, soft_sets = [], [], [], [], []
+    for i, it in enumerate(items):
+        for pos, tgt in it.targets:
+            if isinstance(tgt, list):
+                soft_rows.append(len(rows))
+                soft_sets.append(tgt)
+                hard.append(-100)
+            else:
+                hard.append(int(tgt))
+            rows.append(i)
+            cols.append(pos)
+    logits = model.llama.lm_head(hid[torch.tensor(rows), torch.tensor(cols)])
+    logp = logits.float().log_softmax(-1)
+    hard_t = torch.tensor(hard)
+    n = len(rows)
+    loss = -logp[hard_t >= 0].gather(1, hard_t[hard_t >= 0][:, None]).sum()
+    for r, ids in zip(soft_rows, soft_sets):
+        loss = loss - logp[r, ids].mean()
+    return loss / n
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: TinyVideoLLM, batcher: Batcher, samples: Dict[str, List[synthetic.SyntheticSample]],
+             modes: Sequence[str] = ("full", "knockout", "last"), bs: int = 32) -> Dict[str, Dict[str, float]]:
+    """Accuracy (argmax over the option letters at the last position) per task and attention mode."""
+    model.eval()
+    out: Dict[str, Dict[str, float]] = {}
+    for mode in modes:
+        out[mode] = {}
+        for task, ss in samples.items():
+            correct = 0
+            for k in range(0, len(ss), bs):
+                items = [batcher.item(s, mode, aux=False) for s in ss[k:k + bs]]
+                tokens, vpos, frames, mask = batcher.collate(items)
+                hid = model.hidden(tokens, vpos, frames, mask)
+                h = hid[torch.arange(len(items)), torch.tensor([it.letter_pos for it in items])]
+                logits = model.llama.lm_head(h)
+                for it, lg in zip(items, logits):
+                    pred = it.option_ids[int(lg[it.option_ids].argmax())]
+                    correct += int(pred == it.answer_id)
+            out[mode][task] = correct / len(ss)
+    model.train()
+    return out
+
+
+# ---- saving -----------------------------------------------------------------------------------
+def export(model: TinyVideoLLM, tokenizer, cfg: TrainConfig, path: Path, dtype=torch.float16, extra: Optional[dict] = None) -> Path:
+    """Write a PLLaVA-style checkpoint loadable by ``HookedVideoLLM.from_pretrained``."""
+    from weights_conversion.writers import save_pllava_checkpoint
+
+    ph = int(tokenizer.convert_tokens_to_ids("<image>"))
+    return save_pllava_checkpoint(path, model.tower, model.projector, model.llama, tokenizer, cfg.pooling_shape, ph,
+                                  num_frames=cfg.num_frames, dtype=dtype,
+                                  extra_config={"prompt_template": "eval_mvbench_vicuna", **(extra or {})})
+
+
+def _eval_set(cfg: TrainConfig) -> Dict[str, List[synthetic.SyntheticSample]]:
+    # seeds far from the training stream (training uses an rng, not make_sample)
+    return {t: synthetic.make_samples(t, cfg.eval_per_task, seed=9000 + cfg.seed) for t in synthetic.TASKS}
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
+    """Train, evaluating and checkpointing every ``eval_every`` steps; returns the last evaluation."""
+    torch.set_num_threads(cfg.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    model = build_model(cfg, len(tok))
+    batcher = Batcher(tok, cfg)
+    # the fast pixel path must equal the loader's preprocessing
+    probe = synthetic.make_sample("object_color", 0).frames()
+    ref = FramePreprocessor(cfg.image_size)(probe)
+    if not torch.equal(ref, model.pixels(probe)):
+        raise RuntimeError("fast pixel normalisation differs from FramePreprocessor")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+    def lr_at(step):
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        p = min(1.0, (step - cfg.warmup) / max(1, cfg.max_steps - cfg.warmup))
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+    step = 0
+    state_path = out / "state.pt"
+    if resume and state_path.exists():
+        st = torch.load(state_path, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+    rng = np.random.default_rng([cfg.seed, step, 7])
+    names = [t for t, _ in cfg.task_weights]
+    w = np.array([x for _, x in cfg.task_weights], float)
+    w /= w.sum()
+    evalset = _eval_set(cfg)
+    log = open(out / "log.jsonl", "a")
+    t0 = time.time()
+    elapsed0 = 0.0 if not resume or not state_path.exists() else st.get("elapsed", 0.0)
+    last_eval: Dict = {}
+    run_loss, n_loss = 0.0, 0
+    model.train()
+    while step < cfg.max_steps:
+        items = []
+        for _ in range(cfg.batch_size):
+            task = names[rng.choice(len(names), p=w)]
+            s = synthetic.sample_task(task, rng)
+            aux = rng.random() < cfg.p_aux
+            probs = np.array(cfg.mode_probs, float)
+            probs[2] *= min(1.0, max(0.0, (step - cfg.knockout_from) / max(1, cfg.knockout_from)))
+            mode = MODES[rng.choice(3, p=probs / probs.sum())]
+            if aux and mode == "knockout":
+                mode = "full"
+            items.append(batcher.item(s, mode, aux))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = batch_loss(model, batcher, items)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach())
+        n_loss += 1
+        elapsed = elapsed0 + time.time() - t0
+        done = elapsed > cfg.minutes * 60 or step >= cfg.max_steps
+        if step % cfg.eval_every == 0 or done:
+            last_eval = evaluate(model, batcher, evalset)
+            rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": run_loss / max(1, n_loss),
+                   "lr": lr_at(step), "eval": last_eval}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(json.dumps(rec), flush=True)
+            run_loss, n_loss = 0.0, 0
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                        "config": asdict(cfg)}, state_path)
+            export(model, tok, cfg, out / "export", extra={"train_step": step})
+            if rng is not None:
+                rng = np.random.default_rng([cfg.seed, step, 7])  # resumable stream
+        if done:
+            break
+    log.close()
+    return last_eval
+
+
+def main(argv=None) -> int:
+    """Command line: ``python -m videolens.train_tiny --out DIR --seed 0 [--minutes 60] [--max-steps N]``."""
+    p = argparse.ArgumentParser(description="Train the bundled tiny VideoLLM (CPU).")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=TrainConfig.minutes)
+    p.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--p-aux", type=float, default=TrainConfig.p_aux)
+    p.add_argument("--mode-probs", type=float, nargs=3, default=TrainConfig.mode_probs, metavar=("LAST", "FULL", "KNOCKOUT"))
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--bench", type=int, default=0, help="time N training steps and exit")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
+                      eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs))
+    if a.bench:
+        cfg = replace(cfg, max_steps=a.bench, eval_every=10**9, minutes=1e9, eval_per_task=2)
+        t = time.time()
+        train(cfg, a.out)
+        print(f"{(time.time() - t) / a.bench:.3f} s/step (incl. final eval)")
+        return 0
+    (a.out).mkdir(parents=True, exist_ok=True)
+    (a.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    train(cfg, a.out, resume=a.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
