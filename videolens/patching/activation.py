@@ -38,7 +38,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
 from transformer_lens import patching as tl_patching
-from transformer_lens import utils as tl_utils
+from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
 from .groups import GroupSpec, patch_groups
@@ -59,18 +59,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ActivationSpec:
-    """A patchable activation: its short TransformerLens name (``utils.get_act_name``) and
-    whether it has a head axis (``[batch, pos, head, d_head]``)."""
+    """A patchable activation: its short TransformerLens name (``utilities.get_act_name``),
+    whether it has a head axis (``[batch, pos, head, d_head]``), and whether it exists once per
+    layer (``layered``; ``embed`` does not)."""
 
     short: str
     per_head: bool = False
     help: str = ""
+    layered: bool = True
 
     def hook_name(self, layer: int) -> str:
-        return tl_utils.get_act_name(self.short, layer)
+        return get_act_name(self.short, layer) if self.layered else get_act_name(self.short)
 
 
 ACTIVATIONS: Dict[str, ActivationSpec] = {
+    "embed": ActivationSpec("embed", layered=False, help="token + video embeddings (hook_embed)"),
     "resid_pre": ActivationSpec("resid_pre", help="residual stream entering the block"),
     "resid_mid": ActivationSpec("resid_mid", help="residual stream between attention and MLP"),
     "resid_post": ActivationSpec("resid_post", help="residual stream leaving the block"),
@@ -321,6 +324,11 @@ def patch_spans(
         source token lengths differ.
     """
     spec = _spec(activation)
+    if not spec.layered:
+        raise ValueError(
+            f"patch_spans sweeps layers; {activation!r} has none. Patch it with run_with_patches, or sweep "
+            "resid_pre at layer 0 (the same tensor for rotary models)"
+        )
     L = inputs.layout
     named = patch_groups(L, groups)
     names, group_pos = list(named), list(named.values())
@@ -382,8 +390,9 @@ def _batched(model, inputs, cache, metric, spec, df, setter, batch_size, progres
 
         def hook(act, hook, chunk=chunk, src=src):
             act = act.clone()
+            s = src.to(act.device)
             for b, i in enumerate(chunk):
-                act[b : b + 1] = setter(act[b : b + 1], rows[i], src.to(act.device))
+                act[b : b + 1] = setter(act[b : b + 1], rows[i], s)
             return act
 
         resid = base[f"blocks.{layer}.hook_resid_pre"].expand(len(chunk), -1, -1).contiguous()
