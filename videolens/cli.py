@@ -14,6 +14,8 @@ from typing import List, Optional
 COMMANDS = [
     "videolens.commands.answer",
     "videolens.commands.demo",
+    "videolens.commands.lens",
+    "videolens.commands.genprob",
 ]
 
 

@@ -1,0 +1,91 @@
+"""``videolens genprob``: each option's probability at the last position, layer by layer (Finding 3).
+
+Over a TVBench-format file or one video (same sample arguments as ``videolens lens``). Writes
+``OUT/genprob.jsonl`` (resumable) and ``OUT/answer_probability.png`` (true vs false options, mean and
+95% interval over samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+from .common import add_model_arguments, load_model
+from .lens import add_sample_arguments, load_samples, model_name, run_samples, sample_source
+
+NAME = "genprob"
+HELP = "answer-letter probability at the last position for every layer (logit lens), with a figure"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    add_sample_arguments(p)
+    p.add_argument("--mode", default="final_norm", choices=["final_norm", "raw_embed"],
+                   help="final_norm: ln_final then W_U (TransformerLens); raw_embed: residual x W_E^T, no norm "
+                        "(the paper's released code)")
+    p.add_argument("--only-correct", action="store_true",
+                   help="plot only samples the model answers correctly (all are recorded)")
+
+
+def genprob_records(model, inputs, mode: str) -> List[Dict[str, Any]]:
+    from videolens.lens import answer_probability_by_layer
+
+    ap = answer_probability_by_layer(model, inputs, mode=mode)
+    final = ap.records()[-1]
+    summary = {"kind": "answer", "answer": final["argmax"], "correct": final["argmax"] == ap.true_letter,
+               "probs": final["probs"]}
+    return [summary, *({"kind": "layer", **r} for r in ap.records())]
+
+
+def curves(records: List[Dict[str, Any]], only_correct: bool = False):
+    """``(layers, labels, p_true [n, n_lens], p_false_mean [n, n_lens], sample_ids)`` from records."""
+    correct = {r["sample_id"]: r["correct"] for r in records if r.get("kind") == "answer"}
+    by_sample: Dict[str, List[Dict[str, Any]]] = {}
+    for r in records:
+        if r.get("kind") == "layer" and (not only_correct or correct.get(r["sample_id"])):
+            by_sample.setdefault(r["sample_id"], []).append(r)
+    if not by_sample:
+        return [], [], np.zeros((0, 0)), np.zeros((0, 0)), []
+    ids = list(by_sample)
+    rows = [sorted(by_sample[s], key=lambda r: r["layer"]) for s in ids]
+    layers = [r["layer"] for r in rows[0]]
+    labels = [r["label"] for r in rows[0]]
+    p_true = np.array([[r["p_true"] for r in rs] for rs in rows])
+    p_false = np.array([[r["p_false_mean"] for r in rs] for rs in rows])
+    return layers, labels, p_true, p_false, ids
+
+
+def run(args) -> int:
+    from videolens.lens.plots import mean_ci95, plot_answer_probability
+    from videolens.runs import RecordWriter
+
+    samples = load_samples(args, answer_required=True)
+    model = load_model(args)
+    out = Path(args.out)
+    config = {"command": NAME, "model": model_name(args), "dtype": args.dtype, "num_frames": args.num_frames,
+              "mode": args.mode, **sample_source(args)}
+    with RecordWriter(out / "genprob.jsonl", config) as writer:
+        counts = run_samples(model, samples, writer, args.num_frames,
+                             lambda s, inp: genprob_records(model, inp, args.mode), desc="genprob")
+        records = writer.records()
+    print(f"genprob: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
+          f"records in {out / 'genprob.jsonl'}")
+    answers = [r for r in records if r.get("kind") == "answer"]
+    if answers:
+        print(f"accuracy (final layer argmax): {np.mean([a['correct'] for a in answers]):.3f} over {len(answers)}")
+    layers, labels, p_true, p_false, ids = curves(records, args.only_correct)
+    if ids:
+        mt, lo, hi = mean_ci95(p_true)
+        mf = mean_ci95(p_false)[0]
+        print(f"{'layer':>12} {'p_true':>8} {'95% CI':>19} {'p_false':>8}")
+        for i, lab in enumerate(labels):
+            print(f"{lab:>12} {mt[i]:8.4f} [{lo[i]:8.4f},{hi[i]:8.4f}] {mf[i]:8.4f}")
+        if not args.no_figures:
+            plot_answer_probability(p_true, p_false, layers, out / "answer_probability.png", labels=labels)
+            print(f"figure: {out / 'answer_probability.png'}")
+    elif args.only_correct:
+        print("no correctly answered sample: no figure")
+    return 1 if samples and counts["errors"] == len(samples) else 0

@@ -1,0 +1,237 @@
+"""``videolens lens``: logit lens over video tokens with keyword tracking (paper Finding 2).
+
+Over a TVBench-format file (``--data FILE --video-root DIR``) or one video (``--video FILE
+--question ... --candidates ...``). Writes ``OUT/lens.jsonl`` (resumable: finished samples are
+skipped on a rerun with the same settings) and figures ``OUT/keyword_frequency.png`` and
+``OUT/word_map_*.png``. The helpers for samples and the per-sample loop are shared with
+``videolens genprob``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .common import add_model_arguments, load_model
+
+NAME = "lens"
+HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
+
+
+# ---- shared with genprob ------------------------------------------------------------------------
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
+    g = p.add_argument_group("samples (a TVBench-format file, or one video)")
+    g.add_argument("--data", default=None, help="TVBench / MVBench-format JSON annotation file")
+    g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
+    g.add_argument("--limit", type=int, default=None, help="only the first N samples of --data")
+    g.add_argument("--video", default=None, help="one video file (instead of --data)")
+    g.add_argument("--question", default=None)
+    g.add_argument("--candidates", nargs="+", default=None, help="the options, in order")
+    g.add_argument("--answer", default=None, help="the right option (default: the first candidate)")
+    g.add_argument("--start", type=float, default=None, help="clip start (s)")
+    g.add_argument("--end", type=float, default=None, help="clip end (s)")
+    p.add_argument("--out", required=True, help="output folder (records and figures)")
+    p.add_argument("--no-figures", action="store_true", help="write records only")
+
+
+def load_samples(args, answer_required: bool = False) -> list:
+    """The VideoQA samples named by the arguments.
+
+    Raises:
+        ValueError: neither or both of --data and --video, or missing --video-root / --question /
+            --candidates / --answer (when required).
+        FileNotFoundError, videolens.data.AnnotationError: from the annotation file.
+    """
+    from videolens.data import VideoQA, load_tvbench
+
+    if bool(args.data) == bool(args.video):
+        raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
+    if args.data:
+        if not args.video_root:
+            raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to)")
+        samples = load_tvbench(args.data, args.video_root)
+        return samples[: args.limit] if args.limit is not None else samples
+    if not args.question or not args.candidates:
+        raise ValueError("--video needs --question and --candidates")
+    if answer_required and not args.answer:
+        raise ValueError("--answer is needed to mark the true and false options")
+    return [VideoQA(video=args.video, question=args.question, candidates=args.candidates,
+                    answer=args.answer or args.candidates[0], start=args.start, end=args.end)]
+
+
+def sample_source(args) -> Dict[str, Any]:
+    """What the samples come from, for the run config (a resumed run must read the same data)."""
+    if args.data:
+        return {"data": str(Path(args.data).resolve())}
+    return {"video": str(Path(args.video).resolve()), "question": args.question, "candidates": args.candidates,
+            "answer": args.answer, "start": args.start, "end": args.end}
+
+
+def sample_record(sample, inputs) -> Dict[str, Any]:
+    return {
+        "kind": "sample",
+        "video": str(sample.video),
+        "start": sample.start,
+        "end": sample.end,
+        "task": sample.task,
+        "question": sample.question,
+        "true_letter": inputs.layout.true_letter,
+        "video_grid": list(inputs.layout.video_grid),
+    }
+
+
+def run_samples(model, samples: Sequence, writer, num_frames: int, fn: Callable, desc: str) -> Dict[str, int]:
+    """Prepare each unfinished sample and write ``fn(sample, inputs)``'s records.
+
+    A sample whose video cannot be read, or whose prompt is too long or cannot be tokenized, is
+    marked done with status ``"error"`` and an ``error`` record (reported, not retried).
+
+    Returns:
+        counts ``{"done": ..., "skipped": ..., "errors": ...}``.
+    """
+    from tqdm.auto import tqdm
+
+    from videolens.inputs import PromptTokenizationError
+    from videolens.model import ContextLengthError
+    from videolens.video import VideoDecodeError
+
+    counts = {"done": 0, "skipped": 0, "errors": 0}
+    for sample in tqdm(samples, desc=desc, unit="sample"):
+        sid = sample.sample_id
+        if writer.is_done(sid):
+            counts["skipped"] += 1
+            continue
+        try:
+            inputs = model.prepare(sample, num_frames=num_frames)
+        except (FileNotFoundError, VideoDecodeError, ContextLengthError, PromptTokenizationError) as exc:
+            tqdm.write(f"{sid}: skipped: {exc}")
+            writer.write_sample(sid, [{"kind": "error", "message": str(exc)}], status="error")
+            counts["errors"] += 1
+            continue
+        writer.write_sample(sid, [sample_record(sample, inputs), *fn(sample, inputs)])
+        counts["done"] += 1
+    return counts
+
+
+def model_name(args) -> str:
+    return str(Path(args.model).resolve()) if args.model else "bundled:tiny-videollm"
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60]
+
+
+# ---- lens ------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    add_sample_arguments(p)
+    p.add_argument("--positions", default="video",
+                   help="comma-separated token groups read by the lens (default video; e.g. video,last)")
+    p.add_argument("--layers", default="all", help="lens layers, e.g. all, 0-4,10,final (default all)")
+    p.add_argument("--k", type=int, default=5, help="top-k tokens kept per layer and position")
+    p.add_argument("--mode", default="final_norm", choices=["final_norm", "raw_embed"],
+                   help="final_norm: ln_final then W_U (TransformerLens); raw_embed: residual x W_E^T, no norm "
+                        "(the paper's released code)")
+    p.add_argument("--keywords", nargs="+", default=["action_sequence"],
+                   help="built-in keyword set names or JSON/text files (default action_sequence)")
+    p.add_argument("--bin-size", type=int, default=5, help="lens layers per (non-overlapping) bin in figures")
+    p.add_argument("--chunk-size", type=int, default=128, help="positions projected at once (memory bound)")
+    p.add_argument("--save-topk", action="store_true", help="also record the top-k tokens of every layer and position")
+    p.add_argument("--word-maps", type=int, default=1, help="word-map figures for the first N samples (default 1)")
+
+
+def lens_records(model, inputs, matcher, args) -> List[Dict[str, Any]]:
+    """Records of one sample: per-layer counts, keyword hits, and (``--save-topk``) the top-k."""
+    from videolens.lens import count_keywords, logit_lens
+
+    groups = [g.strip() for g in args.positions.split(",") if g.strip()]
+    lens = logit_lens(model, inputs, positions=groups, layers=args.layers, k=args.k, mode=args.mode,
+                      chunk_size=args.chunk_size)
+    counts = count_keywords(lens, matcher, inputs.layout)
+    per_cat = counts.per_layer_category()
+    per_kw = counts.per_layer()
+    out: List[Dict[str, Any]] = []
+    for i, (l, label) in enumerate(zip(lens.layers, lens.labels)):
+        out.append({
+            "kind": "layer_counts", "layer": l, "label": label, "n_positions": len(lens.positions),
+            "hits": {c: int(v[i]) for c, v in per_cat.items()},
+            "keywords": {kw: int(n) for kw, n in zip(counts.keywords, per_kw[i].tolist()) if n},
+        })
+    out += [{"kind": "hit", **r} for r in counts.hit_records(lens)]
+    if args.save_topk:
+        for i, (l, label) in enumerate(zip(lens.layers, lens.labels)):
+            out.append({"kind": "topk", "layer": l, "label": label, "positions": lens.positions.tolist(),
+                        "tokens": lens.tokens[i].tolist(), "probs": [[round(p, 6) for p in r] for r in lens.probs[i].tolist()]})
+    return out
+
+
+def binned_from_records(records: List[Dict[str, Any]], n_layers: int, size: int) -> Dict[str, Dict[str, Any]]:
+    """Sum ``layer_counts`` records into non-overlapping layer bins (``plots.plot_keyword_frequency`` input)."""
+    from videolens.lens import layer_bins
+
+    rows = [r for r in records if r.get("kind") == "layer_counts"]
+    bins = layer_bins(n_layers, size, sorted({r["layer"] for r in rows}))
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, members in bins.items():
+        hits: Dict[str, int] = {}
+        n = 0
+        for r in rows:
+            if r["layer"] in members:
+                n += r["n_positions"]
+                for c, v in r["hits"].items():
+                    hits[c] = hits.get(c, 0) + v
+        out[name] = {"layers": members, "n": n, "hits": hits}
+    return out
+
+
+def run(args) -> int:
+    from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_layers
+    from videolens.lens import plots
+    from videolens.runs import RecordWriter, read_records
+
+    if args.k < 1 or args.bin_size < 1 or args.chunk_size < 1:
+        raise ValueError("--k, --bin-size and --chunk-size must be >= 1")
+    samples = load_samples(args)
+    kwset = merge_keyword_sets([load_keywords(k) for k in args.keywords])
+    model = load_model(args)
+    L = model.cfg.n_layers
+    sel_layers = resolve_layers(args.layers, L)  # fails early on a bad --layers
+    matcher = KeywordMatcher.from_tokenizer(kwset, model.tokenizer)
+    if matcher.skipped:
+        print(f"{len(matcher.skipped)} keyword(s) cannot be matched with this tokenizer: "
+              + ", ".join(f"{w} ({why})" for _, w, why in matcher.skipped[:10]) + (" ..." if len(matcher.skipped) > 10 else ""))
+    out = Path(args.out)
+    config = {"command": NAME, "model": model_name(args), "dtype": args.dtype, "num_frames": args.num_frames,
+              "positions": args.positions, "layers": args.layers, "k": args.k, "mode": args.mode,
+              "keywords": {c: list(w) for c, w in kwset.categories.items()}, "save_topk": args.save_topk,
+              **sample_source(args)}
+    with RecordWriter(out / "lens.jsonl", config) as writer:
+        counts = run_samples(model, samples, writer, args.num_frames,
+                             lambda s, inp: lens_records(model, inp, matcher, args), desc="lens")
+        records = writer.records()
+    print(f"lens: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
+          f"records in {out / 'lens.jsonl'}")
+    binned = binned_from_records(records, L, args.bin_size)
+    n_ok = len({r["sample_id"] for r in records if r.get("kind") == "sample"})
+    for name, v in binned.items():
+        freq = "  ".join(f"{c} {v['hits'][c] / max(1, v['n']):.4f}" for c in v["hits"])
+        print(f"  {name:>8}: {freq}")
+    if not args.no_figures and n_ok:
+        plots.plot_keyword_frequency(binned, out / "keyword_frequency.png", n_samples=n_ok)
+        by_id = {s.sample_id: s for s in samples}
+        shown = 0
+        for sid in dict.fromkeys(r["sample_id"] for r in records if r.get("kind") == "sample"):
+            if shown >= args.word_maps or sid not in by_id:
+                continue
+            meta = next(r for r in records if r["sample_id"] == sid and r.get("kind") == "sample")
+            hits = [r for r in records if r["sample_id"] == sid and r.get("kind") == "hit"]
+            frames = by_id[sid].load(args.num_frames).frames
+            grid = tuple(meta["video_grid"])
+            plots.plot_word_map(frames, hits, grid, layer_bins(L, args.bin_size, sel_layers),
+                                out / f"word_map_{shown}_{safe_name(sid)}.png", title=f"{sid}: top-1 lens keywords")
+            shown += 1
+        print(f"figures in {out}")
+    return 1 if samples and counts["errors"] == len(samples) else 0

@@ -1,0 +1,62 @@
+"""Logit lens, keyword tracking and answer probability by layer (paper Findings 2 and 3).
+
+Example::
+
+    import videolens as vl
+    lens = vl.lens.logit_lens(model, inputs, positions="video", k=5)      # LensResult
+    kw = vl.lens.KeywordMatcher.from_tokenizer(vl.lens.load_keywords("action_sequence"), model.tokenizer)
+    counts = vl.lens.count_keywords(lens, kw, inputs.layout)              # per layer / frame / cell
+    counts.binned(5)                                                       # {"L0-4": {...}, ...}
+    ap = vl.lens.answer_probability_by_layer(model, inputs)               # probs [n_layers + 1, n_options]
+
+Figures: ``videolens.lens.plots``. CLI: ``videolens lens`` and ``videolens genprob``.
+"""
+
+from .core import (
+    LENS_MODES,
+    LensMode,
+    LensResult,
+    capture_resid,
+    layer_label,
+    lens_logits,
+    logit_lens,
+    register_lens_mode,
+    resid_hook_name,
+    resolve_layers,
+    resolve_positions,
+)
+from .genprob import AnswerProbabilities, answer_probability_by_layer
+from .keywords import (
+    KeywordCounts,
+    KeywordMatcher,
+    KeywordSet,
+    builtin_keyword_sets,
+    count_keywords,
+    layer_bins,
+    load_keywords,
+    merge_keyword_sets,
+)
+
+__all__ = [
+    "logit_lens",
+    "LensResult",
+    "LensMode",
+    "LENS_MODES",
+    "register_lens_mode",
+    "lens_logits",
+    "layer_label",
+    "resid_hook_name",
+    "resolve_layers",
+    "resolve_positions",
+    "capture_resid",
+    "answer_probability_by_layer",
+    "AnswerProbabilities",
+    "KeywordSet",
+    "KeywordMatcher",
+    "KeywordCounts",
+    "load_keywords",
+    "merge_keyword_sets",
+    "builtin_keyword_sets",
+    "count_keywords",
+    "layer_bins",
+]

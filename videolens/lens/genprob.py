@@ -1,0 +1,122 @@
+"""Answer probability by layer at the last position (REFERENCE section 2, "Generation probability").
+
+Paper: Kim et al. 2026, Finding 3: the option letter's probability, read through the logit lens
+at the last prompt position, rises sharply in middle-to-late layers, right after video-to-question
+integration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+from jaxtyping import Bool, Float
+
+from ..inputs import VideoLLMInput
+from .core import _mode, capture_resid, layer_label, lens_logits
+
+__all__ = ["AnswerProbabilities", "answer_probability_by_layer"]
+
+
+@dataclass
+class AnswerProbabilities:
+    """Each option letter's probability at the last position, for every lens layer.
+
+    Attributes:
+        layers: lens layers ``0 .. n_layers`` (``n_layers`` = after the last block).
+        letters: option letters, in order.
+        probs: ``[n_layers + 1, n_options]`` fp32, full-vocabulary softmax of the lens scores,
+            read at each letter's token id.
+        true_letter: the right option's letter (None when unknown).
+        n_layers: the model's number of blocks.
+        mode: the lens mode.
+    """
+
+    layers: List[int]
+    letters: List[str]
+    probs: Float[torch.Tensor, "n_lens n_options"]
+    true_letter: Optional[str]
+    n_layers: int
+    mode: str = "final_norm"
+
+    @property
+    def is_true(self) -> Bool[torch.Tensor, "n_options"]:
+        """True for the right option, False for the others (all False when unknown)."""
+        return torch.tensor([L == self.true_letter for L in self.letters])
+
+    @property
+    def true_probs(self) -> Float[torch.Tensor, "n_lens"]:
+        """Probability of the right option per lens layer.
+
+        Raises:
+            ValueError: the sample has no known answer."""
+        if self.true_letter is None:
+            raise ValueError("no ground-truth letter: true and false options are unknown")
+        return self.probs[:, self.letters.index(self.true_letter)]
+
+    @property
+    def false_probs(self) -> Float[torch.Tensor, "n_lens n_false"]:
+        """Probabilities of the wrong options per lens layer."""
+        if self.true_letter is None:
+            raise ValueError("no ground-truth letter: true and false options are unknown")
+        return self.probs[:, ~self.is_true]
+
+    @property
+    def final(self) -> Dict[str, float]:
+        """The last row as ``{letter: p}``: equal to ``model.option_probs(inputs)`` in mode final_norm."""
+        return {L: float(p) for L, p in zip(self.letters, self.probs[-1])}
+
+    def records(self) -> List[Dict[str, Any]]:
+        """One JSON-ready record per lens layer."""
+        out = []
+        for i, l in enumerate(self.layers):
+            rec: Dict[str, Any] = {
+                "layer": l,
+                "label": layer_label(l, self.n_layers),
+                "probs": {L: float(p) for L, p in zip(self.letters, self.probs[i])},
+                "true_letter": self.true_letter,
+                "argmax": self.letters[int(self.probs[i].argmax())],
+            }
+            if self.true_letter is not None:
+                fp = self.probs[i, ~self.is_true]
+                rec.update(p_true=float(self.probs[i, self.letters.index(self.true_letter)]),
+                           p_false_mean=float(fp.mean()), p_false_max=float(fp.max()))
+            out.append(rec)
+        return out
+
+
+def answer_probability_by_layer(model, inputs: VideoLLMInput, mode: str = "final_norm") -> AnswerProbabilities:
+    """Probability of every option letter at the last position, for each lens layer.
+
+    For lens layer ``l`` (the residual stream entering block ``l``; ``l = n_layers`` after the last
+    block) the last position's residual goes through the logit lens (``videolens.lens.LENS_MODES``),
+    a full-vocabulary softmax in fp32 is taken, and each option letter's token is read. In mode
+    ``"final_norm"`` the last row equals ``model.option_probs(inputs)``.
+
+    One forward pass, only the last position's residual ``[d_model]`` is kept per layer: extra
+    memory ``(n_layers + 1) * (d_model + d_vocab)`` values.
+
+    Args:
+        model: a HookedVideoLLM.
+        inputs: the prepared sample (``inputs.layout.true_letter`` marks the right option).
+        mode: lens mode (``"final_norm"`` default, or ``"raw_embed"``).
+
+    Returns:
+        ``AnswerProbabilities`` with ``probs [n_layers + 1, n_options]``.
+
+    Raises:
+        ValueError: unknown mode.
+    """
+    _mode(mode)
+    L = model.cfg.n_layers
+    layers = list(range(L + 1))
+    last = inputs.layout.last
+    resid: Dict[int, torch.Tensor] = {}
+    capture_resid(model, inputs, layers, lambda l, x: resid.__setitem__(l, x[last].clone()))
+    x = torch.stack([resid[l] for l in layers])  # [L+1, d]
+    with torch.no_grad():
+        logp = lens_logits(model, x, mode).float().log_softmax(-1)
+    letters = list(inputs.layout.letters)
+    ids = torch.tensor([inputs.option_token_ids[c] for c in letters], device=logp.device)
+    return AnswerProbabilities(layers, letters, logp[:, ids].exp().cpu(), inputs.layout.true_letter, L, mode)
