@@ -138,8 +138,8 @@ def sweep(
         KeyError: a pair names an unknown token group.
     """
     n_layers = model.cfg.n_layers
-    check_window(window, n_layers)
     tgt = get_target(target)
+    check_window(window, n_layers)
     engine = get_engine(method)
     if samples not in SAMPLE_MODES:
         raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")

@@ -1,0 +1,107 @@
+"""The fast knockout engine against the plain full forward (fp32, 1e-5), and sweep records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import videolens as vl
+from videolens.attention import fast_attention
+from videolens.knockout import TARGETS, knockout_logits, sweep
+
+TOL = 1e-5
+SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
+              answer="Took the towel.")
+
+
+@pytest.fixture(scope="module")
+def model8(tmp_path_factory):
+    from tiny import make_tiny_pllava
+
+    path = make_tiny_pllava(tmp_path_factory.mktemp("ckpt8") / "pllava8", n_layers=8)
+    return vl.HookedVideoLLM.from_pretrained(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def inputs8(model8, clip_path):
+    return model8.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
+
+
+def _plain_full(model, inputs, target, window, **kw):
+    with fast_attention(model, False):  # TransformerLens' own attention, a whole forward per condition
+        return sweep(model, inputs, target, window=window, method="full", **kw)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("window", [1, 2, 5, 8])
+def test_fast_equals_full(model8, inputs8, target, window):
+    fast = sweep(model8, inputs8, target, window=window, method="fast")
+    full = _plain_full(model8, inputs8, target, window)
+    assert len(fast) == len(full) == len(TARGETS[target].pairs) * model8.cfg.n_layers
+    for a, b in zip(fast, full):
+        assert (a["pair"], a["layer"], a["layers"]) == (b["pair"], b["layer"], b["layers"])
+        for L in a["ko_probs"]:
+            assert abs(a["ko_probs"][L] - b["ko_probs"][L]) < TOL, (a["pair"], a["layer"], L)
+        assert a["ko_letter"] == b["ko_letter"] or abs(a["ko_prob"] - a["ko_true_prob"]) < TOL
+    # the knockouts do something, so this comparison can fail
+    assert max(abs(r["rel_change"]) for r in fast if r["n_blocked"]) > 1.0
+
+
+def test_fast_equals_full_chosen_heads(model8, inputs8):
+    fast = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2])
+    full = _plain_full(model8, inputs8, "vql-to-ql", 3, heads=[0, 2])
+    allh = sweep(model8, inputs8, "vql-to-ql", window=3)
+    assert max(abs(a["ko_prob"] - b["ko_prob"]) for a, b in zip(fast, full)) < TOL
+    assert max(abs(a["ko_prob"] - b["ko_prob"]) for a, b in zip(fast, allh)) > 1e-4
+
+
+def test_fast_equals_full_any_layers_and_custom_pairs(model8, inputs8):
+    for pairs in (["frames_before:2->frame:2"], ["video->video[same_frame]"], ["question->question"]):
+        for layers in ([0, 3, 6], [5], [2, 3, 4, 5, 6, 7]):
+            fast = knockout_logits(model8, inputs8, pairs, layers, method="fast")
+            with fast_attention(model8, False):
+                full = knockout_logits(model8, inputs8, pairs, layers, method="full")
+            assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=TOL, rtol=0), (pairs, layers)
+
+
+def test_records(model8, inputs8):
+    recs = sweep(model8, inputs8, "vql-to-ql", window=9 if model8.cfg.n_layers >= 9 else 5, layers=[0, 7])
+    assert [(r["pair"], r["layer"]) for r in recs] == [
+        (p, l) for p in ["video->question", "video->last", "question->last", "last->last"] for l in (0, 7)]
+    probs = model8.option_probs(inputs8)
+    base = max(probs, key=probs.get)
+    for r in recs:
+        assert r["target"] == "vql-to-ql" and r["window"] == 5
+        assert r["layers"] == ([0, 1, 2] if r["layer"] == 0 else [5, 6, 7])
+        assert r["base_letter"] == base and r["true_letter"] == "B"
+        assert abs(r["base_prob"] - probs[base]) < 1e-5 and abs(r["base_true_prob"] - probs["B"]) < 1e-5
+        assert math.isclose(r["rel_change"], (r["ko_prob"] - r["base_prob"]) / r["base_prob"] * 100, rel_tol=1e-9)
+        assert math.isclose(r["rel_change_true"], (r["ko_true_prob"] - r["base_true_prob"]) / r["base_true_prob"] * 100,
+                            rel_tol=1e-9)
+        assert r["ko_letter"] == max(r["ko_probs"], key=r["ko_probs"].get)
+    last = [r for r in recs if r["pair"] == "last->last"]
+    assert all(r["n_blocked"] == 0 and r["rel_change"] == 0.0 for r in last)
+
+
+def test_correct_samples_only(model8, clip_path):
+    probs = None
+    for answer in SAMPLE["candidates"]:
+        inputs = model8.prepare(vl.VideoQA(video=str(clip_path), question=SAMPLE["question"],
+                                           candidates=SAMPLE["candidates"], answer=answer))
+        probs = probs or model8.option_probs(inputs)
+        right = inputs.layout.true_letter == max(probs, key=probs.get)
+        recs = sweep(model8, inputs, "cross-frame", window=3, samples="correct")
+        assert (len(recs) == model8.cfg.n_layers) if right else (recs == [])
+
+
+def test_sweep_argument_errors(model8, inputs8):
+    with pytest.raises(ValueError, match="larger than the model"):
+        sweep(model8, inputs8, "cross-frame", window=model8.cfg.n_layers + 1)
+    with pytest.raises(KeyError, match="known targets"):
+        sweep(model8, inputs8, "no-such-target", window=3)
+    with pytest.raises(ValueError, match="method"):
+        sweep(model8, inputs8, "cross-frame", window=3, method="fastest")
+    with pytest.raises(ValueError, match="samples"):
+        sweep(model8, inputs8, "cross-frame", window=3, samples="some")
