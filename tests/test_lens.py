@@ -117,6 +117,9 @@ def test_selections_index_correctly(tiny_pllava, inputs, full):
     assert torch.equal(last.tokens[0, 0], full.tokens[-1, S - 1])
     with pytest.raises(KeyError):
         sub.row(1)
+    words = sub.decode(tiny_pllava.tokenizer)
+    assert len(words) == 2 and len(words[1]) == 4 and len(words[1][3]) == 5
+    assert words[1][3] == tiny_pllava.tokenizer.convert_ids_to_tokens(sub.tokens[1, 3].tolist())
 
 
 def test_cache_input_equals_forward_input(tiny_pllava, inputs, full):
@@ -164,6 +167,8 @@ def test_argument_errors(tiny_pllava, inputs):
         logit_lens(tiny_pllava, inputs, positions=[inputs.seq_len])
     with pytest.raises(KeyError):
         logit_lens(tiny_pllava, inputs, positions="no_such_group")
+    with pytest.raises(ValueError, match="mix"):
+        logit_lens(tiny_pllava, inputs, positions=["video", 3])
 
 
 # ---- keywords --------------------------------------------------------------------------------------

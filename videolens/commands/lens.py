@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 from .common import add_model_arguments, load_model
 
@@ -190,7 +190,7 @@ def binned_from_records(records: List[Dict[str, Any]], n_layers: int, size: int)
 def run(args) -> int:
     from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_layers
     from videolens.lens import plots
-    from videolens.runs import RecordWriter, read_records
+    from videolens.runs import RecordWriter
 
     if args.k < 1 or args.bin_size < 1 or args.chunk_size < 1:
         raise ValueError("--k, --bin-size and --chunk-size must be >= 1")

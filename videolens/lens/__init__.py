@@ -9,7 +9,13 @@ Example::
     counts.binned(5)                                                       # {"L0-4": {...}, ...}
     ap = vl.lens.answer_probability_by_layer(model, inputs)               # probs [n_layers + 1, n_options]
 
-Figures: ``videolens.lens.plots``. CLI: ``videolens lens`` and ``videolens genprob``.
+    from videolens.lens import plots
+    plots.plot_keyword_frequency(counts.binned(5), "freq.png")
+    plots.plot_word_map(inputs.video.frames, counts.hit_records(lens), inputs.layout.video_grid,
+                        vl.lens.layer_bins(model.cfg.n_layers, 5), "words.png")
+    plots.plot_answer_probability(ap.true_probs[None], ap.false_probs.mean(1)[None], ap.layers, "p.png")
+
+CLI: ``videolens lens`` and ``videolens genprob`` (records, progress bar, the same figures).
 """
 
 from .core import (
