@@ -284,26 +284,30 @@ def plot_summary(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], path
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     conds = list(dict.fromkeys(r["condition"] for r in rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.6, 1]})
     width = 0.8 / max(1, len(conds))
     x = np.arange(len(tasks))
     for i, c in enumerate(conds):
         acc = [next((r["accuracy"] for r in rows if r["task"] == t and r["condition"] == c), np.nan) for t in tasks]
         kept = next(r["edges_kept_text"] for r in rows if r["task"] == "overall" and r["condition"] == c)
-        ax1.bar(x + (i - (len(conds) - 1) / 2) * width, acc, width, label=f"{c}: {kept} edges kept")
+        bars = ax1.bar(x + (i - (len(conds) - 1) / 2) * width, acc, width, label=f"{c}: {kept} edges kept")
+        ax1.bar_label(bars, fmt="%.0f", fontsize=7)
     ax1.set_xticks(x, [t.replace("_", " ") for t in tasks], rotation=20, ha="right")
     ax1.set_ylabel("accuracy (%)")
-    ax1.set_ylim(0, 100)
-    ax1.legend(fontsize=8)
+    ax1.set_ylim(0, 100 + 12 * len(conds))  # room for the legend above the bars
+    ax1.set_yticks(range(0, 101, 20))
+    ax1.legend(fontsize=8, loc="upper left")
     ax1.set_title("accuracy per task")
-    for c in conds:
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "d")]
+    for i, c in enumerate(conds):
         per = [np.array(r["kept_per_layer"]) / (r["edges_full"] / r["n_layers"]) for r in records if r["condition"] == c]
         if per:
-            ax2.plot(100 * np.mean(per, 0), marker="o", ms=3, label=c)
+            ls, mk = styles[i % len(styles)]
+            ax2.plot(100 * np.mean(per, 0), linestyle=ls, marker=mk, ms=4, label=c)
     ax2.set_xlabel("layer")
     ax2.set_ylabel("edges kept (%)")
     ax2.set_ylim(0, 105)
-    ax2.set_title("edges kept per layer")
+    ax2.set_title("edges kept per layer (sample mean)")
     ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title)

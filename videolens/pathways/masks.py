@@ -27,8 +27,8 @@ __all__ = ["write_blocked_", "iter_blocked_rows", "assert_no_empty_rows", "rando
 
 
 def _chunk_rows(S: int, n_keys: int) -> int:
-    """Rows per chunk so that a chunk's [rows, keys] temporaries hold at most ~S*S/64 elements."""
-    budget = max(4096, S * S // 64)
+    """Rows per chunk so that a chunk's [rows, keys] temporaries hold at most ~S*S/256 elements."""
+    budget = max(4096, S * S // 256)
     return max(1, budget // max(1, n_keys))
 
 
@@ -99,7 +99,7 @@ def iter_blocked_rows(
         yield r0, view
 
 
-def assert_no_empty_rows(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: int = 256) -> None:
+def assert_no_empty_rows(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: int = 64) -> None:
     """Raise ``videolens.edges.EmptyRowError`` when some query would have every causal key blocked.
 
     Same check as ``videolens.edges.check_rows`` (tested against it), done in row chunks so it
@@ -161,13 +161,16 @@ def random_blocked_(
     out.zero_()
     invert = n_block > total // 2
     if invert:  # start from every eligible edge blocked, then free total - n_block of them
-        region = out[v0:, v0:]
-        region.fill_(True)
-        region.tril_(-1)
+        keys = torch.arange(v0, S, device=out.device)
+        step = max(1, (1 << 16) // max(1, S - v0))
+        for r0 in range(v0, S, step):
+            r1 = min(S, r0 + step)
+            rows = torch.arange(r0, r1, device=out.device)
+            out[r0:r1, v0:] = keys[None, :] < rows[:, None]
     target = not invert
     remaining = total - n_block if invert else n_block
     while remaining > 0:
-        size = min(max(2 * remaining, 256), 1 << 16)
+        size = min(max(2 * remaining, 256), 1 << 14)
         t = torch.randint(total, (size,), generator=generator)
         r, c = _tri_index(t)
         fresh = (out[(r + v0).to(out.device), (c + v0).to(out.device)] != target).cpu()
