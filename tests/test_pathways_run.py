@@ -115,6 +115,13 @@ def test_shipped_spec_equals_its_union_knockout(deep_model, inputs8):
     assert masker.builds == runs
 
 
+def test_counts_on_a_real_prompt_layout_match_brute_force(inputs8):
+    from test_pathways_counts import brute_kept
+
+    plan = load_spec("llava-next-7b-video-ft").plan(8)
+    assert list(count_edges(inputs8.layout, plan).kept) == brute_kept(inputs8.layout, plan)
+
+
 def test_evaluate_sample_records(deep_model, inputs8):
     spec = load_spec("llava-next-7b-video-ft")
     recs = evaluate_sample(deep_model, inputs8, spec, random_control=True, seed=0)
