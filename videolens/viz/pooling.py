@@ -98,7 +98,9 @@ class VideoAttention:
 
     def from_query(self) -> Float[torch.Tensor, "head n_units"]:
         """Attention from the query group (mean over its positions) to every unit."""
-        return torch.einsum("hqk,q->hk", self.matrix, self.query_weights().to(self.matrix.device))
+        w = self.query_weights().to(self.matrix.device)
+        rows = w.nonzero().flatten()
+        return torch.einsum("hqk,q->hk", self.matrix[:, rows], w[rows])
 
     def to_video(self) -> Float[torch.Tensor, "head T hb wb"]:
         """Attention from the query group to each video block: ``[heads, T, 1, 1]`` for frame
@@ -226,11 +228,16 @@ def video_attention(
     else:
         qpos, qname = torch.as_tensor(list(query), dtype=torch.long), "custom"
     units = token_units(L, qpos.tolist(), _str_tokens(model, inputs), video=video, block=block)
-    acc: List[torch.Tensor] = []
+    acc: dict = {"sum": None, "n": 0}  # running sum over layers: one pooled matrix in memory
+
+    all_heads = head_idx == list(range(model.cfg.n_heads))
 
     def add(pattern: torch.Tensor) -> None:
-        pooled = pool_pattern(pattern[0, head_idx], units)
-        acc.append(pooled.mean(0, keepdim=True) if average else pooled)
+        p = pattern[0] if all_heads else pattern[0].index_select(0, torch.tensor(head_idx, device=pattern.device))
+        pooled = pool_pattern(p, units)
+        pooled = pooled.mean(0, keepdim=True) if average else pooled
+        acc["sum"] = pooled if acc["sum"] is None else acc["sum"].add_(pooled)
+        acc["n"] += 1
 
     if cache is not None:
         for l in lays:
@@ -243,7 +250,7 @@ def video_attention(
         with torch.no_grad():
             model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks) + [(f"blocks.{l}.attn.hook_pattern", hook) for l in lays],
                                  stop_at_layer=max(lays) + 1)
-    matrix = torch.stack(acc).mean(0).cpu()
+    matrix = (acc["sum"] / acc["n"]).cpu()
     lab = layer_label(lays)
     head_labels = [f"{lab} mean"] if average else [f"{lab}H{h}" for h in head_idx]
     ts = None if inputs.video is None else list(map(float, inputs.video.timestamps))
