@@ -14,6 +14,7 @@ from typing import List, Optional
 COMMANDS = [
     "videolens.commands.answer",
     "videolens.commands.demo",
+    "videolens.commands.flow",
     "videolens.commands.pathways",
     "videolens.commands.lens",
     "videolens.commands.genprob",
