@@ -218,7 +218,8 @@ def write_clip(path, scene: Scene, fps: int = 8, frames_per_step: int = 2) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = render_clip(scene, frames_per_step)
     with imageio.get_writer(str(path), fps=fps, codec="libx264rgb", quality=None,
-                            ffmpeg_params=["-crf", "0", "-preset", "ultrafast"], macro_block_size=1) as wr:
+                            ffmpeg_params=["-crf", "0", "-preset", "ultrafast"], macro_block_size=1,
+                            pixelformat="bgr24") as wr:
         for f in frames:
             wr.append_data(f)
     return path

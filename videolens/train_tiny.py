@@ -68,13 +68,15 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1.5e-3
     weight_decay: float = 0.01
-    warmup: int = 200
-    max_steps: int = 2200
-    minutes: float = 75.0  # wall-clock budget; the cosine schedule runs over max_steps
+    warmup: int = 100
+    max_steps: int = 2000
+    minutes: float = 70.0  # wall-clock budget; the cosine schedule runs over max_steps
     clip_grad: float = 1.0
-    p_aux: float = 0.35
+    p_aux: float = 0.3  # final share of open-ended (aux) samples
+    p_aux_start: float = 0.9  # share before aux_until; falls linearly to p_aux over the next aux_until steps
+    aux_until: int = 500
     mode_probs: Tuple[float, float, float] = (0.5, 0.3, 0.2)  # last, full, knockout (mc samples)
-    knockout_from: int = 400  # knockout samples ramp in linearly over [knockout_from, 2 * knockout_from]
+    knockout_from: int = 700  # knockout samples ramp in linearly over [knockout_from, 2 * knockout_from]
     bf16: bool = True  # autocast matmuls to bfloat16 on CPU (fp32 master weights)
     task_weights: Tuple[Tuple[str, float], ...] = (
         ("moving_direction", 1.5), ("scene_transition", 1.0), ("appearance_order", 1.5),
@@ -345,7 +347,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
         for _ in range(cfg.batch_size):
             task = names[rng.choice(len(names), p=w)]
             s = synthetic.sample_task(task, rng)
-            aux = rng.random() < cfg.p_aux
+            ramp = min(1.0, max(0.0, (step - cfg.aux_until) / max(1, cfg.aux_until)))
+            aux = rng.random() < cfg.p_aux_start + (cfg.p_aux - cfg.p_aux_start) * ramp
             probs = np.array(cfg.mode_probs, float)
             probs[2] *= min(1.0, max(0.0, (step - cfg.knockout_from) / max(1, cfg.knockout_from)))
             mode = MODES[rng.choice(3, p=probs / probs.sum())]
@@ -384,6 +387,70 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     return last_eval
 
 
+# ---- evaluation of a saved checkpoint through HookedVideoLLM (numbers for the model card) -----
+def cross_frame_hooks(model, inputs, layers: Optional[Sequence[int]] = None):
+    """fwd_hooks setting ``blocks.{l}.attn.hook_attn_scores`` to -inf on video->video[cross_frame]
+    edges (``edges.blocked_mask``) in ``layers`` (default all)."""
+    mask = blocked_mask(inputs.layout, [CROSS_FRAME]).to(model.device)
+
+    def hook(scores, hook):
+        return scores.masked_fill(mask[None, None], float("-inf"))
+
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    return [(f"blocks.{l}.attn.hook_attn_scores", hook) for l in layers]
+
+
+@torch.no_grad()
+def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, per_layer: bool = True) -> Dict:
+    """Accuracy per task of a saved checkpoint loaded with ``HookedVideoLLM.from_pretrained``.
+
+    Conditions: ``causal`` (plain), ``knockout`` (cross-frame edges blocked in all layers),
+    ``first_frame`` / ``last_frame`` (every frame replaced by that frame), and, with
+    ``per_layer``, ``knockout_layer_{l}`` (cross-frame blocked in layer l only) and
+    ``knockout_from_{l}`` (blocked in layers >= l).
+
+    Returns:
+        ``{task: {condition: accuracy}}`` for fresh clips ``synthetic.make_samples(task, n, seed)``.
+    """
+    from . import HookedVideoLLM, VideoQA
+    from .video import Video
+
+    model = HookedVideoLLM.from_pretrained(path, device="cpu", dtype=torch.float32)
+    L = model.cfg.n_layers
+    res: Dict[str, Dict[str, float]] = {}
+    for task in synthetic.TASKS:
+        counts: Dict[str, int] = {}
+        made = synthetic.make_samples(task, n_per_task, seed=seed)
+        for m in made:
+            qa = m.to_videoqa()
+            inputs = model.prepare(qa, num_frames=synthetic.NUM_STEPS)
+            conds = {"causal": [], "knockout": cross_frame_hooks(model, inputs)}
+            if per_layer:
+                for l in range(L):
+                    conds[f"knockout_layer_{l}"] = cross_frame_hooks(model, inputs, [l])
+                    conds[f"knockout_from_{l}"] = cross_frame_hooks(model, inputs, range(l, L))
+            for name, hooks in conds.items():
+                logits = model.run_with_hooks(inputs, fwd_hooks=hooks)
+                counts[name] = counts.get(name, 0) + int(model.answer(inputs, logits) == qa.answer_letter)
+            f = m.frames()
+            for name, k in (("first_frame", 0), ("last_frame", -1)):
+                still = VideoQA(Video.from_frames(np.repeat(f[k][None], len(f), 0)), m.question, m.candidates, m.answer)
+                inp = model.prepare(still, num_frames=synthetic.NUM_STEPS)
+                counts[name] = counts.get(name, 0) + int(model.answer(inp) == qa.answer_letter)
+        res[task] = {k: v / len(made) for k, v in counts.items()}
+    return res
+
+
+def results_table(res: Dict[str, Dict[str, float]], conditions: Sequence[str]) -> str:
+    """Markdown table of accuracies (percent), one row per task, with chance."""
+    head = "| task | chance | " + " | ".join(conditions) + " |"
+    rows = [head, "|" + "---|" * (len(conditions) + 2)]
+    for task, r in res.items():
+        chance = 100 / synthetic.TASKS[task].n_options
+        rows.append(f"| {task} | {chance:.0f} | " + " | ".join(f"{100 * r[c]:.0f}" for c in conditions) + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     """Command line: ``python -m videolens.train_tiny --out DIR --seed 0 [--minutes 60] [--max-steps N]``."""
     p = argparse.ArgumentParser(description="Train the bundled tiny VideoLLM (CPU).")
@@ -399,7 +466,16 @@ def main(argv=None) -> int:
     p.add_argument("--mode-probs", type=float, nargs=3, default=TrainConfig.mode_probs, metavar=("LAST", "FULL", "KNOCKOUT"))
     p.add_argument("--resume", action="store_true")
     p.add_argument("--bench", type=int, default=0, help="time N training steps and exit")
+    p.add_argument("--evaluate", type=Path, default=None, help="evaluate a saved checkpoint folder, write --out/eval.json")
+    p.add_argument("--n-eval", type=int, default=100)
     a = p.parse_args(argv)
+    if a.evaluate is not None:
+        torch.set_num_threads(a.threads)
+        res = evaluate_checkpoint(a.evaluate, a.n_eval)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "eval.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs))
     if a.bench:
