@@ -260,3 +260,29 @@ def test_path_patching_order_is_checked(model, clean, corrupted):
         path_patch(model, clean, corrupted, Span("attn_out", 1, "video"), [Head(1, 0)], metric)
     with pytest.raises(ValueError, match="inputs"):
         Head(1, 0, inputs="x")
+
+
+def test_path_patching_into_a_query_matches_a_hand_computed_query(model, clean, corrupted, runs):
+    """Sender (0, h) -> queries of head (1, h') at the last position, MLPs frozen: the receiver's
+    query is ln1(resid_pre_1 + delta) W_Q + b_Q with delta the sender's change through W_O."""
+    lc, cc, _, cx = runs
+
+    def metric(logits):  # distance of the last position's logits from the clean run: sensitive
+        return (logits[:, -1] - lc[:, -1]).norm(dim=-1)
+
+    h, hq = 2, 3
+    got = path_patch(model, clean, corrupted, Head(0, h), [Head(1, hq, positions="last", inputs="q")], metric,
+                     freeze_mlps=True)
+    with torch.no_grad():
+        delta = (cx["z", 0][0, :, h] - cc["z", 0][0, :, h]) @ model.W_O[0, h]  # [S, d_model]
+        x = model.blocks[1].ln1((cc["resid_pre", 1][0] + delta)[None])[0, -1]
+        q = x @ model.W_Q[1, hq] + model.b_Q[1, hq]
+
+        def set_q(act, hook):
+            act = act.clone()
+            act[:, -1, hq] = q
+            return act
+
+        want = float(metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.1.attn.hook_q", set_q)])))
+    assert got > 1e-5  # the query did change
+    assert abs(got - want) < 1e-2 * want, (got, want)
