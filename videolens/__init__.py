@@ -33,7 +33,7 @@ __all__ = [
     "data",
 ]
 
-_LAZY = ("knockout", "lens", "pathways", "patching", "viz", "synthetic", "runs")
+_LAZY = ("knockout", "lens", "pathways", "patching", "viz", "synthetic", "runs", "corruptions")
 
 
 def __getattr__(name):
