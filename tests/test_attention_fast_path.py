@@ -59,7 +59,8 @@ def test_caching_patterns_falls_back(tiny_pllava, inputs):
         assert paths(tiny_pllava) == ["plain"] * tiny_pllava.cfg.n_layers
         assert "blocks.0.attn.hook_pattern" in cache.cache_dict
         seen = []
-        tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("blocks.1.attn.hook_attn_scores", lambda x, hook: seen.append(1))])
+        spy = [("blocks.1.attn.hook_attn_scores", lambda x, hook: seen.append(1))]
+        tiny_pllava.run_with_hooks(inputs, fwd_hooks=spy)
         assert paths(tiny_pllava) == ["sdpa", "plain", "sdpa"] and seen == [1]
         out = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("blocks.2.attn.hook_pattern", lambda x, hook: None)])
         assert paths(tiny_pllava) == ["sdpa", "sdpa", "plain"]

@@ -14,8 +14,8 @@ import videolens as vl
 from videolens.knockout import TARGETS, knockout_mask, layer_window, sweep
 
 TOL = 1e-4
-SAMPLE = dict(question="What is the bird doing?", candidates=["It flies away.", "It sleeps.", "It walks toward the camera."],
-              answer="It sleeps.")
+SAMPLE = dict(question="What is the bird doing?",
+              candidates=["It flies away.", "It sleeps.", "It walks toward the camera."], answer="It sleeps.")
 
 
 @pytest.fixture(scope="module")

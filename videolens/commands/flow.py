@@ -116,7 +116,8 @@ def run(args) -> int:
                 tqdm.write(f"warning: skipping {sid}: {res.message}", file=sys.stderr)
             writer.write_sample(sid, res.records, status=res.status)
             counts[res.status] += 1
-            bar.set_postfix(ok=counts["ok"], skipped=sum(v for k, v in counts.items() if k not in ("ok", "already done")))
+            skipped = sum(v for k, v in counts.items() if k not in ("ok", "already done"))
+            bar.set_postfix(ok=counts["ok"], skipped=skipped)
 
     wanted = {s.sample_id for s in samples}
     statuses = {k: v for k, v in _statuses(path).items() if k in wanted}

@@ -117,7 +117,8 @@ class FastEngine(Engine):
         entries: List[Optional[TransformerLensKeyValueCacheEntry]] = [None] * L
         for l in range(a, L):
             entries[l] = TransformerLensKeyValueCacheEntry(clean.keys[l][:, :q0], clean.values[l][:, :q0], frozen=True)
-        kv = TransformerLensKeyValueCache(entries, torch.ones(1, q0, dtype=torch.int, device=model.device), frozen=True)
+        seen = torch.ones(1, q0, dtype=torch.int, device=clean.logits.device)
+        kv = TransformerLensKeyValueCache(entries, seen, frozen=True)
         resid = clean.resid_pre[a][:, q0:]
         with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]):
             out = model(resid, start_at_layer=a, stop_at_layer=L, past_kv_cache=kv)

@@ -86,9 +86,14 @@ class KnockoutHook(ScoreMaskHook):
         ValueError: the forward has another number of key positions than the mask.
     """
 
+    keeps_self_edges = True  # validated below: the fast attention path needs no empty-row check
+
     def __init__(self, mask: Bool[torch.Tensor, "S S"], heads: Optional[Sequence[int]] = None):
         self.mask = _validate_mask(mask)
         self.heads = None if heads is None else tuple(int(h) for h in heads)
+        rows = self.mask.any(-1).nonzero().flatten()
+        self._first_query = int(rows[0]) if len(rows) else None
+        self._n_edges = int(self.mask.sum())
         self._last: Optional[tuple] = None  # (key, tensor): reused across the layers of a window
 
     @property
@@ -98,13 +103,12 @@ class KnockoutHook(ScoreMaskHook):
     @property
     def first_query(self) -> Optional[int]:
         """First query position with a blocked edge (None for an empty edge set)."""
-        rows = self.mask.any(-1).nonzero().flatten()
-        return int(rows[0]) if len(rows) else None
+        return self._first_query
 
     @property
     def n_edges(self) -> int:
         """Number of blocked edges (per layer and head)."""
-        return int(self.mask.sum())
+        return self._n_edges
 
     def blocked(self, q_offset: int, n_query: int, n_key: int, n_heads: int,
                 device: torch.device) -> Bool[torch.Tensor, "h_or_1 query key"]:
