@@ -30,7 +30,7 @@ from typing import Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int, UInt8
+from jaxtyping import Int
 
 from .inputs import VideoLLMInput, tokenize_prompt
 from .video import Video

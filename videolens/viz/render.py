@@ -17,10 +17,9 @@ Sizes: values are rounded to 5 decimals, and ``heads_html`` refuses views whose
 from __future__ import annotations
 
 import html as _html
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 from uuid import uuid4
 
 import numpy as np
