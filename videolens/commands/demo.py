@@ -57,14 +57,24 @@ def run(args) -> int:
     for task, hits in per_task.items():
         print(f"  {task:22s} accuracy {sum(hits) / len(hits):6.1%} ({sum(hits)}/{len(hits)})")
 
-    print(f"[3/3] attention knockout sweep ({args.target})")
+    print(f"[3/3] attention knockout sweep: target {args.target}")
+    import argparse
+
     from videolens.commands import flow
 
     window = args.window or max(1, (model.cfg.n_layers // 3) | 1)
     flow_dir = out / "flow"
-    argv_like = dict(target=[args.target], window=window, samples="correct", limit=None, out=str(flow_dir))
-    flow.run_on_samples(model, samples, **argv_like, num_frames=args.num_frames)
-    print(f"\nrecords and figures are in {out.resolve()}")
+    flow_args = argparse.Namespace(
+        model=args.model, device=args.device, dtype=args.dtype, num_frames=args.num_frames,
+        data=[str(p) for p in sorted(data_dir.glob("*.json"))], video_root=str(data_dir / "videos"),
+        target=[args.target], window=window, samples="correct", limit=None, heads=None, method="fast",
+        out=str(flow_dir), no_progress=False,
+    )
+    rc = flow.run(flow_args)
+    if rc:
+        return rc
+    print(f"\nrecords and figures are in {out.resolve()}:")
+    print(f"  {out / 'answers.jsonl'}  (option probabilities per sample)")
     for p in sorted(flow_dir.glob("*")):
         print(f"  {p}")
     (out / "README.txt").write_text(
