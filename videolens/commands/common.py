@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Dict
 
 import torch
 
@@ -33,3 +34,61 @@ def default_model_path() -> Path:
     if not (p / "config.json").exists():
         raise FileNotFoundError(f"the bundled model is missing at {p}; pass --model DIR")
     return p
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
+    g = p.add_argument_group("samples (a TVBench-format file, or one video)")
+    g.add_argument("--data", default=None, nargs="+", metavar="FILE",
+                   help="TVBench / MVBench-format JSON annotation file(s)")
+    g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
+    g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples of each --data file")
+    g.add_argument("--video", default=None, help="one video file (instead of --data)")
+    g.add_argument("--question", default=None)
+    g.add_argument("--candidates", nargs="+", default=None, help="the options, in order")
+    g.add_argument("--answer", default=None, help="the right option (default: the first candidate)")
+    g.add_argument("--start", type=float, default=None, help="clip start (s)")
+    g.add_argument("--end", type=float, default=None, help="clip end (s)")
+    p.add_argument("--out", required=True, help="output folder (records and figures)")
+    p.add_argument("--no-figures", action="store_true", help="write records only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_samples(args, answer_required: bool = False) -> list:
+    """The VideoQA samples named by the arguments.
+
+    Raises:
+        ValueError: neither or both of --data and --video, or missing --video-root / --question /
+            --candidates / --answer (when required).
+        FileNotFoundError, videolens.data.AnnotationError: from the annotation file.
+    """
+    from videolens.data import VideoQA, load_tvbench
+
+    if bool(args.data) == bool(args.video):
+        raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.data:
+        if not args.video_root:
+            raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to)")
+        samples = []
+        for f in args.data:
+            part = load_tvbench(f, args.video_root)
+            samples.extend(part[: args.limit] if args.limit is not None else part)
+        if not samples:
+            raise ValueError(f"no samples in {args.data}")
+        return samples
+    if not args.question or not args.candidates:
+        raise ValueError("--video needs --question and --candidates")
+    if answer_required and not args.answer:
+        raise ValueError("--answer is needed to mark the true and false options")
+    return [VideoQA(video=args.video, question=args.question, candidates=args.candidates,
+                    answer=args.answer or args.candidates[0], start=args.start, end=args.end)]
+
+
+def sample_source(args) -> Dict[str, Any]:
+    """What the samples come from, for the run config (a resumed run must read the same data)."""
+    if args.data:
+        return {"data": [str(Path(f).resolve()) for f in args.data]}
+    return {"video": str(Path(args.video).resolve()), "question": args.question, "candidates": args.candidates,
+            "answer": args.answer, "start": args.start, "end": args.end}

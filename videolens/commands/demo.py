@@ -67,8 +67,9 @@ def run(args) -> int:
     flow_args = argparse.Namespace(
         model=args.model, device=args.device, dtype=args.dtype, num_frames=args.num_frames,
         data=[str(p) for p in sorted(data_dir.glob("*.json"))], video_root=str(data_dir / "videos"),
+        video=None, question=None, candidates=None, answer=None, start=None, end=None,
         target=[args.target], window=window, samples="correct", limit=None, heads=None, method="fast",
-        out=str(flow_dir), no_progress=False,
+        out=str(flow_dir), no_progress=False, no_figures=False,
     )
     rc = flow.run(flow_args)
     if rc:

@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .common import add_model_arguments, load_model
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples
 
 NAME = "flow"
 HELP = "attention-knockout sweeps over a dataset: where information flows, per layer (paper Findings 1-3)"
@@ -31,22 +31,17 @@ HELP = "attention-knockout sweeps over a dataset: where information flows, per l
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
-    p.add_argument("--data", required=True, nargs="+", metavar="FILE",
-                   help="TVBench/MVBench-format annotation file(s) (JSON list)")
-    p.add_argument("--video-root", required=True, help="folder the annotation 'video' entries are relative to")
+    add_sample_arguments(p)
     p.add_argument("--target", required=True, nargs="+", metavar="NAME",
                    help="knockout target(s): cross-frame, vql-to-ql, question-and-options-to-last, "
                         "vq-to-true-opt, any registered target, or 'all'")
     p.add_argument("--window", type=int, default=9, help="layers per knockout window, centred and clipped (default 9)")
     p.add_argument("--samples", default="correct", choices=["correct", "all"],
                    help="analyse samples the clean model answers correctly (paper, default) or all")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N samples of each data file")
     p.add_argument("--heads", type=int, nargs="+", default=None, metavar="H",
                    help="knock out these heads only (default: every head)")
     p.add_argument("--method", default="fast", choices=["fast", "full"],
                    help="fast: incremental recomputation (default); full: a whole forward per condition")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _statuses(path: Path) -> dict:
@@ -66,24 +61,16 @@ def _statuses(path: Path) -> dict:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from videolens.data import load_tvbench
     from videolens.knockout import TARGETS, check_window, get_target
     from videolens.knockout.dataset import sweep_sample
     from videolens.knockout.plots import plot_target, write_summary_csv
     from videolens.runs import RecordWriter, read_records
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
     targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
     if args.window < 1:
         raise ValueError(f"--window must be >= 1, got {args.window}")
-    samples = []
-    for f in args.data:
-        part = load_tvbench(f, args.video_root)
-        samples.extend(part[: args.limit] if args.limit else part)
-    if not samples:
-        raise ValueError(f"no samples in {args.data}")
+    samples = load_samples(args)
     model = load_model(args)
     check_window(args.window, model.cfg.n_layers)  # window larger than the model: error
     if args.heads is not None and not all(0 <= h < model.cfg.n_heads for h in args.heads):
@@ -128,7 +115,7 @@ def run(args) -> int:
         print("no records to plot (no sample passed the filters)", file=sys.stderr)
         return 0
     write_summary_csv(records, out / "summary.csv")
-    for t in names:
+    for t in ([] if args.no_figures else names):
         if any(r["target"] == t for r in records):
             plot_target(records, t, path=out / f"flow_{t}.png",
                         title=f"{t}: {model.cfg.n_layers} layers, window {args.window}, "

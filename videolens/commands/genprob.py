@@ -14,7 +14,8 @@ from typing import Any, Dict, List
 import numpy as np
 
 from .common import add_model_arguments, load_model
-from .lens import add_sample_arguments, load_samples, model_name, run_samples, sample_source
+from .common import add_sample_arguments, load_samples, sample_source
+from .lens import model_name, run_samples
 
 NAME = "genprob"
 HELP = "answer-letter probability at the last position for every layer (logit lens), with a figure"

@@ -14,60 +14,10 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-from .common import add_model_arguments, load_model
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, sample_source
 
 NAME = "lens"
 HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
-
-
-# ---- shared with genprob ------------------------------------------------------------------------
-def add_sample_arguments(p: argparse.ArgumentParser) -> None:
-    """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
-    g = p.add_argument_group("samples (a TVBench-format file, or one video)")
-    g.add_argument("--data", default=None, help="TVBench / MVBench-format JSON annotation file")
-    g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
-    g.add_argument("--limit", type=int, default=None, help="only the first N samples of --data")
-    g.add_argument("--video", default=None, help="one video file (instead of --data)")
-    g.add_argument("--question", default=None)
-    g.add_argument("--candidates", nargs="+", default=None, help="the options, in order")
-    g.add_argument("--answer", default=None, help="the right option (default: the first candidate)")
-    g.add_argument("--start", type=float, default=None, help="clip start (s)")
-    g.add_argument("--end", type=float, default=None, help="clip end (s)")
-    p.add_argument("--out", required=True, help="output folder (records and figures)")
-    p.add_argument("--no-figures", action="store_true", help="write records only")
-
-
-def load_samples(args, answer_required: bool = False) -> list:
-    """The VideoQA samples named by the arguments.
-
-    Raises:
-        ValueError: neither or both of --data and --video, or missing --video-root / --question /
-            --candidates / --answer (when required).
-        FileNotFoundError, videolens.data.AnnotationError: from the annotation file.
-    """
-    from videolens.data import VideoQA, load_tvbench
-
-    if bool(args.data) == bool(args.video):
-        raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
-    if args.data:
-        if not args.video_root:
-            raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to)")
-        samples = load_tvbench(args.data, args.video_root)
-        return samples[: args.limit] if args.limit is not None else samples
-    if not args.question or not args.candidates:
-        raise ValueError("--video needs --question and --candidates")
-    if answer_required and not args.answer:
-        raise ValueError("--answer is needed to mark the true and false options")
-    return [VideoQA(video=args.video, question=args.question, candidates=args.candidates,
-                    answer=args.answer or args.candidates[0], start=args.start, end=args.end)]
-
-
-def sample_source(args) -> Dict[str, Any]:
-    """What the samples come from, for the run config (a resumed run must read the same data)."""
-    if args.data:
-        return {"data": str(Path(args.data).resolve())}
-    return {"video": str(Path(args.video).resolve()), "question": args.question, "candidates": args.candidates,
-            "answer": args.answer, "start": args.start, "end": args.end}
 
 
 def sample_record(sample, inputs) -> Dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_model_arguments, load_model
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples
 
 NAME = "pathways"
 HELP = "accuracy with only a pathway spec's attention edges kept, vs full causal and vs random blocking"
@@ -28,34 +28,21 @@ def add_arguments(p) -> None:
     p.add_argument("--spec", required=True,
                    help="shipped spec name (llava-next-7b-video-ft, llava-next-13b-video-ft, "
                         "mini-internvl-4b-video-ft, videollama3-7b) or a JSON/YAML spec file")
-    p.add_argument("--data", required=True, nargs="+", metavar="FILE",
-                   help="TVBench/MVBench-format annotation file(s); each file is one task (named by its stem)")
-    p.add_argument("--video-root", required=True, help="folder the annotation 'video' entries are relative to")
+    add_sample_arguments(p)
     p.add_argument("--random-control", action="store_true",
                    help="also block the same number of edges per layer at random")
     p.add_argument("--random-match", default="layer", choices=["layer", "total"],
                    help="random edges per layer: as many as the spec blocks in that layer (layer), or the "
                         "spec's total spread evenly over layers (total, as the paper's released code)")
     p.add_argument("--seed", type=int, default=0, help="random-control seed (default 0)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N samples of each data file")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
-    from videolens.data import load_tvbench
     from videolens.pathways import evaluate, load_spec, plot_summary, summarize, summary_markdown, write_summary
     from videolens.runs import RecordWriter
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     spec = load_spec(args.spec)  # fail on a bad spec before loading the model
-    samples = []
-    for f in args.data:
-        part = load_tvbench(f, args.video_root)
-        samples.extend(part[: args.limit] if args.limit else part)
-    if not samples:
-        raise ValueError(f"no samples in {args.data}")
+    samples = load_samples(args)
     model = load_model(args)
     plan = spec.plan(model.cfg.n_layers)
     mapped = "" if plan.n_layers == spec.n_layers else f" (mapped from {spec.n_layers} layers by relative depth)"
@@ -85,7 +72,8 @@ def run(args) -> int:
     rows = summarize(records)
     title = f"{spec.name} on {model.cfg.n_layers} layers"
     write_summary(rows, out, title)
-    plot_summary(records, rows, out / "pathways.png", title)
+    if not args.no_figures:
+        plot_summary(records, rows, out / "pathways.png", title)
     print(summary_markdown(rows, title))
     print(f"records, summary.csv, summary.md and pathways.png in {out}", file=sys.stderr)
     return 0
