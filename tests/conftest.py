@@ -50,3 +50,17 @@ def tiny_pllava(tiny_pllava_dir):
     import videolens as vl
 
     return vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
+
+
+DIRECTION_QUESTION = "Which direction does the purple sphere move in the video?"
+DIRECTION_CANDIDATES = ["Up and to the right.", "Up and to the left.", "Down and to the left."]
+
+
+@pytest.fixture(scope="session")
+def direction_inputs(tiny_pllava, clip_path):
+    """A prepared 3-option input (true option B) for the tiny model on the generated clip."""
+    import videolens as vl
+
+    sample = vl.VideoQA(video=str(clip_path), question=DIRECTION_QUESTION, candidates=DIRECTION_CANDIDATES,
+                        answer=DIRECTION_CANDIDATES[1])
+    return tiny_pllava.prepare(sample, num_frames=8)

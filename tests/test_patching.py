@@ -30,8 +30,7 @@ from videolens.patching import (
     run_with_patches,
 )
 
-QUESTION = "Which direction does the purple sphere move in the video?"
-CANDIDATES = ["Up and to the right.", "Up and to the left.", "Down and to the left."]
+from conftest import DIRECTION_CANDIDATES as CANDIDATES, DIRECTION_QUESTION as QUESTION  # noqa: E402
 ACTS = ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z"]
 
 
@@ -41,9 +40,8 @@ def model(tiny_pllava):
 
 
 @pytest.fixture(scope="module")
-def clean(model, clip_path):
-    sample = vl.VideoQA(video=str(clip_path), question=QUESTION, candidates=CANDIDATES, answer=CANDIDATES[1])
-    return model.prepare(sample, num_frames=8)
+def clean(direction_inputs):
+    return direction_inputs
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,7 @@ from videolens.viz import (
     video_tokens_panel,
 )
 
-QUESTION = "Which direction does the purple sphere move in the video?"
-CANDIDATES = ["Up and to the right.", "Up and to the left.", "Down and to the left."]
+from conftest import DIRECTION_CANDIDATES as CANDIDATES, DIRECTION_QUESTION as QUESTION  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +34,8 @@ def model(tiny_pllava):
 
 
 @pytest.fixture(scope="module")
-def inputs(model, clip_path):
-    sample = vl.VideoQA(video=str(clip_path), question=QUESTION, candidates=CANDIDATES, answer=CANDIDATES[1])
-    return model.prepare(sample, num_frames=8)
+def inputs(direction_inputs):
+    return direction_inputs
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
-__all__ = ["RecordWriter", "read_records", "RunConfigMismatch"]
+__all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch"]
 
 
 class RunConfigMismatch(ValueError):
@@ -42,17 +42,26 @@ def _clean_tail(path: Path) -> None:
         f.truncate()
 
 
-def read_records(path: Path | str, include_unfinished: bool = False) -> List[Dict[str, Any]]:
-    """Records of finished samples (marker lines dropped); partial or corrupt lines are skipped."""
-    path = Path(path)
+def _rows(path: Path) -> Iterator[Dict[str, Any]]:
+    """Parsed lines of a records file; partial or corrupt lines are skipped."""
     if not path.exists():
-        return []
-    rows, done = [], set()
+        return
     for line in path.read_text().splitlines():
         try:
-            row = json.loads(line)
+            yield json.loads(line)
         except json.JSONDecodeError:
             continue
+
+
+def read_statuses(path: Path | str) -> Dict[str, str]:
+    """sample_id -> status ("ok", "missing_video", ...) of every finished sample."""
+    return {r["sample_id"]: r.get("status", "ok") for r in _rows(Path(path)) if r.get("_done")}
+
+
+def read_records(path: Path | str, include_unfinished: bool = False) -> List[Dict[str, Any]]:
+    """Records of finished samples (marker lines dropped); partial or corrupt lines are skipped."""
+    rows, done = [], set()
+    for row in _rows(Path(path)):
         if row.get("_done"):
             done.add(row["sample_id"])
         elif not row.get("_run"):
@@ -79,16 +88,11 @@ class RecordWriter:
         _clean_tail(self.path)
         self.done: set[str] = set()
         header = None
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if row.get("_run"):
-                    header = row.get("config", {})
-                elif row.get("_done"):
-                    self.done.add(row["sample_id"])
+        for row in _rows(self.path):
+            if row.get("_run"):
+                header = row.get("config", {})
+            elif row.get("_done"):
+                self.done.add(row["sample_id"])
         if header is not None and run_config is not None and header != json.loads(json.dumps(run_config)):
             raise RunConfigMismatch(
                 f"{self.path} was written by a run with other settings ({header}); use another --out "

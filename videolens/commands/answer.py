@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_model_arguments, load_model
+from .common import add_model_arguments, add_video_arguments, load_model
 
 NAME = "answer"
 HELP = "print each option's probability and the chosen answer for one video and question"
@@ -12,12 +12,7 @@ HELP = "print each option's probability and the chosen answer for one video and 
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
-    p.add_argument("--video", required=True, help="video file")
-    p.add_argument("--question", required=True)
-    p.add_argument("--candidates", nargs="+", required=True, help="the options, in order (2 or more)")
-    p.add_argument("--answer", default=None, help="the right option, when known (marks it in the output)")
-    p.add_argument("--start", type=float, default=None, help="clip start (s)")
-    p.add_argument("--end", type=float, default=None, help="clip end (s)")
+    add_video_arguments(p, required=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

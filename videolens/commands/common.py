@@ -36,6 +36,16 @@ def default_model_path() -> Path:
     return p
 
 
+def add_video_arguments(g, required: bool = False) -> None:
+    """``--video --question --candidates [--answer --start --end]``: one sample."""
+    g.add_argument("--video", required=required, default=None, help="one video file" + ("" if required else " (instead of --data)"))
+    g.add_argument("--question", required=required, default=None)
+    g.add_argument("--candidates", nargs="+", required=required, default=None, help="the options, in order (2 or more)")
+    g.add_argument("--answer", default=None, help="the right option, when known (default: the first candidate)")
+    g.add_argument("--start", type=float, default=None, help="clip start (s)")
+    g.add_argument("--end", type=float, default=None, help="clip end (s)")
+
+
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
     g = p.add_argument_group("samples (a TVBench-format file, or one video)")
@@ -43,12 +53,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="TVBench / MVBench-format JSON annotation file(s)")
     g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
     g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples of each --data file")
-    g.add_argument("--video", default=None, help="one video file (instead of --data)")
-    g.add_argument("--question", default=None)
-    g.add_argument("--candidates", nargs="+", default=None, help="the options, in order")
-    g.add_argument("--answer", default=None, help="the right option (default: the first candidate)")
-    g.add_argument("--start", type=float, default=None, help="clip start (s)")
-    g.add_argument("--end", type=float, default=None, help="clip end (s)")
+    add_video_arguments(g)
     p.add_argument("--out", required=True, help="output folder (records and figures)")
     p.add_argument("--no-figures", action="store_true", help="write records only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -44,27 +44,13 @@ def add_arguments(p) -> None:
                    help="fast: incremental recomputation (default); full: a whole forward per condition")
 
 
-def _statuses(path: Path) -> dict:
-    """sample_id -> status of every finished sample in a records file."""
-    out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("_done"):
-                out[row["sample_id"]] = row.get("status", "ok")
-    return out
-
-
 def run(args) -> int:
     from tqdm.auto import tqdm
 
     from videolens.knockout import TARGETS, check_window, get_target
     from videolens.knockout.dataset import sweep_sample
     from videolens.knockout.plots import plot_target, write_summary_csv
-    from videolens.runs import RecordWriter, read_records
+    from videolens.runs import RecordWriter, read_records, read_statuses
 
     names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
     targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
@@ -107,7 +93,7 @@ def run(args) -> int:
             bar.set_postfix(ok=counts["ok"], skipped=skipped)
 
     wanted = {s.sample_id for s in samples}
-    statuses = {k: v for k, v in _statuses(path).items() if k in wanted}
+    statuses = {k: v for k, v in read_statuses(path).items() if k in wanted}
     records = [r for r in read_records(path) if r["sample_id"] in wanted]
     print(f"samples: {len(wanted)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(statuses.values()).items())),
           file=sys.stderr)
