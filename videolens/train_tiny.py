@@ -77,6 +77,9 @@ class TrainConfig:
     aux_until: int = 500
     mode_probs: Tuple[float, float, float] = (0.5, 0.3, 0.2)  # last, full, knockout (mc samples)
     knockout_from: int = 700  # knockout samples ramp in linearly over [knockout_from, 2 * knockout_from]
+    echo_option: bool = True  # after the letter, also predict ') <answer text>' (binds letters to option lines)
+    init_from: str = ''  # start from the weights of a state.pt (a curriculum phase)
+    proj_out_std: float = 0.0  # >0: init projector.linear_2 weight ~ N(0, std), bias 0 (video tokens at text-embedding scale)
     bf16: bool = True  # autocast matmuls to bfloat16 on CPU (fp32 master weights)
     task_weights: Tuple[Tuple[str, float], ...] = (
         ("moving_direction", 1.5), ("scene_transition", 1.0), ("appearance_order", 1.5),
@@ -125,6 +128,10 @@ class TinyVideoLLM(torch.nn.Module):
         self.projector = Projector(cfg.vision_width, cfg.d_model, "gelu")
         self.pool = AdaptivePool3d(cfg.pooling_shape)
         self.llama = LlamaForCausalLM(tc)
+        if cfg.proj_out_std > 0:
+            with torch.no_grad():
+                self.projector.linear_2.weight.normal_(0.0, cfg.proj_out_std)
+                self.projector.linear_2.bias.zero_()
         with torch.no_grad():  # tower near identity at start (REFERENCE section 10)
             for layer in self.tower.encoder.layers:
                 layer.self_attn.out_proj.weight.zero_()
@@ -185,7 +192,7 @@ class Batcher:
         self.ph = int(tokenizer.convert_tokens_to_ids("<image>"))
         self.grid = tuple(cfg.pooling_shape)
 
-    def item(self, s: synthetic.SyntheticSample, mode: str, aux: bool) -> Item:
+    def item(self, s: synthetic.SyntheticSample, mode: str, aux: bool, train: bool = True) -> Item:
         letter = "ABCDEFGH"[s.candidates.index(s.answer)]
         tp = tokenize_prompt(self.tok, self.template, s.question, s.candidates, self.ph, self.grid, true_letter=letter)
         ids = tp.tokens[0].tolist()
@@ -207,8 +214,13 @@ class Batcher:
             letter_pos = len(ids) - 1
             if mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS:
                 targets.append((letter_pos, opt_ids))
-            else:
-                targets.append((letter_pos, ans_id))
+                return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
+            targets.append((letter_pos, ans_id))
+        if self.cfg.echo_option and train:
+            echo = self.tok(f") {s.answer}", add_special_tokens=False)["input_ids"]
+            ids = ids + [ans_id] + echo
+            for k, t in enumerate(echo):
+                targets.append((letter_pos + 1 + k, t))
         return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
 
     def collate(self, items: Sequence[Item]):
@@ -275,7 +287,7 @@ def evaluate(model: TinyVideoLLM, batcher: Batcher, samples: Dict[str, List[synt
         for task, ss in samples.items():
             correct = 0
             for k in range(0, len(ss), bs):
-                items = [batcher.item(s, mode, aux=False) for s in ss[k:k + bs]]
+                items = [batcher.item(s, mode, aux=False, train=False) for s in ss[k:k + bs]]
                 tokens, vpos, frames, mask = batcher.collate(items)
                 hid = model.hidden(tokens, vpos, frames, mask)
                 h = hid[torch.arange(len(items)), torch.tensor([it.letter_pos for it in items])]
@@ -326,6 +338,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
 
     step = 0
     state_path = out / "state.pt"
+    if cfg.init_from:
+        model.load_state_dict(torch.load(cfg.init_from, weights_only=False)["model"])
     if resume and state_path.exists():
         st = torch.load(state_path, weights_only=False)
         model.load_state_dict(st["model"])
@@ -465,6 +479,14 @@ def main(argv=None) -> int:
     p.add_argument("--p-aux", type=float, default=TrainConfig.p_aux)
     p.add_argument("--mode-probs", type=float, nargs=3, default=TrainConfig.mode_probs, metavar=("LAST", "FULL", "KNOCKOUT"))
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--proj-out-std", type=float, default=TrainConfig.proj_out_std)
+    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--init-from", default="", help="state.pt of an earlier phase to start from")
+    p.add_argument("--knockout-from", type=int, default=TrainConfig.knockout_from)
+    p.add_argument("--no-echo", action="store_true")
+    p.add_argument("--tasks", nargs="*", default=None, help="train on these tasks only (equal weights)")
+    p.add_argument("--aux-until", type=int, default=TrainConfig.aux_until)
+    p.add_argument("--p-aux-start", type=float, default=TrainConfig.p_aux_start)
     p.add_argument("--bench", type=int, default=0, help="time N training steps and exit")
     p.add_argument("--evaluate", type=Path, default=None, help="evaluate a saved checkpoint folder, write --out/eval.json")
     p.add_argument("--n-eval", type=int, default=100)
@@ -477,7 +499,11 @@ def main(argv=None) -> int:
         print(json.dumps(res, indent=1))
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
-                      eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs))
+                      eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
+                      proj_out_std=a.proj_out_std, bf16=not a.no_bf16,
+                      init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
+    if a.tasks:
+        cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
     if a.bench:
         cfg = replace(cfg, max_steps=a.bench, eval_every=10**9, minutes=1e9, eval_per_task=2)
         t = time.time()
