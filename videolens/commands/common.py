@@ -28,6 +28,21 @@ def load_model(args):
     return HookedVideoLLM.from_pretrained(path, device=args.device, dtype=DTYPES[args.dtype])
 
 
+def standin_model_path(folder: Path) -> Path:
+    """An untrained PLLaVA-format checkpoint with the synthetic tasks' tokenizer, written to
+    ``folder`` (once): the stand-in ``videolens demo`` uses while the bundled model is absent.
+    Its answers are chance; it exists so the whole pipeline runs end to end on real video files."""
+    from videolens import train_tiny
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        cfg = train_tiny.TrainConfig()
+        tok = train_tiny.build_tokenizer()
+        train_tiny.export(train_tiny.build_model(cfg, len(tok)), tok, cfg, folder,
+                          extra={"videolens_note": "untrained stand-in for the bundled model"})
+    return folder
+
+
 def default_model_path() -> Path:
     """The bundled tiny model shipped inside the package."""
     p = Path(__file__).resolve().parents[1] / "assets" / "tiny-videollm"

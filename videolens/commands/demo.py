@@ -23,6 +23,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=1234, help="seed of the generated clips")
     p.add_argument("--target", default="cross-frame", help="knockout target (default cross-frame)")
     p.add_argument("--window", type=int, default=None, help="knockout window (default: a third of the layers, odd)")
+    p.add_argument("--samples", default="correct", choices=["correct", "all"],
+                   help="sweep the samples the model answers correctly (the paper's choice, default) or all; "
+                        "with an untrained model 'all' is used")
 
 
 def run(args) -> int:
@@ -32,13 +35,20 @@ def run(args) -> int:
     from videolens import synthetic
     from videolens.runs import RecordWriter
 
-    from .common import load_model
+    from .common import default_model_path, load_model, standin_model_path
 
     out = Path(args.out)
     data_dir = out / "data"
     print(f"[1/3] writing {args.n_per_task} clips per task to {data_dir}")
     synthetic.write_dataset(data_dir, n_per_task=args.n_per_task, seed=args.seed)
     samples = synthetic.load_dataset(data_dir)
+    if args.model is None:
+        try:
+            default_model_path()
+        except FileNotFoundError:
+            args.model = str(standin_model_path(out / "standin-model"))
+            print(f"  the bundled model is not in this install; using an UNTRAINED stand-in written to {args.model}\n"
+                  "  (its answers are chance: the run shows the pipeline, not findings; pass --model DIR for a real one)")
     model = load_model(args)
     torch.set_grad_enabled(False)
 
@@ -63,12 +73,13 @@ def run(args) -> int:
     from videolens.commands import flow
 
     window = args.window or max(1, (model.cfg.n_layers // 3) | 1)
+    sample_mode = args.samples if model.checkpoint_config.get("videolens_note") is None else "all"
     flow_dir = out / "flow"
     flow_args = argparse.Namespace(
         model=args.model, device=args.device, dtype=args.dtype, num_frames=args.num_frames,
         data=[str(p) for p in sorted(data_dir.glob("*.json"))], video_root=str(data_dir / "videos"),
         video=None, question=None, candidates=None, answer=None, start=None, end=None,
-        target=[args.target], window=window, samples="correct", limit=None, heads=None, method="fast",
+        target=[args.target], window=window, samples=sample_mode, limit=None, heads=None, method="fast",
         out=str(flow_dir), no_progress=False, no_figures=False,
     )
     rc = flow.run(flow_args)
