@@ -77,10 +77,13 @@ class TrainConfig:
     aux_until: int = 500
     mode_probs: Tuple[float, float, float] = (0.5, 0.3, 0.2)  # last, full, knockout (mc samples)
     knockout_from: int = 700  # knockout samples ramp in linearly over [knockout_from, 2 * knockout_from]
+    stop_at: int = 0  # >0: stop after this step (the schedule still spans max_steps)
+    text_batch: int = 0  # extra text-only letter-matching sequences per step (no video, no system prompt)
     echo_option: bool = True  # after the letter, also predict ') <answer text>' (binds letters to option lines)
     init_from: str = ''  # start from the weights of a state.pt (a curriculum phase)
     proj_out_std: float = 0.0  # >0: init projector.linear_2 weight ~ N(0, std), bias 0 (video tokens at text-embedding scale)
-    bf16: bool = True  # autocast matmuls to bfloat16 on CPU (fp32 master weights)
+    bf16: bool = False  # autocast matmuls to bfloat16 (faster, but measured: it kept the option-matching
+    # circuit from forming -- letters at chance after 25k text samples -- while fp32 learned it in 500 steps)
     task_weights: Tuple[Tuple[str, float], ...] = (
         ("moving_direction", 1.5), ("scene_transition", 1.0), ("appearance_order", 1.5),
         ("color_change", 1.0), ("object_color", 0.8),
@@ -223,6 +226,21 @@ class Batcher:
                 targets.append((letter_pos + 1 + k, t))
         return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
 
+    def text_item(self, s: synthetic.SyntheticSample) -> Tuple[List[int], List[Tuple[int, int]]]:
+        """A short text-only sequence teaching option matching: the question block, then
+        ``ASSISTANT:Answer: <answer> Best option:(`` -> letter, then ``) <answer>``."""
+        t = self.template
+        letters = "ABCDEFGH"[: len(s.candidates)]
+        letter = letters[s.candidates.index(s.answer)]
+        opts = "\n".join(f"({L}) {c}" for L, c in zip(letters, s.candidates))
+        head = (t.question_prefix + s.question + t.options_header + opts + t.after_question
+                + f"Answer: {s.answer} " + t.answer_prefix)
+        ids = self.tok(head, add_special_tokens=True)["input_ids"]
+        tail = self.tok(f"{letter}) {s.answer}", add_special_tokens=False)["input_ids"]
+        n = len(ids)
+        ids = ids + tail
+        return ids, [(n - 1 + k, t_) for k, t_ in enumerate(tail)]
+
     def collate(self, items: Sequence[Item]):
         B = len(items)
         S = max(len(it.tokens) for it in items)
@@ -273,6 +291,23 @@ def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> 
     for r, ids in zip(soft_rows, soft_sets):
         loss = loss - logp[r, ids].mean()
     return loss / n
+
+
+def text_loss(model: TinyVideoLLM, batcher: Batcher, samples) -> torch.Tensor:
+    """Mean cross-entropy of the text-only option-matching sequences (plain causal attention)."""
+    seqs = [batcher.text_item(s) for s in samples]
+    S = max(len(i) for i, _ in seqs)
+    tokens = torch.full((len(seqs), S), int(batcher.tok.pad_token_id), dtype=torch.long)
+    rows, cols, tgts = [], [], []
+    for b, (ids, targets) in enumerate(seqs):
+        tokens[b, : len(ids)] = torch.tensor(ids)
+        for pos, t in targets:
+            rows.append(b)
+            cols.append(pos)
+            tgts.append(t)
+    hid = model.llama.model(input_ids=tokens).last_hidden_state
+    logits = model.llama.lm_head(hid[torch.tensor(rows), torch.tensor(cols)]).float()
+    return F.cross_entropy(logits, torch.tensor(tgts))
 
 
 # ---- evaluation -------------------------------------------------------------------------------
@@ -372,7 +407,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = batch_loss(model, batcher, items)
+            loss = batch_loss(model, batcher, items) if items else torch.zeros(())
+            if cfg.text_batch:
+                loss = loss + text_loss(model, batcher, [synthetic.sample_task(names[rng.choice(len(names), p=w)], rng)
+                                                         for _ in range(cfg.text_batch)])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -381,7 +419,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
         run_loss += float(loss.detach())
         n_loss += 1
         elapsed = elapsed0 + time.time() - t0
-        done = elapsed > cfg.minutes * 60 or step >= cfg.max_steps
+        done = elapsed > cfg.minutes * 60 or step >= cfg.max_steps or (cfg.stop_at > 0 and step >= cfg.stop_at)
         if step % cfg.eval_every == 0 or done:
             last_eval = evaluate(model, batcher, evalset)
             rec = {"step": step, "elapsed_s": round(elapsed, 1), "loss": run_loss / max(1, n_loss),
@@ -480,10 +518,13 @@ def main(argv=None) -> int:
     p.add_argument("--mode-probs", type=float, nargs=3, default=TrainConfig.mode_probs, metavar=("LAST", "FULL", "KNOCKOUT"))
     p.add_argument("--resume", action="store_true")
     p.add_argument("--proj-out-std", type=float, default=TrainConfig.proj_out_std)
-    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (used by the first phases)")
+    p.add_argument("--no-bf16", action="store_true", help="fp32 (the default)")
     p.add_argument("--init-from", default="", help="state.pt of an earlier phase to start from")
     p.add_argument("--knockout-from", type=int, default=TrainConfig.knockout_from)
     p.add_argument("--no-echo", action="store_true")
+    p.add_argument("--text-batch", type=int, default=TrainConfig.text_batch)
+    p.add_argument("--stop-at", type=int, default=0, help="stop after this step (schedule still over --max-steps)")
     p.add_argument("--tasks", nargs="*", default=None, help="train on these tasks only (equal weights)")
     p.add_argument("--aux-until", type=int, default=TrainConfig.aux_until)
     p.add_argument("--p-aux-start", type=float, default=TrainConfig.p_aux_start)
@@ -500,8 +541,8 @@ def main(argv=None) -> int:
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
-                      proj_out_std=a.proj_out_std, bf16=not a.no_bf16,
-                      init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
+                      proj_out_std=a.proj_out_std, bf16=a.bf16 and not a.no_bf16,
+                      init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
     if a.bench:
