@@ -33,39 +33,28 @@ def test_unknown_model_type_lists_supported(tmp_path, tiny_pllava_dir):
         vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
 
 
-def test_missing_tensor_is_named(tmp_path, tiny_pllava_dir):
+def _drop(key):
+    return lambda sd: sd.pop(key)
+
+
+def _set(key, value):
+    return lambda sd: sd.__setitem__(key, value)
+
+
+@pytest.mark.parametrize("edit,error,pattern", [
+    (_drop("language_model.model.layers.1.mlp.up_proj.weight"), MissingWeightsError,
+     r"language_model\.model\.layers\.1\.mlp\.up_proj\.weight"),
+    (_drop("multi_modal_projector.linear_2.weight"), MissingWeightsError, r"multi_modal_projector\.linear_2\.weight"),
+    (_set("language_model.model.layers.0.self_attn.q_porj.weight", torch.zeros(2, 2)), UnexpectedWeightsError,
+     r"q_porj"),
+    (_set("multi_modal_projector.linear_1.weight", torch.zeros(3, 3)), CheckpointError, r"linear_1\.weight has shape"),
+], ids=["missing-text", "missing-vision", "unexpected", "wrong-shape"])
+def test_bad_tensors_are_named(tmp_path, tiny_pllava_dir, edit, error, pattern):
     ck = _copy(tiny_pllava_dir, tmp_path / "x")
     sd = load_file(str(ck / "model.safetensors"))
-    del sd["language_model.model.layers.1.mlp.up_proj.weight"]
+    edit(sd)
     save_file(sd, str(ck / "model.safetensors"))
-    with pytest.raises(MissingWeightsError, match=r"language_model\.model\.layers\.1\.mlp\.up_proj\.weight"):
-        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
-
-
-def test_missing_vision_tensor_is_named(tmp_path, tiny_pllava_dir):
-    ck = _copy(tiny_pllava_dir, tmp_path / "x")
-    sd = load_file(str(ck / "model.safetensors"))
-    del sd["multi_modal_projector.linear_2.weight"]
-    save_file(sd, str(ck / "model.safetensors"))
-    with pytest.raises(MissingWeightsError, match=r"multi_modal_projector\.linear_2\.weight"):
-        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
-
-
-def test_unexpected_tensor_is_named(tmp_path, tiny_pllava_dir):
-    ck = _copy(tiny_pllava_dir, tmp_path / "x")
-    sd = load_file(str(ck / "model.safetensors"))
-    sd["language_model.model.layers.0.self_attn.q_porj.weight"] = torch.zeros(2, 2)
-    save_file(sd, str(ck / "model.safetensors"))
-    with pytest.raises(UnexpectedWeightsError, match=r"q_porj"):
-        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
-
-
-def test_wrong_shape_is_named(tmp_path, tiny_pllava_dir):
-    ck = _copy(tiny_pllava_dir, tmp_path / "x")
-    sd = load_file(str(ck / "model.safetensors"))
-    sd["multi_modal_projector.linear_1.weight"] = torch.zeros(3, 3)
-    save_file(sd, str(ck / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"linear_1\.weight has shape"):
+    with pytest.raises(error, match=pattern):
         vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
 
 
