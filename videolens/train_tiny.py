@@ -2,8 +2,14 @@
 
 Run (CPU, not in CI)::
 
-    python -m videolens.train_tiny --out runs/tiny --seed 0 --minutes 60
-    # then copy runs/tiny/export/ to videolens/assets/tiny-videollm/
+    python -m videolens.train_tiny --out runs/tiny --recipe        # every phase of RECIPE, in order
+    python -m videolens.train_tiny --out runs/one --seed 0 ...      # a single phase (see --help)
+    python -m videolens.train_tiny --out runs/eval --evaluate runs/tiny/p4_fp32/export
+    # then copy <last phase>/export/ to videolens/assets/tiny-videollm/
+
+Each phase writes ``log.jsonl`` (loss and accuracy per task and attention mode every
+``eval_every`` steps), ``state.pt`` (weights, optimiser, step: ``--resume`` continues) and
+``export/`` (the PLLaVA checkpoint, fp16) at every evaluation, so a run can be stopped any time.
 
 The model is PLLaVA-style and built from HF modules, so the saved checkpoint loads with
 ``HookedVideoLLM.from_pretrained`` exactly like the real ones (REFERENCE section 5):
@@ -29,7 +35,13 @@ runs under one attention mode, given as an additive 4-D mask to the HF Llama:
 Objectives: ``mc`` samples end with ``Best option:(`` and the loss is on the option letter (the
 evaluation format); ``aux`` samples end with ``Answer: <answer text> Best option:(<letter>`` with
 the loss on the answer words and the letter (open-ended answers teach perception quickly,
-REFERENCE section 10).
+REFERENCE section 10); ``text_batch`` adds short text-only sequences (question block, then
+``Answer: <text> Best option:(<letter>) <text>``) that teach the option-matching step cheaply.
+
+What the spikes of this script showed (issue 4): perception of colours and scene changes comes in
+a few hundred steps with open-ended targets; the letter step (find the option line that matches
+the answer, output its letter) is the long pole, and under bfloat16 autocast it did not form at
+all (text-only matching at chance after 25k sequences) while in fp32 it formed within ~500 steps.
 """
 
 from __future__ import annotations
@@ -452,17 +464,42 @@ def cross_frame_hooks(model, inputs, layers: Optional[Sequence[int]] = None):
     return [(f"blocks.{l}.attn.hook_attn_scores", hook) for l in layers]
 
 
+def _batched_last_logits(model, inputs, fwd_hooks=()) -> torch.Tensor:
+    """Last-position logits ``[n, d_vocab]`` for prepared inputs sharing one layout: token ids
+    stacked, each input's video tokens written at ``hook_embed`` (what ``VideoEmbed`` does for
+    one input; tests/test_bundled_model.py checks the two agree)."""
+    layout = inputs[0].layout
+    tokens = torch.cat([i.tokens for i in inputs])
+    video = torch.stack([i.video_embeds.reshape(-1, i.video_embeds.shape[-1]) for i in inputs])
+    pos = layout.video_positions
+
+    def splice(x, hook):
+        x = x.clone()
+        x[:, pos] = video.to(x.dtype)
+        return x
+
+    return model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", splice), *fwd_hooks])[:, -1]
+
+
+def _n_correct(inputs, logits) -> int:
+    n = 0
+    for inp, lg in zip(inputs, logits):
+        ids = [inp.option_token_ids[L] for L in inp.layout.letters]
+        n += inp.layout.letters[int(lg[ids].argmax())] == inp.sample.answer_letter
+    return n
+
+
 @torch.no_grad()
-def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, per_layer: bool = True) -> Dict:
+def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, n_per_layer: int = 50, chunk: int = 50) -> Dict:
     """Accuracy per task of a saved checkpoint loaded with ``HookedVideoLLM.from_pretrained``.
 
     Conditions: ``causal`` (plain), ``knockout`` (cross-frame edges blocked in all layers),
-    ``first_frame`` / ``last_frame`` (every frame replaced by that frame), and, with
-    ``per_layer``, ``knockout_layer_{l}`` (cross-frame blocked in layer l only) and
+    ``first_frame`` / ``last_frame`` (every frame replaced by that frame), and on the first
+    ``n_per_layer`` clips ``knockout_layer_{l}`` (cross-frame blocked in layer l only) and
     ``knockout_from_{l}`` (blocked in layers >= l).
 
     Returns:
-        ``{task: {condition: accuracy}}`` for fresh clips ``synthetic.make_samples(task, n, seed)``.
+        ``{task: {condition: accuracy}}`` on fresh clips ``synthetic.make_samples(task, n, seed)``.
     """
     from . import HookedVideoLLM, VideoQA
     from .video import Video
@@ -471,25 +508,32 @@ def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, per_layer
     L = model.cfg.n_layers
     res: Dict[str, Dict[str, float]] = {}
     for task in synthetic.TASKS:
-        counts: Dict[str, int] = {}
         made = synthetic.make_samples(task, n_per_task, seed=seed)
-        for m in made:
-            qa = m.to_videoqa()
-            inputs = model.prepare(qa, num_frames=synthetic.NUM_STEPS)
-            conds = {"causal": [], "knockout": cross_frame_hooks(model, inputs)}
-            if per_layer:
+        counts: Dict[str, int] = {}
+        totals: Dict[str, int] = {}
+
+        def add(name, inputs, hooks=()):
+            counts[name] = counts.get(name, 0) + _n_correct(inputs, _batched_last_logits(model, inputs, hooks))
+            totals[name] = totals.get(name, 0) + len(inputs)
+
+        for k in range(0, len(made), chunk):
+            part = made[k:k + chunk]
+            inputs = [model.prepare(m.to_videoqa(), num_frames=synthetic.NUM_STEPS) for m in part]
+            add("causal", inputs)
+            add("knockout", inputs, cross_frame_hooks(model, inputs[0]))
+            if k < n_per_layer:
+                sub = inputs[: n_per_layer - k]
                 for l in range(L):
-                    conds[f"knockout_layer_{l}"] = cross_frame_hooks(model, inputs, [l])
-                    conds[f"knockout_from_{l}"] = cross_frame_hooks(model, inputs, range(l, L))
-            for name, hooks in conds.items():
-                logits = model.run_with_hooks(inputs, fwd_hooks=hooks)
-                counts[name] = counts.get(name, 0) + int(model.answer(inputs, logits) == qa.answer_letter)
-            f = m.frames()
-            for name, k in (("first_frame", 0), ("last_frame", -1)):
-                still = VideoQA(Video.from_frames(np.repeat(f[k][None], len(f), 0)), m.question, m.candidates, m.answer)
-                inp = model.prepare(still, num_frames=synthetic.NUM_STEPS)
-                counts[name] = counts.get(name, 0) + int(model.answer(inp) == qa.answer_letter)
-        res[task] = {k: v / len(made) for k, v in counts.items()}
+                    add(f"knockout_layer_{l}", sub, cross_frame_hooks(model, sub[0], [l]))
+                    add(f"knockout_from_{l}", sub, cross_frame_hooks(model, sub[0], range(l, L)))
+            for name, which in (("first_frame", 0), ("last_frame", -1)):
+                stills = []
+                for m in part:
+                    f = m.frames()
+                    qa = VideoQA(Video.from_frames(np.repeat(f[which][None], len(f), 0)), m.question, m.candidates, m.answer)
+                    stills.append(model.prepare(qa, num_frames=synthetic.NUM_STEPS))
+                add(name, stills)
+        res[task] = {k: counts[k] / totals[k] for k in counts}
     return res
 
 
@@ -501,6 +545,48 @@ def results_table(res: Dict[str, Dict[str, float]], conditions: Sequence[str]) -
         chance = 100 / synthetic.TASKS[task].n_options
         rows.append(f"| {task} | {chance:.0f} | " + " | ".join(f"{100 * r[c]:.0f}" for c in conditions) + " |")
     return "\n".join(rows)
+
+
+def layer_table(res: Dict[str, Dict[str, float]], n_layers: int) -> str:
+    """Markdown table: accuracy (percent) with cross-frame edges blocked in one layer only, and
+    in layers >= l, per task."""
+    cols = [f"only L{l}" for l in range(n_layers)] + [f"L{l}+" for l in range(n_layers)]
+    keys = [f"knockout_layer_{l}" for l in range(n_layers)] + [f"knockout_from_{l}" for l in range(n_layers)]
+    rows = ["| task | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for task, r in res.items():
+        rows.append(f"| {task} | " + " | ".join(f"{100 * r[k]:.0f}" for k in keys) + " |")
+    return "\n".join(rows)
+
+
+# The bundled checkpoint's recipe: the phases actually run, in order (each starts from the
+# previous phase's state.pt; ``{prev}`` is replaced by that path). Phases 1-3 ran with bfloat16
+# autocast, which later proved to stall the option-matching circuit; phase 4 runs in fp32.
+RECIPE: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("p1_perception", ("--seed", "0", "--bf16", "--no-echo", "--tasks", "object_color", "scene_transition", "--aux-until", "100000",
+                       "--p-aux-start", "1.0", "--eval-every", "100", "--max-steps", "400")),
+    ("p2_all_tasks", ("--seed", "0", "--bf16", "--init-from", "{prev}", "--p-aux-start", "0.5", "--p-aux", "0.5",
+                      "--knockout-from", "300", "--lr", "1e-3", "--max-steps", "3000", "--eval-every", "200",
+                      "--stop-at", "400")),
+    ("p3_text_matching", ("--seed", "0", "--bf16", "--init-from", "{prev}", "--p-aux-start", "0.5", "--p-aux", "0.5",
+                          "--knockout-from", "300", "--lr", "1e-3", "--max-steps", "3000", "--eval-every", "200",
+                          "--text-batch", "48", "--stop-at", "1000")),
+    ("p4_fp32", ("--seed", "0", "--no-bf16", "--init-from", "{prev}", "--p-aux-start", "0.5", "--p-aux", "0.5",
+                 "--knockout-from", "300", "--lr", "1e-3", "--max-steps", "3000", "--eval-every", "200",
+                 "--text-batch", "48", "--stop-at", "STOP4")),
+)
+
+
+def run_recipe(out: Path, threads: int = 1) -> Path:
+    """Run every phase of ``RECIPE`` under ``out/<phase>``; returns the last phase's folder
+    (its ``export/`` is the checkpoint)."""
+    prev = ""
+    folder = out
+    for name, args in RECIPE:
+        folder = out / name
+        argv = [a.replace("{prev}", prev) for a in args] + ["--out", str(folder), "--threads", str(threads)]
+        main(argv)
+        prev = str(folder / "state.pt")
+    return folder
 
 
 def main(argv=None) -> int:
@@ -529,9 +615,13 @@ def main(argv=None) -> int:
     p.add_argument("--aux-until", type=int, default=TrainConfig.aux_until)
     p.add_argument("--p-aux-start", type=float, default=TrainConfig.p_aux_start)
     p.add_argument("--bench", type=int, default=0, help="time N training steps and exit")
+    p.add_argument("--recipe", action="store_true", help="run every phase of RECIPE under --out (the bundled model)")
     p.add_argument("--evaluate", type=Path, default=None, help="evaluate a saved checkpoint folder, write --out/eval.json")
     p.add_argument("--n-eval", type=int, default=100)
     a = p.parse_args(argv)
+    if a.recipe:
+        run_recipe(a.out, a.threads)
+        return 0
     if a.evaluate is not None:
         torch.set_num_threads(a.threads)
         res = evaluate_checkpoint(a.evaluate, a.n_eval)
