@@ -28,18 +28,32 @@ def load_model(args):
     return HookedVideoLLM.from_pretrained(path, device=args.device, dtype=DTYPES[args.dtype])
 
 
-def standin_model_path(folder: Path) -> Path:
-    """An untrained PLLaVA-format checkpoint with the synthetic tasks' tokenizer, written to
-    ``folder`` (once): the stand-in ``videolens demo`` uses while the bundled model is absent.
-    Its answers are chance; it exists so the whole pipeline runs end to end on real video files."""
-    from videolens import train_tiny
+def standin_model_path(folder: Path, seed: int = 0) -> Path:
+    """An untrained PLLaVA-format checkpoint (written to ``folder`` once) whose word-level
+    tokenizer covers the synthetic tasks: the stand-in ``videolens demo`` uses while the bundled
+    model is absent. Its answers are chance; it exists so the whole pipeline runs end to end on
+    real video files. Sizes follow the bundled model's recipe (CLIP 32 px / patch 4 / width 64,
+    8x4x4 pooled video tokens, Llama width 128, 6 layers)."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from videolens import synthetic
+    from videolens.tokenizers import build_word_level_tokenizer
+    from videolens.vision import Projector
+    from weights_conversion.writers import save_pllava_checkpoint
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
-        cfg = train_tiny.TrainConfig()
-        tok = train_tiny.build_tokenizer()
-        train_tiny.export(train_tiny.build_model(cfg, len(tok)), tok, cfg, folder,
-                          extra={"videolens_note": "untrained stand-in for the bundled model"})
+        torch.manual_seed(seed)
+        tok = build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer"])
+        tower = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+                                                 num_attention_heads=4, image_size=32, patch_size=4))
+        llama = LlamaForCausalLM(LlamaConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=6,
+                                             num_attention_heads=4, vocab_size=len(tok), max_position_embeddings=512,
+                                             tie_word_embeddings=False))
+        save_pllava_checkpoint(folder, tower, Projector(64, 128), llama, tok, (8, 4, 4),
+                               tok.convert_tokens_to_ids("<image>"),
+                               extra_config={"videolens_note": "untrained stand-in for the bundled model"})
     return folder
 
 
