@@ -38,8 +38,8 @@ def model():
     return vl.HookedVideoLLM.from_pretrained(ASSET, device="cpu", dtype=torch.float32)
 
 
-def _cross_frame_hooks(model, inputs):
-    mask = blocked_mask(inputs.layout, [parse_pair("video->video[cross_frame]")]).to(model.device)
+def _cross_frame_hooks(model, layout):
+    mask = blocked_mask(layout, [parse_pair("video->video[cross_frame]")]).to(model.device)
 
     def hook(scores, hook):
         return scores.masked_fill(mask[None, None], float("-inf"))
@@ -47,15 +47,42 @@ def _cross_frame_hooks(model, inputs):
     return [(f"blocks.{layer}.attn.hook_attn_scores", hook) for layer in range(model.cfg.n_layers)]
 
 
+def _batched_logits(model, inputs, fwd_hooks=()):
+    """Last-position logits ``[n, d_vocab]`` of several prepared inputs with one layout, in one
+    batched forward: token ids stacked, each input's video tokens written at ``hook_embed`` (the
+    same splice ``VideoEmbed`` does; checked against ``model(inputs)`` in a test below)."""
+    layout = inputs[0].layout
+    assert all(i.tokens.shape == inputs[0].tokens.shape for i in inputs)
+    assert all(torch.equal(i.layout.video_positions, layout.video_positions) for i in inputs)
+    tokens = torch.cat([i.tokens for i in inputs])
+    video = torch.stack([i.video_embeds.reshape(-1, i.video_embeds.shape[-1]) for i in inputs])
+    pos = layout.video_positions
+
+    def splice(x, hook):
+        x = x.clone()
+        x[:, pos] = video.to(x.dtype)
+        return x
+
+    return model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", splice), *fwd_hooks])[:, -1]
+
+
+def _correct(inputs, logits):
+    out = []
+    for inp, lg in zip(inputs, logits):
+        ids = [inp.option_token_ids[L] for L in inp.layout.letters]
+        out.append(inp.layout.letters[int(lg[ids].argmax())] == inp.sample.answer_letter)
+    return out
+
+
 @torch.no_grad()
-def _accuracy(model, samples, knockout=False):
-    correct = 0
-    for s in samples:
-        inputs = model.prepare(s, num_frames=S.NUM_STEPS)
-        hooks = _cross_frame_hooks(model, inputs) if knockout else []
-        logits = model.run_with_hooks(inputs, fwd_hooks=hooks)
-        correct += model.answer(inputs, logits) == s.answer_letter
-    return correct / len(samples)
+def _accuracies(model, samples, chunk=50):
+    """``{"causal": acc, "knockout": acc}`` on ``samples`` (one task: one prompt length)."""
+    right = {"causal": [], "knockout": []}
+    for k in range(0, len(samples), chunk):
+        inputs = [model.prepare(s, num_frames=S.NUM_STEPS) for s in samples[k:k + chunk]]
+        right["causal"] += _correct(inputs, _batched_logits(model, inputs))
+        right["knockout"] += _correct(inputs, _batched_logits(model, inputs, _cross_frame_hooks(model, inputs[0].layout)))
+    return {c: float(np.mean(v)) for c, v in right.items()}
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +98,22 @@ def results(model, tmp_path_factory):
         from_files = vl.load_tvbench(files / f"{task}.json", files / "videos", task=task)
         assert [s.question for s in from_files] == [m.question for m in made[:n_files]]
         samples = from_files + [m.to_videoqa() for m in made[n_files:]]
-        out[task] = {"causal": _accuracy(model, samples), "knockout": _accuracy(model, samples, knockout=True)}
+        out[task] = _accuracies(model, samples)
     return out
+
+
+@torch.no_grad()
+def test_batched_forward_equals_the_plain_path(model):
+    """The fast batched evaluation used here gives the logits of ``model(inputs)`` / ``run_with_hooks``."""
+    samples = [m.to_videoqa() for m in S.make_samples("color_change", 3, seed=SEED + 2)]
+    inputs = [model.prepare(s, num_frames=S.NUM_STEPS) for s in samples]
+    fast = _batched_logits(model, inputs)
+    hooks = _cross_frame_hooks(model, inputs[0].layout)
+    fast_ko = _batched_logits(model, inputs, hooks)
+    for i, inp in enumerate(inputs):
+        torch.testing.assert_close(fast[i], model(inp)[0, -1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fast_ko[i], model.run_with_hooks(inp, fwd_hooks=hooks)[0, -1], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(fast, fast_ko, atol=1e-3)  # the knockout does act
 
 
 def test_bundled_model_loads_and_answers_a_clip_file(model, tmp_path):
@@ -103,6 +144,7 @@ def test_cross_frame_knockout_keeps_the_static_task(results, task):
 
 
 @pytest.mark.parametrize("which", [0, -1])
+@torch.no_grad()
 def test_single_frame_clips_leave_temporal_tasks_at_chance(model, which):
     for task in S.TEMPORAL_TASKS:
         samples = []
@@ -111,6 +153,7 @@ def test_single_frame_clips_leave_temporal_tasks_at_chance(model, which):
             still = np.repeat(f[which][None], len(f), axis=0)
             samples.append(vl.VideoQA(video=vl.Video.from_frames(still), question=m.question,
                                       candidates=m.candidates, answer=m.answer, task=task))
-        acc = _accuracy(model, samples)
+        inputs = [model.prepare(s, num_frames=S.NUM_STEPS) for s in samples]
+        acc = float(np.mean(_correct(inputs, _batched_logits(model, inputs))))
         chance = 1 / S.TASKS[task].n_options
         assert abs(acc - chance) <= 0.2, (task, which, acc)
