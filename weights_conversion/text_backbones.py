@@ -52,7 +52,6 @@ class TextBackbone:
         architecture: TransformerLens ``original_architecture`` name.
         converter: returns TransformerLens' weight converter ``f(hf_like, cfg) -> state_dict``.
         config_overrides: HookedTransformerConfig fields that differ from the Llama defaults.
-        bias_keys: attention bias tensors the converter reads (biases present in the checkpoint).
     """
 
     architecture: str
