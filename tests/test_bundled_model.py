@@ -25,6 +25,7 @@ import torch
 import videolens as vl
 from videolens import synthetic as S
 from videolens.edges import blocked_mask, parse_pair
+from videolens.inputs import stack_inputs
 
 ASSET = Path(vl.__file__).parent / "assets" / "tiny-videollm"
 N_PER_TASK = 100
@@ -49,21 +50,8 @@ def _cross_frame_hooks(model, layout):
 
 def _batched_logits(model, inputs, fwd_hooks=()):
     """Last-position logits ``[n, d_vocab]`` of several prepared inputs with one layout, in one
-    batched forward: token ids stacked, each input's video tokens written at ``hook_embed`` (the
-    same splice ``VideoEmbed`` does; checked against ``model(inputs)`` in a test below)."""
-    layout = inputs[0].layout
-    assert all(i.tokens.shape == inputs[0].tokens.shape for i in inputs)
-    assert all(torch.equal(i.layout.video_positions, layout.video_positions) for i in inputs)
-    tokens = torch.cat([i.tokens for i in inputs])
-    video = torch.stack([i.video_embeds.reshape(-1, i.video_embeds.shape[-1]) for i in inputs])
-    pos = layout.video_positions
-
-    def splice(x, hook):
-        x = x.clone()
-        x[:, pos] = video.to(x.dtype)
-        return x
-
-    return model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", splice), *fwd_hooks])[:, -1]
+    batched forward (``stack_inputs``; checked against ``model(inputs)`` in a test below)."""
+    return model.run_with_hooks(stack_inputs(inputs), fwd_hooks=list(fwd_hooks))[:, -1]
 
 
 def _correct(inputs, logits):

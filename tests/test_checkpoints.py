@@ -101,3 +101,23 @@ def test_hooks_and_cache_work_as_in_transformer_lens(tiny_pllava, clip_path):
     full = logits[0, -1].detach().softmax(-1)
     assert probs["A"] == pytest.approx(float(full[inputs.option_token_ids["A"]]), rel=1e-5)
     assert isinstance(tiny_pllava.generate(inputs, max_new_tokens=2), str)
+
+
+def test_stacked_inputs_equal_one_by_one(tiny_pllava, clip_path, tmp_path):
+    from tiny import write_clip
+    from videolens.inputs import stack_inputs
+
+    other = write_clip(tmp_path / "other.mp4", seed=3)
+    samples = [vl.VideoQA(video=str(p), question="What did the person do first?",
+                          candidates=["Put down the blanket.", "Took the towel."], answer="Took the towel.")
+               for p in (clip_path, other)]
+    inputs = [tiny_pllava.prepare(s) for s in samples]
+    with torch.no_grad():
+        batched = tiny_pllava(stack_inputs(inputs))
+        single = torch.cat([tiny_pllava(x) for x in inputs])
+    assert not torch.allclose(single[0], single[1])  # different videos, different logits
+    assert torch.allclose(batched, single, atol=1e-5)
+    short = vl.VideoQA(video=str(clip_path), question="What is the bird doing?",
+                       candidates=["It sleeps.", "It flies away."], answer="It sleeps.")
+    with pytest.raises(ValueError, match="layout"):
+        stack_inputs([inputs[0], tiny_pllava.prepare(short)])

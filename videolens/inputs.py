@@ -13,7 +13,7 @@ from .layout import Span, TokenLayout
 from .prompts import BuiltPrompt, PromptTemplate, build_prompt
 from .video import Video
 
-__all__ = ["VideoLLMInput", "TokenizedPrompt", "tokenize_prompt", "PromptTokenizationError"]
+__all__ = ["VideoLLMInput", "TokenizedPrompt", "tokenize_prompt", "stack_inputs", "PromptTokenizationError"]
 
 
 class PromptTokenizationError(ValueError):
@@ -74,6 +74,32 @@ class VideoLLMInput:
             self.video,
             self.prompt_text,
         )
+
+
+def stack_inputs(inputs: Sequence[VideoLLMInput]) -> VideoLLMInput:
+    """One batched input from prepared inputs that share a layout (same tokens length and video
+    positions, e.g. clips of one task): tokens ``[B, S]``, video embeddings ``[B, T, h, w, d]``.
+    ``model(stacked)`` gives logits ``[B, S, d_vocab]`` equal to the inputs run one by one; the
+    layout, option ids and samples of the first input stand for all.
+
+    Raises:
+        ValueError: no inputs, or inputs whose layouts differ.
+    """
+    if not inputs:
+        raise ValueError("stack_inputs needs at least one input")
+    first = inputs[0]
+    for i, x in enumerate(inputs):
+        if x.tokens.shape != first.tokens.shape or not torch.equal(x.layout.video_positions, first.layout.video_positions):
+            raise ValueError(f"input {i} has another layout than input 0; only inputs with one layout stack")
+    return VideoLLMInput(
+        tokens=torch.cat([x.tokens for x in inputs]),
+        video_embeds=torch.stack([x.video_embeds for x in inputs]),
+        layout=first.layout,
+        option_token_ids=first.option_token_ids,
+        sample=first.sample,
+        video=first.video,
+        prompt_text=first.prompt_text,
+    )
 
 
 def _content_start(text: str, start: int, end: int) -> int:

@@ -265,7 +265,9 @@ class HookedVideoLLM(HookedTransformer):
     def _video_in(self, inputs: VideoLLMInput) -> Iterator[None]:
         if inputs.seq_len > self.cfg.n_ctx:
             raise ContextLengthError(f"{inputs.seq_len} positions exceed the context of {self.cfg.n_ctx}")
-        embeds = inputs.video_embeds.to(self.device)[None]  # [1, T, h, w, d]
+        embeds = inputs.video_embeds.to(self.device)
+        if embeds.dim() == 4:  # one sample: [T, h, w, d] -> [1, T, h, w, d]
+            embeds = embeds[None]
         embeds = self.vision.hook_video_embeds(embeds)
         flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])
         self.embed.video = (inputs.layout.video_positions.to(self.device), flat)

@@ -465,20 +465,10 @@ def cross_frame_hooks(model, inputs, layers: Optional[Sequence[int]] = None):
 
 
 def _batched_last_logits(model, inputs, fwd_hooks=()) -> torch.Tensor:
-    """Last-position logits ``[n, d_vocab]`` for prepared inputs sharing one layout: token ids
-    stacked, each input's video tokens written at ``hook_embed`` (what ``VideoEmbed`` does for
-    one input; tests/test_bundled_model.py checks the two agree)."""
-    layout = inputs[0].layout
-    tokens = torch.cat([i.tokens for i in inputs])
-    video = torch.stack([i.video_embeds.reshape(-1, i.video_embeds.shape[-1]) for i in inputs])
-    pos = layout.video_positions
+    """Last-position logits ``[n, d_vocab]`` for prepared inputs sharing one layout, in one batched forward."""
+    from .inputs import stack_inputs
 
-    def splice(x, hook):
-        x = x.clone()
-        x[:, pos] = video.to(x.dtype)
-        return x
-
-    return model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", splice), *fwd_hooks])[:, -1]
+    return model.run_with_hooks(stack_inputs(inputs), fwd_hooks=list(fwd_hooks))[:, -1]
 
 
 def _n_correct(inputs, logits) -> int:
