@@ -93,6 +93,12 @@ class TrainConfig:
     text_batch: int = 0  # extra text-only letter-matching sequences per step (no video, no system prompt)
     echo_option: bool = True  # after the letter, also predict ') <answer text>' (binds letters to option lines)
     init_from: str = ''  # start from the weights of a state.pt (a curriculum phase)
+    option_flags: bool = False  # mc samples: the last token of every option line predicts Yes (right option) / No
+    video_norm_max: float = 0.0  # >0: penalise video-token norms above this (squared excess, weight video_norm_weight)
+    video_norm_weight: float = 1e-3
+    align_weight: float = 0.0  # >0: video tokens regress to the word embedding of the colour they show (LLaVA-style alignment)
+    vision_pretrain: int = 0  # steps of alignment-only training of tower + projector before the main loop
+    inplace_answer: bool = False  # mc samples also predict the answer words at the prompt positions just before '('
     proj_out_std: float = 0.0  # >0: init projector.linear_2 weight ~ N(0, std), bias 0 (video tokens at text-embedding scale)
     bf16: bool = False  # autocast matmuls to bfloat16 (faster, but measured: it kept the option-matching
     # circuit from forming -- letters at chance after 25k text samples -- while fp32 learned it in 500 steps)
@@ -121,7 +127,7 @@ def build_tokenizer():
     """Word-level tokenizer over every synthetic question/option text plus ``Answer``."""
     from .tokenizers import build_word_level_tokenizer
 
-    return build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer"])
+    return build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer", "Yes", "No"])
 
 
 class TinyVideoLLM(torch.nn.Module):
@@ -173,7 +179,8 @@ class TinyVideoLLM(torch.nn.Module):
         """Final hidden states ``[B, S, d]`` with video tokens spliced at ``video_pos``."""
         emb = self.llama.model.embed_tokens(tokens)
         emb = emb.clone()
-        emb[:, video_pos] = self.video_embeds(frames).to(emb.dtype)
+        self.last_video = self.video_embeds(frames)
+        emb[:, video_pos] = self.last_video.to(emb.dtype)
         out = self.llama.model(inputs_embeds=emb, attention_mask=mask)
         return out.last_hidden_state
 
@@ -227,6 +234,14 @@ class Batcher:
             targets.append((letter_pos, ans_id))
         else:
             letter_pos = len(ids) - 1
+            if self.cfg.inplace_answer and train and not (mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS):
+                words = self.tok(s.answer.rstrip("."), add_special_tokens=False)["input_ids"]
+                for j, t in enumerate(words):
+                    targets.append((letter_pos - len(words) + j, t))
+            if self.cfg.option_flags and train and not (mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS):
+                yes, no = (int(self.tok.convert_tokens_to_ids(w)) for w in ("Yes", "No"))
+                for L in tp.layout.letters:
+                    targets.append((tp.layout.spans[f"option:{L}"].stop - 1, yes if L == letter else no))
             if mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS:
                 targets.append((letter_pos, opt_ids))
                 return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
@@ -281,9 +296,54 @@ class Batcher:
         return tokens, vpos, frames, mask
 
 
+def _colour_words(tok) -> Tuple[np.ndarray, np.ndarray]:
+    """RGB codes of every named colour (objects and backgrounds) and the token id of its name."""
+    codes, ids = [], []
+    for table in (synthetic.COLORS, synthetic.BACKGROUNDS):
+        for name, (r, g, b) in table.items():
+            codes.append(r * 65536 + g * 256 + b)
+            ids.append(int(tok.convert_tokens_to_ids(name)))
+    return np.array(codes), np.array(ids)
+
+
+def token_colour_ids(frames: np.ndarray, grid: Tuple[int, int, int], codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per video token (frame, row, col), the token id of the most frequent named colour in its
+    region, -1 where the region is black. ``frames`` uint8 ``[B, T, H, W, 3]`` with T equal to the
+    pooled frame count."""
+    B, T, H, W, _ = frames.shape
+    _, h, w = grid
+    c = frames.astype(np.int64)
+    code = c[..., 0] * 65536 + c[..., 1] * 256 + c[..., 2]
+    code = code.reshape(B, T, h, H // h, w, W // w).transpose(0, 1, 2, 4, 3, 5).reshape(B, T, h, w, -1)
+    counts = np.stack([(code == k).sum(-1) for k in codes], -1)
+    best = counts.argmax(-1)
+    out = ids[best]
+    out[counts.max(-1) == 0] = -1
+    return out.reshape(B, T * h * w)
+
+
+def alignment_loss(model: "TinyVideoLLM", batcher: "Batcher", frames: np.ndarray) -> torch.Tensor:
+    """Mean squared distance of each video token to the (detached) embedding of its colour word,
+    relative to the mean squared norm of those embeddings (zero vector for black regions)."""
+    if not hasattr(batcher, "_colours"):
+        batcher._colours = _colour_words(batcher.tok)
+    tid = torch.from_numpy(token_colour_ids(frames, batcher.grid, *batcher._colours))
+    E = model.llama.model.embed_tokens.weight.detach()
+    tgt = torch.zeros(*tid.shape, E.shape[1])
+    on = tid >= 0
+    tgt[on] = E[tid[on]]
+    scale = E[tid[on]].pow(2).sum(-1).mean() if on.any() else torch.ones(())
+    return (model.last_video - tgt).pow(2).sum(-1).mean() / scale
+
+
 def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> torch.Tensor:
     tokens, vpos, frames, mask = batcher.collate(items)
     hid = model.hidden(tokens, vpos, frames, mask)
+    cfg = batcher.cfg
+    penalty = torch.zeros(())
+    if cfg.video_norm_max > 0:
+        norms = model.last_video.norm(dim=-1)
+        penalty = cfg.video_norm_weight * F.relu(norms - cfg.video_norm_max).pow(2).mean()
     rows, cols, hard, soft_rows, soft_sets = [], [], [], [], []
     for i, it in enumerate(items):
         for pos, tgt in it.targets:
@@ -302,7 +362,9 @@ def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> 
     loss = -logp[hard_t >= 0].gather(1, hard_t[hard_t >= 0][:, None]).sum()
     for r, ids in zip(soft_rows, soft_sets):
         loss = loss - logp[r, ids].mean()
-    return loss / n
+    if cfg.align_weight > 0:
+        penalty = penalty + cfg.align_weight * alignment_loss(model, batcher, frames)
+    return loss / n + penalty
 
 
 def text_loss(model: TinyVideoLLM, batcher: Batcher, samples) -> torch.Tensor:
@@ -320,6 +382,30 @@ def text_loss(model: TinyVideoLLM, batcher: Batcher, samples) -> torch.Tensor:
     hid = model.llama.model(input_ids=tokens).last_hidden_state
     logits = model.llama.lm_head(hid[torch.tensor(rows), torch.tensor(cols)]).float()
     return F.cross_entropy(logits, torch.tensor(tgts))
+
+
+def pretrain_vision(model: TinyVideoLLM, batcher: Batcher, cfg: TrainConfig, out: Path) -> float:
+    """Alignment stage (as LLaVA's stage 1): train the tower and projector alone so that every video
+    token regresses to the word embedding of the colour its region shows (``alignment_loss``).
+    Returns the final loss; logs to ``out/log.jsonl``."""
+    rng = np.random.default_rng([cfg.seed, 11])
+    params = list(model.tower.parameters()) + list(model.projector.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    tasks = list(synthetic.TASKS)
+    loss = torch.zeros(())
+    with open(out / "log.jsonl", "a") as log:
+        for k in range(cfg.vision_pretrain):
+            frames = np.stack([synthetic.sample_task(tasks[rng.integers(len(tasks))], rng).frames() for _ in range(cfg.batch_size)])
+            model.last_video = model.video_embeds(frames)
+            loss = alignment_loss(model, batcher, frames)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if (k + 1) % 50 == 0:
+                rec = {"vision_pretrain_step": k + 1, "align_loss": float(loss)}
+                log.write(json.dumps(rec) + "\n")
+                print(json.dumps(rec), flush=True)
+    return float(loss)
 
 
 # ---- evaluation -------------------------------------------------------------------------------
@@ -392,6 +478,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
+    if cfg.vision_pretrain and step == 0:
+        pretrain_vision(model, batcher, cfg, out)
     rng = np.random.default_rng([cfg.seed, step, 7])
     names = [t for t, _ in cfg.task_weights]
     w = np.array([x for _, x in cfg.task_weights], float)
@@ -593,6 +681,11 @@ def main(argv=None) -> int:
     p.add_argument("--p-aux", type=float, default=TrainConfig.p_aux)
     p.add_argument("--mode-probs", type=float, nargs=3, default=TrainConfig.mode_probs, metavar=("LAST", "FULL", "KNOCKOUT"))
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--option-flags", action="store_true", help="option line ends predict Yes/No (right option or not)")
+    p.add_argument("--video-norm-max", type=float, default=0.0)
+    p.add_argument("--align-weight", type=float, default=0.0)
+    p.add_argument("--vision-pretrain", type=int, default=0)
+    p.add_argument("--inplace-answer", action="store_true", help="mc samples also predict the answer words just before '('")
     p.add_argument("--proj-out-std", type=float, default=TrainConfig.proj_out_std)
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (used by the first phases)")
     p.add_argument("--no-bf16", action="store_true", help="fp32 (the default)")
@@ -621,7 +714,7 @@ def main(argv=None) -> int:
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
-                      proj_out_std=a.proj_out_std, bf16=a.bf16 and not a.no_bf16,
+                      proj_out_std=a.proj_out_std, inplace_answer=a.inplace_answer, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
                       init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
