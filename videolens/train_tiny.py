@@ -97,6 +97,8 @@ class TrainConfig:
     video_norm_max: float = 0.0  # >0: penalise video-token norms above this (squared excess, weight video_norm_weight)
     video_norm_weight: float = 1e-3
     align_weight: float = 0.0  # >0: video tokens regress to the word embedding of the colour they show (LLaVA-style alignment)
+    freeze_vision: bool = False  # after the alignment stage, keep the tower and projector fixed
+    full_until: int = 0  # before this step every mc sample uses plain causal attention (mode 'full')
     vision_pretrain: int = 0  # steps of alignment-only training of tower + projector before the main loop
     inplace_answer: bool = False  # mc samples also predict the answer words at the prompt positions just before '('
     proj_out_std: float = 0.0  # >0: init projector.linear_2 weight ~ N(0, std), bias 0 (video tokens at text-embedding scale)
@@ -324,12 +326,14 @@ def token_colour_ids(frames: np.ndarray, grid: Tuple[int, int, int], codes: np.n
 
 def alignment_loss(model: "TinyVideoLLM", batcher: "Batcher", frames: np.ndarray) -> torch.Tensor:
     """Mean squared distance of each video token to the (detached) embedding of its colour word,
-    relative to the mean squared norm of those embeddings (zero vector for black regions)."""
+    relative to the mean squared norm of those embeddings (the padding embedding for black regions)."""
     if not hasattr(batcher, "_colours"):
         batcher._colours = _colour_words(batcher.tok)
     tid = torch.from_numpy(token_colour_ids(frames, batcher.grid, *batcher._colours))
     E = model.llama.model.embed_tokens.weight.detach()
-    tgt = torch.zeros(*tid.shape, E.shape[1])
+    # empty (black) regions -> the padding token's embedding, a constant vector (a zero target
+    # leaves small noise that the language model's RMSNorm scales up to full size)
+    tgt = E[int(batcher.tok.pad_token_id)].expand(*tid.shape, E.shape[1]).clone()
     on = tid >= 0
     tgt[on] = E[tid[on]]
     scale = E[tid[on]].pow(2).sum(-1).mean() if on.any() else torch.ones(())
@@ -476,10 +480,18 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     if resume and state_path.exists():
         st = torch.load(state_path, weights_only=False)
         model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
+        if not cfg.freeze_vision:
+            opt.load_state_dict(st["opt"])
         step = st["step"]
     if cfg.vision_pretrain and step == 0:
         pretrain_vision(model, batcher, cfg, out)
+    if cfg.freeze_vision:
+        for prm in list(model.tower.parameters()) + list(model.projector.parameters()):
+            prm.requires_grad_(False)
+        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=cfg.lr,
+                                weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+        if resume and state_path.exists():
+            opt.load_state_dict(st["opt"])
     rng = np.random.default_rng([cfg.seed, step, 7])
     names = [t for t, _ in cfg.task_weights]
     w = np.array([x for _, x in cfg.task_weights], float)
@@ -500,7 +512,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
             aux = rng.random() < cfg.p_aux_start + (cfg.p_aux - cfg.p_aux_start) * ramp
             probs = np.array(cfg.mode_probs, float)
             probs[2] *= min(1.0, max(0.0, (step - cfg.knockout_from) / max(1, cfg.knockout_from)))
-            mode = MODES[rng.choice(3, p=probs / probs.sum())]
+            mode = MODES[rng.choice(3, p=probs / probs.sum())] if step >= cfg.full_until else "full"
             if aux and mode == "knockout":
                 mode = "full"
             items.append(batcher.item(s, mode, aux))
@@ -685,6 +697,8 @@ def main(argv=None) -> int:
     p.add_argument("--video-norm-max", type=float, default=0.0)
     p.add_argument("--align-weight", type=float, default=0.0)
     p.add_argument("--vision-pretrain", type=int, default=0)
+    p.add_argument("--freeze-vision", action="store_true")
+    p.add_argument("--full-until", type=int, default=0)
     p.add_argument("--inplace-answer", action="store_true", help="mc samples also predict the answer words just before '('")
     p.add_argument("--proj-out-std", type=float, default=TrainConfig.proj_out_std)
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (used by the first phases)")
@@ -714,7 +728,7 @@ def main(argv=None) -> int:
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
-                      proj_out_std=a.proj_out_std, inplace_answer=a.inplace_answer, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
+                      proj_out_std=a.proj_out_std, inplace_answer=a.inplace_answer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
                       init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
