@@ -416,10 +416,10 @@ def pretrain_vision(model: TinyVideoLLM, batcher: Batcher, cfg: TrainConfig, out
             loss.backward()
             opt.step()
             if (k + 1) % 50 == 0:
-                rec = {"vision_pretrain_step": k + 1, "align_loss": float(loss)}
+                rec = {"vision_pretrain_step": k + 1, "align_loss": float(loss.detach())}
                 log.write(json.dumps(rec) + "\n")
                 print(json.dumps(rec), flush=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 # ---- evaluation -------------------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""The training script of the bundled tiny VideoLLM (issue 4): targets, alignment labels, and a
+checkpoint that ``HookedVideoLLM.from_pretrained`` reads back as the same model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from videolens import synthetic as S
+from videolens import train_tiny as T
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return T.build_tokenizer()
+
+
+def _targets(tok, item):
+    return [(tok.convert_ids_to_tokens(item.tokens[p]), tok.convert_ids_to_tokens(t)) for p, t in item.targets
+            if not isinstance(t, list)]
+
+
+def test_inplace_answer_and_option_flags_sit_on_prompt_positions(tok):
+    cfg = T.TrainConfig(inplace_answer=True, option_flags=True, echo_option=False)
+    b = T.Batcher(tok, cfg)
+    s = S.make_sample("color_change", 3)
+    item = b.item(s, "last", aux=False)
+    plain = b.item(s, "last", aux=False, train=False)
+    assert item.tokens == plain.tokens  # the prompt is unchanged; only the loss reads more positions
+    words = s.answer.rstrip(".").split()
+    got = dict((p, t) for p, t in item.targets)
+    lp = item.letter_pos
+    assert [tok.convert_ids_to_tokens(got[lp - len(words) + j]) for j in range(len(words))] == words
+    letter = "AB"[s.candidates.index(s.answer)]
+    assert tok.convert_ids_to_tokens(got[lp]) == letter
+    for L in item.layout.letters:
+        end = item.layout.spans[f"option:{L}"].stop - 1
+        assert tok.convert_ids_to_tokens(item.tokens[end]) == "."
+        assert tok.convert_ids_to_tokens(got[end]) == ("Yes" if L == letter else "No")
+    # temporal task under cross-frame knockout: only the uniform letter target
+    ko = b.item(s, "knockout", aux=False)
+    assert len(ko.targets) == 1 and isinstance(ko.targets[0][1], list)
+
+
+def test_token_colour_ids_label_each_region(tok):
+    codes, ids = T._colour_words(tok)
+    scene = S.make_sample("scene_transition", 0)
+    frames = scene.frames()[None]
+    lab = T.token_colour_ids(frames, (8, 4, 4), codes, ids).reshape(8, 16)
+    for t in range(8):  # a background colour fills every region of the frame
+        rgb = tuple(int(v) for v in frames[0, t, 0, 0])
+        name = next(n for n, c in S.BACKGROUNDS.items() if c == rgb)
+        assert (lab[t] == tok.convert_tokens_to_ids(name)).all()
+    obj = S.make_sample("object_color", 0)
+    f = obj.frames()[None]
+    lab = T.token_colour_ids(f, (8, 4, 4), codes, ids).reshape(8, 4, 4)
+    colour = tok.convert_tokens_to_ids(obj.answer.rstrip(".").lower())
+    mask = f[0, 0].any(-1).reshape(4, 8, 4, 8).any(axis=(1, 3))  # regions with any sprite pixel
+    assert (lab[0][mask] == colour).all() and (lab[0][~mask] == -1).all()
+
+
+def test_a_short_run_exports_a_checkpoint_equal_to_the_training_model(tmp_path, tok):
+    """Two steps of every stage, then the export read by ``HookedVideoLLM.from_pretrained`` gives
+    the training model's logits (fp32 export) on the prompt of a real clip."""
+    import videolens as vl
+
+    cfg = T.TrainConfig(max_steps=2, batch_size=2, eval_every=10**9, eval_per_task=1, vision_pretrain=2,
+                        freeze_vision=True, inplace_answer=True, option_flags=True, n_layers=2, vision_layers=2,
+                        threads=1)
+    T.train(cfg, tmp_path / "run")
+    st = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    model = T.build_model(cfg, len(tok))
+    model.load_state_dict(st["model"])
+    model.eval()
+    T.export(model, tok, cfg, tmp_path / "fp32", dtype=torch.float32)
+    hooked = vl.HookedVideoLLM.from_pretrained(tmp_path / "fp32", device="cpu", dtype=torch.float32)
+    s = S.make_sample("appearance_order", 5)
+    inputs = hooked.prepare(s.to_videoqa(), num_frames=S.NUM_STEPS)
+    b = T.Batcher(tok, replace(cfg))
+    tokens, vpos, frames, mask = b.collate([b.item(s, "full", aux=False, train=False)])
+    with torch.no_grad():
+        ref = model.llama.lm_head(model.hidden(tokens, vpos, frames, mask))[0]
+        got = hooked(inputs)[0]
+    assert torch.equal(tokens[0], inputs.tokens[0])
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
