@@ -145,3 +145,29 @@ def test_single_frame_clips_leave_temporal_tasks_at_chance(model, which):
         acc = float(np.mean(_correct(inputs, _batched_logits(model, inputs))))
         chance = 1 / S.TASKS[task].n_options
         assert abs(acc - chance) <= 0.2, (task, which, acc)
+
+
+@torch.no_grad()
+def test_knockout_sweep_puts_the_cross_frame_effect_in_the_named_layers(model):
+    """The paper's sweep (``knockout.sweep``, target ``cross-frame``) on correctly answered temporal
+    clips: windows inside the layers the model card names drop the true option's probability, windows
+    wholly outside them leave it (the card's ``pathway`` entry, written from evaluate_checkpoint)."""
+    import json
+
+    from videolens.knockout import sweep
+
+    card = json.loads((ASSET / "model_card.json").read_text())
+    named = set(card["pathway"]["cross_frame_layers"])
+    window = int(card["pathway"]["sweep_window"])
+    per_layer: dict = {}
+    for task in S.TEMPORAL_TASKS:
+        for m in S.make_samples(task, 6, seed=SEED + 4):
+            inputs = model.prepare(m.to_videoqa(), num_frames=S.NUM_STEPS)
+            for rec in sweep(model, inputs, "cross-frame", window=window, samples="correct"):
+                per_layer.setdefault(tuple(rec["layers"]), []).append(rec["rel_change_true"])
+    assert per_layer, "no correctly answered clip"
+    inside = [np.mean(v) for ls, v in per_layer.items() if set(ls) <= named]
+    outside = [np.mean(v) for ls, v in per_layer.items() if not set(ls) & named]
+    assert inside and outside, per_layer.keys()
+    assert min(inside) < -30, per_layer  # percent
+    assert min(outside) > -10, per_layer
