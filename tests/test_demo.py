@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from videolens.cli import main
 from videolens.runs import read_records
 
@@ -11,6 +13,7 @@ from videolens.runs import read_records
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n-per-task", "1", "--device", "cpu"]) == 0
+    assert torch.is_grad_enabled()  # the in-process run leaves autograd as it found it
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed
     answers = read_records(out / "answers.jsonl")

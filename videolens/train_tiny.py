@@ -472,6 +472,7 @@ def _eval_set(cfg: TrainConfig) -> Dict[str, List[synthetic.SyntheticSample]]:
     return {t: synthetic.make_samples(t, cfg.eval_per_task, seed=9000 + cfg.seed) for t in synthetic.TASKS}
 
 
+@torch.enable_grad()
 def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     """Train, evaluating and checkpointing every ``eval_every`` steps; returns the last evaluation."""
     torch.set_num_threads(cfg.threads)

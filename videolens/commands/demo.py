@@ -30,6 +30,12 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import torch
+
+    with torch.no_grad():  # not torch.set_grad_enabled(False): a CLI run in-process must not leak it
+        return _run(args)
+
+
+def _run(args) -> int:
     from tqdm.auto import tqdm
 
     from videolens import synthetic
@@ -50,7 +56,6 @@ def run(args) -> int:
             print(f"  the bundled model is not in this install; using an UNTRAINED stand-in written to {args.model}\n"
                   "  (its answers are chance: the run shows the pipeline, not findings; pass --model DIR for a real one)")
     model = load_model(args)
-    torch.set_grad_enabled(False)
 
     print(f"[2/3] answering {len(samples)} samples")
     per_task: dict = {}
