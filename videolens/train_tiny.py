@@ -48,18 +48,19 @@ Stages (what the bundled checkpoint ran, ``RECIPE``):
    steps, and each task added later reused it (colour change, scene transition and order of
    appearance at >= 90% within ~300 steps each, plain causal attention, 1600 steps in all).
 
-Status (issue 4, open): moving direction stayed at chance for 400+ steps after it was added, and
-mixing in the planting modes after the curriculum (phase ``p2_planting``) had not yet moved the
-temporal tasks onto the last-frame route when the session ended; no checkpoint is bundled yet.
-
-What the spikes of this script showed (issue 4): with the loss on the letter alone, or with
-open-ended answers appended, the letter stayed at chance for thousands of steps (a second-order
-problem: perceive the answer, find the matching option line, copy its letter); the intermediate
-targets give each step a first-order signal (with oracle video tokens the static task reached
-100% letters in 300 steps). Training the vision tower jointly from scratch was the other long
-pole: perception came only after the alignment stage and with the tower frozen. bfloat16 autocast
-kept the option-matching circuit from forming; fp32 is the default. Older objectives (``aux``
-open-ended answers, ``--text-batch`` text-only matching, option echo) are still available.
+Status (issue 4, open; accuracies on the 32 evaluation clips per task this script logs):
+- all five tasks from the start (aligned, frozen vision; intermediate targets): letters at chance
+  through step 2000.
+- ``p1_curriculum``: static colour 97% at step 500; by step 1600 colour change 100%, scene
+  transition 100%, order of appearance 91%, static 100% (plain causal attention); moving direction
+  stayed at chance through step 2800, 1300 steps after it was added, and 400 further steps on
+  moving direction alone did not move it either.
+- ``p2_planting`` from step 1600 of p1, after 1200 steps: plain causal 97 / 88 / 100 (scene
+  transition / order / colour change), 100 static; with cross-frame edges blocked in every layer
+  56 / 47 / 38 (chance 50) and static 100; text reading only the last frame 84 / 66 / 91. So the
+  planted route is forming for three temporal tasks; moving direction is the missing piece (its
+  answer is a relation between positions in different frames, not a colour the alignment stage
+  puts into the tokens).
 """
 
 from __future__ import annotations
