@@ -8,7 +8,7 @@ writing 500 mp4 files would take most of the time budget).
 Asserted, as in the paper's Finding 1 table but on our model:
 - plain causal attention: >= 90% on every task (>= 100 clips per task);
 - video->video cross-frame edges blocked in every layer (``blocks.{l}.attn.hook_attn_scores``
-  set to -inf on ``edges.blocked_mask``): every temporal task within 15 points of chance, the
+  set to -inf by ``knockout.knockout_hooks``): every temporal task within 15 points of chance, the
   static task >= 85%;
 - every frame replaced by the first or by the last frame: temporal tasks near chance (no
   single-frame shortcut, REFERENCE section 10).
@@ -24,7 +24,7 @@ import torch
 
 import videolens as vl
 from videolens import synthetic as S
-from videolens.edges import blocked_mask, parse_pair
+from videolens.knockout import knockout_hooks
 from videolens.inputs import stack_inputs
 
 ASSET = Path(vl.__file__).parent / "assets" / "tiny-videollm"
@@ -40,12 +40,8 @@ def model():
 
 
 def _cross_frame_hooks(model, layout):
-    mask = blocked_mask(layout, [parse_pair("video->video[cross_frame]")]).to(model.device)
-
-    def hook(scores, hook):
-        return scores.masked_fill(mask[None, None], float("-inf"))
-
-    return [(f"blocks.{layer}.attn.hook_attn_scores", hook) for layer in range(model.cfg.n_layers)]
+    """Cross-frame video->video edges blocked in every layer (the library's knockout hooks)."""
+    return knockout_hooks(model, "video->video[cross_frame]", range(model.cfg.n_layers), layout=layout)
 
 
 def _batched_logits(model, inputs, fwd_hooks=()):

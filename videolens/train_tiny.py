@@ -235,6 +235,8 @@ class Batcher:
         self.template = TEMPLATES["eval_mvbench_vicuna"]
         self.ph = int(tokenizer.convert_tokens_to_ids("<image>"))
         self.grid = tuple(cfg.pooling_shape)
+        self.yes_no = tuple(int(tokenizer.convert_tokens_to_ids(w)) for w in ("Yes", "No"))
+        self.colours = _colour_words(tokenizer)
 
     def item(self, s: synthetic.SyntheticSample, mode: str, aux: bool, train: bool = True) -> Item:
         letter = "ABCDEFGH"[s.candidates.index(s.answer)]
@@ -256,15 +258,18 @@ class Batcher:
             targets.append((letter_pos, ans_id))
         else:
             letter_pos = len(ids) - 1
-            if self.cfg.inplace_answer and train and not (mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS):
+            # temporal task with cross-frame edges blocked: no frame carries the answer, so only a
+            # uniform letter target (and no intermediate targets)
+            uniform = mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS
+            if self.cfg.inplace_answer and train and not uniform:
                 words = self.tok(s.answer.rstrip("."), add_special_tokens=False)["input_ids"]
                 for j, t in enumerate(words):
                     targets.append((letter_pos - len(words) + j, t))
-            if self.cfg.option_flags and train and not (mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS):
-                yes, no = (int(self.tok.convert_tokens_to_ids(w)) for w in ("Yes", "No"))
+            if self.cfg.option_flags and train and not uniform:
+                yes, no = self.yes_no
                 for L in tp.layout.letters:
                     targets.append((tp.layout.spans[f"option:{L}"].stop - 1, yes if L == letter else no))
-            if mode == "knockout" and s.task in synthetic.TEMPORAL_TASKS:
+            if uniform:
                 targets.append((letter_pos, opt_ids))
                 return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
             targets.append((letter_pos, ans_id))
@@ -347,9 +352,7 @@ def token_colour_ids(frames: np.ndarray, grid: Tuple[int, int, int], codes: np.n
 def alignment_loss(model: "TinyVideoLLM", batcher: "Batcher", frames: np.ndarray) -> torch.Tensor:
     """Mean squared distance of each video token to the (detached) embedding of its colour word,
     relative to the mean squared norm of those embeddings (the padding embedding for black regions)."""
-    if not hasattr(batcher, "_colours"):
-        batcher._colours = _colour_words(batcher.tok)
-    tid = torch.from_numpy(token_colour_ids(frames, batcher.grid, *batcher._colours))
+    tid = torch.from_numpy(token_colour_ids(frames, batcher.grid, *batcher.colours))
     E = model.llama.model.embed_tokens.weight.detach()
     # empty (black) regions -> the padding token's embedding, a constant vector (a zero target
     # leaves small noise that the language model's RMSNorm scales up to full size)
@@ -486,8 +489,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     ref = FramePreprocessor(cfg.image_size)(probe)
     if not torch.equal(ref, model.pixels(probe)):
         raise RuntimeError("fast pixel normalisation differs from FramePreprocessor")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-
     def lr_at(step):
         if step < cfg.warmup:
             return cfg.lr * (step + 1) / cfg.warmup
@@ -498,21 +499,19 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     state_path = out / "state.pt"
     if cfg.init_from:
         model.load_state_dict(torch.load(cfg.init_from, weights_only=False)["model"])
-    if resume and state_path.exists():
-        st = torch.load(state_path, weights_only=False)
+    st = torch.load(state_path, weights_only=False) if resume and state_path.exists() else None
+    if st is not None:
         model.load_state_dict(st["model"])
-        if not cfg.freeze_vision:
-            opt.load_state_dict(st["opt"])
         step = st["step"]
     if cfg.vision_pretrain and step == 0:
         pretrain_vision(model, batcher, cfg, out)
     if cfg.freeze_vision:
         for prm in list(model.tower.parameters()) + list(model.projector.parameters()):
             prm.requires_grad_(False)
-        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=cfg.lr,
-                                weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-        if resume and state_path.exists():
-            opt.load_state_dict(st["opt"])
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    if st is not None:
+        opt.load_state_dict(st["opt"])
     rng = np.random.default_rng([cfg.seed, step, 7])
     names = [t for t, _ in cfg.task_weights]
     w = np.array([x for _, x in cfg.task_weights], float)
@@ -520,13 +519,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     evalset = _eval_set(cfg)
     log = open(out / "log.jsonl", "a")
     t0 = time.time()
-    elapsed0 = 0.0 if not resume or not state_path.exists() else st.get("elapsed", 0.0)
+    elapsed0 = 0.0 if st is None else st.get("elapsed", 0.0)
     last_eval: Dict = {}
     run_loss, n_loss = 0.0, 0
+    starts = dict(cfg.task_start)
     model.train()
     while step < cfg.max_steps:
         items = []
-        starts = dict(cfg.task_start)
         live = np.array([w[i] if step >= starts.get(t, 0) else 0.0 for i, t in enumerate(names)])
         live /= live.sum()
         for _ in range(cfg.batch_size):
@@ -576,18 +575,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
 
 
 # ---- evaluation of a saved checkpoint through HookedVideoLLM (numbers for the model card) -----
-def cross_frame_hooks(model, inputs, layers: Optional[Sequence[int]] = None):
-    """fwd_hooks setting ``blocks.{l}.attn.hook_attn_scores`` to -inf on video->video[cross_frame]
-    edges (``edges.blocked_mask``) in ``layers`` (default all)."""
-    mask = blocked_mask(inputs.layout, [CROSS_FRAME]).to(model.device)
-
-    def hook(scores, hook):
-        return scores.masked_fill(mask[None, None], float("-inf"))
-
-    layers = range(model.cfg.n_layers) if layers is None else layers
-    return [(f"blocks.{l}.attn.hook_attn_scores", hook) for l in layers]
-
-
 def _batched_last_logits(model, inputs, fwd_hooks=()) -> torch.Tensor:
     """Last-position logits ``[n, d_vocab]`` for prepared inputs sharing one layout, in one batched forward."""
     from .inputs import stack_inputs
@@ -616,10 +603,12 @@ def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, n_per_lay
         ``{task: {condition: accuracy}}`` on fresh clips ``synthetic.make_samples(task, n, seed)``.
     """
     from . import HookedVideoLLM, VideoQA
+    from .knockout import knockout_hooks
     from .video import Video
 
     model = HookedVideoLLM.from_pretrained(path, device="cpu", dtype=torch.float32)
     L = model.cfg.n_layers
+    all_layers = range(L)
     res: Dict[str, Dict[str, float]] = {}
     for task in synthetic.TASKS:
         made = synthetic.make_samples(task, n_per_task, seed=seed)
@@ -634,12 +623,12 @@ def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, n_per_lay
             part = made[k:k + chunk]
             inputs = [model.prepare(m.to_videoqa(), num_frames=synthetic.NUM_STEPS) for m in part]
             add("causal", inputs)
-            add("knockout", inputs, cross_frame_hooks(model, inputs[0]))
+            add("knockout", inputs, knockout_hooks(model, CROSS_FRAME, all_layers, layout=inputs[0]))
             if k < n_per_layer:
                 sub = inputs[: n_per_layer - k]
                 for l in range(L):
-                    add(f"knockout_layer_{l}", sub, cross_frame_hooks(model, sub[0], [l]))
-                    add(f"knockout_from_{l}", sub, cross_frame_hooks(model, sub[0], range(l, L)))
+                    add(f"knockout_layer_{l}", sub, knockout_hooks(model, CROSS_FRAME, [l], layout=sub[0]))
+                    add(f"knockout_from_{l}", sub, knockout_hooks(model, CROSS_FRAME, range(l, L), layout=sub[0]))
             for name, which in (("first_frame", 0), ("last_frame", -1)):
                 stills = []
                 for m in part:
