@@ -86,3 +86,11 @@ def test_a_short_run_exports_a_checkpoint_equal_to_the_training_model(tmp_path, 
         got = hooked(inputs)[0]
     assert torch.equal(tokens[0], inputs.tokens[0])
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_task_start_rejects_an_unknown_task(capsys):
+    assert T._task_step("color_change:600") == ("color_change", 600)
+    for bad in ("movin:3", "color_change", "color_change:x"):
+        with pytest.raises(SystemExit):
+            T.main(["--out", "unused", "--task-start", bad])
+        assert "expected TASK:STEP" in capsys.readouterr().err

@@ -755,6 +755,15 @@ def run_recipe(out: Path, threads: int = 1) -> Path:
     return folder
 
 
+def _task_step(text: str) -> Tuple[str, int]:
+    """``--task-start`` value ``TASK:STEP`` -> ``(task, step)``; argparse reports a bad one."""
+    task, _, step = text.partition(":")
+    if task not in synthetic.TASKS or not step.isdigit():
+        raise argparse.ArgumentTypeError(f"expected TASK:STEP with TASK one of {', '.join(synthetic.TASKS)} "
+                                          f"and STEP a step number, got {text!r}")
+    return task, int(step)
+
+
 def main(argv=None) -> int:
     """Command line: ``python -m videolens.train_tiny --out DIR --seed 0 [--minutes 60] [--max-steps N]``."""
     p = argparse.ArgumentParser(description="Train the bundled tiny VideoLLM (CPU).")
@@ -775,7 +784,7 @@ def main(argv=None) -> int:
     p.add_argument("--vision-pretrain", type=int, default=0)
     p.add_argument("--freeze-vision", action="store_true")
     p.add_argument("--full-until", type=int, default=0)
-    p.add_argument("--task-start", nargs="*", default=[], metavar="TASK:STEP",
+    p.add_argument("--task-start", nargs="*", default=[], metavar="TASK:STEP", type=_task_step,
                    help="curriculum: a task is sampled from STEP on (others from step 0)")
     p.add_argument("--inplace-answer", action="store_true", help="mc samples also predict the answer words just before '('")
     p.add_argument("--proj-out-std", type=float, default=TrainConfig.proj_out_std)
@@ -806,7 +815,7 @@ def main(argv=None) -> int:
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
-                      proj_out_std=a.proj_out_std, task_start=tuple((x.split(':')[0], int(x.split(':')[1])) for x in a.task_start), inplace_answer=a.inplace_answer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
+                      proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
                       init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
