@@ -105,21 +105,37 @@ def test_appearance_order_first_and_last_frames_are_empty():
 
 @pytest.mark.parametrize("k", [0, S.NUM_STEPS - 1])
 def test_moving_direction_single_frame_has_the_same_distribution_for_every_direction(k):
-    """Starts are uniform on the torus and motion wraps, so the set of possible frames at step k
-    is the same for every direction: a single frame cannot tell the direction."""
+    """Starts are uniform on the sprite grid of the torus and motion wraps, so the set of possible
+    frames at step k is the same for every direction: a single frame cannot tell the direction."""
     sets = []
+    grid = range(0, S.CANVAS, S.SPRITE)
     for (dy, dx) in S.DIRECTIONS:
         frames = set()
-        for y in range(S.CANVAS):
-            for x in range(S.CANVAS):
+        for y in grid:
+            for x in grid:
                 sp = S.Sprite("circle", ("red",) * S.NUM_STEPS, y, x, S.SPEED * dy, S.SPEED * dx, wrap=True)
                 frames.add(S._render(S.Scene((S.BLACK,) * S.NUM_STEPS, (sp,)), float(k)).tobytes())
         sets.append(frames)
-    assert len(sets[0]) == S.CANVAS * S.CANVAS
+    assert len(sets[0]) == len(grid) ** 2
     assert all(s == sets[0] for s in sets)
-    # and the sampler uses the full torus: starts cover the canvas
+    # and the sampler uses the whole grid
     starts = {tuple(s.scene.sprites[0].__dict__[a] for a in ("y", "x")) for s in S.make_samples("moving_direction", 400, seed=2)}
-    assert len({int(y) // 8 for y, _ in starts}) == 4 and len({int(x) // 8 for _, x in starts}) == 4
+    assert starts == {(float(y), float(x)) for y in grid for x in grid}
+
+
+def test_moving_direction_fills_one_token_region_per_frame():
+    """Each frame shows the object inside one 8 x 8 region (one pooled video token of the bundled
+    model), and consecutive frames hold neighbouring regions along the answer's direction."""
+    inv = {v: k for k, v in S.DIRECTIONS.items()}
+    for s in S.make_samples("moving_direction", 20, seed=4):
+        f = s.frames().any(-1)
+        n = S.CANVAS // S.SPRITE
+        occ = f.reshape(len(f), n, S.SPRITE, n, S.SPRITE).any((2, 4))  # [T, rows, cols]
+        assert (occ.sum((1, 2)) == 1).all(), s.question_id
+        cells = [np.argwhere(o)[0] for o in occ]
+        dy, dx = inv[s.answer]
+        for a, b in zip(cells, cells[1:]):
+            assert tuple((b - a) % n) == (dy % n, dx % n)
 
 
 def _first_step(frames, rgb):

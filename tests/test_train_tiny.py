@@ -62,6 +62,29 @@ def test_token_colour_ids_label_each_region(tok):
     assert (lab[0][mask] == colour).all() and (lab[0][~mask] == -1).all()
 
 
+def test_alignment_targets_carry_the_region_position_of_a_moving_object(tok):
+    """With ``align_position`` the target of the object's region is its colour embedding plus the
+    code of that region; the code recovers the object's row and column in every frame, and black
+    regions keep the padding embedding."""
+    cfg = T.TrainConfig(align_position=0.5)
+    b = T.Batcher(tok, cfg)
+    E = torch.randn(len(tok), cfg.d_model)
+    s = S.make_sample("moving_direction", 2)
+    f = s.frames()[None]
+    tgt, on = T.alignment_targets(E, b, f)
+    tgt, on = tgt.reshape(8, 16, -1), on.reshape(8, 16)
+    colour = tok.convert_tokens_to_ids(s.question.split()[4])
+    codes = b.position_codes  # [16, d]
+    for t in range(8):
+        cell = int(np.flatnonzero(f[0, t].any(-1).reshape(4, 8, 4, 8).any(axis=(1, 3)).ravel())[0])
+        assert on[t].tolist() == [k == cell for k in range(16)]
+        rest = tgt[t, cell] - E[colour]
+        assert int((codes @ rest).argmax()) == cell  # the nearest region code is the object's region
+        assert torch.equal(tgt[t, ~on[t]], E[int(tok.pad_token_id)].expand(15, -1))
+    no_code = T.alignment_targets(E, T.Batcher(tok, T.TrainConfig()), f)[0]
+    assert torch.equal(no_code.reshape(8, 16, -1)[on], E[colour].expand(8, -1))
+
+
 def test_a_short_run_exports_a_checkpoint_equal_to_the_training_model(tmp_path, tok):
     """Two steps of every stage, then the export read by ``HookedVideoLLM.from_pretrained`` gives
     the training model's logits (fp32 export) on the prompt of a real clip."""

@@ -14,8 +14,9 @@ Tasks (a registry, ``TASKS``; TVBench's wording where the task exists there):
 =====================  ========  =====================================================================
 task                   options   what decides the answer
 =====================  ========  =====================================================================
-moving_direction       4         the direction an object moves (it wraps around the canvas, so its
-                                 position in any single frame is uniform and says nothing)
+moving_direction       4         the direction an object moves, one sprite width per step from a start
+                                 on the sprite grid (it wraps around the canvas, so its position in
+                                 any single frame is uniform over the grid and says nothing)
 scene_transition       2         the order of two background colours (first and last frames show two
                                  other colours)
 appearance_order       2         which of two objects is shown first (action-sequence analogue; both
@@ -280,7 +281,10 @@ DIRECTIONS = {  # (dy, dx) per step -> TVBench wording
     (1, 1): "Down and to the right.",
     (1, -1): "Down and to the left.",
 }
-SPEED = 2.0  # pixels per step along each axis
+# one sprite (= one video-token region of the bundled model: 32 px over a 4 x 4 pooled grid) per
+# step along each axis, from a start on the sprite grid: every frame shows the object in exactly
+# one region, and the direction is the offset between the regions it holds in consecutive frames
+SPEED = float(SPRITE)  # pixels per step along each axis
 
 
 def _moving_direction(rng):
@@ -288,7 +292,7 @@ def _moving_direction(rng):
     shape = _pick(rng, list(SHAPES), 1)[0]
     dirs = list(DIRECTIONS)
     dy, dx = dirs[rng.integers(len(dirs))]
-    y, x = rng.integers(0, CANVAS, 2)
+    y, x = rng.integers(0, CANVAS // SPRITE, 2) * SPRITE
     sprite = Sprite(shape, (color,) * NUM_STEPS, float(y), float(x), SPEED * dy, SPEED * dx, wrap=True)
     scene = Scene((BLACK,) * NUM_STEPS, (sprite,))
     q = f"Which direction does the {color} {shape} move in the video?"

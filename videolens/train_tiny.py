@@ -116,6 +116,8 @@ class TrainConfig:
     video_norm_max: float = 0.0  # >0: penalise video-token norms above this (squared excess, weight video_norm_weight)
     video_norm_weight: float = 1e-3
     align_weight: float = 0.0  # >0: video tokens regress to the word embedding of the colour they show (LLaVA-style alignment)
+    align_position: float = 0.0  # >0: the alignment target of a coloured region also holds a cyclic code of its
+    # row and column (norm: this share of the colour embeddings' RMS norm); without it the tokens carry no position
     freeze_vision: bool = False  # after the alignment stage, keep the tower and projector fixed
     full_until: int = 0  # before this step every mc sample uses plain causal attention (mode 'full')
     task_start: Tuple[Tuple[str, int], ...] = ()  # curriculum: (task, first step it is sampled); absent tasks start at 0
@@ -237,6 +239,7 @@ class Batcher:
         self.grid = tuple(cfg.pooling_shape)
         self.yes_no = tuple(int(tokenizer.convert_tokens_to_ids(w)) for w in ("Yes", "No"))
         self.colours = _colour_words(tokenizer)
+        self.position_codes = region_position_codes(self.grid[1:], cfg.d_model, cfg.seed)
 
     def item(self, s: synthetic.SyntheticSample, mode: str, aux: bool, train: bool = True) -> Item:
         letter = "ABCDEFGH"[s.candidates.index(s.answer)]
@@ -349,17 +352,43 @@ def token_colour_ids(frames: np.ndarray, grid: Tuple[int, int, int], codes: np.n
     return out.reshape(B, T * h * w)
 
 
-def alignment_loss(model: "TinyVideoLLM", batcher: "Batcher", frames: np.ndarray) -> torch.Tensor:
-    """Mean squared distance of each video token to the (detached) embedding of its colour word,
-    relative to the mean squared norm of those embeddings (the padding embedding for black regions)."""
+def region_position_codes(rows_cols: Tuple[int, int], d: int, seed: int) -> torch.Tensor:
+    """Cyclic position code of every region of a frame's token grid, ``[h * w, d]`` (row-major):
+    ``cos/sin(2 pi r / h)`` along two fixed random unit directions plus ``cos/sin(2 pi c / w)``
+    along two others (seeded). Cyclic, because moving objects wrap around the canvas."""
+    h, w = rows_cols
+    g = torch.Generator().manual_seed(1000 + seed)
+    u = torch.linalg.qr(torch.randn(d, 4, generator=g))[0].T  # 4 orthonormal directions
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    a, b = 2 * math.pi * r.flatten() / h, 2 * math.pi * c.flatten() / w
+    return (torch.cos(a)[:, None] * u[0] + torch.sin(a)[:, None] * u[1]
+            + torch.cos(b)[:, None] * u[2] + torch.sin(b)[:, None] * u[3]) / math.sqrt(2)
+
+
+def alignment_targets(E: torch.Tensor, batcher: "Batcher", frames: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per video token, the target of the alignment stage ``[B, T*h*w, d]`` and whether its region
+    is coloured ``[B, T*h*w]``: the word embedding of the region's colour (plus ``align_position``
+    times the region's position code, scaled to the colour embeddings' RMS norm); the padding
+    embedding for black regions (a zero target leaves small noise that the language model's RMSNorm
+    scales up to full size)."""
     tid = torch.from_numpy(token_colour_ids(frames, batcher.grid, *batcher.colours))
-    E = model.llama.model.embed_tokens.weight.detach()
-    # empty (black) regions -> the padding token's embedding, a constant vector (a zero target
-    # leaves small noise that the language model's RMSNorm scales up to full size)
     tgt = E[int(batcher.tok.pad_token_id)].expand(*tid.shape, E.shape[1]).clone()
     on = tid >= 0
     tgt[on] = E[tid[on]]
-    scale = E[tid[on]].pow(2).sum(-1).mean() if on.any() else torch.ones(())
+    w = batcher.cfg.align_position
+    if w > 0 and on.any():
+        rms = E[tid[on]].pow(2).sum(-1).mean().sqrt()
+        codes = batcher.position_codes.repeat(batcher.grid[0], 1).expand_as(tgt)  # frame-major token order
+        tgt[on] = tgt[on] + w * rms * codes[on]
+    return tgt, on
+
+
+def alignment_loss(model: "TinyVideoLLM", batcher: "Batcher", frames: np.ndarray) -> torch.Tensor:
+    """Mean squared distance of each video token to its (detached) ``alignment_targets`` target,
+    relative to the mean squared norm of the coloured regions' targets."""
+    E = model.llama.model.embed_tokens.weight.detach()
+    tgt, on = alignment_targets(E, batcher, frames)
+    scale = tgt[on].pow(2).sum(-1).mean() if on.any() else torch.ones(())
     return (model.last_video - tgt).pow(2).sum(-1).mean() / scale
 
 
@@ -781,6 +810,8 @@ def main(argv=None) -> int:
     p.add_argument("--option-flags", action="store_true", help="option line ends predict Yes/No (right option or not)")
     p.add_argument("--video-norm-max", type=float, default=0.0)
     p.add_argument("--align-weight", type=float, default=0.0)
+    p.add_argument("--align-position", type=float, default=0.0,
+                   help="alignment targets of coloured regions also hold a cyclic row/column code of this relative norm")
     p.add_argument("--vision-pretrain", type=int, default=0)
     p.add_argument("--freeze-vision", action="store_true")
     p.add_argument("--full-until", type=int, default=0)
@@ -815,7 +846,7 @@ def main(argv=None) -> int:
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
-                      proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
+                      proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
                       init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
