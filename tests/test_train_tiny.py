@@ -85,6 +85,24 @@ def test_alignment_targets_carry_the_region_position_of_a_moving_object(tok):
     assert torch.equal(no_code.reshape(8, 16, -1)[on], E[colour].expand(8, -1))
 
 
+def test_video_targets_sit_on_the_moving_object_after_the_first_frame(tok):
+    cfg = T.TrainConfig(video_targets=True)
+    b = T.Batcher(tok, cfg)
+    s = S.make_sample("moving_direction", 6)
+    f = s.frames()
+    item = b.item(s, "last", aux=False)
+    soft = [(p, t) for p, t in item.targets if isinstance(t, list)]
+    words = {tuple(tok.convert_ids_to_tokens(t)) for _, t in soft}
+    assert words == {(s.answer.split()[0], s.answer.rstrip(".").split()[-1])}
+    v0 = int(item.layout.video_positions[0])
+    cells = [divmod(p - v0, 16) for p, _ in soft]  # (frame, region)
+    assert [t for t, _ in cells] == list(range(1, 8))
+    for t, k in cells:
+        assert f[t].any(-1).reshape(4, 8, 4, 8).any(axis=(1, 3)).ravel()[k]
+    assert not [t for _, t in b.item(s, "knockout", aux=False).targets if isinstance(t, list) and len(t) == 2]
+    assert not [t for _, t in T.Batcher(tok, T.TrainConfig()).item(s, "last", aux=False).targets if isinstance(t, list)]
+
+
 def test_a_short_run_exports_a_checkpoint_equal_to_the_training_model(tmp_path, tok):
     """Two steps of every stage, then the export read by ``HookedVideoLLM.from_pretrained`` gives
     the training model's logits (fp32 export) on the prompt of a real clip."""

@@ -123,6 +123,8 @@ class TrainConfig:
     task_start: Tuple[Tuple[str, int], ...] = ()  # curriculum: (task, first step it is sampled); absent tasks start at 0
     vision_pretrain: int = 0  # steps of alignment-only training of tower + projector before the main loop
     inplace_answer: bool = False  # mc samples also predict the answer words at the prompt positions just before '('
+    video_targets: bool = False  # moving_direction: the object's video token in frames >= 1 predicts the direction
+    # words (Up/Down and left/right, a two-word soft target), training the cross-frame step at the video tokens
     proj_out_std: float = 0.0  # >0: init projector.linear_2 weight ~ N(0, std), bias 0 (video tokens at text-embedding scale)
     bf16: bool = False  # autocast matmuls to bfloat16 (faster, but measured: it kept the option-matching
     # circuit from forming -- letters at chance after 25k text samples -- while fp32 learned it in 500 steps)
@@ -268,6 +270,8 @@ class Batcher:
                 words = self.tok(s.answer.rstrip("."), add_special_tokens=False)["input_ids"]
                 for j, t in enumerate(words):
                     targets.append((letter_pos - len(words) + j, t))
+            if self.cfg.video_targets and train and mode != "knockout" and s.task == "moving_direction":
+                targets += self.direction_targets(s, tp.layout)
             if self.cfg.option_flags and train and not uniform:
                 yes, no = self.yes_no
                 for L in tp.layout.letters:
@@ -282,6 +286,16 @@ class Batcher:
             for k, t in enumerate(echo):
                 targets.append((letter_pos + 1 + k, t))
         return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
+
+    def direction_targets(self, s: synthetic.SyntheticSample, layout) -> List[Tuple[int, object]]:
+        """``(position, [vertical word id, horizontal word id])`` for the video token holding the
+        moving object in every frame after the first (``--video-targets``)."""
+        words = s.answer.rstrip(".").split()
+        ids = [int(self.tok.convert_tokens_to_ids(words[0])), int(self.tok.convert_tokens_to_ids(words[-1]))]
+        on = token_colour_ids(s.frames()[None], self.grid, *self.colours)[0] >= 0
+        per_frame = self.grid[1] * self.grid[2]
+        vpos = layout.video_positions
+        return [(int(vpos[k]), ids) for k in np.flatnonzero(on) if k >= per_frame]
 
     def text_item(self, s: synthetic.SyntheticSample) -> Tuple[List[int], List[Tuple[int, int]]]:
         """A short text-only sequence teaching option matching: the question block, then
@@ -817,6 +831,8 @@ def main(argv=None) -> int:
     p.add_argument("--full-until", type=int, default=0)
     p.add_argument("--task-start", nargs="*", default=[], metavar="TASK:STEP", type=_task_step,
                    help="curriculum: a task is sampled from STEP on (others from step 0)")
+    p.add_argument("--video-targets", action="store_true",
+                   help="moving_direction: the object's video token in frames >= 1 predicts the direction words")
     p.add_argument("--inplace-answer", action="store_true", help="mc samples also predict the answer words just before '('")
     p.add_argument("--proj-out-std", type=float, default=TrainConfig.proj_out_std)
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (used by the first phases)")
@@ -846,7 +862,7 @@ def main(argv=None) -> int:
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
-                      proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
+                      proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, video_targets=a.video_targets, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
                       init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
