@@ -135,3 +135,11 @@ def test_task_start_rejects_an_unknown_task(capsys):
         with pytest.raises(SystemExit):
             T.main(["--out", "unused", "--task-start", bad])
         assert "expected TASK:STEP" in capsys.readouterr().err
+
+
+def test_task_weights_reject_a_bad_value(capsys):
+    assert T._task_weight("moving_direction:5") == ("moving_direction", 5.0)
+    for bad in ("movin:3", "color_change", "color_change:x", "color_change:-1"):
+        with pytest.raises(SystemExit):
+            T.main(["--out", "unused", "--task-weights", bad])
+        assert "expected TASK:W" in capsys.readouterr().err

@@ -807,6 +807,19 @@ def _task_step(text: str) -> Tuple[str, int]:
     return task, int(step)
 
 
+def _task_weight(text: str) -> Tuple[str, float]:
+    """``--task-weights`` value ``TASK:W`` -> ``(task, weight)``; argparse reports a bad one."""
+    task, _, w = text.partition(":")
+    try:
+        weight = float(w)
+    except ValueError:
+        weight = -1.0
+    if task not in synthetic.TASKS or weight < 0:
+        raise argparse.ArgumentTypeError(f"expected TASK:W with TASK one of {', '.join(synthetic.TASKS)} "
+                                          f"and W a weight >= 0, got {text!r}")
+    return task, weight
+
+
 def main(argv=None) -> int:
     """Command line: ``python -m videolens.train_tiny --out DIR --seed 0 [--minutes 60] [--max-steps N]``."""
     p = argparse.ArgumentParser(description="Train the bundled tiny VideoLLM (CPU).")
@@ -843,6 +856,8 @@ def main(argv=None) -> int:
     p.add_argument("--text-batch", type=int, default=TrainConfig.text_batch)
     p.add_argument("--stop-at", type=int, default=0, help="stop after this step (schedule still over --max-steps)")
     p.add_argument("--tasks", nargs="*", default=None, help="train on these tasks only (equal weights)")
+    p.add_argument("--task-weights", nargs="*", default=None, metavar="TASK:W", type=_task_weight,
+                   help="sampling weight per task (tasks not named keep the default weight)")
     p.add_argument("--aux-until", type=int, default=TrainConfig.aux_until)
     p.add_argument("--p-aux-start", type=float, default=TrainConfig.p_aux_start)
     p.add_argument("--bench", type=int, default=0, help="time N training steps and exit")
@@ -866,6 +881,9 @@ def main(argv=None) -> int:
                       init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
+    if a.task_weights:
+        named = dict(a.task_weights)
+        cfg = replace(cfg, task_weights=tuple((t, named.get(t, w)) for t, w in cfg.task_weights))
     if a.bench:
         cfg = replace(cfg, max_steps=a.bench, eval_every=10**9, minutes=1e9, eval_per_task=2)
         t = time.time()
