@@ -798,26 +798,37 @@ def run_recipe(out: Path, threads: int = 1) -> Path:
     return folder
 
 
+def _task_value(text: str, name: str, what: str, convert) -> Tuple[str, object]:
+    """``TASK:<name>`` -> ``(task, convert(value))``; argparse reports a bad one (``convert``
+    raises ValueError)."""
+    task, _, value = text.partition(":")
+    try:
+        out = convert(value)
+    except ValueError:
+        out = None
+    if task not in synthetic.TASKS or out is None:
+        raise argparse.ArgumentTypeError(f"expected TASK:{name} with TASK one of {', '.join(synthetic.TASKS)} "
+                                          f"and {name} {what}, got {text!r}")
+    return task, out
+
+
+def _non_negative(convert):
+    def check(value: str):
+        v = convert(value)
+        if v < 0:
+            raise ValueError(value)
+        return v
+    return check
+
+
 def _task_step(text: str) -> Tuple[str, int]:
-    """``--task-start`` value ``TASK:STEP`` -> ``(task, step)``; argparse reports a bad one."""
-    task, _, step = text.partition(":")
-    if task not in synthetic.TASKS or not step.isdigit():
-        raise argparse.ArgumentTypeError(f"expected TASK:STEP with TASK one of {', '.join(synthetic.TASKS)} "
-                                          f"and STEP a step number, got {text!r}")
-    return task, int(step)
+    """``--task-start`` value ``TASK:STEP`` -> ``(task, step)``."""
+    return _task_value(text, "STEP", "a step number", _non_negative(int))
 
 
 def _task_weight(text: str) -> Tuple[str, float]:
-    """``--task-weights`` value ``TASK:W`` -> ``(task, weight)``; argparse reports a bad one."""
-    task, _, w = text.partition(":")
-    try:
-        weight = float(w)
-    except ValueError:
-        weight = -1.0
-    if task not in synthetic.TASKS or weight < 0:
-        raise argparse.ArgumentTypeError(f"expected TASK:W with TASK one of {', '.join(synthetic.TASKS)} "
-                                          f"and W a weight >= 0, got {text!r}")
-    return task, weight
+    """``--task-weights`` value ``TASK:W`` -> ``(task, weight)``."""
+    return _task_value(text, "W", "a weight >= 0", _non_negative(float))
 
 
 def main(argv=None) -> int:
