@@ -48,19 +48,27 @@ Stages (what the bundled checkpoint ran, ``RECIPE``):
    steps, and each task added later reused it (colour change, scene transition and order of
    appearance at >= 90% within ~300 steps each, plain causal attention, 1600 steps in all).
 
-Status (issue 4, open; accuracies on the 32 evaluation clips per task this script logs):
+Status (issue 4, open; accuracies on the 32 evaluation clips per task this script logs, in the
+order moving direction / scene transition / order of appearance / colour change / static):
 - all five tasks from the start (aligned, frozen vision; intermediate targets): letters at chance
   through step 2000.
-- ``p1_curriculum``: static colour 97% at step 500; by step 1600 colour change 100%, scene
-  transition 100%, order of appearance 91%, static 100% (plain causal attention); moving direction
-  stayed at chance through step 2800, 1300 steps after it was added, and 400 further steps on
-  moving direction alone did not move it either.
-- ``p2_planting`` from step 1600 of p1, after 1200 steps: plain causal 97 / 88 / 100 (scene
-  transition / order / colour change), 100 static; with cross-frame edges blocked in every layer
-  56 / 47 / 38 (chance 50) and static 100; text reading only the last frame 84 / 66 / 91. So the
-  planted route is forming for three temporal tasks; moving direction is the missing piece (its
-  answer is a relation between positions in different frames, not a colour the alignment stage
-  puts into the tokens).
+- p1: static colour 97% at step 500; by step 1600 colour change, scene transition 100%, order of
+  appearance 91%, static 100% (plain causal attention); moving direction (then 2 px per step from
+  any pixel) at chance through step 2800.
+- p2 at step 1600: plain causal 97 / 97 / 100 (scene / order / colour change), static 100; with
+  cross-frame edges blocked in every layer 47 / 44 / 22.
+- Moving direction, now one token region per step (p3 on). With colour-only alignment the video
+  tokens carry no position, and 400 steps of video-token direction targets stayed at chance. With
+  the position codes (p4) and all tasks mixed (p5 + targets): still chance at the video tokens after
+  500 steps. Moving direction alone (p6): the video tokens' direction (Up/Down, left/right read
+  through the unembedding) reached 100% / 97% per frame in 400 steps, but the letters of every task
+  collapsed to chance (lr 2e-3, one task).
+- p7 (every task again, from p6): by step 700 the letters re-formed (causal 75 / 81 / 91 / 100,
+  knockout 53 / 47 / 34 / 97, the video tokens still 100% on direction), moving direction letter
+  at chance. p8 (moving direction upweighted x4, from p7 step 400): letter at 31-38% by step 200.
+  So the missing piece is the text reading the direction off the last frame's object token.
+- With mode probabilities (0.55, 0.1, 0.35) the knockout accuracy of the three temporal tasks
+  stays within 15 points of chance; with (0.5, 0.3, 0.2) it drifted back to 60-85%.
 """
 
 from __future__ import annotations
@@ -768,20 +776,39 @@ Config: `{json.dumps(train_cfg)}`
     return folder / "MODEL_CARD.md"
 
 
-# The recipe of the best run so far (issue 4 is still open: see the module docstring for what it
-# reaches). Phases run in order, each from the previous phase's state.pt (``{prev}``).
+# The phases the bundled checkpoint ran, in order, each from the previous phase's state.pt
+# (``{prev}``); ``--stop-at`` ends a phase while its cosine schedule still spans ``--max-steps``.
+# p1, p2 ran at commit efb7aea, when moving_direction moved 2 px per step from any pixel (check that
+# commit out to rerun them exactly); from p3 on, the current generator (one sprite per step).
 # p1: alignment stage, then the language model with the vision front end frozen, plain causal
 #     attention, tasks added one at a time (the letter circuit forms on the static task first).
-# p2: the planted pathway: attention modes last / full / knockout mixed in.
+# p2, p3: the planted pathway: attention modes last / full / knockout mixed in.
+# p4: alignment again, now with the regions' position codes (moving direction needs positions).
+# p5: planting with more knockout samples (knockout accuracy then stays near chance).
+# p6: moving direction alone, plain causal attention, with the video-token direction targets: the
+#     cross-frame step forms at the video tokens (100% per frame in 400 steps; with all tasks
+#     mixed it did not form in 500 steps).
+# p7, p8: every task again under the planting modes (the letters re-form), moving direction upweighted.
+_STAGE2 = ("--seed", "0", "--init-from", "{prev}", "--freeze-vision", "--inplace-answer", "--option-flags",
+           "--p-aux", "0", "--p-aux-start", "0", "--minutes", "150", "--eval-every", "100")
+_PLANT = ("--knockout-from", "50", "--mode-probs", "0.55", "0.1", "0.35", "--align-position", "0.5")
 RECIPE: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("p1_curriculum", ("--seed", "0", "--vision-pretrain", "800", "--freeze-vision", "--full-until", "2500",
                        "--inplace-answer", "--option-flags", "--p-aux", "0", "--p-aux-start", "0", "--proj-out-std", "0.02",
                        "--max-steps", "6000", "--minutes", "70", "--eval-every", "100", "--stop-at", "1600",
                        "--task-start", "color_change:600", "scene_transition:900", "appearance_order:1200",
                        "moving_direction:1500")),
-    ("p2_planting", ("--seed", "0", "--init-from", "{prev}", "--freeze-vision", "--inplace-answer", "--option-flags",
-                     "--p-aux", "0", "--p-aux-start", "0", "--max-steps", "4000", "--minutes", "70", "--eval-every", "100",
-                     "--task-start", "moving_direction:100", "--knockout-from", "300", "--lr", "1e-3")),
+    ("p2_planting", _STAGE2 + ("--max-steps", "4000", "--stop-at", "1600", "--task-start", "moving_direction:100",
+                               "--knockout-from", "300", "--lr", "1e-3")),
+    ("p3_grid_motion", _STAGE2 + ("--max-steps", "3000", "--stop-at", "500", "--knockout-from", "100", "--lr", "1e-3")),
+    ("p4_position_alignment", _STAGE2 + ("--vision-pretrain", "600", "--align-position", "0.5", "--max-steps", "3000",
+                                         "--stop-at", "200", "--knockout-from", "100", "--lr", "1e-3")),
+    ("p5_planting", _STAGE2 + _PLANT + ("--max-steps", "3000", "--stop-at", "400", "--lr", "1e-3")),
+    ("p6_motion", _STAGE2 + ("--align-position", "0.5", "--video-targets", "--tasks", "moving_direction",
+                             "--full-until", "100000", "--max-steps", "1500", "--stop-at", "400", "--lr", "2e-3")),
+    ("p7_all", _STAGE2 + _PLANT + ("--video-targets", "--max-steps", "2500", "--stop-at", "400", "--lr", "1e-3")),
+    ("p8_motion_weighted", _STAGE2 + _PLANT + ("--video-targets", "--task-weights", "moving_direction:4",
+                                               "--max-steps", "2500", "--stop-at", "P8_STOP", "--lr", "1e-3")),
 )
 
 
