@@ -64,8 +64,8 @@ order moving direction / scene transition / order of appearance / colour change 
   through the unembedding) reached 100% / 97% per frame in 400 steps, but the letters of every task
   collapsed to chance (lr 2e-3, one task).
 - p7 (every task again, from p6): by step 700 the letters re-formed (causal 75 / 81 / 91 / 100,
-  knockout 53 / 47 / 34 / 97, the video tokens still 100% on direction), moving direction letter
-  at chance. p8 (moving direction upweighted x4, from p7 step 400): letter at 31-38% by step 200.
+  knockout 53 / 47 / 34 / 97; at step 400 the video tokens were still 100% on direction), moving
+  direction letter at chance. p8 (moving direction upweighted x4, from p7 step 400): letter at 31-38% by step 200.
   So the missing piece is the text reading the direction off the last frame's object token.
 - With mode probabilities (0.55, 0.1, 0.35) the knockout accuracy of the three temporal tasks
   stays within 15 points of chance; with (0.5, 0.3, 0.2) it drifted back to 60-85%.
