@@ -4,7 +4,7 @@ Run (CPU, not in CI)::
 
     python -m videolens.train_tiny --out runs/tiny --recipe        # every phase of RECIPE, in order
     python -m videolens.train_tiny --out runs/one --seed 0 ...      # a single phase (see --help)
-    python -m videolens.train_tiny --out runs/eval --evaluate runs/tiny/p4_fp32/export
+    python -m videolens.train_tiny --out runs/eval --evaluate runs/tiny/p8_motion_weighted/export
     # then copy <last phase>/export/ to videolens/assets/tiny-videollm/
 
 Each phase writes ``log.jsonl`` (loss and accuracy per task and attention mode every
@@ -65,7 +65,8 @@ order moving direction / scene transition / order of appearance / colour change 
   collapsed to chance (lr 2e-3, one task).
 - p7 (every task again, from p6): by step 700 the letters re-formed (causal 75 / 81 / 91 / 100,
   knockout 53 / 47 / 34 / 97; at step 400 the video tokens were still 100% on direction), moving
-  direction letter at chance. p8 (moving direction upweighted x4, from p7 step 400): letter at 31-38% by step 200.
+  direction letter at chance. p8 (moving direction upweighted x4, from p7 step 400): letter still at
+  chance through step 800 (22-38%), the other tasks at 78-100%.
   So the missing piece is the text reading the direction off the last frame's object token.
 - With mode probabilities (0.55, 0.1, 0.35) the knockout accuracy of the three temporal tasks
   stays within 15 points of chance; with (0.5, 0.3, 0.2) it drifted back to 60-85%.
@@ -257,6 +258,7 @@ class Batcher:
         ids = tp.tokens[0].tolist()
         opt_ids = [tp.option_token_ids[L] for L in tp.layout.letters]
         ans_id = tp.option_token_ids[letter]
+        frames = s.frames()
         targets: List[Tuple[int, object]] = []
         if aux:
             # replace the final "Best option:(" by "Answer: <text> Best option:(" and append the letter
@@ -279,28 +281,29 @@ class Batcher:
                 for j, t in enumerate(words):
                     targets.append((letter_pos - len(words) + j, t))
             if self.cfg.video_targets and train and mode != "knockout" and s.task == "moving_direction":
-                targets += self.direction_targets(s, tp.layout)
+                targets += self.direction_targets(s, frames, tp.layout)
             if self.cfg.option_flags and train and not uniform:
                 yes, no = self.yes_no
                 for L in tp.layout.letters:
                     targets.append((tp.layout.spans[f"option:{L}"].stop - 1, yes if L == letter else no))
             if uniform:
                 targets.append((letter_pos, opt_ids))
-                return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
+                return Item(ids, targets, mode, tp.layout, frames, s.task, letter_pos, opt_ids, ans_id)
             targets.append((letter_pos, ans_id))
         if self.cfg.echo_option and train:
             echo = self.tok(f") {s.answer}", add_special_tokens=False)["input_ids"]
             ids = ids + [ans_id] + echo
             for k, t in enumerate(echo):
                 targets.append((letter_pos + 1 + k, t))
-        return Item(ids, targets, mode, tp.layout, s.frames(), s.task, letter_pos, opt_ids, ans_id)
+        return Item(ids, targets, mode, tp.layout, frames, s.task, letter_pos, opt_ids, ans_id)
 
-    def direction_targets(self, s: synthetic.SyntheticSample, layout) -> List[Tuple[int, object]]:
+    def direction_targets(self, s: synthetic.SyntheticSample, frames: np.ndarray, layout) -> List[Tuple[int, object]]:
         """``(position, [vertical word id, horizontal word id])`` for the video token holding the
-        moving object in every frame after the first (``--video-targets``)."""
+        moving object in every frame after the first (``--video-targets``); ``frames`` is
+        ``s.frames()``, uint8 ``[T, H, W, 3]``."""
         words = s.answer.rstrip(".").split()
         ids = [int(self.tok.convert_tokens_to_ids(words[0])), int(self.tok.convert_tokens_to_ids(words[-1]))]
-        on = token_colour_ids(s.frames()[None], self.grid, *self.colours)[0] >= 0
+        on = token_colour_ids(frames[None], self.grid, *self.colours)[0] >= 0
         per_frame = self.grid[1] * self.grid[2]
         vpos = layout.video_positions
         return [(int(vpos[k]), ids) for k in np.flatnonzero(on) if k >= per_frame]
