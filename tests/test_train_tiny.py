@@ -91,7 +91,8 @@ def test_video_targets_sit_on_the_moving_object_after_the_first_frame(tok):
     s = S.make_sample("moving_direction", 6)
     f = s.frames()
     item = b.item(s, "last", aux=False)
-    soft = [(p, t) for p, t in item.targets if isinstance(t, list)]
+    assert not [t for _, t in item.targets if isinstance(t, list)]  # kept apart from the text targets
+    soft = list(item.video_targets)
     words = {tuple(tok.convert_ids_to_tokens(t)) for _, t in soft}
     assert words == {(s.answer.split()[0], s.answer.rstrip(".").split()[-1])}
     v0 = int(item.layout.video_positions[0])
@@ -99,8 +100,35 @@ def test_video_targets_sit_on_the_moving_object_after_the_first_frame(tok):
     assert [t for t, _ in cells] == list(range(1, 8))
     for t, k in cells:
         assert f[t].any(-1).reshape(4, 8, 4, 8).any(axis=(1, 3)).ravel()[k]
-    assert not [t for _, t in b.item(s, "knockout", aux=False).targets if isinstance(t, list) and len(t) == 2]
-    assert not [t for _, t in T.Batcher(tok, T.TrainConfig()).item(s, "last", aux=False).targets if isinstance(t, list)]
+    assert not b.item(s, "knockout", aux=False).video_targets
+    assert not T.Batcher(tok, T.TrainConfig()).item(s, "last", aux=False).video_targets
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_video_targets_are_read_through_the_logit_lens_after_the_chosen_block(tok, layer):
+    """``batch_loss`` with ``video_targets_layer`` = L equals the text loss plus the direction loss read
+    by hand at ``blocks.{L-1}.hook_resid_post`` (final norm + unembedding), counted per target."""
+    cfg = T.TrainConfig(video_targets=True, video_targets_layer=layer, n_layers=3, d_model=32, d_mlp=64,
+                        vision_width=16, vision_layers=1)
+    b = T.Batcher(tok, cfg)
+    torch.manual_seed(0)
+    m = T.build_model(cfg, len(tok)).eval()
+    items = [b.item(S.make_sample("moving_direction", k), "last", aux=False) for k in (1, 2)]
+    tokens, vpos, frames, mask = b.collate(items)
+    with torch.no_grad():
+        loss = T.batch_loss(m, b, items)
+        emb = m.llama.model.embed_tokens(tokens).clone()
+        emb[:, vpos] = m.video_embeds(frames)
+        out = m.llama.model(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
+        text = [(i, p, t) for i, it in enumerate(items) for p, t in it.targets]
+        lp = m.llama.lm_head(out.last_hidden_state).log_softmax(-1)
+        total = -sum(float(lp[i, p, t]) for i, p, t in text)
+        mid = m.llama.model.norm(out.hidden_states[layer]) if layer else out.last_hidden_state
+        lv = m.llama.lm_head(mid).log_softmax(-1)
+        vt = [(i, p, ids) for i, it in enumerate(items) for p, ids in it.video_targets]
+        assert vt
+        total -= sum(float(lv[i, p, ids].mean()) for i, p, ids in vt)
+    assert float(loss) == pytest.approx(total / (len(text) + len(vt)), rel=1e-5)
 
 
 def test_a_short_run_exports_a_checkpoint_equal_to_the_training_model(tmp_path, tok):
@@ -143,3 +171,13 @@ def test_task_weights_reject_a_bad_value(capsys):
         with pytest.raises(SystemExit):
             T.main(["--out", "unused", "--task-weights", bad])
         assert "expected TASK:W" in capsys.readouterr().err
+
+
+def test_a_weight_for_a_task_left_out_by_tasks_and_a_layer_past_the_model_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        T.main(["--out", str(tmp_path / "a"), "--tasks", "object_color", "--task-weights", "moving_direction:4"])
+    assert "moving_direction not among --tasks object_color" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        T.main(["--out", str(tmp_path / "b"), "--video-targets-layer", "7"])
+    assert "--video-targets-layer: expected a block count in 0..6, got 7" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

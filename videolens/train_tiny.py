@@ -134,6 +134,8 @@ class TrainConfig:
     inplace_answer: bool = False  # mc samples also predict the answer words at the prompt positions just before '('
     video_targets: bool = False  # moving_direction: the object's video token in frames >= 1 predicts the direction
     # words (Up/Down and left/right, a two-word soft target), training the cross-frame step at the video tokens
+    video_targets_layer: int = 0  # >0: read those targets through the logit lens (final norm + unembedding) at the
+    # residual stream after this many blocks, so that the direction exists early enough for text positions to read it
     proj_out_std: float = 0.0  # >0: init projector.linear_2 weight ~ N(0, std), bias 0 (video tokens at text-embedding scale)
     bf16: bool = False  # autocast matmuls to bfloat16 (faster, but measured: it kept the option-matching
     # circuit from forming -- letters at chance after 25k text samples -- while fp32 learned it in 500 steps)
@@ -210,14 +212,18 @@ class TinyVideoLLM(torch.nn.Module):
         pooled = self.pool.pool(rearrange(grid, "b t r c d -> b d t r c"))
         return rearrange(pooled, "b d t r c -> b (t r c) d")
 
-    def hidden(self, tokens: torch.Tensor, video_pos: torch.Tensor, frames: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``[B, S, d]`` with video tokens spliced at ``video_pos``."""
+    def hidden(self, tokens: torch.Tensor, video_pos: torch.Tensor, frames: np.ndarray, mask: torch.Tensor,
+               resid_after: int = 0):
+        """Final hidden states ``[B, S, d]`` with video tokens spliced at ``video_pos``; with
+        ``resid_after`` = L > 0 also the residual stream after L blocks ``[B, S, d]`` (a pair)."""
         emb = self.llama.model.embed_tokens(tokens)
         emb = emb.clone()
         self.last_video = self.video_embeds(frames)
         emb[:, video_pos] = self.last_video.to(emb.dtype)
-        out = self.llama.model(inputs_embeds=emb, attention_mask=mask)
-        return out.last_hidden_state
+        out = self.llama.model(inputs_embeds=emb, attention_mask=mask, output_hidden_states=resid_after > 0)
+        if resid_after <= 0:
+            return out.last_hidden_state
+        return out.last_hidden_state, out.hidden_states[resid_after]
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> TinyVideoLLM:
@@ -237,6 +243,7 @@ class Item:
     letter_pos: int
     option_ids: List[int]
     answer_id: int
+    video_targets: List[Tuple[int, List[int]]] = ()  # (video position, direction word ids): --video-targets
 
 
 class Batcher:
@@ -260,6 +267,7 @@ class Batcher:
         ans_id = tp.option_token_ids[letter]
         frames = s.frames()
         targets: List[Tuple[int, object]] = []
+        vt: List[Tuple[int, List[int]]] = []
         if aux:
             # replace the final "Best option:(" by "Answer: <text> Best option:(" and append the letter
             tail = self.tok(self.template.answer_prefix, add_special_tokens=False)["input_ids"]
@@ -281,23 +289,23 @@ class Batcher:
                 for j, t in enumerate(words):
                     targets.append((letter_pos - len(words) + j, t))
             if self.cfg.video_targets and train and mode != "knockout" and s.task == "moving_direction":
-                targets += self.direction_targets(s, frames, tp.layout)
+                vt = self.direction_targets(s, frames, tp.layout)
             if self.cfg.option_flags and train and not uniform:
                 yes, no = self.yes_no
                 for L in tp.layout.letters:
                     targets.append((tp.layout.spans[f"option:{L}"].stop - 1, yes if L == letter else no))
             if uniform:
                 targets.append((letter_pos, opt_ids))
-                return Item(ids, targets, mode, tp.layout, frames, s.task, letter_pos, opt_ids, ans_id)
+                return Item(ids, targets, mode, tp.layout, frames, s.task, letter_pos, opt_ids, ans_id, vt)
             targets.append((letter_pos, ans_id))
         if self.cfg.echo_option and train:
             echo = self.tok(f") {s.answer}", add_special_tokens=False)["input_ids"]
             ids = ids + [ans_id] + echo
             for k, t in enumerate(echo):
                 targets.append((letter_pos + 1 + k, t))
-        return Item(ids, targets, mode, tp.layout, frames, s.task, letter_pos, opt_ids, ans_id)
+        return Item(ids, targets, mode, tp.layout, frames, s.task, letter_pos, opt_ids, ans_id, vt)
 
-    def direction_targets(self, s: synthetic.SyntheticSample, frames: np.ndarray, layout) -> List[Tuple[int, object]]:
+    def direction_targets(self, s: synthetic.SyntheticSample, frames: np.ndarray, layout) -> List[Tuple[int, List[int]]]:
         """``(position, [vertical word id, horizontal word id])`` for the video token holding the
         moving object in every frame after the first (``--video-targets``); ``frames`` is
         ``s.frames()``, uint8 ``[T, H, W, 3]``."""
@@ -419,8 +427,10 @@ def alignment_loss(model: "TinyVideoLLM", batcher: "Batcher", frames: np.ndarray
 
 def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> torch.Tensor:
     tokens, vpos, frames, mask = batcher.collate(items)
-    hid = model.hidden(tokens, vpos, frames, mask)
     cfg = batcher.cfg
+    layer = cfg.video_targets_layer if 0 < cfg.video_targets_layer < cfg.n_layers else 0
+    hid = model.hidden(tokens, vpos, frames, mask, resid_after=layer)
+    hid, mid = hid if layer else (hid, hid)
     penalty = torch.zeros(())
     if cfg.video_norm_max > 0:
         norms = model.last_video.norm(dim=-1)
@@ -443,6 +453,12 @@ def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> 
     loss = -logp[hard_t >= 0].gather(1, hard_t[hard_t >= 0][:, None]).sum()
     for r, ids in zip(soft_rows, soft_sets):
         loss = loss - logp[r, ids].mean()
+    vt = [(i, pos, ids) for i, it in enumerate(items) for pos, ids in it.video_targets]
+    if vt:  # the moving object's direction words, through the logit lens at the chosen layer
+        at = mid[torch.tensor([i for i, _, _ in vt]), torch.tensor([p for _, p, _ in vt])]
+        lp = model.llama.lm_head(model.llama.model.norm(at) if layer else at).float().log_softmax(-1)
+        loss = loss - lp.gather(1, torch.tensor([ids for _, _, ids in vt])).mean(-1).sum()
+        n += len(vt)
     if cfg.align_weight > 0:
         penalty = penalty + cfg.align_weight * alignment_loss(model, batcher, frames)
     return loss / n + penalty
@@ -888,6 +904,8 @@ def main(argv=None) -> int:
                    help="curriculum: a task is sampled from STEP on (others from step 0)")
     p.add_argument("--video-targets", action="store_true",
                    help="moving_direction: the object's video token in frames >= 1 predicts the direction words")
+    p.add_argument("--video-targets-layer", type=int, default=0, metavar="L",
+                   help="read the --video-targets through the logit lens after L blocks (0: the final layer)")
     p.add_argument("--inplace-answer", action="store_true", help="mc samples also predict the answer words just before '('")
     p.add_argument("--proj-out-std", type=float, default=TrainConfig.proj_out_std)
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (used by the first phases)")
@@ -919,12 +937,18 @@ def main(argv=None) -> int:
         return 0
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
-                      proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, video_targets=a.video_targets, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
+                      proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, video_targets=a.video_targets, video_targets_layer=a.video_targets_layer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
                       init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
+    if not 0 <= cfg.video_targets_layer <= cfg.n_layers:
+        p.error(f"argument --video-targets-layer: expected a block count in 0..{cfg.n_layers}, "
+                f"got {cfg.video_targets_layer}")
     if a.tasks:
         cfg = replace(cfg, task_weights=tuple((t, 1.0) for t in a.tasks))
     if a.task_weights:
         named = dict(a.task_weights)
+        outside = sorted(set(named) - {t for t, _ in cfg.task_weights})
+        if outside:
+            p.error(f"argument --task-weights: {', '.join(outside)} not among --tasks {' '.join(a.tasks)}")
         cfg = replace(cfg, task_weights=tuple((t, named.get(t, w)) for t, w in cfg.task_weights))
     if a.bench:
         cfg = replace(cfg, max_steps=a.bench, eval_every=10**9, minutes=1e9, eval_per_task=2)
