@@ -181,3 +181,14 @@ def test_a_weight_for_a_task_left_out_by_tasks_and_a_layer_past_the_model_are_re
         T.main(["--out", str(tmp_path / "b"), "--video-targets-layer", "7"])
     assert "--video-targets-layer: expected a block count in 0..6, got 7" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_no_knockout_tasks_run_their_knockout_draws_in_last_mode():
+    cfg = T.TrainConfig(mode_probs=(0.2, 0.2, 0.6), knockout_from=0, no_knockout=("moving_direction",))
+    draw = lambda task, aux=False: [T.sample_mode(cfg, np.random.default_rng(k), 10, task, aux) for k in range(200)]
+    plain, kept = draw("scene_transition"), draw("moving_direction")
+    assert plain.count("knockout") > 80
+    assert [m if m != "knockout" else "last" for m in plain] == kept  # same draws, knockout -> last
+    assert "knockout" not in draw("scene_transition", aux=True)
+    assert set(T.sample_mode(replace(cfg, full_until=50), np.random.default_rng(0), 10, "color_change", False)
+               for _ in range(5)) == {"full"}

@@ -116,6 +116,7 @@ class TrainConfig:
     p_aux_start: float = 0.9  # share before aux_until; falls linearly to p_aux over the next aux_until steps
     aux_until: int = 500
     mode_probs: Tuple[float, float, float] = (0.5, 0.3, 0.2)  # last, full, knockout (mc samples)
+    no_knockout: Tuple[str, ...] = ()  # tasks never trained under mode 'knockout' (those samples run in 'last')
     knockout_from: int = 700  # knockout samples ramp in linearly over [knockout_from, 2 * knockout_from]
     stop_at: int = 0  # >0: stop after this step (the schedule still spans max_steps)
     text_batch: int = 0  # extra text-only letter-matching sequences per step (no video, no system prompt)
@@ -547,6 +548,21 @@ def _eval_set(cfg: TrainConfig) -> Dict[str, List[synthetic.SyntheticSample]]:
 
 
 @torch.enable_grad()
+def sample_mode(cfg: TrainConfig, rng: np.random.Generator, step: int, task: str, aux: bool) -> str:
+    """The attention mode of one training sample (``MODES``): drawn from ``mode_probs`` with the
+    knockout share ramping in over ``[knockout_from, 2 * knockout_from]``; plain ``full`` before
+    ``full_until``; open-ended (aux) samples never run under knockout (``full`` instead), nor do the
+    tasks in ``no_knockout`` (``last`` instead: no uniform-letter target for them)."""
+    probs = np.array(cfg.mode_probs, float)
+    probs[2] *= min(1.0, max(0.0, (step - cfg.knockout_from) / max(1, cfg.knockout_from)))
+    mode = MODES[rng.choice(3, p=probs / probs.sum())] if step >= cfg.full_until else "full"
+    if aux and mode == "knockout":
+        mode = "full"
+    if mode == "knockout" and task in cfg.no_knockout:
+        mode = "last"
+    return mode
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     """Train, evaluating and checkpointing every ``eval_every`` steps; returns the last evaluation."""
     torch.set_num_threads(cfg.threads)
@@ -603,11 +619,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
             s = synthetic.sample_task(task, rng)
             ramp = min(1.0, max(0.0, (step - cfg.aux_until) / max(1, cfg.aux_until)))
             aux = rng.random() < cfg.p_aux_start + (cfg.p_aux - cfg.p_aux_start) * ramp
-            probs = np.array(cfg.mode_probs, float)
-            probs[2] *= min(1.0, max(0.0, (step - cfg.knockout_from) / max(1, cfg.knockout_from)))
-            mode = MODES[rng.choice(3, p=probs / probs.sum())] if step >= cfg.full_until else "full"
-            if aux and mode == "knockout":
-                mode = "full"
+            mode = sample_mode(cfg, rng, step, task, aux)
             items.append(batcher.item(s, mode, aux))
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -911,6 +923,8 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (used by the first phases)")
     p.add_argument("--no-bf16", action="store_true", help="fp32 (the default)")
     p.add_argument("--init-from", default="", help="state.pt of an earlier phase to start from")
+    p.add_argument("--no-knockout", nargs="*", default=[], choices=list(synthetic.TASKS), metavar="TASK",
+                   help="tasks whose knockout-mode samples run in mode 'last' instead (no uniform-letter target)")
     p.add_argument("--knockout-from", type=int, default=TrainConfig.knockout_from)
     p.add_argument("--no-echo", action="store_true")
     p.add_argument("--text-batch", type=int, default=TrainConfig.text_batch)
@@ -938,7 +952,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
                       proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, video_targets=a.video_targets, video_targets_layer=a.video_targets_layer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
-                      init_from=a.init_from, knockout_from=a.knockout_from, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
+                      init_from=a.init_from, knockout_from=a.knockout_from, no_knockout=tuple(a.no_knockout), echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if not 0 <= cfg.video_targets_layer <= cfg.n_layers:
         p.error(f"argument --video-targets-layer: expected a block count in 0..{cfg.n_layers}, "
                 f"got {cfg.video_targets_layer}")
