@@ -116,6 +116,7 @@ class TrainConfig:
     p_aux_start: float = 0.9  # share before aux_until; falls linearly to p_aux over the next aux_until steps
     aux_until: int = 500
     mode_probs: Tuple[float, float, float] = (0.5, 0.3, 0.2)  # last, full, knockout (mc samples)
+    letter_weight: float = 1.0  # weight of the option-letter target against each intermediate target
     no_knockout: Tuple[str, ...] = ()  # tasks never trained under mode 'knockout' (those samples run in 'last')
     knockout_from: int = 700  # knockout samples ramp in linearly over [knockout_from, 2 * knockout_from]
     stop_at: int = 0  # >0: stop after this step (the schedule still spans max_steps)
@@ -436,9 +437,10 @@ def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> 
     if cfg.video_norm_max > 0:
         norms = model.last_video.norm(dim=-1)
         penalty = cfg.video_norm_weight * F.relu(norms - cfg.video_norm_max).pow(2).mean()
-    rows, cols, hard, soft_rows, soft_sets = [], [], [], [], []
+    rows, cols, hard, soft_rows, soft_sets, weight = [], [], [], [], [], []
     for i, it in enumerate(items):
         for pos, tgt in it.targets:
+            weight.append(cfg.letter_weight if pos == it.letter_pos else 1.0)
             if isinstance(tgt, list):
                 soft_rows.append(len(rows))
                 soft_sets.append(tgt)
@@ -450,10 +452,11 @@ def batch_loss(model: TinyVideoLLM, batcher: Batcher, items: Sequence[Item]) -> 
     logits = model.llama.lm_head(hid[torch.tensor(rows), torch.tensor(cols)])
     logp = logits.float().log_softmax(-1)
     hard_t = torch.tensor(hard)
-    n = len(rows)
-    loss = -logp[hard_t >= 0].gather(1, hard_t[hard_t >= 0][:, None]).sum()
+    weight_t = torch.tensor(weight)
+    n = float(weight_t.sum())
+    loss = -(weight_t[hard_t >= 0] * logp[hard_t >= 0].gather(1, hard_t[hard_t >= 0][:, None])[:, 0]).sum()
     for r, ids in zip(soft_rows, soft_sets):
-        loss = loss - logp[r, ids].mean()
+        loss = loss - weight[r] * logp[r, ids].mean()
     vt = [(i, pos, ids) for i, it in enumerate(items) for pos, ids in it.video_targets]
     if vt:  # the moving object's direction words, through the logit lens at the chosen layer
         at = mid[torch.tensor([i for i, _, _ in vt]), torch.tensor([p for _, p, _ in vt])]
@@ -794,13 +797,20 @@ option line predicts `Yes` (the right option) or `No`, and the positions just be
 predict the words of the answer. The logit lens shows both.
 
 ## Training recipe
-`{recipe}` (CPU, seed 0, fp32). Stage 1 (alignment, as LLaVA's stage 1): tower and projector alone
-regress every video token to the word embedding of the colour its region shows (the padding
-embedding for black). Stage 2: tower and projector frozen; the language model trains on
-multiple-choice samples with the letter loss plus the two intermediate targets above, each sample
-under one attention mode: `last` (text reads only the last frame), `full` (plain causal), or
-`knockout` (cross-frame edges blocked; temporal tasks then target a uniform distribution over
-the letters, static ones the right letter).
+`{recipe}` (CPU, seed 0, fp32; the phases are listed in `videolens.train_tiny.RECIPE`, each
+starting from the previous one's weights). Stage 1 (alignment, as LLaVA's stage 1): tower and
+projector alone regress every video token to the word embedding of the colour its region shows
+(the padding embedding for black), plus a cyclic code of the region's row and column, so that
+video tokens carry colour and position in the language model's own space. Stage 2: tower and
+projector frozen; the language model trains on multiple-choice samples with the letter loss plus
+the two intermediate targets above, each sample under one attention mode: `last` (text reads only
+the last frame), `full` (plain causal), or `knockout` (cross-frame edges blocked; temporal tasks
+then target a uniform distribution over the letters, static ones the right letter). For moving
+direction, the object's video token in every frame after the first also predicts the direction
+words (`Up`/`Down`, `left`/`right`), read through the logit lens after block
+{train_cfg.get("video_targets_layer") or n_layers} (`--video-targets-layer`), and its knockout draws run in mode
+`last` instead (`--no-knockout`: with the uniform target the letter hedged at chance in every
+mode).
 Config: `{json.dumps(train_cfg)}`
 """
     (folder / "MODEL_CARD.md").write_text(text)
@@ -923,6 +933,7 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (used by the first phases)")
     p.add_argument("--no-bf16", action="store_true", help="fp32 (the default)")
     p.add_argument("--init-from", default="", help="state.pt of an earlier phase to start from")
+    p.add_argument("--letter-weight", type=float, default=1.0, help="weight of the option-letter target")
     p.add_argument("--no-knockout", nargs="*", default=[], choices=list(synthetic.TASKS), metavar="TASK",
                    help="tasks whose knockout-mode samples run in mode 'last' instead (no uniform-letter target)")
     p.add_argument("--knockout-from", type=int, default=TrainConfig.knockout_from)
@@ -952,7 +963,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
                       proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, video_targets=a.video_targets, video_targets_layer=a.video_targets_layer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
-                      init_from=a.init_from, knockout_from=a.knockout_from, no_knockout=tuple(a.no_knockout), echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
+                      init_from=a.init_from, knockout_from=a.knockout_from, no_knockout=tuple(a.no_knockout), letter_weight=a.letter_weight, echo_option=not a.no_echo, text_batch=a.text_batch, stop_at=a.stop_at, aux_until=a.aux_until, p_aux_start=a.p_aux_start)
     if not 0 <= cfg.video_targets_layer <= cfg.n_layers:
         p.error(f"argument --video-targets-layer: expected a block count in 0..{cfg.n_layers}, "
                 f"got {cfg.video_targets_layer}")
