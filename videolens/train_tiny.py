@@ -4,7 +4,7 @@ Run (CPU, not in CI)::
 
     python -m videolens.train_tiny --out runs/tiny --recipe        # every phase of RECIPE, in order
     python -m videolens.train_tiny --out runs/one --seed 0 ...      # a single phase (see --help)
-    python -m videolens.train_tiny --out runs/eval --evaluate runs/tiny/p8_motion_weighted/export
+    python -m videolens.train_tiny --out runs/eval --evaluate runs/tiny/p11_letter_weight/export
     # then copy <last phase>/export/ to videolens/assets/tiny-videollm/
 
 Each phase writes ``log.jsonl`` (loss and accuracy per task and attention mode every
@@ -48,28 +48,34 @@ Stages (what the bundled checkpoint ran, ``RECIPE``):
    steps, and each task added later reused it (colour change, scene transition and order of
    appearance at >= 90% within ~300 steps each, plain causal attention, 1600 steps in all).
 
-Status (issue 4, open; accuracies on the 32 evaluation clips per task this script logs, in the
-order moving direction / scene transition / order of appearance / colour change / static):
-- all five tasks from the start (aligned, frozen vision; intermediate targets): letters at chance
-  through step 2000.
-- p1: static colour 97% at step 500; by step 1600 colour change, scene transition 100%, order of
-  appearance 91%, static 100% (plain causal attention); moving direction (then 2 px per step from
-  any pixel) at chance through step 2800.
-- p2 at step 1600: plain causal 97 / 97 / 100 (scene / order / colour change), static 100; with
-  cross-frame edges blocked in every layer 47 / 44 / 22.
-- Moving direction, now one token region per step (p3 on). With colour-only alignment the video
-  tokens carry no position, and 400 steps of video-token direction targets stayed at chance. With
-  the position codes (p4) and all tasks mixed (p5 + targets): still chance at the video tokens after
-  500 steps. Moving direction alone (p6): the video tokens' direction (Up/Down, left/right read
-  through the unembedding) reached 100% / 97% per frame in 400 steps, but the letters of every task
-  collapsed to chance (lr 2e-3, one task).
-- p7 (every task again, from p6): by step 700 the letters re-formed (causal 75 / 81 / 91 / 100,
-  knockout 53 / 47 / 34 / 97; at step 400 the video tokens were still 100% on direction), moving
-  direction letter at chance. p8 (moving direction upweighted x4, from p7 step 400): letter still at
-  chance through step 800 (22-38%), the other tasks at 78-100%.
-  So the missing piece is the text reading the direction off the last frame's object token.
-- With mode probabilities (0.55, 0.1, 0.35) the knockout accuracy of the three temporal tasks
-  stays within 15 points of chance; with (0.5, 0.3, 0.2) it drifted back to 60-85%.
+Moving direction needs more (phases p4-p11): the alignment target also holds a cyclic code of the
+region's row and column (``--align-position``), the moving object's video token in every frame
+after the first predicts the direction words through the logit lens after block 3
+(``--video-targets --video-targets-layer 3``), its knockout draws run in mode ``last``
+(``--no-knockout``), and the letter target is weighted x5 (``--letter-weight``).
+
+Status (the bundled checkpoint is p11 at step 800; accuracies in the order moving direction /
+scene transition / order of appearance / colour change / static):
+- 100 fresh clips per task (``--evaluate``, seeds 5000+): plain causal 99 / 99 / 98 / 98 / 100;
+  cross-frame edges blocked in every layer 26 / 48 / 44 / 35 / 100 (chance 25 / 50 / 50 / 50 / 25);
+  every frame replaced by the first (last) frame 19 / 60 / 44 / 52 / 100 (19 / 50 / 44 / 50 / 100).
+  Cross-frame edges blocked in layers >= 4 change no task by more than 4 points; in layers >= 3,
+  scene transition falls to 84: the cross-frame pathway is in blocks 0-3 (the model card's layers).
+- What the runs showed, on the 32 evaluation clips per task this script logs:
+  - all five tasks from the start: letters at chance through step 2000; the static colour task
+    alone formed the letter circuit in ~500 steps and each task added later reused it (p1);
+  - colour-only alignment: the video tokens carry no position, and moving direction stayed at chance;
+  - moving direction alone with the video-token targets (p6): the direction formed at the video
+    tokens in 400 steps, but every task's letters collapsed; every task again (p7, p8): letters back,
+    moving direction's letter at chance, its direction readable at the last layer only (horizontal
+    from block 5);
+  - targets read after block 3 (p9): the direction readable from block 3, the words of the answer
+    right 100% at the prompt positions and the option flags 98%, the letter still near 1/4 with a
+    near-uniform distribution in every mode: the uniform knockout target was being hedged;
+  - without knockout draws for moving direction (p10): its letter 78-91% by step 1800; letter weight
+    x5 (p11): 97% at step 800.
+- With mode probabilities (0.55, 0.1, 0.35) the knockout accuracy of the temporal tasks stays near
+  chance; with (0.5, 0.3, 0.2) it drifted back to 60-85%.
 """
 
 from __future__ import annotations
@@ -830,10 +836,16 @@ Config: `{json.dumps(train_cfg)}`
 #     cross-frame step forms at the video tokens (100% per frame in 400 steps; with all tasks
 #     mixed it did not form in 500 steps).
 # p7, p8: every task again under the planting modes (the letters re-form), moving direction upweighted
-#     (p8 stopped at step 800 with the moving-direction letter still at chance: issue 4 is open).
+#     (p8 stopped at step 800 with the moving-direction letter still at chance).
+# p9: the direction targets read through the logit lens after block 3 (before: only at the last
+#     layer, where the horizontal direction formed in block 5, too late for text to read and match).
+# p10: moving direction's knockout draws run in mode 'last' (with the uniform-letter target its letter
+#     hedged near 1/4 in every mode although the option flags were right 98% of the time).
+# p11: the letter target weighted x5 against the intermediate targets (the bundled checkpoint: step 800).
 _STAGE2 = ("--seed", "0", "--init-from", "{prev}", "--freeze-vision", "--inplace-answer", "--option-flags",
            "--p-aux", "0", "--p-aux-start", "0", "--minutes", "150", "--eval-every", "100")
 _PLANT = ("--knockout-from", "50", "--mode-probs", "0.55", "0.1", "0.35", "--align-position", "0.5")
+_LENS = ("--video-targets", "--video-targets-layer", "3", "--task-weights", "moving_direction:4")
 RECIPE: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("p1_curriculum", ("--seed", "0", "--vision-pretrain", "800", "--freeze-vision", "--full-until", "2500",
                        "--inplace-answer", "--option-flags", "--p-aux", "0", "--p-aux-start", "0", "--proj-out-std", "0.02",
@@ -851,6 +863,11 @@ RECIPE: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("p7_all", _STAGE2 + _PLANT + ("--video-targets", "--max-steps", "2500", "--stop-at", "400", "--lr", "1e-3")),
     ("p8_motion_weighted", _STAGE2 + _PLANT + ("--video-targets", "--task-weights", "moving_direction:4",
                                                "--max-steps", "2500", "--stop-at", "800", "--lr", "1e-3")),
+    ("p9_lens_targets", _STAGE2 + _PLANT + _LENS + ("--max-steps", "3000", "--stop-at", "400", "--lr", "1e-3")),
+    ("p10_motion_letter", _STAGE2 + _PLANT + _LENS + ("--no-knockout", "moving_direction", "--max-steps", "3000",
+                                                      "--stop-at", "1800", "--lr", "1e-3")),
+    ("p11_letter_weight", _STAGE2 + _PLANT + _LENS + ("--no-knockout", "moving_direction", "--letter-weight", "5",
+                                                      "--max-steps", "1500", "--stop-at", "800", "--lr", "5e-4")),
 )
 
 
