@@ -25,7 +25,8 @@ import torch
 import videolens as vl
 from videolens import synthetic as S
 from videolens.knockout import knockout_hooks
-from videolens.inputs import stack_inputs
+from videolens.train_tiny import _answered_right as _correct
+from videolens.train_tiny import _batched_last_logits as _batched_logits  # checked below against model(inputs)
 
 ASSET = Path(vl.__file__).parent / "assets" / "tiny-videollm"
 N_PER_TASK = 100
@@ -42,20 +43,6 @@ def model():
 def _cross_frame_hooks(model, layout):
     """Cross-frame video->video edges blocked in every layer (the library's knockout hooks)."""
     return knockout_hooks(model, "video->video[cross_frame]", range(model.cfg.n_layers), layout=layout)
-
-
-def _batched_logits(model, inputs, fwd_hooks=()):
-    """Last-position logits ``[n, d_vocab]`` of several prepared inputs with one layout, in one
-    batched forward (``stack_inputs``; checked against ``model(inputs)`` in a test below)."""
-    return model.run_with_hooks(stack_inputs(inputs), fwd_hooks=list(fwd_hooks))[:, -1]
-
-
-def _correct(inputs, logits):
-    out = []
-    for inp, lg in zip(inputs, logits):
-        ids = [inp.option_token_ids[L] for L in inp.layout.letters]
-        out.append(inp.layout.letters[int(lg[ids].argmax())] == inp.sample.answer_letter)
-    return out
 
 
 @torch.no_grad()

@@ -673,12 +673,14 @@ def _batched_last_logits(model, inputs, fwd_hooks=()) -> torch.Tensor:
     return model.run_with_hooks(stack_inputs(inputs), fwd_hooks=list(fwd_hooks))[:, -1]
 
 
-def _n_correct(inputs, logits) -> int:
-    n = 0
+def _answered_right(inputs, logits) -> List[bool]:
+    """Per prepared input, whether the highest of its option letters' logits (``logits`` ``[n,
+    d_vocab]``, last position) is the right letter."""
+    out = []
     for inp, lg in zip(inputs, logits):
         ids = [inp.option_token_ids[L] for L in inp.layout.letters]
-        n += inp.layout.letters[int(lg[ids].argmax())] == inp.sample.answer_letter
-    return n
+        out.append(inp.layout.letters[int(lg[ids].argmax())] == inp.sample.answer_letter)
+    return out
 
 
 @torch.no_grad()
@@ -707,7 +709,7 @@ def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, n_per_lay
         totals: Dict[str, int] = {}
 
         def add(name, inputs, hooks=()):
-            counts[name] = counts.get(name, 0) + _n_correct(inputs, _batched_last_logits(model, inputs, hooks))
+            counts[name] = counts.get(name, 0) + sum(_answered_right(inputs, _batched_last_logits(model, inputs, hooks)))
             totals[name] = totals.get(name, 0) + len(inputs)
 
         for k in range(0, len(made), chunk):
@@ -917,8 +919,7 @@ def _task_weight(text: str) -> Tuple[str, float]:
     return _task_value(text, "W", "a weight >= 0", _non_negative(float))
 
 
-def main(argv=None) -> int:
-    """Command line: ``python -m videolens.train_tiny --out DIR --seed 0 [--minutes 60] [--max-steps N]``."""
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train the bundled tiny VideoLLM (CPU).")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seed", type=int, default=0)
@@ -966,17 +967,12 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", action="store_true", help="run every phase of RECIPE under --out (the bundled model)")
     p.add_argument("--evaluate", type=Path, default=None, help="evaluate a saved checkpoint folder, write --out/eval.json")
     p.add_argument("--n-eval", type=int, default=100)
-    a = p.parse_args(argv)
-    if a.recipe:
-        run_recipe(a.out, a.threads)
-        return 0
-    if a.evaluate is not None:
-        torch.set_num_threads(a.threads)
-        res = evaluate_checkpoint(a.evaluate, a.n_eval)
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "eval.json").write_text(json.dumps(res, indent=1))
-        print(json.dumps(res, indent=1))
-        return 0
+    return p
+
+
+def config_from_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` of parsed command-line arguments; a bad combination stops with
+    ``p.error`` (argparse's exit 2 and message)."""
     cfg = TrainConfig(seed=a.seed, minutes=a.minutes, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
                       eval_every=a.eval_every, threads=a.threads, p_aux=a.p_aux, mode_probs=tuple(a.mode_probs),
                       proj_out_std=a.proj_out_std, task_start=tuple(a.task_start), inplace_answer=a.inplace_answer, video_targets=a.video_targets, video_targets_layer=a.video_targets_layer, freeze_vision=a.freeze_vision, full_until=a.full_until, vision_pretrain=a.vision_pretrain, align_weight=a.align_weight, align_position=a.align_position, option_flags=a.option_flags, video_norm_max=a.video_norm_max, bf16=a.bf16 and not a.no_bf16,
@@ -992,6 +988,24 @@ def main(argv=None) -> int:
         if outside:
             p.error(f"argument --task-weights: {', '.join(outside)} not among --tasks {' '.join(a.tasks)}")
         cfg = replace(cfg, task_weights=tuple((t, named.get(t, w)) for t, w in cfg.task_weights))
+    return cfg
+
+
+def main(argv=None) -> int:
+    """Command line: ``python -m videolens.train_tiny --out DIR --seed 0 [--minutes 60] [--max-steps N]``."""
+    p = _parser()
+    a = p.parse_args(argv)
+    if a.recipe:
+        run_recipe(a.out, a.threads)
+        return 0
+    if a.evaluate is not None:
+        torch.set_num_threads(a.threads)
+        res = evaluate_checkpoint(a.evaluate, a.n_eval)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "eval.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return 0
+    cfg = config_from_args(p, a)
     if a.bench:
         cfg = replace(cfg, max_steps=a.bench, eval_every=10**9, minutes=1e9, eval_per_task=2)
         t = time.time()
