@@ -140,7 +140,8 @@ def test_a_short_run_exports_a_checkpoint_equal_to_the_training_model(tmp_path, 
     cfg = T.TrainConfig(max_steps=2, batch_size=2, eval_every=10**9, eval_per_task=1, vision_pretrain=2,
                         freeze_vision=True, inplace_answer=True, option_flags=True, n_layers=2, vision_layers=2,
                         threads=1)
-    T.train(cfg, tmp_path / "run")
+    with torch.no_grad():  # train() turns autograd on for itself: a caller's no_grad (a notebook) must not break it
+        T.train(cfg, tmp_path / "run")
     st = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
     model = T.build_model(cfg, len(tok))
     model.load_state_dict(st["model"])

@@ -564,7 +564,6 @@ def _eval_set(cfg: TrainConfig) -> Dict[str, List[synthetic.SyntheticSample]]:
     return {t: synthetic.make_samples(t, cfg.eval_per_task, seed=9000 + cfg.seed) for t in synthetic.TASKS}
 
 
-@torch.enable_grad()
 def sample_mode(cfg: TrainConfig, rng: np.random.Generator, step: int, task: str, aux: bool) -> str:
     """The attention mode of one training sample (``MODES``): drawn from ``mode_probs`` with the
     knockout share ramping in over ``[knockout_from, 2 * knockout_from]``; plain ``full`` before
@@ -580,6 +579,7 @@ def sample_mode(cfg: TrainConfig, rng: np.random.Generator, step: int, task: str
     return mode
 
 
+@torch.enable_grad()
 def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     """Train, evaluating and checkpointing every ``eval_every`` steps; returns the last evaluation."""
     torch.set_num_threads(cfg.threads)
