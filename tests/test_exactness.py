@@ -16,9 +16,30 @@ SAMPLE = dict(question="What did the person do first?", candidates=["Put down th
               answer="Took the towel.")
 
 
+def official_preresize(frames, clip_size):
+    """The official PllavaProcessor.resize_crop_longshort for one video, written with the
+    transformers functions it calls (image_transforms.get_resize_output_image_size and resize)."""
+    import numpy as np
+    from transformers.image_transforms import get_resize_output_image_size, resize
+
+    h, w = frames.shape[1:3]
+    rate = max(h, w) / min(h, w)
+    short = max(min(min(h, w), int(min(640, max(h, w)) / rate)), clip_size)
+    out_long = int(short * rate)
+    out = []
+    for f in frames:
+        size = get_resize_output_image_size(f, size=short, default_to_square=False, max_size=9999,
+                                            input_data_format="channels_last")
+        f = resize(f, size, resample=3, input_data_format="channels_last")
+        start = ((max(f.shape[:2]) - out_long) // 2) // 2
+        f = f[start:start + out_long] if h > w else f[:, start:start + out_long]
+        out.append(f)
+    return np.stack(out)
+
+
 def pllava_reference(ckpt, frames, tokens, placeholder):
-    """PLLaVA written independently from HF modules: CLIP -> hidden_states[-2][:, 1:] -> MLP ->
-    AdaptiveAvgPool3d -> LlamaForCausalLM(inputs_embeds)."""
+    """PLLaVA written independently from HF modules: the official pre-resize, CLIP preprocessing ->
+    CLIP hidden_states[-2][:, 1:] -> MLP -> AdaptiveAvgPool3d -> LlamaForCausalLM(inputs_embeds)."""
     from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -36,7 +57,7 @@ def pllava_reference(ckpt, frames, tokens, placeholder):
     W2, b2 = sd["multi_modal_projector.linear_2.weight"], sd["multi_modal_projector.linear_2.bias"]
     size = cfg["vision_config"]["image_size"]
     proc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    pix = proc(list(frames), return_tensors="pt")["pixel_values"]
+    pix = proc(list(official_preresize(frames, size)), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         feats = tower(pixel_values=pix, output_hidden_states=True).hidden_states[-2][:, 1:]
         x = torch.nn.functional.linear(torch.nn.functional.gelu(torch.nn.functional.linear(feats, W1, b1)), W2, b2)

@@ -49,9 +49,12 @@ def statuses(path):
     return {r["sample_id"]: r["status"] for r in rows if r.get("_done")}
 
 
+LETTER_RULE = ("--samples", "correct_option")  # the random model's full-vocabulary argmax is never a letter
+
+
 def test_flow_end_to_end_and_resume(model_dir, dataset, tmp_path, capsys):
     out = tmp_path / "run"
-    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3") == 0
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3", *LETTER_RULE) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "missing.mp4" in err
     st = statuses(out / "records.jsonl")
@@ -64,7 +67,7 @@ def test_flow_end_to_end_and_resume(model_dir, dataset, tmp_path, capsys):
     n_pairs = len(TARGETS["cross-frame"].pairs) + len(TARGETS["vql-to-ql"].pairs)
     assert len(recs) == len(ok) * n_pairs * 6
     assert {r["sample_id"] for r in recs} == set(ok)
-    assert all(r["base_letter"] == r["true_letter"] for r in recs)  # --samples correct (default)
+    assert all(r["base_letter"] == r["true_letter"] for r in recs)  # --samples correct_option
     for t in ("cross-frame", "vql-to-ql"):
         png = out / f"flow_{t}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -74,7 +77,7 @@ def test_flow_end_to_end_and_resume(model_dir, dataset, tmp_path, capsys):
 
     # rerun: nothing recomputed, same records
     before = (out / "records.jsonl").read_text()
-    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3") == 0
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3", *LETTER_RULE) == 0
     assert (out / "records.jsonl").read_text() == before
 
     # a run killed mid-sample: the last finished sample's marker and a partial line are gone
@@ -83,12 +86,35 @@ def test_flow_end_to_end_and_resume(model_dir, dataset, tmp_path, capsys):
     cut = "".join(lines[:last_done - 2]) + lines[last_done - 2][:15]
     (out / "records.jsonl").write_text(cut)
     assert len(read_records(out / "records.jsonl")) == len(recs) - n_pairs * 6
-    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3") == 0
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3", *LETTER_RULE) == 0
     again = read_records(out / "records.jsonl")
     key = lambda r: (r["sample_id"], r["pair"], r["layer"])  # noqa: E731
     assert sorted(map(key, again)) == sorted(map(key, recs))
     by = {key(r): r for r in recs}
     assert all(abs(r["ko_prob"] - by[key(r)]["ko_prob"]) < 1e-6 for r in again)
+
+
+def test_flow_default_is_the_official_correct_rule(model_dir, dataset, tmp_path):
+    """Default --samples correct: the baseline's full-vocabulary argmax must be the true letter,
+    which the random model never predicts, so every readable sample is skipped."""
+    out = tmp_path / "official"
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "--window", "3", "--limit", "3") == 0
+    assert sorted(statuses(out / "records.jsonl").values()) == ["baseline_incorrect", "baseline_incorrect",
+                                                                 "missing_video"]
+
+
+def test_flow_compare_model_draws_both(model_dir, dataset, tmp_path):
+    from tiny import make_tiny_pllava
+
+    base = make_tiny_pllava(tmp_path / "base-image", seed=5, n_layers=6)
+    out = tmp_path / "cmp"
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "--window", "3", "--samples", "all", "--limit", "2",
+                "--compare-model", str(base)) == 0
+    main_recs, cmp_recs = read_records(out / "records.jsonl"), read_records(out / "compare" / "records.jsonl")
+    assert len(main_recs) == len(cmp_recs) == 6
+    assert [r["ko_prob"] for r in main_recs] != [r["ko_prob"] for r in cmp_recs]  # two models, two runs
+    assert (out / "flow_cross-frame_compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "compare" / "summary.csv").exists()
 
 
 def test_flow_all_samples_and_limit(model_dir, dataset, tmp_path):

@@ -89,9 +89,27 @@ def test_frames_before_after_groups(inputs):
     assert torch.equal(m[rows], cf[rows]) and m.sum() == cf[rows].sum()
 
 
-def test_last_to_last_blocks_nothing(inputs):
-    """Self-edges are never blocked, so last->last is empty when 'last' is one position."""
-    assert knockout_mask(inputs.layout, "last->last").sum() == 0
+def test_last_to_last_blocks_the_diagonal(inputs, tiny_pllava):
+    """The official code blocks the last token's edge to itself; "keep" (videolens' earlier rule)
+    never blocks a self edge, so last->last is then empty."""
+    S = inputs.seq_len
+    m = knockout_mask(inputs.layout, "last->last")
+    assert m.sum() == 1 and bool(m[S - 1, S - 1])
+    assert knockout_mask(inputs.layout, "last->last", self_edges="keep").sum() == 0
+    vv = knockout_mask(inputs.layout, "video->video")
+    pos = inputs.layout.video_positions
+    assert bool(vv[pos, pos].all())  # video->video: every video token's own edge too
+    assert not knockout_mask(inputs.layout, "video->video", self_edges="keep")[pos, pos].any()
+    with pytest.raises(ValueError, match="self_edges"):
+        knockout_mask(inputs.layout, "last->last", self_edges="never")
+    # the blocked diagonal changes the answer distribution; both engines agree on it
+    from videolens.knockout import knockout_logits
+
+    fast = knockout_logits(tiny_pllava, inputs, "last->last", layers=[0, 1], method="fast")
+    full = knockout_logits(tiny_pllava, inputs, "last->last", layers=[0, 1], method="full")
+    clean = tiny_pllava(inputs)[0, -1]
+    assert torch.allclose(fast, full, atol=1e-5, rtol=0)
+    assert not torch.allclose(fast, clean, atol=1e-5, rtol=0)
 
 
 def test_hook_sets_exactly_the_mask_to_minus_inf():
@@ -120,9 +138,8 @@ def test_knockout_hooks_errors(tiny_pllava, inputs):
     with pytest.raises(EmptyRowError):
         knockout_hooks(tiny_pllava, emptying, layers=[0])
     diag = torch.zeros(S, S, dtype=torch.bool)
-    diag[5, 5] = True
-    with pytest.raises(ValueError, match="itself"):
-        knockout_hooks(tiny_pllava, diag, layers=[0])
+    diag[5, 5] = True  # a self edge may be blocked (official) as long as the row keeps a key
+    assert knockout_hooks(tiny_pllava, diag, layers=[0])[0][1].n_edges == 1
     with pytest.raises(ValueError, match="layout"):
         knockout_hooks(tiny_pllava, "video->last", layers=[0])
     with pytest.raises(ValueError, match="out of range"):

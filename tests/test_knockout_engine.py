@@ -72,17 +72,25 @@ def test_records(model8, inputs8):
         (p, l) for p in ["video->question", "video->last", "question->last", "last->last"] for l in (0, 7)]
     probs = model8.option_probs(inputs8)
     base = max(probs, key=probs.get)
+    full = model8(inputs8)[0, -1].softmax(-1)
+    argmax_t = int(full.argmax())
     for r in recs:
         assert r["target"] == "vql-to-ql" and r["window"] == 5
         assert r["layers"] == ([0, 1, 2] if r["layer"] == 0 else [5, 6, 7])
+        # the official metric: the baseline's full-vocabulary argmax token
+        assert r["base_answer_t"] == argmax_t and abs(r["base_prob"] - float(full[argmax_t])) < 1e-5
         assert r["base_letter"] == base and r["true_letter"] == "B"
-        assert abs(r["base_prob"] - probs[base]) < 1e-5 and abs(r["base_true_prob"] - probs["B"]) < 1e-5
+        assert abs(r["letter_base_prob"] - probs[base]) < 1e-5 and abs(r["base_true_prob"] - probs["B"]) < 1e-5
         assert math.isclose(r["rel_change"], (r["ko_prob"] - r["base_prob"]) / r["base_prob"] * 100, rel_tol=1e-9)
+        assert math.isclose(r["letter_rel_change"], (r["letter_ko_prob"] - r["letter_base_prob"])
+                            / r["letter_base_prob"] * 100, rel_tol=1e-9)
         assert math.isclose(r["rel_change_true"], (r["ko_true_prob"] - r["base_true_prob"]) / r["base_true_prob"] * 100,
                             rel_tol=1e-9)
         assert r["ko_letter"] == max(r["ko_probs"], key=r["ko_probs"].get)
     last = [r for r in recs if r["pair"] == "last->last"]
-    assert all(r["n_blocked"] == 0 and r["rel_change"] == 0.0 for r in last)
+    assert all(r["n_blocked"] == 1 and r["rel_change"] != 0.0 for r in last)  # the diagonal is blocked
+    kept = sweep(model8, inputs8, "vql-to-ql", window=5, layers=[0], self_edges="keep")
+    assert [r["n_blocked"] for r in kept if r["pair"] == "last->last"] == [0]
 
 
 def test_correct_samples_only(model8, clip_path):
@@ -91,9 +99,12 @@ def test_correct_samples_only(model8, clip_path):
         inputs = model8.prepare(vl.VideoQA(video=str(clip_path), question=SAMPLE["question"],
                                            candidates=SAMPLE["candidates"], answer=answer))
         probs = probs or model8.option_probs(inputs)
-        right = inputs.layout.true_letter == max(probs, key=probs.get)
-        recs = sweep(model8, inputs, "cross-frame", window=3, samples="correct")
-        assert (len(recs) == model8.cfg.n_layers) if right else (recs == [])
+        right_letter = inputs.layout.true_letter == max(probs, key=probs.get)
+        # the official rule: the full-vocabulary argmax token is the true letter's token
+        right = int(model8(inputs)[0, -1].argmax()) == inputs.option_token_ids[inputs.layout.true_letter]
+        for mode, keep in (("correct", right), ("wrong", not right), ("correct_option", right_letter)):
+            recs = sweep(model8, inputs, "cross-frame", window=3, samples=mode)
+            assert (len(recs) == model8.cfg.n_layers) if keep else (recs == [])
 
 
 def test_sweep_argument_errors(model8, inputs8):

@@ -54,7 +54,7 @@ def brute_kept(layout, plan):
             1
             for q in range(S)
             for k in range(q + 1)
-            if k == q or not any(rules[t](k, q) for t in types)
+            if (k == q and plan.self_edges == "keep") or not any(rules[t](k, q) for t in types)
         )
         kept.append(n)
     return kept
@@ -67,12 +67,13 @@ LAYOUTS = [
 ]
 
 
+@pytest.mark.parametrize("self_edges", ["block", "keep"])
 @pytest.mark.parametrize("lay", LAYOUTS)
 @pytest.mark.parametrize("name", ["llava-next-7b-video-ft", "videollama3-7b"])
 @pytest.mark.parametrize("depth", [3, 8])
-def test_kept_counts_match_brute_force(lay, name, depth):
+def test_kept_counts_match_brute_force(lay, name, depth, self_edges):
     layout = synthetic_layout(**lay)
-    plan = load_spec(name).plan(depth)
+    plan = load_spec(name).plan(depth, self_edges=self_edges)
     counts = count_edges(layout, plan)
     S = layout.seq_len
     assert counts.full == tuple([S * (S + 1) // 2] * depth)

@@ -68,8 +68,8 @@ def test_keep_everything_is_the_plain_forward(deep_model, inputs8):
         masker = PathwayMasker(inputs8.layout, plan)
         assert masker.fwd_hooks() == []  # nothing to block: nothing hooked
         assert torch.equal(deep_model.run_with_hooks(inputs8, fwd_hooks=masker.fwd_hooks()), plain)
-        # hooks that run but block nothing (last->last is only the self edge, never blocked)
-        plan = keep_all(8, always_blocked={"last_to_last": "all"}).plan(8)
+        # hooks that run but block nothing (last->last is only the self edge, kept under "keep")
+        plan = keep_all(8, always_blocked={"last_to_last": "all"}).plan(8, self_edges="keep")
         masker = PathwayMasker(inputs8.layout, plan)
         hooked = deep_model.run_with_hooks(inputs8, fwd_hooks=masker.fwd_hooks())
         assert masker.calls == 8 and masker.builds == 1
@@ -134,7 +134,14 @@ def test_evaluate_sample_records(deep_model, inputs8):
     assert by["full"]["edges_full"] == by["full"]["edges_kept"] == 8 * S * (S + 1) // 2
     assert by["pathways"]["kept_per_layer"] == list(counts.kept)
     assert by["pathways"]["edges_kept"] == counts.total_kept
-    assert by["random"]["kept_per_layer"] == list(counts.kept)  # same number blocked per layer
+    # the official random control: int(ratio x S(S+1)/2) edges in every layer (ratio 0.58 for the 7B),
+    # at most the eligible ones (rows and columns from the video start, diagonal included)
+    n = S - inputs8.layout.video.start
+    n_block = min(int(S * (S + 1) // 2 * 0.58), n * (n + 1) // 2)
+    assert by["random"]["kept_per_layer"] == [S * (S + 1) // 2 - n_block] * 8
+    layer = evaluate_sample(deep_model, inputs8, spec, random_control=True, match="layer")[2]
+    assert layer["kept_per_layer"] == list(counts.kept)  # the matched control: same number per layer
+    assert by["full"]["rel_change"] == 0.0 and by["pathways"]["base_argmax_t"] == by["full"]["argmax_t"]
     for r in recs:
         assert r["correct"] == (r["answer"] == r["truth"])
         assert set(r["probs"]) == {"A", "B", "C", "D"}

@@ -26,7 +26,8 @@ def test_vicuna_prompt_exact():
     s = built.spans
     assert built.text[slice(*s["option:B"])] == "(B) Took the towel."
     assert built.text[slice(*s["question_text"])] == Q
-    assert built.text[slice(*s["non_option_question"])] == f"Question: {Q}\nOptions:"
+    assert built.text[slice(*s["non_option_question"])] == Q  # the official question_without_options
+    assert built.text[slice(*s["question_header"])] == f"Question: {Q}\nOptions:"  # videolens' earlier group
 
 
 def test_phi3_prompt_shape():

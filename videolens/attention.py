@@ -57,9 +57,9 @@ class ScoreMaskHook:
     to SDPA, so both paths block the same edges.
     """
 
-    #: True when the mask never blocks a query's edge to itself, so no row can end up empty
-    #: (lets the fast path skip a check); False for arbitrary masks.
-    keeps_self_edges: bool = False
+    #: True when the mask was checked to leave every row some key (lets the fast path skip a
+    #: check); False for arbitrary masks.
+    no_empty_rows: bool = False
 
     def blocked(self, q_offset: int, n_query: int, n_key: int, n_heads: int,
                 device: torch.device) -> Bool[torch.Tensor, "h_or_1 query key"]:
@@ -153,7 +153,7 @@ def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry
         for m in masks:
             allowed = allowed & ~m.blocked(offset, Q, K, H, q.device)
         z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed[None], scale=scale, enable_gqa=gqa)
-        if not all(m.keeps_self_edges for m in masks) and not bool(allowed.any(-1).all()):
+        if not all(m.no_empty_rows for m in masks) and not bool(allowed.any(-1).all()):
             z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing
     z = attn.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
     w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)").contiguous()

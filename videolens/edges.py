@@ -7,8 +7,11 @@ key group and a query group of the TokenLayout (``video``, ``frame:3``, ``questi
 key frame < query frame, the paper's cross-frame target; ``same_frame``). Relations are a registry.
 
 Masks are ``bool [S, S]`` indexed ``[query, key]``, True where an edge is blocked; only causal
-edges (key <= query) are ever set, and a query's edge to itself is never blocked (REFERENCE
-section 2: a fully blocked row would give NaN).
+edges (key <= query) are ever set. Self edges (a query's edge to itself, the diagonal) follow
+``self_edges``: ``"block"`` (default, the official code: a pair whose key and query groups share a
+position blocks that position's edge to itself, so ``last->last`` blocks the last token's diagonal;
+REFERENCE section 11) or ``"keep"`` (never block a self edge: videolens' earlier rule, a difference
+from the paper). A mask that leaves a row with no key at all raises ``EmptyRowError`` before running.
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ from jaxtyping import Bool, Int
 
 from .layout import GROUP_RESOLVERS, TokenLayout, register_group
 
-__all__ = ["EdgePair", "RELATIONS", "pair_mask", "blocked_mask", "check_rows", "EmptyRowError", "parse_pair"]
+__all__ = [
+    "EdgePair", "RELATIONS", "SELF_EDGES", "pair_mask", "blocked_mask", "check_rows", "EmptyRowError", "parse_pair",
+]
+
+SELF_EDGES = ("block", "keep")
+"""Self-edge policies: ``"block"`` (the official code, default) or ``"keep"`` (never block a self edge)."""
+
+
+def check_self_edges(self_edges: str) -> str:
+    """Raises ValueError unless ``self_edges`` is one of ``SELF_EDGES``."""
+    if self_edges not in SELF_EDGES:
+        raise ValueError(f"self_edges must be one of {SELF_EDGES}, got {self_edges!r}")
+    return self_edges
 
 
 class EmptyRowError(ValueError):
@@ -85,8 +100,16 @@ def parse_pair(text: str) -> EdgePair:
     return EdgePair(key, query, rel)
 
 
-def pair_mask(layout: TokenLayout, pair: EdgePair, out: torch.Tensor | None = None) -> Bool[torch.Tensor, "S S"]:
-    """Mark (OR into ``out``) the causal, off-diagonal edges of one pair. Returns the mask."""
+def pair_mask(
+    layout: TokenLayout, pair: EdgePair, out: torch.Tensor | None = None, self_edges: str = "block"
+) -> Bool[torch.Tensor, "S S"]:
+    """Mark (OR into ``out``) the causal edges of one pair (the diagonal per ``self_edges``,
+    module doc). Returns the mask ``bool [S, S]`` [query, key].
+
+    Raises:
+        KeyError: unknown relation or token group. ValueError: unknown ``self_edges``.
+    """
+    check_self_edges(self_edges)
     S = layout.seq_len
     if out is None:
         out = torch.zeros(S, S, dtype=torch.bool)
@@ -96,23 +119,24 @@ def pair_mask(layout: TokenLayout, pair: EdgePair, out: torch.Tensor | None = No
     k = layout.positions(pair.key)
     if len(q) == 0 or len(k) == 0:
         return out
-    block = RELATIONS[pair.relation](layout, q, k) & (k[None, :] < q[:, None])  # causal, never self
+    causal = (k[None, :] <= q[:, None]) if self_edges == "block" else (k[None, :] < q[:, None])
+    block = RELATIONS[pair.relation](layout, q, k) & causal
     out[q[:, None], k[None, :]] |= block
     return out
 
 
-def blocked_mask(layout: TokenLayout, pairs: Iterable[EdgePair]) -> Bool[torch.Tensor, "S S"]:
-    """Union of the edges of ``pairs``: ``bool [S, S]`` indexed [query, key], True = blocked."""
+def blocked_mask(layout: TokenLayout, pairs: Iterable[EdgePair], self_edges: str = "block") -> Bool[torch.Tensor, "S S"]:
+    """Union of the edges of ``pairs``: ``bool [S, S]`` indexed [query, key], True = blocked
+    (self edges per ``self_edges``, module doc)."""
     out = torch.zeros(layout.seq_len, layout.seq_len, dtype=torch.bool)
     for p in pairs:
-        pair_mask(layout, p, out)
+        pair_mask(layout, p, out, self_edges)
     return out
 
 
 def check_rows(mask: Bool[torch.Tensor, "S S"]) -> None:
-    """Raise ``EmptyRowError`` when a query row would have every causal key blocked.
-
-    The diagonal is never blocked by ``pair_mask``; this guards masks built by hand."""
+    """Raise ``EmptyRowError`` when a query row would have every causal key blocked (the official
+    code would then spread that row uniformly over every position, future ones included)."""
     S = mask.shape[-1]
     causal = torch.ones(S, S, dtype=torch.bool).tril()
     allowed = causal & ~mask

@@ -102,10 +102,12 @@ def stack_inputs(inputs: Sequence[VideoLLMInput]) -> VideoLLMInput:
     )
 
 
-def _content_start(text: str, start: int, end: int) -> int:
+def _content_start(text: str, start: int, end: int) -> Optional[int]:
+    """First non-space character of ``text[start:end]``; None for a whitespace-only token (a lone
+    "▁" or a newline byte), which belongs to no span (REFERENCE section 11)."""
     while start < end and text[start].isspace():
         start += 1
-    return start
+    return start if start < end else None
 
 
 def tokenize_prompt(
@@ -146,7 +148,7 @@ def tokenize_prompt(
         raise PromptTokenizationError(f"{n_ph} frame placeholders for {T} video frames")
 
     # which token sits where (by first non-space character), before expansion
-    owner_start = [_content_start(text, s, e) if e > s else None for s, e in offsets]
+    owner_start = [_content_start(text, s, e) for s, e in offsets]
     ph_tokens = []
     for k in range(n_ph):
         cs, ce = built.spans[f"placeholder:{k}"]

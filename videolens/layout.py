@@ -88,7 +88,9 @@ class TokenLayout:
 
     @property
     def non_option_question(self) -> Span:
-        """The question block without its option lines (``Question: ... Options:``)."""
+        """The raw question text only, without ``Question:``, ``Options:`` or the option lines (the
+        official code's ``question_without_options``; REFERENCE section 11). The whole header
+        ``Question: ... Options:`` is the group ``question_header``."""
         return self.spans["non_option_question"]
 
     @property

@@ -106,6 +106,7 @@ class HookedVideoLLM(HookedTransformer):
         self.template = get_template(template) if isinstance(template, str) else template
         self.family = family
         self.checkpoint_config = checkpoint_config or {}
+        self.default_num_frames = int(self.checkpoint_config.get("num_frames") or 8)
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
@@ -118,6 +119,8 @@ class HookedVideoLLM(HookedTransformer):
         path: Union[str, Path],
         device: Optional[Union[str, torch.device]] = None,
         dtype: torch.dtype = torch.float32,
+        pooling_shape: Optional[Sequence[int]] = None,
+        num_frames: Optional[int] = None,
     ) -> "HookedVideoLLM":
         """Load a local VideoLLM checkpoint folder (any registered family).
 
@@ -125,6 +128,12 @@ class HookedVideoLLM(HookedTransformer):
             path: folder with config.json, safetensors (single or sharded) and tokenizer files.
             device: "cpu", "cuda", ... (default: cuda when available).
             dtype: weights dtype (torch.float32, torch.bfloat16, torch.float16).
+            pooling_shape: ``(frames, rows, cols)`` of the PLLaVA-family 3-D pooling, overriding
+                config.json as the official scripts do (``--pooling_shape 8-12-12``); None keeps
+                the config's (the paper's (8, 12, 12) where the config has none).
+            num_frames: frames ``prepare`` samples by default; None means ``pooling_shape[0]``
+                when a pooling shape is given (the official scripts' rule), else config.json's
+                ``num_frames``, else 8.
 
         Raises:
             FileNotFoundError: the folder does not exist.
@@ -140,7 +149,10 @@ class HookedVideoLLM(HookedTransformer):
         path = Path(path)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        conv = convert_checkpoint(path, dtype=dtype, device=str(device))
+        overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None}
+        conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
+        if num_frames is None:
+            num_frames = int(pooling_shape[0]) if pooling_shape is not None else int(conv.config.get("num_frames") or 8)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         except Exception as exc:
@@ -160,6 +172,7 @@ class HookedVideoLLM(HookedTransformer):
             model.set_rope_tables(*conv.rope)
         model.to(device)
         model.vision.to(device)
+        model.default_num_frames = int(num_frames)
         return model.eval()
 
     def load_backbone_weights(self, state_dict: Dict[str, torch.Tensor]) -> None:
@@ -207,12 +220,13 @@ class HookedVideoLLM(HookedTransformer):
     def device(self) -> torch.device:
         return self.embed.W_E.device
 
-    def prepare(self, sample: VideoQA, num_frames: int = 8) -> VideoLLMInput:
+    def prepare(self, sample: VideoQA, num_frames: Optional[int] = None) -> VideoLLMInput:
         """Decode the video, build the prompt with its TokenLayout, and run the vision front end once.
 
         Args:
             sample: the VideoQA sample (video path or decoded ``Video``).
-            num_frames: frames to sample from the video (REFERENCE section 4).
+            num_frames: frames to sample from the video (REFERENCE section 4); None means
+                ``default_num_frames`` (see ``from_pretrained``).
 
         Returns:
             ``VideoLLMInput`` with tokens ``[1, S]``, video embeddings ``[T', h, w, d_model]`` and
@@ -223,6 +237,8 @@ class HookedVideoLLM(HookedTransformer):
             FileNotFoundError / videolens.video.VideoDecodeError: unreadable video.
             videolens.inputs.PromptTokenizationError: placeholder or option letters not single tokens.
         """
+        if num_frames is None:
+            num_frames = self.default_num_frames
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         grid = self.vision.output_grid(num_frames)

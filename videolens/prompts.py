@@ -97,8 +97,10 @@ class BuiltPrompt:
     Span names: ``system``, ``video`` (the whole video block), ``frame:i`` (one per frame when the
     template has per-frame pieces), ``placeholder:i`` (the placeholder text of frame i, or
     ``placeholder:0`` for a single video placeholder), ``question`` (question and options),
-    ``question_text`` (the question alone), ``non_option_question`` (question block minus the
-    option lines), ``option:X`` (the line ``(X) text``), ``answer_prefix``.
+    ``question_text`` and ``non_option_question`` (the question alone, as the official code's
+    ``question_without_options``), ``question_header`` (``Question: ... Options:``, the question
+    block minus the option lines: videolens' earlier non-option group, kept as a named option),
+    ``option:X`` (the line ``(X) text``), ``answer_prefix``.
     """
 
     text: str
@@ -166,8 +168,9 @@ def build_prompt(
     q_start = w.n
     w.write(template.question_prefix)
     w.write(question, "question_text")
+    w.mark("non_option_question", w.n - len(question))  # the paper's group: the raw question text only
     w.write(template.options_header.rstrip("\n"))
-    w.mark("non_option_question", q_start)
+    w.mark("question_header", q_start)
     w.write(template.options_header[len(template.options_header.rstrip("\n")):])
     letters = [option_letters[i] for i in range(len(candidates))]
     for i, (letter, cand) in enumerate(zip(letters, candidates)):

@@ -1,6 +1,15 @@
-"""PLLaVA-style LLaVA-NeXT-Video-FT checkpoints (the paper's main models; REFERENCE section 5).
+"""PLLaVA-style LLaVA-NeXT-Video-FT checkpoints (the paper's main models; REFERENCE sections 5, 11).
 
-Layout: config.json with ``model_type`` "pllava", ``vision_config``, ``text_config``,
+Which configs: the official ``PllavaConfig`` saves ``model_type "llava"`` with ``architectures
+["PllavaForConditionalGeneration"]`` (the released LLaVA-NeXT-7B/13B-Video-FT); a plain
+``LlavaForConditionalGeneration`` image checkpoint and a ``llava_next`` one (the paper's ImageLLM
+baseline, llava-v1.6-vicuna) load the same way, as the official ``load_pllava`` does: projector, then
+AdaptiveAvgPool3d to ``pooling_shape``; ``image_newline`` is kept with the front end and unused; no
+anyres tiles. ``model_type "pllava"`` is the project's own files (the bundled tiny model).
+``pooling_shape`` absent from the config means the paper's (8, 12, 12) (the official scripts always
+pass ``--pooling_shape 8-12-12``). Frames go through the official PllavaProcessor pre-resize first.
+
+Layout: config.json with ``vision_config``, ``text_config``,
 ``pooling_shape``, ``vision_feature_layer``, ``vision_feature_select_strategy``,
 ``image_token_index``, ``projector_hidden_act``; tensors ``vision_tower.*``,
 ``multi_modal_projector.linear_1/linear_2.*``, ``language_model.model.*``,
@@ -22,10 +31,28 @@ from .text_backbones import convert_text_weights, hooked_config, rope_tables
 from .vision_towers import build_preprocessor, build_vision_tower
 
 
+PAPER_POOLING_SHAPE = (8, 12, 12)
+
+# transformers 5 in-memory names of LLaVA / LLaVA-NeXT -> the classic on-disk names
+KEY_RENAMES = [
+    (r"^model\.vision_tower\.", "vision_tower."),
+    (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
+    (r"^model\.language_model\.", "language_model.model."),
+    (r"^model\.image_newline$", "image_newline"),
+    (r"^lm_head\.", "language_model.lm_head."),
+]
+
+
 def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
-    for key in ("vision_config", "text_config", "pooling_shape"):
+    for key in ("vision_config", "text_config"):
         if key not in config:
-            raise CheckpointError(f"{path}/config.json: a pllava config needs {key!r}")
+            raise CheckpointError(f"{path}/config.json: a {config.get('model_type')} config needs {key!r}")
+    weights.rename(KEY_RENAMES)
+    pooling_shape = tuple(config.get("pooling_shape") or PAPER_POOLING_SHAPE)
+    if len(pooling_shape) != 3:
+        raise CheckpointError(f"{path}/config.json: pooling_shape must be (frames, rows, cols), got {pooling_shape}")
+    if config.get("pooling_method", "avg") != "avg":
+        raise CheckpointError(f"{path}/config.json: pooling_method {config['pooling_method']!r} is not supported (avg)")
     text_config = config["text_config"]
     cfg = hooked_config(text_config, dtype, device)
     state_dict = convert_text_weights(weights, "language_model.", text_config, cfg)
@@ -33,12 +60,14 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     bias = "multi_modal_projector.linear_1.bias" in weights.tensors
     projector = Projector(tower.config.hidden_size, cfg.d_model, config.get("projector_hidden_act", "gelu"), bias)
     weights.load_module(projector, "multi_modal_projector.")
+    newline = weights.take_optional("image_newline")  # LLaVA-NeXT image checkpoints: kept, unused for videos
     vision = VisionFrontEnd(
         tower,
-        {"projector": projector.to(dtype), "pool": AdaptivePool3d(config["pooling_shape"])},
+        {"projector": projector.to(dtype), "pool": AdaptivePool3d(pooling_shape)},
         feature_layer=config.get("vision_feature_layer", -2),
         drop_cls=config.get("vision_feature_select_strategy", "default") == "default",
-        preprocess=build_preprocessor(path, tower.config.image_size),
+        preprocess=build_preprocessor(path, tower.config.image_size, pre_resize=True),
+        extra={"image_newline": newline.to(dtype)} if newline is not None else None,
     )
     return ConvertedModel(
         cfg=cfg,
@@ -53,3 +82,21 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
 
 
 FAMILY = register(Family("pllava", ("pllava",), convert, "PLLaVA-style LLaVA-NeXT-Video-FT (pool after projector)"))
+OFFICIAL = register(
+    Family(
+        "pllava",
+        ("llava",),
+        convert,
+        "official PLLaVA classes (LLaVA-NeXT-Video-FT) and LLaVA image checkpoints, loaded the PLLaVA way",
+        architectures=("PllavaForConditionalGeneration", "LlavaForConditionalGeneration"),
+    )
+)
+IMAGE_LLM = register(
+    Family(
+        "pllava",
+        ("llava_next",),
+        convert,
+        "LLaVA-NeXT image checkpoints (the paper's ImageLLM baseline), loaded the PLLaVA way",
+        architectures=("LlavaNextForConditionalGeneration",),
+    )
+)

@@ -50,48 +50,82 @@ class ConvertedModel:
 @dataclass(frozen=True)
 class Family:
     """A checkpoint family: the config.json ``model_type`` values it claims and its converter
-    ``convert(path, config, weights, dtype, device) -> ConvertedModel``."""
+    ``convert(path, config, weights, dtype, device) -> ConvertedModel``.
+
+    ``architectures`` narrows the claim where several families share one ``model_type``: the family
+    then handles a config only when its ``architectures`` list names one of these classes (the
+    official PLLaVA classes save ``model_type "llava"`` with ``PllavaForConditionalGeneration``;
+    REFERENCE section 5). Empty: every config of those model types.
+    """
 
     name: str
     model_types: Tuple[str, ...]
     convert: Callable[[Path, dict, Weights, torch.dtype, str], ConvertedModel]
     description: str = ""
+    architectures: Tuple[str, ...] = ()
 
 
 FAMILIES: Dict[str, Family] = {}
+"""Registry key -> family: ``model_type`` alone, or ``"model_type/Architecture"`` for families that
+claim a shared model type by architecture."""
+
+
+def _keys(family: Family) -> list:
+    return [f"{mt}/{a}" if a else mt for mt in family.model_types for a in (family.architectures or ("",))]
 
 
 def register(family: Family) -> Family:
-    for mt in family.model_types:
-        if mt in FAMILIES:
-            raise ValueError(f"model type {mt!r} is already registered to {FAMILIES[mt].name}")
-        FAMILIES[mt] = family
+    """Add a family under each of its (model type, architecture) keys.
+
+    Raises:
+        ValueError: a key is already taken by another family.
+    """
+    for key in _keys(family):
+        if key in FAMILIES:
+            raise ValueError(f"{key!r} is already registered to {FAMILIES[key].name}")
+        FAMILIES[key] = family
     return family
 
 
 def family_for_config(config: dict, path: Path | str = "checkpoint") -> Family:
-    """The family that handles this config.json.
+    """The family that handles this config.json: by ``model_type``, and by the classes named in
+    ``architectures`` where a model type is claimed per architecture.
 
     Raises:
-        UnknownFamilyError: no ``model_type``, or one no family handles (lists the supported ones).
+        UnknownFamilyError: no ``model_type``, one no family handles, or architectures no family
+            handles for that model type (the message lists the supported ones).
     """
     mt = config.get("model_type")
-    if mt not in FAMILIES:
+    archs = config.get("architectures") or []
+    for arch in archs:
+        if f"{mt}/{arch}" in FAMILIES:
+            return FAMILIES[f"{mt}/{arch}"]
+    if mt in FAMILIES:
+        return FAMILIES[mt]
+    supported = ", ".join(
+        f"{k.replace('/', ' with architectures ')} ({FAMILIES[k].name})" for k in sorted(FAMILIES)
+    )
+    if any(k.startswith(f"{mt}/") for k in FAMILIES):
         raise UnknownFamilyError(
-            f"{path}/config.json: model_type {mt!r} is not a supported VideoLLM family; supported: "
-            + ", ".join(f"{k} ({FAMILIES[k].name})" for k in sorted(FAMILIES))
+            f"{path}/config.json: model_type {mt!r} with architectures {archs} is not a supported VideoLLM "
+            f"family; supported: {supported}"
         )
-    return FAMILIES[mt]
+    raise UnknownFamilyError(f"{path}/config.json: model_type {mt!r} is not a supported VideoLLM family; supported: {supported}")
 
 
-def convert_checkpoint(path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> ConvertedModel:
+def convert_checkpoint(
+    path, dtype: torch.dtype = torch.float32, device: str = "cpu", overrides: Optional[dict] = None
+) -> ConvertedModel:
     """Read a checkpoint folder and convert it with its family's converter.
 
+    ``overrides`` replace config.json entries before conversion (the official scripts' way:
+    ``PllavaConfig.from_pretrained(path, pooling_shape=..., num_frames=...)``); None values are ignored.
     Every tensor in the checkpoint must be used: leftovers raise ``UnexpectedWeightsError`` and
     absent tensors ``MissingWeightsError``, both naming the keys.
     """
     path = Path(path)
     config = read_config(path)
+    config.update({k: v for k, v in (overrides or {}).items() if v is not None})
     family = family_for_config(config, path)
     weights = Weights.from_folder(path)
     converted = family.convert(path, config, weights, dtype, device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from videolens.vision import FramePreprocessor
+from videolens.vision import FramePreprocessor, PllavaPreResize
 
 from .checkpoint import Weights
 
@@ -35,10 +35,11 @@ def build_vision_tower(vision_config: dict, weights: Weights, prefix: str, dtype
     return tower.to(dtype).eval()
 
 
-def build_preprocessor(path: Path, image_size: int) -> FramePreprocessor:
+def build_preprocessor(path: Path, image_size: int, pre_resize: bool = False) -> FramePreprocessor:
     """Frame preprocessing from ``preprocessor_config.json`` when the checkpoint has one, else
-    CLIP's defaults at ``image_size``."""
+    CLIP's defaults at ``image_size``; ``pre_resize`` adds the official PLLaVA pre-resize
+    (``videolens.vision.PllavaPreResize``)."""
     f = Path(path) / "preprocessor_config.json"
     if f.exists():
-        return FramePreprocessor.from_processor_config(json.loads(f.read_text()), image_size)
-    return FramePreprocessor(image_size)
+        return FramePreprocessor.from_processor_config(json.loads(f.read_text()), image_size, pre_resize)
+    return FramePreprocessor(image_size, pre_resize=PllavaPreResize(image_size) if pre_resize else None)

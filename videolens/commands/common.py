@@ -17,15 +17,34 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
                    help="checkpoint folder (default: the bundled tiny model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype")
-    p.add_argument("--num-frames", type=int, default=8, help="frames sampled per video (default 8)")
+    p.add_argument("--num-frames", type=int, default=None,
+                   help="frames sampled per video (default: the pooling shape's frames when --pooling-shape is "
+                        "given, as the official scripts do, else the checkpoint's num_frames, else 8)")
+    p.add_argument("--pooling-shape", type=parse_pooling_shape, default=None, metavar="T-H-W",
+                   help="PLLaVA 3-D pooling shape overriding the checkpoint's, e.g. 8-12-12 (the official scripts' "
+                        "--pooling_shape)")
 
 
-def load_model(args):
-    """The HookedVideoLLM named by --model (or the bundled default)."""
+def parse_pooling_shape(text: str) -> tuple:
+    """``"8-12-12"`` (or ``8,12,12``) -> ``(8, 12, 12)``; argparse reports a ValueError in one line."""
+    parts = text.replace(",", "-").split("-")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected three positive integers T-H-W such as 8-12-12, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def load_model(args, path=None):
+    """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with
+    --device, --dtype, --pooling-shape and --num-frames applied."""
     from videolens.model import HookedVideoLLM
 
-    path = args.model or str(default_model_path())
-    return HookedVideoLLM.from_pretrained(path, device=args.device, dtype=DTYPES[args.dtype])
+    path = path or args.model or str(default_model_path())
+    model = HookedVideoLLM.from_pretrained(path, device=args.device, dtype=DTYPES[args.dtype],
+                                           pooling_shape=getattr(args, "pooling_shape", None),
+                                           num_frames=getattr(args, "num_frames", None))
+    if getattr(args, "num_frames", None) is None:
+        args.num_frames = model.default_num_frames  # run configs record the frames actually used
+    return model
 
 
 def standin_model_path(folder: Path, seed: int = 0) -> Path:

@@ -85,7 +85,8 @@ def _run(args) -> int:
         data=[str(p) for p in sorted(data_dir.glob("*.json"))], video_root=str(data_dir / "videos"),
         video=None, question=None, candidates=None, answer=None, start=None, end=None,
         target=[args.target], window=window, samples=sample_mode, limit=None, heads=None, method="fast",
-        out=str(flow_dir), no_progress=False, no_figures=False,
+        out=str(flow_dir), no_progress=False, no_figures=False, pooling_shape=None, self_edges="block",
+        compare_model=None,
     )
     rc = flow.run(flow_args)
     if rc:

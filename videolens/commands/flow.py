@@ -8,12 +8,19 @@ records the answer probability change. Writes into ``--out``:
   rerun the same command to continue (finished samples are skipped, a killed run loses none);
   skipped samples (missing video, wrong baseline answer) are recorded with their status;
 - ``flow_<target>.png``: mean relative change per centre layer, one line per pair, 95% band;
-- ``summary.csv``: the numbers behind the figures.
+- ``summary.csv``: the numbers behind the figures;
+- with ``--compare-model DIR`` (e.g. the ImageLLM base of Finding 1): the same files for that
+  model in ``compare/``, and ``flow_<target>_compare.png`` drawing both models' curves.
+
+The metric is the official one (``videolens.knockout.sweep``): the relative change of the
+probability of the baseline's full-vocabulary argmax token (and of the true letter).
 
 Example::
 
     videolens flow --model ckpt --data tvbench/action_sequence.json --video-root tvbench/videos \\
         --target cross-frame --window 9 --limit 100 --out runs/flow-cross-frame
+    videolens flow --model LLaVA-NeXT-7B-Video-FT --compare-model llava-v1.6-vicuna-7b-hf \
+        --pooling-shape 8-12-12 --data ... --video-root ... --target cross-frame --out runs/finding1
 """
 
 from __future__ import annotations
@@ -30,48 +37,48 @@ HELP = "attention-knockout sweeps over a dataset: where information flows, per l
 
 
 def add_arguments(p) -> None:
+    from videolens.knockout.sweep import SAMPLE_MODES
+
     add_model_arguments(p)
     add_sample_arguments(p)
     p.add_argument("--target", required=True, nargs="+", metavar="NAME",
                    help="knockout target(s): cross-frame, vql-to-ql, question-and-options-to-last, "
                         "vq-to-true-opt, any registered target, or 'all'")
     p.add_argument("--window", type=int, default=9, help="layers per knockout window, centred and clipped (default 9)")
-    p.add_argument("--samples", default="correct", choices=["correct", "all"],
-                   help="analyse samples the clean model answers correctly (paper, default) or all")
+    p.add_argument("--samples", default="correct", choices=list(SAMPLE_MODES),
+                   help="correct (default, the paper: the baseline's full-vocabulary argmax is the true letter), "
+                        "wrong, all, or correct_option (argmax among the option letters is the true one)")
+    p.add_argument("--self-edges", default="block", choices=["block", "keep"],
+                   help="block (default, the paper's code: last->last blocks the last token's edge to itself) or "
+                        "keep (never block a token's edge to itself)")
     p.add_argument("--heads", type=int, nargs="+", default=None, metavar="H",
                    help="knock out these heads only (default: every head)")
     p.add_argument("--method", default="fast", choices=["fast", "full"],
                    help="fast: incremental recomputation (default); full: a whole forward per condition")
+    p.add_argument("--compare-model", default=None, metavar="DIR",
+                   help="a second checkpoint (e.g. the ImageLLM base) run on the same samples into OUT/compare; "
+                        "each target's figure then draws both models (paper Finding 1)")
 
 
-def run(args) -> int:
+def _sweep_dataset(model, samples, targets, names, args, out: Path, model_path: str) -> list:
+    """Run every sample through ``sweep_sample`` into ``out/records.jsonl`` (resumable); returns the
+    records of ``samples``."""
     from tqdm.auto import tqdm
 
-    from videolens.knockout import TARGETS, check_window, get_target
     from videolens.knockout.dataset import sweep_sample
-    from videolens.knockout.plots import plot_target, write_summary_csv
     from videolens.runs import RecordWriter, read_records, read_statuses
 
-    names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
-    targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
-    if args.window < 1:
-        raise ValueError(f"--window must be >= 1, got {args.window}")
-    samples = load_samples(args)
-    model = load_model(args)
-    check_window(args.window, model.cfg.n_layers)  # window larger than the model: error
-    if args.heads is not None and not all(0 <= h < model.cfg.n_heads for h in args.heads):
-        raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads")
-
-    out = Path(args.out)
     path = out / "records.jsonl"
     config = {
         "command": NAME,
-        "model": str(args.model or "bundled"),
+        "model": model_path,
         "dtype": args.dtype,
         "num_frames": args.num_frames,
+        "pooling_shape": list(model.vision.output_grid(args.num_frames)),
         "targets": names,
         "window": args.window,
         "samples": args.samples,
+        "self_edges": args.self_edges,
         "heads": args.heads,
         "n_layers": model.cfg.n_layers,
     }
@@ -84,8 +91,9 @@ def run(args) -> int:
                 counts["already done"] += 1
                 continue
             res = sweep_sample(model, sample, targets, window=args.window, method=args.method,
-                               samples=args.samples, num_frames=args.num_frames, heads=args.heads)
-            if res.status not in ("ok", "baseline_incorrect"):
+                               samples=args.samples, num_frames=args.num_frames, heads=args.heads,
+                               self_edges=args.self_edges)
+            if res.status not in ("ok", "baseline_incorrect", "baseline_correct"):
                 tqdm.write(f"warning: skipping {sid}: {res.message}", file=sys.stderr)
             writer.write_sample(sid, res.records, status=res.status)
             counts[res.status] += 1
@@ -94,17 +102,65 @@ def run(args) -> int:
 
     wanted = {s.sample_id for s in samples}
     statuses = {k: v for k, v in read_statuses(path).items() if k in wanted}
-    records = [r for r in read_records(path) if r["sample_id"] in wanted]
-    print(f"samples: {len(wanted)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(statuses.values()).items())),
-          file=sys.stderr)
+    print(f"{model_path}: samples: {len(wanted)}; "
+          + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(statuses.values()).items())), file=sys.stderr)
+    return [r for r in read_records(path) if r["sample_id"] in wanted]
+
+
+def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str = "") -> None:
+    from videolens.knockout.plots import plot_target
+
+    for t in names:
+        if any(r["target"] == t for r in records):
+            n = len({r["sample_id"] for r in records if r["target"] == t})
+            plot_target(records, t, path=out / f"flow_{t}.png",
+                        title=f"{prefix}{t}: {n_layers} layers, window {window}, n = {n}")
+
+
+def run(args) -> int:
+    from videolens.knockout import TARGETS, check_window, get_target
+    from videolens.knockout.plots import plot_models, write_summary_csv
+
+    names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
+    targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
+    if args.window < 1:
+        raise ValueError(f"--window must be >= 1, got {args.window}")
+    if args.compare_model is not None and not (Path(args.compare_model) / "config.json").exists():
+        raise FileNotFoundError(f"--compare-model {args.compare_model}: no checkpoint (config.json) there")
+    samples = load_samples(args)
+    model = load_model(args)
+    check_window(args.window, model.cfg.n_layers)  # window larger than the model: error
+    if args.heads is not None and not all(0 <= h < model.cfg.n_heads for h in args.heads):
+        raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads")
+
+    out = Path(args.out)
+    main_name = str(args.model or "bundled")
+    records = _sweep_dataset(model, samples, targets, names, args, out, main_name)
+    n_layers = model.cfg.n_layers
+    runs = {Path(main_name).name or main_name: records}
+    if args.compare_model is not None:
+        del model  # one model in memory at a time
+        other = load_model(args, path=args.compare_model)
+        check_window(args.window, other.cfg.n_layers)
+        compare = _sweep_dataset(other, samples, targets, names, args, out / "compare", str(args.compare_model))
+        label = Path(args.compare_model).name
+        if label in runs:
+            label = f"{label} (compare)"
+        runs[label] = compare
+        if compare:
+            write_summary_csv(compare, out / "compare" / "summary.csv")
+            if not args.no_figures:
+                _figures(compare, names, out / "compare", other.cfg.n_layers, args.window, f"{label}: ")
     if not records:
         print("no records to plot (no sample passed the filters)", file=sys.stderr)
         return 0
     write_summary_csv(records, out / "summary.csv")
-    for t in ([] if args.no_figures else names):
-        if any(r["target"] == t for r in records):
-            plot_target(records, t, path=out / f"flow_{t}.png",
-                        title=f"{t}: {model.cfg.n_layers} layers, window {args.window}, "
-                              f"n = {len({r['sample_id'] for r in records if r['target'] == t})}")
-    print(f"records.jsonl, summary.csv and flow_<target>.png in {out}", file=sys.stderr)
+    if not args.no_figures:
+        _figures(records, names, out, n_layers, args.window)
+        if args.compare_model is not None and runs[list(runs)[1]]:
+            for t in names:
+                plot_models(runs, t, path=out / f"flow_{t}_compare.png",
+                            title=f"{t}: " + " vs ".join(runs) + f" (window {args.window})")
+    print(f"records.jsonl, summary.csv and flow_<target>.png in {out}"
+          + ("; flow_<target>_compare.png draws both models" if args.compare_model else ""), file=sys.stderr)
     return 0

@@ -31,9 +31,16 @@ def add_arguments(p) -> None:
     add_sample_arguments(p)
     p.add_argument("--random-control", action="store_true",
                    help="also block the same number of edges per layer at random")
-    p.add_argument("--random-match", default="layer", choices=["layer", "total"],
-                   help="random edges per layer: as many as the spec blocks in that layer (layer), or the "
-                        "spec's total spread evenly over layers (total, as the paper's released code)")
+    p.add_argument("--random-match", default="official", choices=["official", "layer", "total"],
+                   help="random edges per layer: official (default, the paper's code: int(ratio x S(S+1)/2) in "
+                        "every layer, diagonal eligible), layer (as many as the spec blocks in that layer, never "
+                        "the diagonal), total (the spec's total spread evenly over layers)")
+    p.add_argument("--random-ratio", type=float, default=None,
+                   help="official random control's block ratio (default: the spec's random_block_ratio, "
+                        "e.g. 0.58 for the 7B, else the spec's own blocked fraction)")
+    p.add_argument("--self-edges", default="block", choices=["block", "keep"],
+                   help="block (default, the paper's code: blocked edge types include the diagonal) or keep "
+                        "(never block a token's edge to itself)")
     p.add_argument("--seed", type=int, default=0, help="random-control seed (default 0)")
 
 
@@ -44,7 +51,7 @@ def run(args) -> int:
     spec = load_spec(args.spec)  # fail on a bad spec before loading the model
     samples = load_samples(args)
     model = load_model(args)
-    plan = spec.plan(model.cfg.n_layers)
+    plan = spec.plan(model.cfg.n_layers, self_edges=args.self_edges)
     mapped = "" if plan.n_layers == spec.n_layers else f" (mapped from {spec.n_layers} layers by relative depth)"
     print(f"spec {spec.name}{mapped}:", file=sys.stderr)
     for line in plan.describe():
@@ -61,12 +68,14 @@ def run(args) -> int:
         "n_layers": model.cfg.n_layers,
         "random_control": bool(args.random_control),
         "random_match": args.random_match,
+        "random_ratio": args.random_ratio,
+        "self_edges": args.self_edges,
         "seed": args.seed,
     }
     with RecordWriter(out / "records.jsonl", config) as writer:
         records = evaluate(model, samples, spec, random_control=args.random_control, seed=args.seed,
                            match=args.random_match, num_frames=args.num_frames, writer=writer,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, random_ratio=args.random_ratio, self_edges=args.self_edges)
     wanted = {s.sample_id for s in samples}
     records = [r for r in records if r["sample_id"] in wanted]
     rows = summarize(records)

@@ -14,7 +14,7 @@ from ..inputs import PromptTokenizationError
 from ..model import ContextLengthError
 from ..video import VideoDecodeError
 from .engine import get_engine
-from .sweep import SAMPLE_MODES, baseline, sweep
+from .sweep import SAMPLE_MODES, baseline, keep_sample, sweep
 from .targets import Target
 
 __all__ = ["SampleResult", "sweep_sample", "SKIP_ERRORS"]
@@ -28,7 +28,8 @@ class SampleResult:
     """Outcome of one sample.
 
     Attributes:
-        status: ``"ok"``, ``"baseline_incorrect"`` (skipped in ``samples="correct"`` mode),
+        status: ``"ok"``, ``"baseline_incorrect"`` / ``"baseline_correct"`` (the sample mode
+            leaves it out: a wrong baseline in the paper's ``"correct"`` mode, a right one in ``"wrong"``),
             ``"missing_video"``, or ``"skipped: <error>"`` (unreadable video, prompt too long, ...).
         records: sweep records of every target (``task`` added), empty unless status is ok.
         message: why it was skipped.
@@ -40,7 +41,8 @@ class SampleResult:
 
 
 def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int = 9, method: str = "fast",
-                 samples: str = "correct", num_frames: int = 8, heads: Optional[Sequence[int]] = None) -> SampleResult:
+                 samples: str = "correct", num_frames: Optional[int] = None, heads: Optional[Sequence[int]] = None,
+                 self_edges: str = "block") -> SampleResult:
     """Prepare one sample (vision front end once), run its clean forward once, and sweep every target.
 
     A missing or unreadable video, or a prompt longer than the context, gives a skipped
@@ -56,11 +58,14 @@ def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int 
         return SampleResult(f"skipped: {type(exc).__name__}", message=str(exc))
     engine = get_engine(method)
     clean = engine.clean(model, inputs)
-    base = baseline(inputs, clean)
-    if samples == "correct" and not base.correct:
-        return SampleResult("baseline_incorrect", message=f"answered {base.letter}, truth {base.true_letter}")
+    base = baseline(inputs, clean, getattr(model, "tokenizer", None))
+    if not keep_sample(base, samples):
+        status = "baseline_correct" if samples == "wrong" else "baseline_incorrect"
+        return SampleResult(status, message=f"sample mode {samples!r}: answered token {base.answer_t} "
+                            f"({base.answer_token!r}), letter {base.letter}, truth {base.true_letter}")
     records = []
     for t in targets:
-        for r in sweep(model, inputs, t, window=window, method=method, samples="all", heads=heads, clean=clean):
+        for r in sweep(model, inputs, t, window=window, method=method, samples="all", heads=heads, clean=clean,
+                       self_edges=self_edges):
             records.append({"task": sample.task, **r})
     return SampleResult("ok", records)

@@ -47,15 +47,16 @@ def as_pairs(pairs: PairsLike) -> Tuple[EdgePair, ...]:
     return out
 
 
-def knockout_mask(layout: TokenLayout, pairs: PairsLike) -> Bool[torch.Tensor, "S S"]:
+def knockout_mask(layout: TokenLayout, pairs: PairsLike, self_edges: str = "block") -> Bool[torch.Tensor, "S S"]:
     """The blocked edges of ``pairs`` on one prompt: ``bool [S, S]`` indexed [query, key].
 
-    Only causal edges are set and a query's edge to itself never is (``videolens.edges``).
+    Only causal edges are set; self edges follow ``self_edges`` (``"block"``: the official code,
+    ``last->last`` blocks the last position's diagonal; ``"keep"``: never; ``videolens.edges``).
 
     Raises:
-        KeyError: unknown token group or relation.
+        KeyError: unknown token group or relation. ValueError: unknown ``self_edges``.
     """
-    return blocked_mask(layout, as_pairs(pairs))
+    return blocked_mask(layout, as_pairs(pairs), self_edges)
 
 
 def _validate_mask(mask: torch.Tensor) -> Bool[torch.Tensor, "S S"]:
@@ -63,13 +64,7 @@ def _validate_mask(mask: torch.Tensor) -> Bool[torch.Tensor, "S S"]:
         raise ValueError(f"a knockout mask is bool [S, S] (query, key); got shape {tuple(mask.shape)}")
     mask = mask.detach().to("cpu", torch.bool)
     check_rows(mask)  # raises EmptyRowError before anything runs
-    diag = mask.diagonal().nonzero().flatten()
-    if len(diag):
-        raise ValueError(
-            f"the mask blocks the edge of query position(s) {diag[:10].tolist()} to itself; a query's edge "
-            "to itself is never blocked (REFERENCE section 2)"
-        )
-    return mask.tril(-1)  # non-causal entries are -inf already
+    return mask.tril()  # non-causal entries are -inf already
 
 
 class KnockoutHook(ScoreMaskHook):
@@ -86,7 +81,7 @@ class KnockoutHook(ScoreMaskHook):
         ValueError: the forward has another number of key positions than the mask.
     """
 
-    keeps_self_edges = True  # validated below: the fast attention path needs no empty-row check
+    no_empty_rows = True  # validated below: the fast attention path needs no empty-row check
 
     def __init__(self, mask: Bool[torch.Tensor, "S S"], heads: Optional[Sequence[int]] = None):
         self.mask = _validate_mask(mask)
@@ -151,6 +146,7 @@ def knockout_hooks(
     layers: Union[int, Iterable[int]],
     heads: Optional[Sequence[int]] = None,
     layout: Union[TokenLayout, object, None] = None,
+    self_edges: str = "block",
 ) -> List[Tuple[str, KnockoutHook]]:
     """TransformerLens ``fwd_hooks`` that knock out attention edges in ``layers``.
 
@@ -161,6 +157,8 @@ def knockout_hooks(
         layers: layer index or indices where the edges are blocked.
         heads: head indices (None: every head).
         layout: the ``TokenLayout`` (or a ``VideoLLMInput``) the pairs refer to.
+        self_edges: ``"block"`` (official: a pair covering a query's own position blocks it) or
+            ``"keep"`` (never block self edges); ignored for a mask.
 
     Returns:
         ``[("blocks.{l}.attn.hook_attn_scores", hook), ...]`` for ``run_with_hooks`` / ``hooks()``;
@@ -168,8 +166,7 @@ def knockout_hooks(
 
     Raises:
         videolens.edges.EmptyRowError: the mask would leave a query with no key (before running).
-        ValueError: a blocked self-edge, a non-square mask, layers or heads out of range, pairs
-            without a layout.
+        ValueError: a non-square mask, layers or heads out of range, pairs without a layout.
         KeyError: unknown token group or relation in a pair.
     """
     if isinstance(mask_or_pairs, torch.Tensor):
@@ -178,7 +175,7 @@ def knockout_hooks(
         if layout is None:
             raise ValueError("knockout_hooks: edge pairs need layout= (a TokenLayout or the VideoLLMInput)")
         layout = getattr(layout, "layout", layout)
-        mask = knockout_mask(layout, mask_or_pairs)
+        mask = knockout_mask(layout, mask_or_pairs, self_edges)
     if heads is not None:
         heads = [int(h) for h in heads]
         bad = [h for h in heads if not 0 <= h < model.cfg.n_heads]
@@ -196,11 +193,13 @@ class EdgeSet:
         pairs: ``EdgePair`` s (or ``"KEY->QUERY[relation]"`` strings), blocked together.
         layers: layer indices (None: every layer).
         heads: head indices (None: every head).
+        self_edges: ``"block"`` (official) or ``"keep"`` (``videolens.edges``).
     """
 
     pairs: Tuple[EdgePair, ...]
     layers: Optional[Tuple[int, ...]] = None
     heads: Optional[Tuple[int, ...]] = None
+    self_edges: str = "block"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pairs", as_pairs(self.pairs))
@@ -211,9 +210,9 @@ class EdgeSet:
 
     def mask(self, layout: TokenLayout) -> Bool[torch.Tensor, "S S"]:
         """``bool [S, S]`` [query, key], True = blocked."""
-        return knockout_mask(layout, self.pairs)
+        return knockout_mask(layout, self.pairs, self.self_edges)
 
     def hooks(self, model, layout) -> List[Tuple[str, KnockoutHook]]:
         """``knockout_hooks`` for this edge set on one prompt."""
         layers = range(model.cfg.n_layers) if self.layers is None else self.layers
-        return knockout_hooks(model, self.pairs, layers, self.heads, layout)
+        return knockout_hooks(model, self.pairs, layers, self.heads, layout, self.self_edges)

@@ -19,10 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["summarize", "write_summary_csv", "plot_target", "mean_ci", "VALUES"]
+__all__ = ["summarize", "write_summary_csv", "plot_target", "plot_models", "mean_ci", "VALUES"]
 
 VALUES = {
-    "rel_change": "relative change of p(answer) (%)",
+    "rel_change": "relative change of p(baseline prediction) (%)",
     "rel_change_true": "relative change of p(true answer) (%)",
 }
 
@@ -97,7 +97,7 @@ def write_summary_csv(records: Iterable[dict], path) -> Path:
 
 
 def plot_target(records: Iterable[dict], target: str, path=None, value: str = "rel_change",
-                ax=None, title: Optional[str] = None):
+                ax=None, title: Optional[str] = None, label: Optional[str] = None, linestyle: str = "-"):
     """The paper-style figure of one target: mean relative change per centre layer, a line per
     pair, 95% interval band.
 
@@ -107,6 +107,8 @@ def plot_target(records: Iterable[dict], target: str, path=None, value: str = "r
         path: save the figure here (PNG, 150 dpi) when given.
         value: ``"rel_change"`` (baseline answer, default) or ``"rel_change_true"`` (ground truth).
         ax: draw into this matplotlib Axes (default: a new figure).
+        label: prefix of every line's legend entry (e.g. the model's name, for comparisons).
+        linestyle: matplotlib line style of this call's lines.
 
     Returns:
         the matplotlib Figure.
@@ -137,7 +139,8 @@ def plot_target(records: Iterable[dict], target: str, path=None, value: str = "r
         y = [s["mean_rel_change" + suffix] for s in ss]
         lo = [s["ci95_low" + suffix] for s in ss]
         hi = [s["ci95_high" + suffix] for s in ss]
-        (line,) = ax.plot(x, y, marker="o", markersize=3, linewidth=1.6, label=pair)
+        (line,) = ax.plot(x, y, marker="o", markersize=3, linewidth=1.6, linestyle=linestyle,
+                          label=f"{label}: {pair}" if label else pair)
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.axhline(0.0, color="0.4", linestyle="--", linewidth=0.8)
     n = max(s["n"] for s in summary)
@@ -147,6 +150,41 @@ def plot_target(records: Iterable[dict], target: str, path=None, value: str = "r
     ax.set_title(title or f"{target}  (n = {n} samples)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_models(records_by_model: Dict[str, List[dict]], target: str, path=None, value: str = "rel_change",
+                title: Optional[str] = None):
+    """Several models' curves of one target on one figure (the paper's Finding 1 figure: the
+    VideoLLM against its ImageLLM base); one line style per model, legend ``model: pair``.
+
+    Args:
+        records_by_model: model label -> sweep records.
+        target, path, value, title: as ``plot_target``.
+
+    Returns:
+        the matplotlib Figure.
+
+    Raises:
+        ValueError: no model has records of ``target``, or an unknown ``value``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.2, 4.0))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    drawn = 0
+    for i, (name, recs) in enumerate(records_by_model.items()):
+        if any(r["target"] == target for r in recs):
+            plot_target(recs, target, ax=ax, value=value, label=name, linestyle=styles[i % len(styles)])
+            drawn += 1
+    if not drawn:
+        raise ValueError(f"no records of target {target!r} for any model")
+    ax.set_title(title or f"{target}: " + " vs ".join(records_by_model))
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,12 @@
 """Knockout sweeps: each edge pair of a target, blocked in a window of layers around every layer.
 
-REFERENCE section 2: the window of ``k`` layers centred on layer ``l`` is
-``max(0, l - (k-1)//2) ... min(L-1, l + k//2)`` (k = 9: ``l-4 ... l+4``), clipped at both ends. The
-probability is the full-vocabulary softmax at the last prompt position, read at the option letter
-tokens, for the baseline's argmax letter and for the ground-truth letter; the relative change is
-``(p_knockout - p_base) / p_base * 100`` (percent).
+REFERENCE section 2 / official analysis/information_flow_analysis.py: the window of ``k`` layers
+centred on layer ``l`` is ``max(0, l - k//2) ... min(L-1, l + k//2)`` for odd k (k = 9:
+``l-4 ... l+4``), clipped at both ends. The metric is the official one (REFERENCE section 11): the
+full-vocabulary softmax at the last prompt position, read at the baseline's FULL-VOCABULARY argmax
+token (``rel_change``) and at the ground-truth letter (``rel_change_true``); relative change
+``(p_knockout - p_base) / p_base * 100`` (percent). The option-letter view (argmax among the option
+letters, ``letter_*`` fields) is kept beside it.
 
 Example::
 
@@ -26,9 +28,13 @@ from .engine import CleanRun, get_engine
 from .hooks import KnockoutHook, knockout_mask
 from .targets import Target, get_target
 
-__all__ = ["layer_window", "check_window", "sweep", "Baseline", "baseline", "SAMPLE_MODES"]
+__all__ = ["layer_window", "check_window", "sweep", "Baseline", "baseline", "SAMPLE_MODES", "keep_sample"]
 
-SAMPLE_MODES = ("all", "correct")
+SAMPLE_MODES = ("correct", "wrong", "all", "correct_option")
+"""Which samples an analysis keeps (official ``--sample_mode``): ``correct`` (the baseline's
+full-vocabulary argmax token is the true letter; the paper's default), ``wrong`` (it is not),
+``all``, and ``correct_option`` (the argmax among the option letters is the true one: videolens'
+earlier rule, a difference from the paper)."""
 
 
 def check_window(window: int, n_layers: int) -> None:
@@ -58,21 +64,47 @@ def layer_window(centre: int, window: int, n_layers: int) -> List[int]:
 
 @dataclass
 class Baseline:
-    """Option probabilities of the clean run.
+    """What the clean run predicts at the last position.
 
     Attributes:
-        probs: letter -> probability (full-vocabulary softmax at the last position).
-        letter: the argmax letter (the model's answer).
+        probs: option letter -> probability (full-vocabulary softmax).
+        letter: the argmax among the option letters.
         true_letter: the ground-truth letter (None when the input has none).
+        answer_t: token id of the full-vocabulary argmax (the official ``answer_t``).
+        answer_prob: its probability (the official ``base_score``).
+        answer_token: its decoded text (None without a tokenizer).
+        true_t: token id of the true letter (None without a ground truth).
     """
 
     probs: Dict[str, float]
     letter: str
     true_letter: Optional[str]
+    answer_t: int = -1
+    answer_prob: float = float("nan")
+    answer_token: Optional[str] = None
+    true_t: Optional[int] = None
 
     @property
     def correct(self) -> bool:
+        """The official rule: the full-vocabulary argmax token is the true letter's token."""
+        return self.true_t is not None and self.answer_t == self.true_t
+
+    @property
+    def correct_option(self) -> bool:
+        """The option-letter rule: the argmax among the option letters is the true one."""
         return self.true_letter is not None and self.letter == self.true_letter
+
+
+def keep_sample(base: Baseline, samples: str) -> bool:
+    """Whether sample mode ``samples`` (``SAMPLE_MODES``) analyses a sample with this baseline.
+
+    Raises:
+        ValueError: unknown mode.
+    """
+    if samples not in SAMPLE_MODES:
+        raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
+    return {"all": True, "correct": base.correct, "wrong": not base.correct,
+            "correct_option": base.correct_option}[samples]
 
 
 def _option_probs(inputs: VideoLLMInput, logits: Float[torch.Tensor, "d_vocab"]) -> Dict[str, float]:
@@ -82,10 +114,21 @@ def _option_probs(inputs: VideoLLMInput, logits: Float[torch.Tensor, "d_vocab"])
     return {L: float(p) for L, p in zip(letters, logp[ids].exp())}
 
 
-def baseline(inputs: VideoLLMInput, clean: CleanRun) -> Baseline:
-    """The clean run's option probabilities and answer."""
+def baseline(inputs: VideoLLMInput, clean: CleanRun, tokenizer=None) -> Baseline:
+    """The clean run's predictions: option-letter probabilities and the full-vocabulary argmax."""
     probs = _option_probs(inputs, clean.logits)
-    return Baseline(probs, max(probs, key=probs.get), inputs.layout.true_letter)
+    full = clean.logits.float().softmax(-1)
+    answer_t = int(full.argmax())
+    truth = inputs.layout.true_letter
+    return Baseline(
+        probs,
+        max(probs, key=probs.get),
+        truth,
+        answer_t=answer_t,
+        answer_prob=float(full[answer_t]),
+        answer_token=tokenizer.decode([answer_t]) if tokenizer is not None else None,
+        true_t=inputs.option_token_ids.get(truth) if truth else None,
+    )
 
 
 def _rel(p_ko: float, p_base: float) -> float:
@@ -103,6 +146,7 @@ def sweep(
     heads: Optional[Sequence[int]] = None,
     clean: Optional[CleanRun] = None,
     progress: bool = False,
+    self_edges: str = "block",
 ) -> List[dict]:
     """Knock out each pair of ``target`` in a window around every layer; one record per (pair, layer).
 
@@ -115,20 +159,25 @@ def sweep(
         window: layers per window, centred and clipped (REFERENCE section 2; paper: 9).
         method: ``"fast"`` (incremental, default) or ``"full"`` (a whole forward per condition);
             both give the same numbers.
-        samples: ``"all"``, or ``"correct"``: return ``[]`` when the clean answer is wrong (the
-            paper analyses correctly answered samples only).
+        samples: a ``SAMPLE_MODES`` entry; returns ``[]`` for a sample the mode skips. ``"all"``
+            by default here (one sample); dataset runs default to the paper's ``"correct"``.
         layers: centre layers to sweep (default: every layer).
         heads: knock out these heads only (default: every head).
         clean: a ``CleanRun`` of this input from the same engine (reuse across targets).
         progress: show a tqdm bar over conditions.
+        self_edges: ``"block"`` (official: ``last->last`` blocks the last position's edge to
+            itself) or ``"keep"`` (never block self edges; a difference from the paper).
 
     Returns:
         Records (dicts of JSON types): ``target``, ``pair``, ``key``, ``query``, ``relation``,
         ``heads``, ``n_blocked`` (edges per layer and head), ``layer`` (centre), ``layers`` (the
-        window), ``window``, ``base_letter``, ``base_prob``, ``true_letter``, ``base_true_prob``,
-        ``ko_prob`` / ``ko_true_prob`` (same letters after knockout), ``rel_change`` /
-        ``rel_change_true`` (percent), ``ko_letter`` (answer after knockout), ``base_probs`` /
-        ``ko_probs`` (every option), ``method``.
+        window), ``window``; the official metric: ``base_answer_t`` / ``base_prob`` (the
+        baseline's full-vocabulary argmax token and its probability), ``ko_prob`` (its probability
+        after knockout), ``rel_change`` (percent), ``true_letter``, ``true_t``,
+        ``base_true_prob``, ``ko_true_prob``, ``rel_change_true`` (percent), ``ko_answer_t`` /
+        ``ko_max_prob`` (full-vocabulary argmax after knockout); the option-letter view:
+        ``base_letter``, ``letter_base_prob``, ``letter_ko_prob``, ``letter_rel_change``,
+        ``ko_letter``, ``base_probs`` / ``ko_probs`` (every option); ``self_edges``, ``method``.
 
     Raises:
         UnknownTargetError: unknown target name (lists the known ones).
@@ -144,8 +193,8 @@ def sweep(
     if samples not in SAMPLE_MODES:
         raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
     layout = inputs.layout
-    if samples == "correct" and layout.true_letter is None:
-        raise ValueError("samples='correct' needs inputs with a ground-truth answer")
+    if samples != "all" and layout.true_letter is None:
+        raise ValueError(f"samples={samples!r} needs inputs with a ground-truth answer")
     centres = list(range(n_layers)) if layers is None else [int(l) for l in layers]
     windows = {c: layer_window(c, window, n_layers) for c in centres}
     if heads is not None:
@@ -153,12 +202,12 @@ def sweep(
         if not heads or not all(0 <= h < model.cfg.n_heads for h in heads):
             raise ValueError(f"heads {heads} out of range for {model.cfg.n_heads} heads")
     # build and check every mask before running anything
-    hooks = [(pair, KnockoutHook(knockout_mask(layout, pair), heads)) for pair in tgt.pairs]
+    hooks = [(pair, KnockoutHook(knockout_mask(layout, pair, self_edges), heads)) for pair in tgt.pairs]
 
     if clean is None:
         clean = engine.clean(model, inputs)
-    base = baseline(inputs, clean)
-    if samples == "correct" and not base.correct:
+    base = baseline(inputs, clean, getattr(model, "tokenizer", None))
+    if not keep_sample(base, samples):
         return []
     truth = base.true_letter
 
@@ -171,6 +220,10 @@ def sweep(
     for pair, hook, c in conditions:
         logits = engine.run(model, clean, hook, windows[c])
         ko = _option_probs(inputs, logits)
+        full = logits.float().softmax(-1)
+        ko_answer_t = int(full.argmax())
+        p_answer = float(full[base.answer_t])
+        p_true = float(full[base.true_t]) if truth else None
         records.append(
             {
                 "target": tgt.name,
@@ -183,17 +236,26 @@ def sweep(
                 "layer": c,
                 "layers": windows[c],
                 "window": window,
-                "base_letter": base.letter,
-                "base_prob": base.probs[base.letter],
+                "base_answer_t": base.answer_t,
+                "base_answer": base.answer_token,
+                "base_prob": base.answer_prob,
+                "ko_prob": p_answer,
+                "rel_change": _rel(p_answer, base.answer_prob),
                 "true_letter": truth,
+                "true_t": base.true_t,
                 "base_true_prob": base.probs[truth] if truth else None,
-                "ko_prob": ko[base.letter],
-                "ko_true_prob": ko[truth] if truth else None,
-                "rel_change": _rel(ko[base.letter], base.probs[base.letter]),
-                "rel_change_true": _rel(ko[truth], base.probs[truth]) if truth else None,
+                "ko_true_prob": p_true,
+                "rel_change_true": _rel(p_true, base.probs[truth]) if truth else None,
+                "ko_answer_t": ko_answer_t,
+                "ko_max_prob": float(full[ko_answer_t]),
+                "base_letter": base.letter,
+                "letter_base_prob": base.probs[base.letter],
+                "letter_ko_prob": ko[base.letter],
+                "letter_rel_change": _rel(ko[base.letter], base.probs[base.letter]),
                 "ko_letter": max(ko, key=ko.get),
                 "base_probs": base.probs,
                 "ko_probs": ko,
+                "self_edges": self_edges,
                 "method": engine.name,
             }
         )

@@ -31,11 +31,12 @@ def full_edges(seq_len: int) -> int:
     return seq_len * (seq_len + 1) // 2
 
 
-def count_blocked(layout: TokenLayout, pairs: Tuple[EdgePair, ...]) -> int:
-    """Number of distinct edges in the union of ``pairs`` on ``layout`` (causal, off-diagonal)."""
+def count_blocked(layout: TokenLayout, pairs: Tuple[EdgePair, ...], self_edges: str = "block") -> int:
+    """Number of distinct edges in the union of ``pairs`` on ``layout`` (causal; the diagonal per
+    ``self_edges``, ``videolens.edges``)."""
     if not pairs:
         return 0
-    return sum(int(chunk.sum()) for _, chunk in iter_blocked_rows(layout, tuple(pairs)))
+    return sum(int(chunk.sum()) for _, chunk in iter_blocked_rows(layout, tuple(pairs), self_edges=self_edges))
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def count_edges(layout: TokenLayout, plan: LayerPlan) -> EdgeCounts:
     for l in range(plan.n_layers):
         key = plan.blocked_types(l)
         if key not in by_set:
-            by_set[key] = count_blocked(layout, plan.blocked_pairs(l))
+            by_set[key] = count_blocked(layout, plan.blocked_pairs(l), plan.self_edges)
         kept.append(full - by_set[key])
     return EdgeCounts(tuple([full] * plan.n_layers), tuple(kept))
 

@@ -24,7 +24,9 @@ import torch
 
 from ..data import VideoQA
 from ..inputs import VideoLLMInput
-from .counting import EdgeCounts, count_edges, format_count
+from ..layout import TokenLayout
+from .counting import EdgeCounts, count_edges, format_count, full_edges
+from .masks import lower_triangle_size
 from .hooks import PathwayMasker, RandomMasker
 from .spec import LayerPlan, PathwaySpec, load_spec
 
@@ -34,37 +36,58 @@ __all__ = ["CONDITIONS", "RANDOM_MATCH", "random_block_counts", "evaluate_sample
 CONDITIONS = ("full", "pathways", "random")
 
 
-def _per_layer(counts: EdgeCounts) -> List[int]:
+def _per_layer(counts: EdgeCounts, layout: TokenLayout, ratio: Optional[float]) -> List[int]:
     return list(counts.blocked)
 
 
-def _spread(counts: EdgeCounts) -> List[int]:
+def _spread(counts: EdgeCounts, layout: TokenLayout, ratio: Optional[float]) -> List[int]:
     total, n = sum(counts.blocked), len(counts.blocked)
     return [total // n + (1 if l < total % n else 0) for l in range(n)]
 
 
+def _official(counts: EdgeCounts, layout: TokenLayout, ratio: Optional[float]) -> List[int]:
+    if ratio is None:  # no official ratio for this spec: the plan's own blocked fraction
+        ratio = 1.0 - counts.kept_fraction
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"random_block_ratio must lie in [0, 1], got {ratio}")
+    n = min(int(full_edges(layout.seq_len) * ratio), lower_triangle_size(layout, diagonal=True))
+    return [n] * len(counts.full)
+
+
 #: How many edges the random control blocks per layer, given the pathway plan's counts:
-#: "layer" = the plan's count in that same layer (default); "total" = the plan's total spread
-#: evenly over layers (the paper's released code blocked one fixed fraction in every layer).
-RANDOM_MATCH = {"layer": _per_layer, "total": _spread}
+#: "official" (default) = the official code: ``int(ratio x S(S+1)/2)`` edges in EVERY layer
+#: (capped at the eligible ones), the diagonal eligible, ratio = the spec's ``random_block_ratio``
+#: (the official scripts' ``--random_block_ratio``) or else the plan's blocked fraction;
+#: "layer" = the plan's count in that same layer, diagonal never drawn (videolens' matched
+#: control, a difference from the paper); "total" = the plan's total spread evenly over layers.
+RANDOM_MATCH = {"official": _official, "layer": _per_layer, "total": _spread}
+_RANDOM_DIAGONAL = {"official": True, "layer": False, "total": False}
 
 
-def random_block_counts(counts: EdgeCounts, match: str = "layer") -> List[int]:
+def random_block_counts(counts: EdgeCounts, match: str = "official", layout: Optional[TokenLayout] = None,
+                        ratio: Optional[float] = None) -> List[int]:
     """Edges the random control blocks in each layer (see ``RANDOM_MATCH``).
 
     Raises:
-        KeyError: unknown ``match``.
+        KeyError: unknown ``match``. ValueError: ``"official"`` without ``layout``, or a ratio
+            outside [0, 1].
     """
     if match not in RANDOM_MATCH:
         raise KeyError(f"unknown random match {match!r}; known: {sorted(RANDOM_MATCH)}")
-    return RANDOM_MATCH[match](counts)
+    if match == "official" and layout is None:
+        raise ValueError("the official random control needs the layout (its eligible edges)")
+    return RANDOM_MATCH[match](counts, layout, ratio)
 
 
-def _record(model, inputs: VideoLLMInput, logits: torch.Tensor, condition: str, full: int, kept: Sequence[int]) -> Dict[str, Any]:
+def _record(model, inputs: VideoLLMInput, logits: torch.Tensor, condition: str, full: int, kept: Sequence[int],
+            base_t: Optional[int] = None) -> Dict[str, Any]:
     probs = model.option_probs(inputs, logits)
     answer = max(probs, key=probs.get)
     truth = inputs.layout.true_letter
     sample = inputs.sample
+    p_full = logits[0, -1].float().softmax(-1)
+    argmax_t = int(p_full.argmax())
+    base_t = argmax_t if base_t is None else base_t
     return {
         "condition": condition,
         "task": (sample.task if sample is not None else None) or "all",
@@ -73,6 +96,9 @@ def _record(model, inputs: VideoLLMInput, logits: torch.Tensor, condition: str, 
         "correct": answer == truth,
         "p_true": probs.get(truth) if truth else None,
         "probs": probs,
+        "argmax_t": argmax_t,
+        "base_argmax_t": base_t,
+        "p_base_argmax": float(p_full[base_t]),
         "seq_len": inputs.seq_len,
         "video_grid": list(inputs.layout.video_grid),
         "n_layers": len(kept),
@@ -83,6 +109,16 @@ def _record(model, inputs: VideoLLMInput, logits: torch.Tensor, condition: str, 
     }
 
 
+def _add_relative(records: List[Dict[str, Any]]) -> None:
+    """The official relative changes vs the full-attention record: ``rel_change`` for the full
+    run's argmax token, ``rel_change_true`` for the true letter (percent)."""
+    base = records[0]
+    for r in records:
+        r["rel_change"] = (r["p_base_argmax"] - base["p_base_argmax"]) / base["p_base_argmax"] * 100.0
+        if base["p_true"]:
+            r["rel_change_true"] = (r["p_true"] - base["p_true"]) / base["p_true"] * 100.0
+
+
 @torch.no_grad()
 def evaluate_sample(
     model,
@@ -90,11 +126,12 @@ def evaluate_sample(
     spec: PathwaySpec | LayerPlan | str,
     random_control: bool = True,
     seed: int = 0,
-    match: str = "layer",
+    match: str = "official",
     key: Optional[str] = None,
+    random_ratio: Optional[float] = None,
 ) -> List[Dict[str, Any]]:
     """Answer one sample under full causal attention, the pathway spec, and (optionally) the random
-    control; one record per condition.
+    control; one record per condition (official analysis/effective_pathway_analysis.py).
 
     Args:
         model: a ``HookedVideoLLM``.
@@ -102,19 +139,24 @@ def evaluate_sample(
         spec: a spec (resolved for ``model.cfg.n_layers`` by relative depth), a ready ``LayerPlan``,
             or a spec name / file.
         random_control: also run the random control.
-        seed: random-control seed; the draw also depends on ``key`` and the layer.
-        match: random-control edge budget per layer (``RANDOM_MATCH``).
+        seed: random-control seed; the draw also depends on ``key`` and the layer (the official
+            draw is unseeded, so only its counts can be reproduced).
+        match: random-control edge budget per layer (``RANDOM_MATCH``; default the official rule).
         key: sample key for the random draw (default: the sample id).
+        random_ratio: the official ``--random_block_ratio``; None: the spec's, else the plan's
+            blocked fraction.
 
     Returns:
-        Records with ``condition``, ``task``, ``truth``, ``answer``, ``correct``, ``p_true``,
-        ``probs``, ``seq_len``, ``video_grid``, ``n_layers``, ``edges_full``, ``edges_kept``,
-        ``kept_fraction``, ``kept_per_layer``.
+        Records with ``condition``, ``task``, ``truth``, ``answer`` (argmax option letter),
+        ``correct``, ``p_true``, ``probs`` (option letters), ``argmax_t`` (full-vocabulary argmax),
+        ``base_argmax_t`` / ``p_base_argmax`` (the full run's argmax token and its probability
+        here), ``rel_change`` / ``rel_change_true`` (percent vs full attention, the official
+        ``relative_diff`` / ``relative_diff_gt``), ``seq_len``, ``video_grid``, ``n_layers``,
+        ``edges_full``, ``edges_kept``, ``kept_fraction``, ``kept_per_layer``.
 
     Raises:
         ValueError: the plan's depth is not the model's.
-        videolens.edges.EmptyRowError: a mask would empty a row (cannot happen with the built-in
-            builders, which never block the diagonal).
+        videolens.edges.EmptyRowError: a mask would empty some query's row (before it runs).
     """
     plan = spec if isinstance(spec, LayerPlan) else load_spec(spec).plan(model.cfg.n_layers)
     if plan.n_layers != model.cfg.n_layers:
@@ -126,18 +168,21 @@ def evaluate_sample(
         key = inputs.sample.sample_id if inputs.sample is not None else ""
 
     records = [_record(model, inputs, model(inputs), "full", full, counts.full)]
+    base_t = records[0]["argmax_t"]
 
     masker = PathwayMasker(layout, plan)
     logits = model.run_with_hooks(inputs, fwd_hooks=masker.fwd_hooks())
     masker.release()
-    records.append(_record(model, inputs, logits, "pathways", full, counts.kept))
+    records.append(_record(model, inputs, logits, "pathways", full, counts.kept, base_t))
 
     if random_control:
-        n_block = random_block_counts(counts, match)
-        rnd = RandomMasker(layout, n_block, seed=seed, key=key)
+        ratio = random_ratio if random_ratio is not None else plan.random_block_ratio
+        n_block = random_block_counts(counts, match, layout, ratio)
+        rnd = RandomMasker(layout, n_block, seed=seed, key=key, diagonal=_RANDOM_DIAGONAL[match])
         logits = model.run_with_hooks(inputs, fwd_hooks=rnd.fwd_hooks())
         rnd.release()
-        records.append(_record(model, inputs, logits, "random", full, [full - n for n in n_block]))
+        records.append(_record(model, inputs, logits, "random", full, [full - n for n in n_block], base_t))
+    _add_relative(records)
     return records
 
 
@@ -147,14 +192,17 @@ def evaluate(
     spec: PathwaySpec | str,
     random_control: bool = True,
     seed: int = 0,
-    match: str = "layer",
-    num_frames: int = 8,
+    match: str = "official",
+    num_frames: Optional[int] = None,
     writer=None,
     progress: bool = True,
+    random_ratio: Optional[float] = None,
+    self_edges: str = "block",
 ) -> List[Dict[str, Any]]:
     """``evaluate_sample`` over a dataset (``videolens.data.load_tvbench``), with a tqdm bar.
 
     Args:
+        self_edges: ``"block"`` (official) or ``"keep"`` (``PathwaySpec.plan``).
         writer: optional ``videolens.runs.RecordWriter``; finished samples are skipped and each
             sample's records are written as it finishes (resumable).
 
@@ -163,7 +211,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    plan = load_spec(spec).plan(model.cfg.n_layers)
+    plan = load_spec(spec).plan(model.cfg.n_layers, self_edges=self_edges)
     out: List[Dict[str, Any]] = []
     bar = tqdm(samples, desc=f"pathways {plan.spec_name}", unit="sample", disable=not progress)
     for sample in bar:
@@ -171,7 +219,8 @@ def evaluate(
         if writer is not None and writer.is_done(sid):
             continue
         inputs = model.prepare(sample, num_frames=num_frames)
-        recs = [{"sample_id": sid, **r} for r in evaluate_sample(model, inputs, plan, random_control, seed, match, sid)]
+        recs = [{"sample_id": sid, **r} for r in evaluate_sample(model, inputs, plan, random_control, seed, match, sid,
+                                                                           random_ratio)]
         if writer is not None:
             writer.write_sample(sid, recs)
         out.extend(recs)

@@ -136,25 +136,29 @@ class PathwayMasker(_Masker):
         return self.plan.blocked_types(layer)
 
     def _fill(self, buf: torch.Tensor, layer: int) -> None:
-        write_blocked_(buf, self.layout, self.plan.blocked_pairs(layer))
+        write_blocked_(buf, self.layout, self.plan.blocked_pairs(layer), self.plan.self_edges)
 
 
 class RandomMasker(_Masker):
-    """Hooks that block ``n_block[l]`` random edges in layer ``l`` (REFERENCE section 2, random
-    control): lower-triangle edges among positions at or after the video start, never the
-    diagonal, drawn afresh for each layer from a generator seeded with ``(seed, key, layer)``.
+    """Hooks that block ``n_block[l]`` random edges in layer ``l`` (REFERENCE sections 2 and 11,
+    random control): lower-triangle edges among positions at or after the video start (the
+    diagonal eligible when ``diagonal``, as in the official code), drawn afresh for each layer from
+    a generator seeded with ``(seed, key, layer)`` (the official code is unseeded).
 
     Args:
         layout: the input's TokenLayout.
-        n_block: edges to block per layer (usually ``EdgeCounts.blocked`` of the pathway plan).
+        n_block: edges to block per layer (``pathways.evaluate.random_block_counts``).
         seed: the run's seed.
         key: anything that tells samples apart (the sample id), so each sample gets its own draw.
+        diagonal: whether self edges may be drawn.
     """
 
-    def __init__(self, layout: TokenLayout, n_block: Sequence[int], seed: int = 0, key: object = ""):
+    def __init__(self, layout: TokenLayout, n_block: Sequence[int], seed: int = 0, key: object = "",
+                 diagonal: bool = False):
         super().__init__(layout, len(n_block))
         self.n_block = tuple(int(n) for n in n_block)
         self.seed, self.key = int(seed), key
+        self.diagonal = bool(diagonal)
 
     def active(self, layer: int) -> bool:
         return self.n_block[layer] > 0
@@ -164,4 +168,4 @@ class RandomMasker(_Masker):
 
     def _fill(self, buf: torch.Tensor, layer: int) -> None:
         g = torch.Generator().manual_seed(seed_for(self.seed, self.key, layer))
-        random_blocked_(buf, self.layout, self.n_block[layer], g)
+        random_blocked_(buf, self.layout, self.n_block[layer], g, self.diagonal)

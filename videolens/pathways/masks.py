@@ -1,14 +1,17 @@
 """Boolean blocked-edge masks, built a few query rows at a time.
 
 Same convention as ``videolens.edges``: ``bool [S, S]`` indexed ``[query, key]``, True = blocked,
-only causal off-diagonal edges (key < query) are ever set, so no query loses its edge to itself
-(REFERENCE section 2). ``write_blocked_`` gives the same mask as ``edges.blocked_mask`` (tested),
+only causal edges are ever set, and the diagonal follows ``self_edges`` (``"block"``: the official
+code, e.g. ``video->video`` after the video-to-question layers blocks each video token's edge to
+itself; ``"keep"``: never). ``write_blocked_`` gives the same mask as ``edges.blocked_mask`` (tested),
 but fills a caller-owned buffer in row chunks, so its temporaries stay far below one ``S x S``
 mask; the released code of the paper held an ``S x S x heads`` float mask per layer (about 3.5 GB
 a sample for the 7B model).
 
 ``random_blocked_`` draws the random control: a given number of distinct lower-triangle edges
-among positions at or after the video start, never the diagonal, from a seeded generator.
+among positions at or after the video start, from a seeded generator; the diagonal is eligible in
+the official rule (``diagonal=True``, official analysis/effective_pathway_analysis.py) and not in
+videolens' per-layer matched control.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 import torch
 from jaxtyping import Bool
 
-from ..edges import RELATIONS, EdgePair, EmptyRowError
+from ..edges import RELATIONS, EdgePair, EmptyRowError, check_self_edges
 from ..layout import TokenLayout
 
 __all__ = ["write_blocked_", "iter_blocked_rows", "assert_no_empty_rows", "random_blocked_", "seed_for",
@@ -36,9 +39,10 @@ def _contiguous(pos: torch.Tensor) -> bool:
     return len(pos) > 0 and int(pos[-1]) - int(pos[0]) + 1 == len(pos)
 
 
-def _write_pair(out: torch.Tensor, row_start: int, layout: TokenLayout, pair: EdgePair) -> None:
-    """OR the causal off-diagonal edges of ``pair`` whose query lies in rows
+def _write_pair(out: torch.Tensor, row_start: int, layout: TokenLayout, pair: EdgePair, self_edges: str = "block") -> None:
+    """OR the causal edges of ``pair`` (diagonal per ``self_edges``) whose query lies in rows
     ``[row_start, row_start + out.shape[0])`` into ``out`` (``[rows, S]``)."""
+    check_self_edges(self_edges)
     if pair.relation not in RELATIONS:
         raise KeyError(f"unknown relation {pair.relation!r}; known: {sorted(RELATIONS)}")
     rel = RELATIONS[pair.relation]
@@ -53,7 +57,8 @@ def _write_pair(out: torch.Tensor, row_start: int, layout: TokenLayout, pair: Ed
     for i in range(0, len(q_all), step):
         q = q_all[i : i + step]
         block = rel(layout, q, k).to(out.device)
-        block &= k_dev[None, :] < q.to(out.device)[:, None]  # causal, never the query itself
+        qd = q.to(out.device)[:, None]
+        block &= (k_dev[None, :] <= qd) if self_edges == "block" else (k_dev[None, :] < qd)
         rows = q - row_start
         if k_slice is not None and _contiguous(q):
             out[int(rows[0]) : int(rows[-1]) + 1, k_slice] |= block
@@ -63,11 +68,11 @@ def _write_pair(out: torch.Tensor, row_start: int, layout: TokenLayout, pair: Ed
 
 
 def write_blocked_(
-    out: Bool[torch.Tensor, "S S"], layout: TokenLayout, pairs: Iterable[EdgePair]
+    out: Bool[torch.Tensor, "S S"], layout: TokenLayout, pairs: Iterable[EdgePair], self_edges: str = "block"
 ) -> Bool[torch.Tensor, "S S"]:
     """Fill ``out`` (zeroed first) with the union of the edges of ``pairs``; returns ``out``.
 
-    Equal to ``videolens.edges.blocked_mask(layout, pairs)`` but written in place, a few query
+    Equal to ``videolens.edges.blocked_mask(layout, pairs, self_edges)`` but written in place, a few query
     rows at a time (temporaries of at most ~S*S/64 elements).
 
     Raises:
@@ -79,12 +84,12 @@ def write_blocked_(
         raise ValueError(f"out must be a bool [{S}, {S}] tensor, got {out.dtype} {tuple(out.shape)}")
     out.zero_()
     for pair in pairs:
-        _write_pair(out, 0, layout, pair)
+        _write_pair(out, 0, layout, pair, self_edges)
     return out
 
 
 def iter_blocked_rows(
-    layout: TokenLayout, pairs: Tuple[EdgePair, ...], rows_per_chunk: Optional[int] = None
+    layout: TokenLayout, pairs: Tuple[EdgePair, ...], rows_per_chunk: Optional[int] = None, self_edges: str = "block"
 ) -> Iterator[Tuple[int, Bool[torch.Tensor, "rows S"]]]:
     """Yield ``(row_start, blocked[rows, S])`` chunks of the union mask of ``pairs`` without ever
     holding the ``S x S`` mask (used to count edges). The chunk buffer is reused between yields."""
@@ -95,7 +100,7 @@ def iter_blocked_rows(
         view = buf[: min(rows, S - r0)]
         view.zero_()
         for pair in pairs:
-            _write_pair(view, r0, layout, pair)
+            _write_pair(view, r0, layout, pair, self_edges)
         yield r0, view
 
 
@@ -119,10 +124,11 @@ def assert_no_empty_rows(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: int = 
 
 
 # ---- random control ---------------------------------------------------------------------------
-def lower_triangle_size(layout: TokenLayout) -> int:
-    """Number of edges the random control may block: key < query, both at or after the video start."""
+def lower_triangle_size(layout: TokenLayout, diagonal: bool = False) -> int:
+    """Number of edges the random control may block: key < query (key <= query with ``diagonal``,
+    the official rule), both at or after the video start."""
     n = layout.seq_len - layout.video.start
-    return n * (n - 1) // 2
+    return n * (n + 1) // 2 if diagonal else n * (n - 1) // 2
 
 
 def seed_for(seed: int, *keys: object) -> int:
@@ -140,10 +146,12 @@ def _tri_index(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def random_blocked_(
-    out: Bool[torch.Tensor, "S S"], layout: TokenLayout, n_block: int, generator: torch.Generator
+    out: Bool[torch.Tensor, "S S"], layout: TokenLayout, n_block: int, generator: torch.Generator,
+    diagonal: bool = False,
 ) -> Bool[torch.Tensor, "S S"]:
-    """Fill ``out`` with ``n_block`` distinct random blocked edges: key < query, both positions at
-    or after the video start (REFERENCE section 2, random control); never the diagonal.
+    """Fill ``out`` with ``n_block`` distinct random blocked edges: key < query (key <= query with
+    ``diagonal``, the official rule of analysis/effective_pathway_analysis.py), both positions at
+    or after the video start (REFERENCE sections 2 and 11, random control).
 
     Every set of ``n_block`` such edges is equally likely. Edges are drawn in small batches and
     de-duplicated against ``out`` itself (when more than half are to be blocked, the edges to keep
@@ -153,7 +161,10 @@ def random_blocked_(
         ValueError: ``n_block`` is negative or more than ``lower_triangle_size(layout)``.
     """
     S, v0 = layout.seq_len, layout.video.start
-    total = lower_triangle_size(layout)
+    total = lower_triangle_size(layout, diagonal)
+    # the triangle with its diagonal, over n positions, is the strict triangle over n + 1 positions
+    # with the row shifted down by one
+    shift = 1 if diagonal else 0
     if not 0 <= n_block <= total:
         raise ValueError(f"cannot block {n_block} random edges: only {total} lie after the video start")
     if out.shape != (S, S) or out.dtype != torch.bool:
@@ -166,18 +177,18 @@ def random_blocked_(
         for r0 in range(v0, S, step):
             r1 = min(S, r0 + step)
             rows = torch.arange(r0, r1, device=out.device)
-            out[r0:r1, v0:] = keys[None, :] < rows[:, None]
+            out[r0:r1, v0:] = (keys[None, :] <= rows[:, None]) if diagonal else (keys[None, :] < rows[:, None])
     target = not invert
     remaining = total - n_block if invert else n_block
     while remaining > 0:
         size = min(max(2 * remaining, 256), 1 << 14)
         t = torch.randint(total, (size,), generator=generator)
         r, c = _tri_index(t)
-        fresh = (out[(r + v0).to(out.device), (c + v0).to(out.device)] != target).cpu()
+        fresh = (out[(r - shift + v0).to(out.device), (c + v0).to(out.device)] != target).cpu()
         t = torch.unique(t[fresh])
         if len(t) > remaining:
             t = t[torch.randperm(len(t), generator=generator)[:remaining]]
         r, c = _tri_index(t)
-        out[(r + v0).to(out.device), (c + v0).to(out.device)] = target
+        out[(r - shift + v0).to(out.device), (c + v0).to(out.device)] = target
         remaining -= len(t)
     return out

@@ -18,7 +18,8 @@ A spec (REFERENCE section 2, "Effective pathways"; the paper's Finding 4) is a J
         "within_frame": [[30, 31]]                      #   or explicit ranges
       },
       "edge_types": {"my_type": ["video->frame:0"]},    # optional: spec-local edge types
-      "model": "...", "video_grid": [8, 12, 12], "source": "...", "paper": {...}   # metadata
+      "model": "...", "video_grid": [8, 12, 12], "source": "...", "paper": {...},  # metadata
+      "random_block_ratio": 0.58                      # optional: the official random control's ratio
     }
 
 Edge types name lists of ``videolens.edges.EdgePair`` strings (``"KEY->QUERY[relation]"`` over
@@ -78,7 +79,7 @@ EDGE_TYPES: Dict[str, Tuple[str, ...]] = {
     "video_to_last": ("video->last",),
     "question_to_last": ("question->last",),  # question text and option lines -> last
     "question_to_question": ("question->question",),
-    "last_to_last": ("last->last",),  # only the self edge: never blocked (see edges.py)
+    "last_to_last": ("last->last",),  # only the self edge: blocked under self_edges="block" (official)
     "non_option_question_to_last": ("non_option_question->last",),
     "true_option_to_last": ("true_option->last",),
     "false_options_to_last": ("false_options->last",),
@@ -158,9 +159,21 @@ class PathwaySpec:
         text = json.dumps(self.raw, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def plan(self, n_layers: Optional[int] = None) -> "LayerPlan":
+    @property
+    def random_block_ratio(self) -> Optional[float]:
+        """The official scripts' ``--random_block_ratio`` for this model (the spec file's
+        ``random_block_ratio``), or None."""
+        r = self.meta.get("random_block_ratio")
+        return None if r is None else float(r)
+
+    def plan(self, n_layers: Optional[int] = None, self_edges: str = "block") -> "LayerPlan":
         """The per-layer plan for a model with ``n_layers`` layers (default: the spec's own depth),
-        mapped by relative depth (``map_layers``)."""
+        mapped by relative depth (``map_layers``). ``self_edges``: ``"block"`` (official: the
+        diagonal is blocked too for last_to_last, video_to_video and question_to_question) or
+        ``"keep"`` (never block self edges; a difference from the paper)."""
+        from ..edges import check_self_edges
+
+        check_self_edges(self_edges)
         n = self.n_layers if n_layers is None else int(n_layers)
         if n < 1:
             raise ValueError(f"n_layers must be >= 1, got {n}")
@@ -178,7 +191,8 @@ class PathwaySpec:
                 layers = map_layers(sel, self.n_layers, n)
             blocked[t] = tuple(sorted(set(blocked.get(t, ())) | set(layers)))
         per_layer = tuple(tuple(t for t in blocked if l in blocked[t]) for l in range(n))
-        return LayerPlan(self.name, n, per_layer, {t: self.edge_types[t] for t in blocked}, kept, blocked)
+        return LayerPlan(self.name, n, per_layer, {t: self.edge_types[t] for t in blocked}, kept, blocked,
+                         self_edges, self.random_block_ratio)
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,10 @@ class LayerPlan:
         per_layer: ``per_layer[l]`` = names of the edge types blocked in layer ``l``.
         pairs: edge type -> EdgePairs.
         kept_layers / blocked_layers: edge type -> layer indices (after depth mapping).
+        self_edges: ``"block"`` (official) or ``"keep"``: whether blocked edge types include the
+            diagonal where key and query groups overlap (``videolens.edges``).
+        random_block_ratio: the spec's official random-control ratio (None: use the plan's own
+            blocked fraction).
     """
 
     spec_name: str
@@ -199,6 +217,8 @@ class LayerPlan:
     pairs: Dict[str, Tuple[EdgePair, ...]]
     kept_layers: Dict[str, Tuple[int, ...]]
     blocked_layers: Dict[str, Tuple[int, ...]]
+    self_edges: str = "block"
+    random_block_ratio: Optional[float] = None
 
     def blocked_types(self, layer: int) -> Tuple[str, ...]:
         """Names of the edge types blocked in ``layer``."""
@@ -290,7 +310,7 @@ def _layer_set(sel, kept: Mapping[str, Tuple[Range, ...]], n: int) -> set:
 
 
 _KNOWN_KEYS = {"name", "n_layers", "kept", "always_blocked", "edge_types", "model", "video_grid", "source", "paper",
-               "description"}
+               "description", "random_block_ratio", "random_block_ratio_source"}
 
 
 def spec_from_dict(d: Mapping[str, Any], origin: str = "<dict>") -> PathwaySpec:
