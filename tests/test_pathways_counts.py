@@ -165,19 +165,27 @@ def test_random_draw_counts_region_and_reproducibility():
         random_blocked_(out, layout, total + 1, torch.Generator())
 
 
-def test_random_draw_is_uniform():
-    # every eligible edge equally likely, in both branches (direct draw and drawing the kept ones)
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_random_draw_is_uniform(diagonal):
+    # every eligible edge equally likely, in both branches (direct draw and drawing the kept ones);
+    # the official rule (diagonal=True) makes self edges eligible too, the matched control never
     layout = synthetic_layout((1, 1, 3), n_prefix=2, n_between=1, n_question=3, n_after=2, n_options=2)
-    S, total = layout.seq_len, lower_triangle_size(layout)
+    S, total = layout.seq_len, lower_triangle_size(layout, diagonal)
+    assert total == (S - 2) * (S - 2 + (1 if diagonal else -1)) // 2
     g = torch.Generator().manual_seed(1)
     out = torch.zeros(S, S, dtype=torch.bool)
-    draws = 800
+    draws = 500
     for n in (5, total - 5):
         freq = torch.zeros(S, S)
         for _ in range(draws):
-            freq += random_blocked_(out, layout, n, g).float()
+            m = random_blocked_(out, layout, n, g, diagonal)
+            assert int(m.sum()) == n and not m.triu(1).any() and not m[:2].any() and not m[:, :2].any()
+            freq += m.float()
         v0 = layout.video.start
-        vals = freq[v0:, v0:][torch.ones(S - v0, S - v0, dtype=torch.bool).tril(-1)] / draws
+        eligible = torch.ones(S - v0, S - v0, dtype=torch.bool).tril(0 if diagonal else -1)
+        if not diagonal:
+            assert freq.diagonal().sum() == 0
+        vals = freq[v0:, v0:][eligible] / draws
         p = n / total
         sd = (p * (1 - p) / draws) ** 0.5
         assert (vals - p).abs().max() < 5 * sd, (n, vals.min(), vals.max(), p)

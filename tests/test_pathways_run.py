@@ -145,11 +145,13 @@ def test_evaluate_sample_records(deep_model, inputs8):
     for r in recs:
         assert r["correct"] == (r["answer"] == r["truth"])
         assert set(r["probs"]) == {"A", "B", "C", "D"}
-    # random control: same seed -> same answer probabilities; another seed -> other ones
-    again = evaluate_sample(deep_model, inputs8, spec, random_control=True, seed=0)[2]
-    other = evaluate_sample(deep_model, inputs8, spec, random_control=True, seed=1)[2]
-    assert again["probs"] == by["random"]["probs"]
-    assert other["probs"] != by["random"]["probs"]
+    # random control: same seed -> same answer probabilities; another seed -> other ones (the matched
+    # control: on this short prompt the official ratio asks for every eligible edge, so no seed matters)
+    once = evaluate_sample(deep_model, inputs8, spec, random_control=True, seed=0, match="layer")[2]
+    again = evaluate_sample(deep_model, inputs8, spec, random_control=True, seed=0, match="layer")[2]
+    other = evaluate_sample(deep_model, inputs8, spec, random_control=True, seed=1, match="layer")[2]
+    assert again["probs"] == once["probs"]
+    assert other["probs"] != once["probs"]
     total = evaluate_sample(deep_model, inputs8, spec, random_control=True, match="total")[2]
     assert total["edges_kept"] == counts.total_kept
     assert max(total["kept_per_layer"]) - min(total["kept_per_layer"]) <= 1
