@@ -5,11 +5,12 @@ normal HookedVideoLLM path: a subset as real mp4 files through ``load_tvbench`` 
 the bulk in memory through ``Video.from_frames`` (the same pixels, checked in test_synthetic.py;
 writing 500 mp4 files would take most of the time budget).
 
-Asserted, as in the paper's Finding 1 table but on our model:
-- plain causal attention: >= 90% on every task (>= 100 clips per task);
+Asserted, as in the paper's Finding 1 table but on our model (30 clips per task in the default run,
+100 with ``-m slow``; the clips are seeded, so each run is deterministic):
+- plain causal attention: >= 90% on every task;
 - video->video cross-frame edges blocked in every layer (``blocks.{l}.attn.hook_attn_scores``
-  set to -inf by ``knockout.knockout_hooks``): every temporal task within 15 points of chance, the
-  static task >= 85%;
+  set to -inf by ``knockout.knockout_hooks``): every temporal task within 15 points of chance (25
+  with 30 clips), the static task >= 85%;
 - every frame replaced by the first or by the last frame: temporal tasks near chance (no
   single-frame shortcut, REFERENCE section 10).
 """
@@ -29,7 +30,8 @@ from videolens.train_tiny import _answered_right as _correct
 from videolens.train_tiny import _batched_last_logits as _batched_logits  # checked below against model(inputs)
 
 ASSET = Path(vl.__file__).parent / "assets" / "tiny-videollm"
-N_PER_TASK = 100
+# clips per task: the default run, and the full check under -m slow
+SIZES = [pytest.param(30, id="30clips"), pytest.param(100, id="100clips", marks=pytest.mark.slow)]
 SEED = 777  # training draws from an rng stream; the model card uses seeds 9000+ and 5000+
 pytestmark = pytest.mark.skipif(not (ASSET / "config.json").exists(), reason="bundled model not built yet")
 
@@ -56,20 +58,21 @@ def _accuracies(model, samples, chunk=50):
     return {c: float(np.mean(v)) for c, v in right.items()}
 
 
-@pytest.fixture(scope="module")
-def results(model, tmp_path_factory):
+@pytest.fixture(scope="module", params=SIZES)
+def results(model, tmp_path_factory, request):
     """Accuracy per task: plain causal and cross-frame knockout on the same clips."""
     out = {}
     files = tmp_path_factory.mktemp("bundled")
     n_files = 10
     for task in S.TASKS:
-        made = S.make_samples(task, N_PER_TASK, seed=SEED)
+        made = S.make_samples(task, request.param, seed=SEED)
         # the first clips as real mp4 files, read back by the normal loader
         S.write_dataset(files, n_per_task=n_files, seed=SEED, tasks=[task])
         from_files = vl.load_tvbench(files / f"{task}.json", files / "videos", task=task)
         assert [s.question for s in from_files] == [m.question for m in made[:n_files]]
         samples = from_files + [m.to_videoqa() for m in made[n_files:]]
         out[task] = _accuracies(model, samples)
+    out["_n"] = request.param
     return out
 
 
@@ -106,7 +109,9 @@ def test_accuracy_at_least_90_percent(results, task):
 @pytest.mark.parametrize("task", list(S.TEMPORAL_TASKS))
 def test_cross_frame_knockout_drops_temporal_tasks_to_chance(results, task):
     chance = 1 / S.TASKS[task].n_options
-    assert abs(results[task]["knockout"] - chance) <= 0.15, results
+    # 15 points with 100 clips; with 30, about three standard errors of a chance-level binomial
+    tol = 0.15 if results["_n"] >= 100 else 0.25
+    assert abs(results[task]["knockout"] - chance) <= tol, results
 
 
 @pytest.mark.parametrize("task", list(S.STATIC_TASKS))
@@ -114,12 +119,13 @@ def test_cross_frame_knockout_keeps_the_static_task(results, task):
     assert results[task]["knockout"] >= 0.85, results
 
 
+@pytest.mark.parametrize("n", [pytest.param(20, id="20clips"), pytest.param(60, id="60clips", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("which", [0, -1])
 @torch.no_grad()
-def test_single_frame_clips_leave_temporal_tasks_at_chance(model, which):
+def test_single_frame_clips_leave_temporal_tasks_at_chance(model, which, n):
     for task in S.TEMPORAL_TASKS:
         samples = []
-        for m in S.make_samples(task, 60, seed=SEED + 1):
+        for m in S.make_samples(task, n, seed=SEED + 1):
             f = m.frames()
             still = np.repeat(f[which][None], len(f), axis=0)
             samples.append(vl.VideoQA(video=vl.Video.from_frames(still), question=m.question,

@@ -105,3 +105,54 @@ def write_clip(path: Path, n_frames: int = 16, size=(48, 64), fps: int = 8, seed
             f[h // 2 - 6 : h // 2 + 6, x : x + 12] = 255
             wr.append_data(f)
     return Path(path)
+
+
+def _rewrite_config(path: Path, **changes) -> dict:
+    import json
+
+    cfg = json.loads((path / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    return cfg
+
+
+def _as_diff(d: dict, defaults: dict) -> dict:
+    """A config dict saved as a diff from its class defaults (as transformers 4.40 writes sub-configs)."""
+    return {k: v for k, v in d.items() if k == "model_type" or k not in defaults or defaults[k] != v}
+
+
+def make_tiny_official_pllava(path: Path, seed: int = 0, text: str = "llama", **kw):
+    """A random checkpoint in the OFFICIAL PLLaVA format: ``model_type "llava"`` with
+    ``architectures ["PllavaForConditionalGeneration"]``, text_config saved as a diff from the defaults."""
+    import transformers
+
+    make_tiny_pllava(path, seed=seed, text=text, **kw)
+    import json
+
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    cls_name, _ = TEXT_CONFIGS[text]
+    defaults = getattr(transformers, cls_name)().to_dict()
+    _rewrite_config(Path(path), model_type="llava", architectures=["PllavaForConditionalGeneration"],
+                    text_config=_as_diff(cfg["text_config"], defaults))
+    return Path(path)
+
+
+def make_tiny_llava_next_image(path: Path, seed: int = 0, text: str = "llama", **kw):
+    """A random LLaVA-NeXT IMAGE checkpoint (``model_type "llava_next"``, llava-v1.6 layout with
+    ``image_newline``, no pooling_shape): the paper's ImageLLM baseline, loaded the PLLaVA way."""
+    from safetensors.torch import load_file, save_file
+
+    make_tiny_pllava(path, seed=seed, text=text, **kw)
+    path = Path(path)
+    sd = load_file(str(path / "model.safetensors"))
+    d = sd["language_model.model.embed_tokens.weight"].shape[1]
+    sd["image_newline"] = torch.randn(d, generator=torch.Generator().manual_seed(seed + 11))
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    _rewrite_config(path, model_type="llava_next", architectures=["LlavaNextForConditionalGeneration"],
+                    pooling_shape=None, num_frames=None, frame_shape=None,
+                    image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]], use_image_newline_parameter=True)
+    return path

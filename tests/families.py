@@ -1,0 +1,131 @@
+"""The checkpoint families every shared test runs on (tests/test_families.py), in the spirit of
+transformers' ModelTesterMixin: one ``FamilyCase`` per (family, text backbone). A later family plugs
+in with one line in ``CASES``: a writer of a tiny checkpoint in its exact on-disk format and a
+reference forward written from transformers' own modules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import torch
+from einops import rearrange
+from safetensors.torch import load_file
+
+from tiny import make_tiny_llava_next_image, make_tiny_llava_next_video, make_tiny_official_pllava, make_tiny_pllava
+
+
+@dataclass(frozen=True)
+class FamilyCase:
+    """One family x text backbone.
+
+    Attributes:
+        id: test id.
+        write: ``write(path) -> checkpoint folder`` (a tiny random checkpoint, exact on-disk format).
+        reference: ``reference(ckpt, model, inputs) -> (logits [1, S, V], hidden_states (L + 1), final norm)``
+            computed by transformers' modules, independent of videolens' conversion.
+        load_kwargs: extra ``from_pretrained`` arguments (e.g. the pooling override).
+        num_frames: frames per clip.
+        video_grid: expected ``(T, h, w)`` of the video tokens.
+    """
+
+    id: str
+    write: Callable[[Path], Path]
+    reference: Callable
+    load_kwargs: Dict = field(default_factory=dict)
+    num_frames: int = 8
+    video_grid: Tuple[int, int, int] = (4, 4, 4)
+
+
+def official_preresize(frames, clip_size):
+    """The official PllavaProcessor.resize_crop_longshort for one video, written with the
+    transformers functions it calls (image_transforms.get_resize_output_image_size and resize)."""
+    import numpy as np
+    from transformers.image_transforms import get_resize_output_image_size, resize
+
+    h, w = frames.shape[1:3]
+    rate = max(h, w) / min(h, w)
+    short = max(min(min(h, w), int(min(640, max(h, w)) / rate)), clip_size)
+    out_long = int(short * rate)
+    out = []
+    for f in frames:
+        size = get_resize_output_image_size(f, size=short, default_to_square=False, max_size=9999,
+                                            input_data_format="channels_last")
+        f = resize(f, size, resample=3, input_data_format="channels_last")
+        start = ((max(f.shape[:2]) - out_long) // 2) // 2
+        f = f[start:start + out_long] if h > w else f[:, start:start + out_long]
+        out.append(f)
+    return np.stack(out)
+
+
+def pllava_reference(ckpt, frames, tokens, placeholder, pooling_shape=None):
+    """PLLaVA written independently from HF modules: the official pre-resize, CLIP preprocessing ->
+    CLIP hidden_states[-2][:, 1:] -> MLP -> AdaptiveAvgPool3d -> the HF CausalLM (inputs_embeds)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    sd = load_file(str(Path(ckpt) / "model.safetensors"))
+    vcfg = {k: v for k, v in cfg["vision_config"].items() if k != "model_type"}
+    tower = CLIPVisionModel(CLIPVisionConfig(**vcfg)).eval()
+    tower.load_state_dict({k[len("vision_tower.vision_model."):]: v for k, v in sd.items()
+                           if k.startswith("vision_tower.")}, strict=False)
+    tcfg = {k: v for k, v in cfg["text_config"].items() if k != "model_type"}
+    lm_cfg = AutoConfig.for_model(cfg["text_config"].get("model_type", "llama"), **tcfg)
+    lm = AutoModelForCausalLM.from_config(lm_cfg, attn_implementation="eager").eval()
+    missing, unexpected = lm.load_state_dict({k[len("language_model."):]: v for k, v in sd.items()
+                                              if k.startswith("language_model.")}, strict=False)
+    assert not missing and not unexpected
+    W1, b1 = sd["multi_modal_projector.linear_1.weight"], sd["multi_modal_projector.linear_1.bias"]
+    W2, b2 = sd["multi_modal_projector.linear_2.weight"], sd["multi_modal_projector.linear_2.bias"]
+    size = cfg["vision_config"]["image_size"]
+    proc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    pix = proc(list(official_preresize(frames, size)), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        feats = tower(pixel_values=pix, output_hidden_states=True).hidden_states[-2][:, 1:]
+        x = torch.nn.functional.linear(torch.nn.functional.gelu(torch.nn.functional.linear(feats, W1, b1)), W2, b2)
+        side = int(x.shape[1] ** 0.5)
+        x = rearrange(x, "t (h w) d -> 1 d t h w", h=side)
+        x = torch.nn.AdaptiveAvgPool3d(tuple(pooling_shape or cfg["pooling_shape"]))(x)
+        video = rearrange(x, "1 d t h w -> (t h w) d")
+        emb = lm.model.embed_tokens(tokens.clamp(max=lm.config.vocab_size - 1))
+        mask = tokens[0] == placeholder
+        emb[0, mask] = video
+        out = lm(inputs_embeds=emb, output_hidden_states=True)
+    return out.logits, out.hidden_states, lm.model.norm
+
+
+def _pllava_ref(pooling_shape=None):
+    def ref(ckpt, model, inputs):
+        return pllava_reference(ckpt, inputs.video.frames, inputs.tokens, model.placeholder_id, pooling_shape)
+
+    return ref
+
+
+def _lnv_ref(ckpt, model, inputs):
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    ref = LlavaNextVideoForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    pix = model.vision.preprocess(inputs.video.frames)[None]
+    with torch.no_grad():
+        out = ref(input_ids=inputs.tokens, pixel_values_videos=pix, output_hidden_states=True)
+    return out.logits, out.hidden_states, ref.model.language_model.norm
+
+
+def _pllava(text):
+    return FamilyCase(f"pllava-{text}", lambda p: make_tiny_pllava(p, text=text), _pllava_ref())
+
+
+CASES = [
+    _pllava("llama"),
+    _pllava("mistral"),
+    _pllava("qwen2"),
+    _pllava("phi3"),
+    FamilyCase("official-pllava-llama", lambda p: make_tiny_official_pllava(p), _pllava_ref()),
+    FamilyCase("llava-next-image-llama", lambda p: make_tiny_llava_next_image(p), _pllava_ref((4, 4, 4)),
+               load_kwargs={"pooling_shape": (4, 4, 4)}),
+    FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
+]
