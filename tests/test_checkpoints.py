@@ -22,6 +22,46 @@ def _copy(src, dst):
 def test_registry_has_both_families():
     assert FAMILIES["pllava"].name == "pllava"
     assert FAMILIES["llava_next_video"].name == "llava_next_video"
+    for key in ("llava/PllavaForConditionalGeneration", "llava/LlavaForConditionalGeneration",
+                "llava_next/LlavaNextForConditionalGeneration"):
+        assert FAMILIES[key].name == "pllava"  # the official loader's classes
+
+
+@pytest.mark.parametrize("model_type,archs", [("llava", ["MysteryForConditionalGeneration"]), ("llava", []),
+                                              ("llava_next", ["LlavaNextVideoForConditionalGeneration"])])
+def test_architectures_no_family_handles(tiny_pllava_dir, tmp_path, model_type, archs):
+    ck = _copy(tiny_pllava_dir, tmp_path / "ck")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg.update(model_type=model_type, architectures=archs)
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnknownFamilyError) as err:
+        vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    msg = str(err.value)
+    assert f"model_type {model_type!r} with architectures {archs}" in msg and "\n" not in msg
+    assert "llava with architectures PllavaForConditionalGeneration (pllava)" in msg and "llava_next_video" in msg
+
+
+def test_cli_names_an_unsupported_architecture_in_one_line(tiny_pllava_dir, tmp_path, clip_path, capsys):
+    from videolens.cli import main
+
+    ck = _copy(tiny_pllava_dir, tmp_path / "ck")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg.update(model_type="llava", architectures=["MysteryForConditionalGeneration"])
+    (ck / "config.json").write_text(json.dumps(cfg))
+    rc = main(["answer", "--model", str(ck), "--video", str(clip_path), "--question", "Q?", "--candidates", "a", "b"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "MysteryForConditionalGeneration" in err
+    assert "Traceback" not in err
+
+
+def test_pooling_shape_and_num_frames_override(tiny_pllava_dir, clip_path):
+    model = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", pooling_shape=(2, 3, 3))
+    assert model.default_num_frames == 2 and model.vision.output_grid(2) == (2, 3, 3)
+    inputs = model.prepare(vl.VideoQA(video=str(clip_path), question="What is the bird doing?",
+                                      candidates=["It sleeps.", "It flies away."], answer="It sleeps."))
+    assert inputs.video.num_frames == 2 and tuple(inputs.video_embeds.shape[:3]) == (2, 3, 3)
+    m = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", pooling_shape=(4, 2, 2), num_frames=6)
+    assert m.default_num_frames == 6
 
 
 def test_unknown_model_type_lists_supported(tmp_path, tiny_pllava_dir):

@@ -33,15 +33,35 @@ def test_notebook_is_stripped(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: commit notebooks without outputs"
 
 
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Every notebook executed top to bottom in ONE kernel, each from an empty namespace
+    (``%reset -f`` before its first cell): importing TransformerLens once instead of once per
+    notebook saves ~10 s a notebook. Returns ``{stem: its executed cells}``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MPLBACKEND", "Agg")
+    mp.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    merged = nbformat.v4.new_notebook()
+    ranges = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        merged.cells.append(nbformat.v4.new_code_cell("%reset -f"))
+        start = len(merged.cells)
+        merged.cells.extend(nb.cells)
+        ranges[path.stem] = (start, len(merged.cells))
+    client = nbclient.NotebookClient(merged, timeout=600, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(NOTEBOOKS[0].parent)}})
+    try:
+        client.execute()
+    finally:
+        mp.undo()
+    return {stem: merged.cells[a:b] for stem, (a, b) in ranges.items()}
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(path, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
-    client.execute()  # raises CellExecutionError naming the failing cell
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
+def test_notebook_runs_top_to_bottom(path, executed):
+    cells = [c for c in executed[path.stem] if c.cell_type == "code"]
+    errors = [f"{o.ename}: {o.evalue}" for c in cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: {errors[0]}"
+    assert cells and all(c.execution_count for c in cells)
