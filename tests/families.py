@@ -15,7 +15,13 @@ import torch
 from einops import rearrange
 from safetensors.torch import load_file
 
-from tiny import make_tiny_llava_next_image, make_tiny_llava_next_video, make_tiny_official_pllava, make_tiny_pllava
+from tiny import (
+    make_tiny_llava_next_hf,
+    make_tiny_llava_next_image,
+    make_tiny_llava_next_video,
+    make_tiny_official_pllava,
+    make_tiny_pllava,
+)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,32 @@ def _lnv_ref(ckpt, model, inputs):
     return out.logits, out.hidden_states, ref.model.language_model.norm
 
 
+def _llava_next_hf_ref(pooling_shape):
+    """The PLLaVA way on transformers' own LlavaNextForConditionalGeneration modules: its CLIP tower
+    (hidden state -2, CLS dropped), its projector, AdaptiveAvgPool3d, its language model and lm_head."""
+
+    def ref(ckpt, model, inputs):
+        from transformers import LlavaNextForConditionalGeneration
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        hf = LlavaNextForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+        size = hf.config.vision_config.image_size
+        proc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        pix = proc(list(official_preresize(inputs.video.frames, size)), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            feats = hf.model.vision_tower(pixel_values=pix, output_hidden_states=True).hidden_states[-2][:, 1:]
+            x = hf.model.multi_modal_projector(feats)
+            x = rearrange(x, "t (h w) d -> 1 d t h w", h=int(x.shape[1] ** 0.5))
+            video = rearrange(torch.nn.AdaptiveAvgPool3d(pooling_shape)(x), "1 d t h w -> (t h w) d")
+            emb = hf.model.language_model.embed_tokens(inputs.tokens.clamp(max=hf.config.text_config.vocab_size - 1))
+            emb[0, inputs.tokens[0] == model.placeholder_id] = video
+            out = hf.model.language_model(inputs_embeds=emb, output_hidden_states=True)
+            logits = hf.lm_head(out.last_hidden_state)
+        return logits, out.hidden_states, hf.model.language_model.norm
+
+    return ref
+
+
 def _pllava(text):
     return FamilyCase(f"pllava-{text}", lambda p: make_tiny_pllava(p, text=text), _pllava_ref())
 
@@ -126,6 +158,8 @@ CASES = [
     _pllava("phi3"),
     FamilyCase("official-pllava-llama", lambda p: make_tiny_official_pllava(p), _pllava_ref()),
     FamilyCase("llava-next-image-llama", lambda p: make_tiny_llava_next_image(p), _pllava_ref((4, 4, 4)),
+               load_kwargs={"pooling_shape": (4, 4, 4)}),
+    FamilyCase("llava-next-hf-llama", lambda p: make_tiny_llava_next_hf(p), _llava_next_hf_ref((4, 4, 4)),
                load_kwargs={"pooling_shape": (4, 4, 4)}),
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
 ]

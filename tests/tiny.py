@@ -156,3 +156,19 @@ def make_tiny_llava_next_image(path: Path, seed: int = 0, text: str = "llama", *
                     pooling_shape=None, num_frames=None, frame_shape=None,
                     image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]], use_image_newline_parameter=True)
     return path
+
+
+def make_tiny_llava_next_hf(path: Path, seed: int = 0):
+    """A random transformers ``LlavaNextForConditionalGeneration`` saved by this transformers
+    version's ``save_pretrained`` (its own key layout): an ImageLLM as llava-hf publishes them."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vc, tc = tiny_configs()
+    cfg = LlavaNextConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), image_token_id=PLACEHOLDER,
+                          image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]])
+    model = LlavaNextForConditionalGeneration(cfg).eval()
+    _randomize(model, seed + 13)
+    model.save_pretrained(str(path))
+    tiny_tokenizer("<image>", PLACEHOLDER).save_pretrained(str(path))
+    return Path(path)
