@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=1234, help="seed of the generated clips")
     p.add_argument("--target", default="cross-frame", help="knockout target (default cross-frame)")
     p.add_argument("--window", type=int, default=None, help="knockout window (default: a third of the layers, odd)")
-    p.add_argument("--samples", default="correct", choices=["correct", "all"],
+    p.add_argument("--samples", default="correct", choices=["correct", "wrong", "all", "correct_option"],
                    help="sweep the samples the model answers correctly (the paper's choice, default) or all; "
                         "with an untrained model 'all' is used")
 
