@@ -164,3 +164,21 @@ def test_knockout_hooks_names_and_effect(tiny_pllava, inputs):
     video = inputs.layout.video_positions
     assert torch.all(pattern[:, -1, video] == 0)
     assert torch.allclose(pattern[:, -1].sum(-1), torch.ones(pattern.shape[0]))
+
+
+def test_mean_ci_is_student_t_everywhere():
+    """One interval rule for every figure (videolens.stats): Student t, NaN/None dropped."""
+    import numpy as np
+    from scipy import stats
+
+    from videolens.stats import mean_ci
+
+    xs = [1.0, 2.0, 4.0, None, float("nan")]
+    m, lo, hi = mean_ci(xs)
+    half = stats.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / np.sqrt(3)
+    assert m == pytest.approx(7 / 3) and hi - m == pytest.approx(half) and m - lo == pytest.approx(half)
+    assert mean_ci([5.0]) == (5.0, 5.0, 5.0)
+    arr = np.array([[1.0, 2.0], [3.0, 4.0], [2.0, np.nan]])
+    mean, low, high = mean_ci(arr)
+    assert mean.tolist() == pytest.approx([2.0, 3.0])
+    assert (high - mean)[1] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([2, 4], ddof=1) / np.sqrt(2))

@@ -11,6 +11,8 @@ import importlib
 import sys
 from typing import List, Optional
 
+from .errors import VideolensError
+
 COMMANDS = [
     "videolens.commands.answer",
     "videolens.commands.demo",
@@ -37,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (VideolensError, FileNotFoundError, ValueError, KeyError) as exc:
         # user errors: one clear line, no traceback
         print(f"videolens {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,8 @@ Example::
 
 from __future__ import annotations
 
+from .errors import VideolensError
+
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-class LayoutMismatchError(ValueError):
+class LayoutMismatchError(VideolensError, ValueError):
     """A corrupted input does not have the clean input's token layout."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .errors import VideolensError
+
 import json
 import os
 import string
@@ -16,7 +18,7 @@ __all__ = ["VideoQA", "load_tvbench", "option_letters", "AnnotationError"]
 option_letters = string.ascii_uppercase
 
 
-class AnnotationError(ValueError):
+class AnnotationError(VideolensError, ValueError):
     """A malformed entry in an annotation file (the message names the file and the entry index)."""
 
 

@@ -16,6 +16,8 @@ from the paper). A mask that leaves a row with no key at all raises ``EmptyRowEr
 
 from __future__ import annotations
 
+from .errors import VideolensError
+
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Sequence
 
@@ -39,7 +41,7 @@ def check_self_edges(self_edges: str) -> str:
     return self_edges
 
 
-class EmptyRowError(ValueError):
+class EmptyRowError(VideolensError, ValueError):
     """A mask would leave some query position with no key to attend to."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .errors import VideolensError
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +18,7 @@ from .video import Video
 __all__ = ["VideoLLMInput", "TokenizedPrompt", "tokenize_prompt", "stack_inputs", "PromptTokenizationError"]
 
 
-class PromptTokenizationError(ValueError):
+class PromptTokenizationError(VideolensError, ValueError):
     """The tokenizer cannot produce the prompt's layout (placeholder or option letters split)."""
 
 

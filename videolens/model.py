@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+from .errors import VideolensError
+
 import contextlib
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -37,7 +39,7 @@ from .video import Video
 __all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError"]
 
 
-class ContextLengthError(ValueError):
+class ContextLengthError(VideolensError, ValueError):
     """The prompt (video tokens included) is longer than the model's context."""
 
 

@@ -16,6 +16,8 @@ Example::
 
 from __future__ import annotations
 
+from .errors import VideolensError
+
 import json
 import os
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional
 __all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch"]
 
 
-class RunConfigMismatch(ValueError):
+class RunConfigMismatch(VideolensError, ValueError):
     """The output folder holds a run made with other settings."""
 
 

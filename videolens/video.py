@@ -16,6 +16,8 @@ Policy for short clips: when the clip (or the ``[start, end]`` window) holds few
 
 from __future__ import annotations
 
+from .errors import VideolensError
+
 import os
 import warnings
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from jaxtyping import Float, Int, UInt8
 __all__ = ["Video", "VideoDecodeError", "ShortClipWarning", "load_video", "sample_frame_indices"]
 
 
-class VideoDecodeError(ValueError):
+class VideoDecodeError(VideolensError, ValueError):
     """A file exists but cannot be decoded as a video."""
 
 

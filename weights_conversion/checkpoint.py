@@ -10,6 +10,8 @@ TransformerLens' own loader (``load_state_dict(strict=False)``) would drop both 
 
 from __future__ import annotations
 
+from videolens.errors import VideolensError
+
 import json
 import re
 from pathlib import Path
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VideolensError, ValueError):
     """A checkpoint folder that cannot be read as the family it claims to be."""
 
 

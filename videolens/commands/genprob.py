@@ -60,7 +60,8 @@ def curves(records: List[Dict[str, Any]], only_correct: bool = False):
 
 
 def run(args) -> int:
-    from videolens.lens.plots import mean_ci95, plot_answer_probability
+    from videolens.lens.plots import plot_answer_probability
+    from videolens.stats import mean_ci
     from videolens.runs import RecordWriter
 
     samples = load_samples(args, answer_required=True)
@@ -79,8 +80,8 @@ def run(args) -> int:
         print(f"accuracy (final layer argmax): {np.mean([a['correct'] for a in answers]):.3f} over {len(answers)}")
     layers, labels, p_true, p_false, ids = curves(records, args.only_correct)
     if ids:
-        mt, lo, hi = mean_ci95(p_true)
-        mf = mean_ci95(p_false)[0]
+        mt, lo, hi = mean_ci(p_true)
+        mf = mean_ci(p_false)[0]
         print(f"{'layer':>12} {'p_true':>8} {'95% CI':>19} {'p_false':>8}")
         for i, lab in enumerate(labels):
             print(f"{lab:>12} {mt[i]:8.4f} [{lo[i]:8.4f},{hi[i]:8.4f}] {mf[i]:8.4f}")

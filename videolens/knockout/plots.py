@@ -13,35 +13,19 @@ Example::
 
 from __future__ import annotations
 
+from ..stats import mean_ci
+
 import csv
-import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional
 
-__all__ = ["summarize", "write_summary_csv", "plot_target", "plot_models", "mean_ci", "VALUES"]
+__all__ = ["summarize", "write_summary_csv", "plot_target", "plot_models", "VALUES"]
 
 VALUES = {
     "rel_change": "relative change of p(baseline prediction) (%)",
     "rel_change_true": "relative change of p(true answer) (%)",
 }
-
-
-def mean_ci(xs: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
-    """(mean, low, high): the ``level`` confidence interval of the mean (Student t); the interval
-    is the mean itself for a single value. NaN and None values are dropped."""
-    xs = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
-    n = len(xs)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = sum(xs) / n
-    if n == 1:
-        return mean, mean, mean
-    from scipy import stats
-
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def summarize(records: Iterable[dict]) -> List[dict]:

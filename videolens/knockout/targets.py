@@ -14,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+from ..errors import VideolensError
+
 from dataclasses import dataclass
 from typing import Dict, Iterable, Tuple, Union
 
@@ -23,7 +25,7 @@ from .hooks import as_pairs
 __all__ = ["Target", "TARGETS", "register_target", "get_target", "UnknownTargetError"]
 
 
-class UnknownTargetError(KeyError):
+class UnknownTargetError(VideolensError, KeyError):
     """No target of that name (the message lists the known ones)."""
 
     def __str__(self) -> str:

@@ -6,6 +6,8 @@ when ``path`` is given. Figures are built without pyplot, so no global state or 
 
 from __future__ import annotations
 
+from ..stats import mean_ci
+
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -18,7 +20,6 @@ __all__ = [
     "CATEGORY_COLORS",
     "category_color",
     "sum_binned",
-    "mean_ci95",
     "plot_keyword_frequency",
     "plot_word_map",
     "plot_answer_probability",
@@ -52,24 +53,6 @@ def sum_binned(binned: Iterable[Mapping[str, Mapping[str, Any]]]) -> Dict[str, D
             acc["n"] += int(v["n"])
             acc["hits"].update({c: int(x) for c, x in v["hits"].items()})
     return {k: {**v, "hits": dict(v["hits"])} for k, v in out.items()}
-
-
-def mean_ci95(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over samples (axis 0) and its 95% interval, mean +- 1.96 standard errors (normal
-    approximation; the interval collapses to the mean for a single sample).
-
-    Args:
-        x: ``[n_samples, n_points]``.
-
-    Returns:
-        ``(mean, low, high)``, each ``[n_points]``.
-    """
-    x = np.asarray(x, dtype=float)
-    mean = x.mean(0)
-    if x.shape[0] < 2:
-        return mean, mean.copy(), mean.copy()
-    half = 1.96 * x.std(0, ddof=1) / np.sqrt(x.shape[0])
-    return mean, mean - half, mean + half
 
 
 def plot_keyword_frequency(
@@ -206,7 +189,7 @@ def plot_answer_probability(
     x = np.asarray(layers)
     n = np.asarray(p_true).shape[0]
     for arr, name, color in ((p_true, "true option", CATEGORY_COLORS["true"]), (p_false, "false options", CATEGORY_COLORS["false"])):
-        mean, lo, hi = mean_ci95(arr)
+        mean, lo, hi = mean_ci(arr)
         ax.plot(x, mean, color=color, label=name, marker="o", ms=3)
         ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0)
     ax.set_xlabel("lens layer (residual stream entering the layer; last = after the final block)")

@@ -45,6 +45,8 @@ Example::
 
 from __future__ import annotations
 
+from ..errors import VideolensError
+
 import hashlib
 import json
 import math
@@ -93,7 +95,7 @@ _SPAN_GROUPS = ("system", "question_text", "answer_prefix", "bos", "placeholder"
 
 
 
-class SpecError(ValueError):
+class SpecError(VideolensError, ValueError):
     """A malformed pathway spec; the message names the file and the offending entry."""
 
 
