@@ -26,14 +26,13 @@ Example::
 
 from __future__ import annotations
 
-from .errors import VideolensError
-
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from jaxtyping import Int
 
+from .errors import VideolensError
 from .inputs import VideoLLMInput, tokenize_prompt
 from .video import Video
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from .errors import VideolensError
-
 import json
 import os
 import string
@@ -11,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from .errors import VideolensError
 from .video import Video, load_video
 
 __all__ = ["VideoQA", "load_tvbench", "option_letters", "AnnotationError"]

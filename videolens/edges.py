@@ -16,14 +16,13 @@ from the paper). A mask that leaves a row with no key at all raises ``EmptyRowEr
 
 from __future__ import annotations
 
-from .errors import VideolensError
-
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Sequence
+from typing import Callable, Dict, Iterable
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool
 
+from .errors import VideolensError
 from .layout import GROUP_RESOLVERS, TokenLayout, register_group
 
 __all__ = [

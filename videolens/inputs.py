@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from .errors import VideolensError
-
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -11,6 +9,7 @@ import torch
 from jaxtyping import Float, Int
 
 from .data import VideoQA
+from .errors import VideolensError
 from .layout import Span, TokenLayout
 from .prompts import BuiltPrompt, PromptTemplate, build_prompt
 from .video import Video

@@ -19,8 +19,6 @@ Example::
 
 from __future__ import annotations
 
-from .errors import VideolensError
-
 import contextlib
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -32,6 +30,7 @@ from transformer_lens.components import Embed
 
 from .data import VideoQA
 from .attention import install_fast_attention
+from .errors import VideolensError
 from .inputs import VideoLLMInput, tokenize_prompt
 from .prompts import PromptTemplate, get_template
 from .video import Video

@@ -16,12 +16,12 @@ Example::
 
 from __future__ import annotations
 
-from .errors import VideolensError
-
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
+
+from .errors import VideolensError
 
 __all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch"]
 

@@ -16,8 +16,6 @@ Policy for short clips: when the clip (or the ``[start, end]`` window) holds few
 
 from __future__ import annotations
 
-from .errors import VideolensError
-
 import os
 import warnings
 from dataclasses import dataclass
@@ -26,6 +24,8 @@ from typing import Optional, Union
 
 import numpy as np
 from jaxtyping import Float, Int, UInt8
+
+from .errors import VideolensError
 
 __all__ = ["Video", "VideoDecodeError", "ShortClipWarning", "load_video", "sample_frame_indices"]
 

@@ -10,8 +10,6 @@ TransformerLens' own loader (``load_state_dict(strict=False)``) would drop both 
 
 from __future__ import annotations
 
-from videolens.errors import VideolensError
-
 import json
 import re
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Dict, Iterable, Optional
 
 import torch
 from torch import nn
+
+from videolens.errors import VideolensError
 
 __all__ = [
     "CheckpointError",

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path

@@ -24,6 +24,7 @@ from jaxtyping import Float
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 from transformer_lens.utilities.activation_functions import apply_softcap
+from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
 from .hooks import KnockoutHook, hook_name
@@ -101,9 +102,9 @@ class FastEngine(Engine):
         return CleanRun(
             inputs,
             logits[0, -1],
-            resid_pre=[cache[f"blocks.{l}.hook_resid_pre"] for l in range(L)],
-            keys=[cache[f"blocks.{l}.attn.hook_k"] for l in range(L)],
-            values=[cache[f"blocks.{l}.attn.hook_v"] for l in range(L)],
+            resid_pre=[cache[get_act_name("resid_pre", l)] for l in range(L)],
+            keys=[cache[get_act_name("k", l)] for l in range(L)],
+            values=[cache[get_act_name("v", l)] for l in range(L)],
         )
 
     @torch.no_grad()

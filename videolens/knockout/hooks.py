@@ -21,6 +21,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Bool
+from transformer_lens.utilities import get_act_name
 
 from ..attention import ScoreMaskHook
 from ..edges import EdgePair, blocked_mask, check_rows, parse_pair
@@ -33,7 +34,7 @@ PairsLike = Union[str, EdgePair, Iterable[Union[str, EdgePair]]]
 
 def hook_name(layer: int) -> str:
     """``blocks.{layer}.attn.hook_attn_scores``: where knockouts apply."""
-    return f"blocks.{layer}.attn.hook_attn_scores"
+    return get_act_name("attn_scores", layer)
 
 
 def as_pairs(pairs: PairsLike) -> Tuple[EdgePair, ...]:

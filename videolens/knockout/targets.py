@@ -14,12 +14,11 @@ Example::
 
 from __future__ import annotations
 
-from ..errors import VideolensError
-
 from dataclasses import dataclass
 from typing import Dict, Iterable, Tuple, Union
 
 from ..edges import EdgePair
+from ..errors import VideolensError
 from .hooks import as_pairs
 
 __all__ = ["Target", "TARGETS", "register_target", "get_target", "UnknownTargetError"]

@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from jaxtyping import Float, Int
 from transformer_lens import ActivationCache
+from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
 from ..layout import TokenLayout
@@ -114,8 +115,8 @@ def layer_label(layer: int, n_layers: int) -> str:
 def resid_hook_name(layer: int, n_layers: int) -> str:
     """Hook carrying the residual stream of lens layer ``layer`` (see module docstring)."""
     if layer == n_layers:
-        return f"blocks.{n_layers - 1}.hook_resid_post"
-    return f"blocks.{layer}.hook_resid_pre"
+        return get_act_name("resid_post", n_layers - 1)
+    return get_act_name("resid_pre", layer)
 
 
 def resolve_layers(layers: LayerSpec, n_layers: int) -> List[int]:

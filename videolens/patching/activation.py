@@ -272,7 +272,7 @@ def _last_logits_from(model, resid: torch.Tensor, start: int, hooks) -> torch.Te
     """Run blocks ``start..`` on ``resid`` [B, S, d] with ``hooks``; logits of the last position [B, 1, V]."""
     from transformer_lens.utilities.activation_functions import apply_softcap
 
-    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    final = get_act_name("resid_post", model.cfg.n_layers - 1)
     grab: Dict[str, torch.Tensor] = {}
 
     def keep(act, hook):
@@ -373,7 +373,7 @@ def _batched(model, inputs, cache, metric, spec, df, setter, batch_size, progres
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     layers = sorted(set(int(l) for l in df["layer"]))
-    resid_names = [f"blocks.{l}.hook_resid_pre" for l in layers]
+    resid_names = [get_act_name("resid_pre", l) for l in layers]
     with torch.no_grad():
         _, base = model.run_with_cache(inputs, names_filter=lambda n: n in set(resid_names))
     rows = df.values.tolist()
@@ -395,7 +395,7 @@ def _batched(model, inputs, cache, metric, spec, df, setter, batch_size, progres
                 act[b : b + 1] = setter(act[b : b + 1], rows[i], s)
             return act
 
-        resid = base[f"blocks.{layer}.hook_resid_pre"].expand(len(chunk), -1, -1).contiguous()
+        resid = base[get_act_name("resid_pre", layer)].expand(len(chunk), -1, -1).contiguous()
         with torch.no_grad():
             logits = _last_logits_from(model, resid, layer, [(name, hook)])
             vals = metric(logits).float().cpu()

@@ -39,6 +39,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
+from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
 from .activation import ACTIVATIONS, _spec, source_cache
@@ -135,11 +136,11 @@ def _kv_index(model, head: int) -> int:
 def _receiver_hooks(model, r: Receiver) -> List[tuple]:
     """(hook name, head index in that hook or None) for each input of a receiver."""
     if isinstance(r, Final):
-        return [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", None)]
+        return [(get_act_name("resid_post", model.cfg.n_layers - 1), None)]
     out = []
     for c in r.inputs:
         idx = r.head if c == "q" else _kv_index(model, r.head)
-        out.append((f"blocks.{r.layer}.attn.hook_{c}", idx))
+        out.append((get_act_name(c, r.layer), idx))
     return out
 
 
@@ -186,12 +187,12 @@ def path_patch(
     _check_order(model, senders, receivers)
     n = model.cfg.n_layers
     L = inputs.layout
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(n)]
-    mlp_names = [f"blocks.{l}.hook_mlp_out" for l in range(n)] if freeze_mlps else []
+    z_names = [get_act_name("z", l) for l in range(n)]
+    mlp_names = [get_act_name("mlp_out", l) for l in range(n)] if freeze_mlps else []
     if base_cache is None:
         base_cache = source_cache(model, inputs, z_names + mlp_names)
     send_hooks = [
-        (f"blocks.{s.layer}.attn.hook_z", s.head) if isinstance(s, Head) else (ACTIVATIONS[s.activation].hook_name(s.layer), None)
+        (get_act_name("z", s.layer), s.head) if isinstance(s, Head) else (ACTIVATIONS[s.activation].hook_name(s.layer), None)
         for s in senders
     ]
     src = source_cache(model, source, sorted({h for h, _ in send_hooks}))
@@ -261,8 +262,8 @@ def path_patch_heads(
     n, H = model.cfg.n_layers, model.cfg.n_heads
     heads_r = [r.layer for r in receivers if isinstance(r, Head)]
     top = min(heads_r) if heads_r else n
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(n)]
-    mlp_names = [f"blocks.{l}.hook_mlp_out" for l in range(n)] if freeze_mlps else []
+    z_names = [get_act_name("z", l) for l in range(n)]
+    mlp_names = [get_act_name("mlp_out", l) for l in range(n)] if freeze_mlps else []
     base_cache = source_cache(model, inputs, z_names + mlp_names)
     src = source_cache(model, source, z_names[:top])
     out = torch.full((n, H), float("nan"))

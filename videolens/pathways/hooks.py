@@ -27,16 +27,12 @@ import torch
 from jaxtyping import Bool
 
 from ..attention import ScoreMaskHook
+from ..knockout.hooks import hook_name
 from ..layout import TokenLayout
 from .masks import assert_no_empty_rows, random_blocked_, seed_for, write_blocked_
 from .spec import LayerPlan
 
-__all__ = ["PathwayMasker", "RandomMasker", "LayerMaskHook", "hook_name"]
-
-
-def hook_name(layer: int) -> str:
-    """``blocks.{layer}.attn.hook_attn_scores``."""
-    return f"blocks.{layer}.attn.hook_attn_scores"
+__all__ = ["PathwayMasker", "RandomMasker", "LayerMaskHook"]
 
 
 class LayerMaskHook(ScoreMaskHook):

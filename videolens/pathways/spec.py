@@ -45,8 +45,6 @@ Example::
 
 from __future__ import annotations
 
-from ..errors import VideolensError
-
 import hashlib
 import json
 import math
@@ -56,6 +54,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..edges import RELATIONS, EdgePair, parse_pair
+from ..errors import VideolensError
 from ..layout import GROUP_RESOLVERS
 
 __all__ = [

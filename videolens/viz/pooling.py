@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Float
+from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
 from .units import TokenUnits, token_units
@@ -248,7 +249,7 @@ def video_attention(
             add(pattern.detach())
 
         with torch.no_grad():
-            model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks) + [(f"blocks.{l}.attn.hook_pattern", hook) for l in lays],
+            model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks) + [(get_act_name("pattern", l), hook) for l in lays],
                                  stop_at_layer=max(lays) + 1)
     matrix = (acc["sum"] / acc["n"]).cpu()
     lab = layer_label(lays)
