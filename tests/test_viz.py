@@ -14,6 +14,7 @@ import torch
 import videolens as vl
 from videolens.viz import (
     compare_knockout,
+    heads_html,
     heads_panel,
     page_html,
     plot_overlay,
@@ -165,7 +166,7 @@ def test_html_is_self_contained_with_labels(model, inputs, tmp_path):
 
 def test_circuitsvis_rendered_html(model, inputs):
     view = video_attention(model, inputs, query="last", layers=2)
-    r = view.show()
+    r = heads_html(view)
     assert "AttentionHeads" in r.local_src and "f1" in r.local_src and "unpkg" not in r.local_src
     assert "unpkg" in str(r)  # circuitsvis' CDN form
     with pytest.raises(ValueError, match="max_cells"):

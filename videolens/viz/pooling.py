@@ -15,7 +15,10 @@ Example::
     view = video_attention(model, inputs, query="last", layers=range(2, 5), heads="mean")
     view.per_frame()        # [1, T]   attention share of each frame, from the last position
     view.to_video()         # [1, T, 1, 1] (frame pooling) or [heads, T, h', w'] (video="patch")
-    view.show()             # circuitsvis attention_heads over the pooled tokens
+    heads_html(view)        # circuitsvis attention_heads over the pooled tokens (viz.render)
+
+``VideoAttention`` is plain data; rendering lives in ``viz.render`` (circuitsvis pages) and
+``viz.overlay`` (matplotlib over the frames), which import this module and never the reverse.
 """
 
 from __future__ import annotations
@@ -128,25 +131,6 @@ class VideoAttention:
             return self
         return VideoAttention(self.matrix.mean(0, keepdim=True), self.units, self.layers,
                               [f"{layer_label(self.layers)} mean"], self.query, self.video_grid, self.timestamps, self.title)
-
-    # thin wrappers, so a notebook needs one import
-    def show(self, **kw):
-        """circuitsvis ``attention_heads`` over the units (see ``viz.render.heads_html``)."""
-        from .render import heads_html
-
-        return heads_html(self, **kw)
-
-    def show_video(self, **kw):
-        """circuitsvis ``colored_tokens_multi``: attention from the query group to each video unit."""
-        from .render import video_tokens_html
-
-        return video_tokens_html(self, **kw)
-
-    def plot(self, frames, **kw):
-        """matplotlib overlay on the sampled frames (see ``viz.overlay.plot_overlay``)."""
-        from .overlay import plot_overlay
-
-        return plot_overlay({self.title or self.query: self}, frames, **kw)
 
 
 def _layers(model, layers) -> List[int]:
