@@ -12,33 +12,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def build(tmp: Path, layers: int, width: int):
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
-
     import videolens as vl
-    from tiny import PLACEHOLDER, VOCAB, tiny_tokenizer, write_clip
-    from videolens.vision import Projector
-    from weights_conversion.writers import save_pllava_checkpoint
+    from videolens.testing import make_tiny_pllava, reference_language_model, write_clip
 
-    torch.manual_seed(0)
-    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                          image_size=48, patch_size=4)  # 12x12 patches a frame
-    tc = LlamaConfig(hidden_size=width, intermediate_size=width * 11 // 4, num_hidden_layers=layers,
-                     num_attention_heads=width // 32, vocab_size=VOCAB, max_position_embeddings=2048)
-    tower, lm = CLIPVisionModel(vc).eval(), LlamaForCausalLM(tc).eval()
-    proj = Projector(32, width)
-    ck = save_pllava_checkpoint(tmp / "bench", tower, proj, lm, tiny_tokenizer(), (8, 12, 12), PLACEHOLDER)
+    # CLIP 48 px / patch 4: 12x12 patches a frame; a Llama of the given depth and width
+    ck = make_tiny_pllava(tmp / "bench", pooling_shape=(8, 12, 12), n_layers=layers, max_pos=2048, randomize=False,
+                          d_model=width, d_mlp=width * 11 // 4, n_heads=width // 32, n_kv_heads=width // 32, image_size=48,
+                          patch_size=4, d_vision=32, vision_layers=2)
     model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    lm = reference_language_model(ck)
     clip = write_clip(tmp / "clip.mp4", n_frames=16)
     sample = vl.VideoQA(video=str(clip), question="Which direction does the purple sphere move in the video?",
                         candidates=["Up and to the right.", "Up and to the left.", "Down and to the left.",

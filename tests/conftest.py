@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import make_tiny_llava_next_video, make_tiny_pllava, write_clip  # noqa: E402
+from videolens.testing import make_tiny_llava_next_video, make_tiny_pllava, write_clip  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -15,7 +15,8 @@ import torch
 from einops import rearrange
 from safetensors.torch import load_file
 
-from tiny import (
+from videolens.testing import (
+    reference_language_model,
     make_tiny_llava_next_hf,
     make_tiny_llava_next_image,
     make_tiny_llava_next_video,
@@ -70,7 +71,7 @@ def official_preresize(frames, clip_size):
 def pllava_reference(ckpt, frames, tokens, placeholder, pooling_shape=None):
     """PLLaVA written independently from HF modules: the official pre-resize, CLIP preprocessing ->
     CLIP hidden_states[-2][:, 1:] -> MLP -> AdaptiveAvgPool3d -> the HF CausalLM (inputs_embeds)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     cfg = json.loads((Path(ckpt) / "config.json").read_text())
@@ -79,12 +80,7 @@ def pllava_reference(ckpt, frames, tokens, placeholder, pooling_shape=None):
     tower = CLIPVisionModel(CLIPVisionConfig(**vcfg)).eval()
     tower.load_state_dict({k[len("vision_tower.vision_model."):]: v for k, v in sd.items()
                            if k.startswith("vision_tower.")}, strict=False)
-    tcfg = {k: v for k, v in cfg["text_config"].items() if k != "model_type"}
-    lm_cfg = AutoConfig.for_model(cfg["text_config"].get("model_type", "llama"), **tcfg)
-    lm = AutoModelForCausalLM.from_config(lm_cfg, attn_implementation="eager").eval()
-    missing, unexpected = lm.load_state_dict({k[len("language_model."):]: v for k, v in sd.items()
-                                              if k.startswith("language_model.")}, strict=False)
-    assert not missing and not unexpected
+    lm = reference_language_model(ckpt)
     W1, b1 = sd["multi_modal_projector.linear_1.weight"], sd["multi_modal_projector.linear_1.bias"]
     W2, b2 = sd["multi_modal_projector.linear_2.weight"], sd["multi_modal_projector.linear_2.bias"]
     size = cfg["vision_config"]["image_size"]

@@ -107,7 +107,7 @@ def test_missing_folder_and_config(tmp_path):
 
 
 def test_context_length_error_before_compute(tmp_path, clip_path, monkeypatch):
-    from tiny import make_tiny_pllava
+    from videolens.testing import make_tiny_pllava
 
     ck = make_tiny_pllava(tmp_path / "short_ctx", max_pos=64)
     model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
@@ -144,7 +144,7 @@ def test_hooks_and_cache_work_as_in_transformer_lens(tiny_pllava, clip_path):
 
 
 def test_stacked_inputs_equal_one_by_one(tiny_pllava, clip_path, tmp_path):
-    from tiny import write_clip
+    from videolens.testing import write_clip
     from videolens.inputs import stack_inputs
 
     other = write_clip(tmp_path / "other.mp4", seed=3)

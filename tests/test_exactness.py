@@ -53,7 +53,7 @@ def test_llava_next_video_matches_transformers(tiny_lnv_dir, clip_path, request,
 
 
 def test_sharded_checkpoint_loads_identically(tmp_path, tiny_pllava, clip_path):
-    from tiny import make_tiny_pllava
+    from videolens.testing import make_tiny_pllava
 
     sharded = make_tiny_pllava(tmp_path / "sharded", max_shard_bytes=40_000)
     assert (sharded / "model.safetensors.index.json").exists()

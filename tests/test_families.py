@@ -13,7 +13,7 @@ import torch
 
 import videolens as vl
 from families import CASES
-from tiny import write_clip
+from videolens.testing import write_clip
 from videolens.attention import fast_attention
 from videolens.inputs import stack_inputs
 from videolens.knockout import knockout_logits

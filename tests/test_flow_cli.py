@@ -20,7 +20,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tiny import make_tiny_pllava
+    from videolens.testing import make_tiny_pllava
 
     return make_tiny_pllava(tmp_path_factory.mktemp("ckpt_flow") / "pllava6", n_layers=6)
 
@@ -104,7 +104,7 @@ def test_flow_default_is_the_official_correct_rule(model_dir, dataset, tmp_path)
 
 
 def test_flow_compare_model_draws_both(model_dir, dataset, tmp_path):
-    from tiny import make_tiny_pllava
+    from videolens.testing import make_tiny_pllava
 
     base = make_tiny_pllava(tmp_path / "base-image", seed=5, n_layers=6)
     out = tmp_path / "cmp"

@@ -18,7 +18,7 @@ SAMPLE = dict(question="What did the person do first?", candidates=["Put down th
 
 @pytest.fixture(scope="module")
 def model8(tmp_path_factory):
-    from tiny import make_tiny_pllava
+    from videolens.testing import make_tiny_pllava
 
     path = make_tiny_pllava(tmp_path_factory.mktemp("ckpt8") / "pllava8", n_layers=8)
     return vl.HookedVideoLLM.from_pretrained(path, device="cpu")

@@ -20,7 +20,7 @@ SAMPLE = dict(question="What is the bird doing?",
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from tiny import make_tiny_pllava
+    from videolens.testing import make_tiny_pllava
 
     return make_tiny_pllava(tmp_path_factory.mktemp("ckpt8x") / "pllava8", seed=3, n_layers=6)
 

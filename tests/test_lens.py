@@ -212,7 +212,7 @@ def _constructed_case():
       layer 1: "down" at frame 1 (1, 0) and (1, 1); "blanket" at the text position 10
       final:   "person" at frame 1 (0, 0); "down" at frame 0 (0, 0)
     """
-    from tiny import tiny_tokenizer
+    from videolens.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
     ks = KeywordSet("test", {"spatial": ("blanket", "person", "bag"), "temporal": ("down", "down.")})

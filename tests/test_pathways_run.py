@@ -25,7 +25,7 @@ from videolens.pathways import (
 )
 from videolens.runs import RunConfigMismatch, read_records
 
-from tiny import make_tiny_pllava
+from videolens.testing import make_tiny_pllava
 
 QA = [
     dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],

@@ -8,7 +8,7 @@ import torch
 import videolens as vl
 from videolens.inputs import PromptTokenizationError, tokenize_prompt
 from videolens.prompts import SYSTEM_MVBENCH, TEMPLATES, build_prompt
-from tiny import PLACEHOLDER, tiny_tokenizer
+from videolens.testing import PLACEHOLDER, tiny_tokenizer
 
 Q = "What did the person do first?"
 C = ["Put down the blanket.", "Took the towel.", "It sleeps."]

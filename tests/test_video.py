@@ -47,7 +47,7 @@ def test_load_real_videos(shared_data):
 
 
 def test_short_clip_repeats_frames(tmp_path):
-    from tiny import write_clip
+    from videolens.testing import write_clip
 
     path = write_clip(tmp_path / "short.mp4", n_frames=4)
     with pytest.warns(ShortClipWarning):

@@ -53,26 +53,17 @@ def standin_model_path(folder: Path, seed: int = 0) -> Path:
     model is absent. Its answers are chance; it exists so the whole pipeline runs end to end on
     real video files. Sizes follow the bundled model's recipe (CLIP 32 px / patch 4 / width 64,
     8x4x4 pooled video tokens, Llama width 128, 6 layers)."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
-
     from videolens import synthetic
+    from videolens.testing import make_tiny_pllava
     from videolens.tokenizers import build_word_level_tokenizer
-    from videolens.vision import Projector
-    from weights_conversion.writers import save_pllava_checkpoint
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
-        torch.manual_seed(seed)
         tok = build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer"])
-        tower = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3,
-                                                 num_attention_heads=4, image_size=32, patch_size=4))
-        llama = LlamaForCausalLM(LlamaConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=6,
-                                             num_attention_heads=4, vocab_size=len(tok), max_position_embeddings=512,
-                                             tie_word_embeddings=False))
-        save_pllava_checkpoint(folder, tower, Projector(64, 128), llama, tok, (8, 4, 4),
-                               tok.convert_tokens_to_ids("<image>"),
-                               extra_config={"videolens_note": "untrained stand-in for the bundled model"})
+        make_tiny_pllava(folder, seed=seed, pooling_shape=(8, 4, 4), n_layers=6, max_pos=512, tokenizer=tok,
+                         placeholder_id=tok.convert_tokens_to_ids("<image>"), randomize=False,
+                         extra_config={"videolens_note": "untrained stand-in for the bundled model"},
+                         d_model=128, d_mlp=512, n_heads=4, n_kv_heads=4, image_size=32, patch_size=4, d_vision=64)
     return folder
 
 

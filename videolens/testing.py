@@ -1,13 +1,32 @@
-"""Tiny random checkpoints in each family's real on-disk format, and generated clips, for tests."""
+"""Tiny random checkpoints in each family's real on-disk format, and generated clips.
+
+One place that writes test-sized VideoLLMs for the test suite, the benchmarks, ``videolens demo``'s
+stand-in model and the training lab: PLLaVA (the project's format and the official ``llava``
+format), LLaVA-NeXT image checkpoints (the classic llava-v1.6 layout and this transformers'
+``save_pretrained``), transformers' LlavaNextVideo. Every writer takes the sizes as arguments.
+
+Example::
+
+    from videolens.testing import make_tiny_pllava, write_clip
+    ckpt = make_tiny_pllava("/tmp/ckpt", text="qwen2", n_layers=4)
+    clip = write_clip("/tmp/clip.mp4")
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 import torch
 
 from videolens.tokenizers import build_word_level_tokenizer
+
+__all__ = [
+    "VOCAB", "PLACEHOLDER", "TEXT_CONFIGS", "tiny_tokenizer", "tiny_configs", "make_tiny_pllava",
+    "make_tiny_official_pllava", "make_tiny_llava_next_image", "make_tiny_llava_next_hf",
+    "make_tiny_llava_next_video", "write_clip", "reference_language_model",
+]
 
 WORDS = [
     "What did the person do first?", "Put down the blanket.", "Took the towel.",
@@ -31,16 +50,31 @@ TEXT_CONFIGS = {
 }
 
 
-def tiny_configs(n_layers: int = 3, max_pos: int = 512, text: str = "llama"):
+def tiny_configs(n_layers: int = 3, max_pos: int = 512, text: str = "llama", d_model: int = 64,
+                 d_mlp: Optional[int] = None, n_heads: int = 4, vocab_size: int = VOCAB, image_size: int = 32,
+                 patch_size: int = 4, d_vision: int = 32, vision_layers: int = 3, n_kv_heads: Optional[int] = None):
+    """``(CLIPVisionConfig, text config)`` of a tiny model; ``text`` is llama, qwen2, phi3 or mistral.
+
+    Raises:
+        KeyError: unknown text backbone.
+    """
     import transformers
     from transformers import CLIPVisionConfig
 
-    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                          image_size=32, patch_size=4, projection_dim=32)
+    if text not in TEXT_CONFIGS:
+        raise KeyError(f"unknown text backbone {text!r}; known: {sorted(TEXT_CONFIGS)}")
+    vc = CLIPVisionConfig(hidden_size=d_vision, intermediate_size=2 * d_vision, num_hidden_layers=vision_layers,
+                          num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=32)
     cls_name, extra = TEXT_CONFIGS[text]
-    tc = getattr(transformers, cls_name)(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
-                                         num_attention_heads=4, vocab_size=VOCAB, max_position_embeddings=max_pos,
-                                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, **extra)
+    extra = dict(extra)
+    if text == "phi3":
+        extra["num_key_value_heads"] = n_heads
+    if n_kv_heads is not None:
+        extra["num_key_value_heads"] = n_kv_heads
+    tc = getattr(transformers, cls_name)(hidden_size=d_model, intermediate_size=d_mlp or 2 * d_model,
+                                         num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                                         vocab_size=vocab_size, max_position_embeddings=max_pos, rms_norm_eps=1e-5,
+                                         rope_theta=10000.0, tie_word_embeddings=False, **extra)
     return vc, tc
 
 
@@ -54,23 +88,37 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(0.08 * torch.randn(p.shape, generator=g))
 
 
-def make_tiny_pllava(path: Path, seed: int = 0, pooling_shape=(4, 4, 4), max_shard_bytes=None, n_layers=3, max_pos=512,
-                     text: str = "llama"):
-    """A random PLLaVA-style checkpoint (text backbone ``text``: llama, qwen2, phi3, mistral); returns its path."""
+def make_tiny_pllava(path: Union[str, Path], seed: int = 0, pooling_shape=(4, 4, 4), max_shard_bytes=None,
+                     n_layers=3, max_pos=512, text: str = "llama", tokenizer=None, placeholder_id: int = PLACEHOLDER,
+                     randomize: bool = True, extra_config: Optional[dict] = None, **sizes) -> Path:
+    """A random PLLaVA-style checkpoint (``model_type "pllava"``); returns its path.
+
+    Args:
+        text: text backbone (llama, qwen2, phi3, mistral).
+        tokenizer: a fast tokenizer whose vocabulary fits (default: ``tiny_tokenizer()``).
+        placeholder_id: the ``<image>`` token id in that tokenizer.
+        randomize: rescale the weights as the tests like (norms near 1, weights 0.08 N(0, 1)); False
+            keeps transformers' initialisation.
+        extra_config: more config.json entries.
+        sizes: ``tiny_configs`` sizes (``d_model``, ``n_heads``, ``image_size``, ``patch_size``, ...).
+    """
     from transformers import AutoModelForCausalLM, CLIPVisionModel
 
     from videolens.vision import Projector
     from weights_conversion.writers import save_pllava_checkpoint
 
     torch.manual_seed(seed)
-    vc, tc = tiny_configs(n_layers, max_pos, text)
+    tok = tokenizer if tokenizer is not None else tiny_tokenizer()
+    sizes.setdefault("vocab_size", len(tok) if tokenizer is not None else VOCAB)
+    vc, tc = tiny_configs(n_layers, max_pos, text, **sizes)
     tower = CLIPVisionModel(vc).eval()
     llama = AutoModelForCausalLM.from_config(tc).eval()
     proj = Projector(vc.hidden_size, tc.hidden_size, "gelu")
-    for i, m in enumerate((tower, llama, proj)):
-        _randomize(m, seed * 10 + i)
-    save_pllava_checkpoint(path, tower, proj, llama, tiny_tokenizer(), pooling_shape, PLACEHOLDER,
-                           max_shard_bytes=max_shard_bytes)
+    if randomize:
+        for i, m in enumerate((tower, llama, proj)):
+            _randomize(m, seed * 10 + i)
+    save_pllava_checkpoint(path, tower, proj, llama, tok, pooling_shape, placeholder_id,
+                           max_shard_bytes=max_shard_bytes, extra_config=extra_config)
     return Path(path)
 
 
@@ -89,7 +137,7 @@ def make_tiny_llava_next_video(path: Path, seed: int = 0):
     return Path(path)
 
 
-def write_clip(path: Path, n_frames: int = 16, size=(48, 64), fps: int = 8, seed: int = 0) -> Path:
+def write_clip(path: Union[str, Path], n_frames: int = 16, size=(48, 64), fps: int = 8, seed: int = 0) -> Path:
     """A lossless mp4 of a white square moving right over a coloured background."""
     import imageio.v2 as imageio
 
@@ -172,3 +220,26 @@ def make_tiny_llava_next_hf(path: Path, seed: int = 0):
     model.save_pretrained(str(path))
     tiny_tokenizer("<image>", PLACEHOLDER).save_pretrained(str(path))
     return Path(path)
+
+
+def reference_language_model(ckpt: Union[str, Path], attn_implementation: str = "eager"):
+    """The transformers CausalLM of a PLLaVA-format checkpoint's ``language_model.*`` tensors (the
+    reference the hooked backbone is compared with in tests and benchmarks).
+
+    Raises:
+        AssertionError: the tensors do not fill the model exactly.
+    """
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ckpt = Path(ckpt)
+    tcfg = dict(json.loads((ckpt / "config.json").read_text())["text_config"])
+    cfg = AutoConfig.for_model(tcfg.pop("model_type", "llama"), **tcfg)
+    lm = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation).eval()
+    sd = load_file(str(ckpt / "model.safetensors"))
+    missing, unexpected = lm.load_state_dict(
+        {k[len("language_model."):]: v for k, v in sd.items() if k.startswith("language_model.")}, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    return lm
