@@ -182,3 +182,21 @@ def test_mean_ci_is_student_t_everywhere():
     mean, low, high = mean_ci(arr)
     assert mean.tolist() == pytest.approx([2.0, 3.0])
     assert (high - mean)[1] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([2, 4], ddof=1) / np.sqrt(2))
+
+
+def test_one_layer_rule_everywhere(tiny_pllava, inputs):
+    """knockout hooks, attention views and the logit lens read layer selections one way."""
+    from videolens.layers import resolve_layers
+    from videolens.lens import resolve_lens_layers
+    from videolens.viz import video_attention
+
+    n = tiny_pllava.cfg.n_layers
+    assert resolve_layers("0-1,-1", 8) == [0, 1, 7] and resolve_layers(range(2), 8) == [0, 1]
+    assert resolve_layers(None, 3) == [0, 1, 2] and resolve_layers("all", 2) == [0, 1]
+    hooks = knockout_hooks(tiny_pllava, "video->last", layers=-1, layout=inputs)
+    assert [name for name, _ in hooks] == [f"blocks.{n - 1}.attn.hook_attn_scores"]
+    assert video_attention(tiny_pllava, inputs, query="last", layers=-1).layers == [n - 1]
+    assert resolve_lens_layers(-1, n) == [n]  # lens layers: one more, after the last block
+    for bad in (n, -(n + 1), "x"):
+        with pytest.raises(ValueError, match="layers"):
+            knockout_hooks(tiny_pllava, "video->last", layers=bad, layout=inputs)

@@ -20,7 +20,7 @@ from videolens.lens import (
     load_keywords,
     logit_lens,
     register_lens_mode,
-    resolve_layers,
+    resolve_lens_layers,
 )
 from videolens.lens import core as lens_core
 
@@ -154,11 +154,11 @@ def test_raw_embed_equals_hand_computation(tiny_pllava, inputs, full):
 
 def test_argument_errors(tiny_pllava, inputs):
     L = tiny_pllava.cfg.n_layers
-    assert resolve_layers("0-1,final", L) == [0, 1, L]
-    assert resolve_layers(-1, L) == [L] and resolve_layers(None, L) == list(range(L + 1))
-    for bad in (L + 1, "x", "1-", -(L + 2)):
+    assert resolve_lens_layers("0-1,final", L) == [0, 1, L]
+    assert resolve_lens_layers(-1, L) == [L] and resolve_lens_layers(None, L) == list(range(L + 1))
+    for bad in (L + 1, "x", "1-", -(L + 2), []):
         with pytest.raises(ValueError, match="layers"):
-            resolve_layers(bad, L)
+            resolve_lens_layers(bad, L)
     with pytest.raises(ValueError, match="mode"):
         logit_lens(tiny_pllava, inputs, mode="nope")
     with pytest.raises(ValueError, match="k must"):

@@ -138,7 +138,7 @@ def binned_from_records(records: List[Dict[str, Any]], n_layers: int, size: int)
 
 
 def run(args) -> int:
-    from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_layers
+    from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_lens_layers
     from videolens.lens import plots
     from videolens.runs import RecordWriter
 
@@ -148,7 +148,7 @@ def run(args) -> int:
     kwset = merge_keyword_sets([load_keywords(k) for k in args.keywords])
     model = load_model(args)
     L = model.cfg.n_layers
-    sel_layers = resolve_layers(args.layers, L)  # fails early on a bad --layers
+    sel_layers = resolve_lens_layers(args.layers, L)  # fails early on a bad --layers
     matcher = KeywordMatcher.from_tokenizer(kwset, model.tokenizer)
     if matcher.skipped:
         print(f"{len(matcher.skipped)} keyword(s) cannot be matched with this tokenizer: "

@@ -25,6 +25,7 @@ from transformer_lens.utilities import get_act_name
 
 from ..attention import ScoreMaskHook
 from ..edges import EdgePair, blocked_mask, check_rows, parse_pair
+from ..layers import resolve_layers
 from ..layout import TokenLayout
 
 __all__ = ["KnockoutHook", "EdgeSet", "knockout_hooks", "knockout_mask", "as_pairs", "hook_name", "PairsLike"]
@@ -132,15 +133,6 @@ class KnockoutHook(ScoreMaskHook):
         return f"KnockoutHook(S={self.seq_len}, edges={self.n_edges}, heads={heads})"
 
 
-def _layers(model, layers: Union[int, Iterable[int]]) -> List[int]:
-    n = model.cfg.n_layers
-    out = [int(layers)] if isinstance(layers, int) else [int(l) for l in layers]
-    bad = [l for l in out if not 0 <= l < n]
-    if bad:
-        raise ValueError(f"layers {bad} out of range for a model with {n} layers")
-    return sorted(set(out))
-
-
 def knockout_hooks(
     model,
     mask_or_pairs: Union[torch.Tensor, PairsLike],
@@ -155,7 +147,8 @@ def knockout_hooks(
         model: the HookedTransformer / HookedVideoLLM (for the layer and head counts).
         mask_or_pairs: a ``bool [S, S]`` mask indexed [query, key] (True = blocked), or edge pairs
             (``"video->last"``, ``EdgePair``, or a list of them), which need ``layout``.
-        layers: layer index or indices where the edges are blocked.
+        layers: layers where the edges are blocked (``videolens.layers``: an int, ints, ``"0-4"``;
+            negative counts from the end).
         heads: head indices (None: every head).
         layout: the ``TokenLayout`` (or a ``VideoLLMInput``) the pairs refer to.
         self_edges: ``"block"`` (official: a pair covering a query's own position blocks it) or
@@ -183,7 +176,7 @@ def knockout_hooks(
         if bad or not heads:
             raise ValueError(f"heads {heads} out of range for {model.cfg.n_heads} heads")
     hook = KnockoutHook(mask, heads)
-    return [(hook_name(l), hook) for l in _layers(model, layers)]
+    return [(hook_name(l), hook) for l in resolve_layers(layers, model.cfg.n_layers)]
 
 
 @dataclass(frozen=True)

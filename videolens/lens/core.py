@@ -23,7 +23,6 @@ Projection modes (``LENS_MODES``, a registry; add one with ``register_lens_mode`
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -33,6 +32,7 @@ from transformer_lens import ActivationCache
 from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
+from ..layers import LayerSpec, resolve_layers
 from ..layout import TokenLayout
 
 __all__ = [
@@ -42,15 +42,14 @@ __all__ = [
     "register_lens_mode",
     "logit_lens",
     "lens_logits",
-    "resolve_layers",
+    "resolve_lens_layers",
     "resolve_positions",
-    "layer_label",
+    "resid_label",
     "resid_hook_name",
     "capture_resid",
 ]
 
 PositionSpec = Union[None, str, int, Sequence[Union[int, str]], torch.Tensor]
-LayerSpec = Union[None, int, str, Sequence[int], range]
 
 
 # ---- projection modes ------------------------------------------------------------------------
@@ -107,7 +106,7 @@ def lens_logits(model, resid: Float[torch.Tensor, "n d_model"], mode: str = "fin
 
 
 # ---- layer and position selections -------------------------------------------------------------
-def layer_label(layer: int, n_layers: int) -> str:
+def resid_label(layer: int, n_layers: int) -> str:
     """TransformerLens ``accumulated_resid`` label of a lens layer: ``"{l}_pre"`` or ``"final_post"``."""
     return "final_post" if layer == n_layers else f"{layer}_pre"
 
@@ -119,47 +118,16 @@ def resid_hook_name(layer: int, n_layers: int) -> str:
     return get_act_name("resid_pre", layer)
 
 
-def resolve_layers(layers: LayerSpec, n_layers: int) -> List[int]:
-    """Lens layers as a sorted list of distinct ints in ``[0, n_layers]``.
-
-    Args:
-        layers: ``None`` (all ``n_layers + 1``), an int (negative counts from the end, ``-1`` is
-            ``n_layers``: after the last block), a sequence or range of ints, or a string such as
-            ``"all"``, ``"0-4,10,final"`` (ranges inclusive; ``final`` is ``n_layers``).
-        n_layers: number of blocks of the model.
+def resolve_lens_layers(layers: LayerSpec, n_layers: int) -> List[int]:
+    """Lens layers as a sorted list of distinct ints in ``[0, n_layers]`` (``videolens.layers``'
+    rule over the ``n_layers + 1`` lens layers: ``-1`` and ``final`` are ``n_layers``, after the
+    last block; ``None`` is every one).
 
     Raises:
-        ValueError: an index outside ``[-(n_layers+1), n_layers]`` or an unreadable string.
+        ValueError: an index outside ``[-(n_layers+1), n_layers]``, an unreadable string, or an
+            empty selection.
     """
-    if layers is None:
-        return list(range(n_layers + 1))
-    if isinstance(layers, str):
-        out: List[int] = []
-        for part in layers.replace(" ", "").split(","):
-            if part in ("all", "*"):
-                out.extend(range(n_layers + 1))
-            elif part in ("final", "final_post", "last"):
-                out.append(n_layers)
-            elif re.fullmatch(r"\d+-\d+", part):
-                a, b = part.split("-")
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                try:
-                    out.append(int(part))
-                except ValueError:
-                    raise ValueError(f"layers: cannot read {part!r} (use e.g. '0-4,10,final')") from None
-        layers = out
-    elif isinstance(layers, int):
-        layers = [layers]
-    res = set()
-    for l in layers:
-        l = int(l)
-        if not -(n_layers + 1) <= l <= n_layers:
-            raise ValueError(f"layers: {l} is outside [0, {n_layers}] (lens layer {n_layers} is after the last block)")
-        res.add(l % (n_layers + 1))
-    if not res:
-        raise ValueError("layers: the selection is empty")
-    return sorted(res)
+    return resolve_layers(layers, n_layers + 1)
 
 
 def resolve_positions(positions: PositionSpec, seq_len: int, layout: Optional[TokenLayout] = None) -> Int[torch.Tensor, "n"]:
@@ -225,7 +193,7 @@ class LensResult:
     @property
     def labels(self) -> List[str]:
         """``accumulated_resid`` labels of the rows: ``"0_pre"``, ..., ``"final_post"``."""
-        return [layer_label(l, self.n_layers) for l in self.layers]
+        return [resid_label(l, self.n_layers) for l in self.layers]
 
     @property
     def top1(self) -> Int[torch.Tensor, "n_sel P"]:
@@ -356,7 +324,7 @@ def logit_lens(
             ``blocks.{n_layers-1}.hook_resid_post`` for the final one), ``[batch, S, d_model]``
             or ``[S, d_model]``.
         positions: see ``resolve_positions``; default ``"video"`` (all video tokens).
-        layers: see ``resolve_layers``; default all ``n_layers + 1`` lens layers.
+        layers: see ``resolve_lens_layers``; default all ``n_layers + 1`` lens layers.
         k: number of top tokens kept (1 <= k <= d_vocab).
         mode: ``"final_norm"`` (default) or ``"raw_embed"`` (see ``LENS_MODES``).
         chunk_size: positions projected at once (``None``: all).
@@ -377,7 +345,7 @@ def logit_lens(
         raise ValueError(f"k must be in [1, {model.cfg.d_vocab}], got {k}")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-    sel_layers = resolve_layers(layers, L)
+    sel_layers = resolve_lens_layers(layers, L)
     toks = [None] * len(sel_layers)
     probs = [None] * len(sel_layers)
 

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..inputs import VideoLLMInput
-from .core import _mode, capture_resid, layer_label, lens_logits
+from .core import _mode, capture_resid, resid_label, lens_logits
 
 __all__ = ["AnswerProbabilities", "answer_probability_by_layer"]
 
@@ -73,7 +73,7 @@ class AnswerProbabilities:
         for i, l in enumerate(self.layers):
             rec: Dict[str, Any] = {
                 "layer": l,
-                "label": layer_label(l, self.n_layers),
+                "label": resid_label(l, self.n_layers),
                 "probs": {L: float(p) for L, p in zip(self.letters, self.probs[i])},
                 "true_letter": self.true_letter,
                 "argmax": self.letters[int(self.probs[i].argmax())],

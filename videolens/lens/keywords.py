@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Bool, Int
 
 from ..layout import TokenLayout
-from .core import LensResult, layer_label
+from .core import LensResult, resid_label
 
 __all__ = [
     "KeywordSet",
@@ -291,7 +291,7 @@ class KeywordCounts:
             kw = [k for k, hit in enumerate(self.hits[i, j].tolist()) if hit]
             rec: Dict[str, Any] = {
                 "layer": self.layers[i],
-                "label": layer_label(self.layers[i], self.n_layers),
+                "label": resid_label(self.layers[i], self.n_layers),
                 "position": int(self.positions[j]),
                 "keywords": [self.keywords[k] for k in kw],
                 "categories": [self.categories[k] for k in kw],

@@ -13,7 +13,7 @@ and matplotlib.
 
 from .compare import compare_knockout
 from .overlay import centre_square, plot_overlay, slot_frames
-from .pooling import VideoAttention, layer_label, pool_pattern, video_attention
+from .pooling import VideoAttention, format_layers, pool_pattern, video_attention
 from .render import MAX_CELLS, Panel, heads_html, heads_panel, page_html, save_html, video_tokens_html, video_tokens_panel
 from .units import TokenUnits, position_regions, token_units
 
@@ -21,7 +21,7 @@ __all__ = [
     "video_attention",
     "VideoAttention",
     "pool_pattern",
-    "layer_label",
+    "format_layers",
     "TokenUnits",
     "token_units",
     "position_regions",

@@ -31,9 +31,10 @@ from jaxtyping import Float
 from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
+from ..layers import resolve_layers
 from .units import TokenUnits, token_units
 
-__all__ = ["VideoAttention", "video_attention", "pool_pattern", "layer_label"]
+__all__ = ["VideoAttention", "video_attention", "pool_pattern", "format_layers"]
 
 Heads = Union[None, str, Sequence[int]]
 
@@ -56,7 +57,7 @@ def pool_pattern(pattern: Float[torch.Tensor, "head S S"], units: TokenUnits) ->
     return p.new_zeros(H, n, n).index_add_(2, idx, rows)
 
 
-def layer_label(layers: Sequence[int]) -> str:
+def format_layers(layers: Sequence[int]) -> str:
     """``L3``, ``L2-5`` (a contiguous range) or ``L1,4,7``."""
     layers = list(layers)
     if len(layers) == 1:
@@ -130,22 +131,7 @@ class VideoAttention:
         if len(self.heads) == 1:
             return self
         return VideoAttention(self.matrix.mean(0, keepdim=True), self.units, self.layers,
-                              [f"{layer_label(self.layers)} mean"], self.query, self.video_grid, self.timestamps, self.title)
-
-
-def _layers(model, layers) -> List[int]:
-    n = model.cfg.n_layers
-    if layers is None:
-        out = list(range(n))
-    elif isinstance(layers, int):
-        out = [layers]
-    else:
-        out = [int(l) for l in layers]
-    out = [l % n if -n <= l < 0 else l for l in out]
-    bad = [l for l in out if not 0 <= l < n]
-    if not out or bad:
-        raise ValueError(f"layers must be in [0, {n}) (got {layers!r})")
-    return sorted(set(out))
+                              [f"{format_layers(self.layers)} mean"], self.query, self.video_grid, self.timestamps, self.title)
 
 
 def _heads(model, heads: Heads) -> Tuple[List[int], bool]:
@@ -206,7 +192,7 @@ def video_attention(
         KeyError: unknown query group; ValueError: bad layers, heads, video pooling or block.
     """
     L = inputs.layout
-    lays = _layers(model, layers)
+    lays = resolve_layers(layers, model.cfg.n_layers)
     head_idx, average = _heads(model, heads)
     if isinstance(query, str):
         qpos, qname = L.positions(query), query
@@ -236,7 +222,7 @@ def video_attention(
             model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks) + [(get_act_name("pattern", l), hook) for l in lays],
                                  stop_at_layer=max(lays) + 1)
     matrix = (acc["sum"] / acc["n"]).cpu()
-    lab = layer_label(lays)
+    lab = format_layers(lays)
     head_labels = [f"{lab} mean"] if average else [f"{lab}H{h}" for h in head_idx]
     ts = None if inputs.video is None else list(map(float, inputs.video.timestamps))
     return VideoAttention(matrix, units, lays, head_labels, qname, tuple(L.video_grid), ts, title)
