@@ -29,10 +29,11 @@ from __future__ import annotations
 import contextlib
 from typing import Dict, Iterator, List, Optional, Type
 
-import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
+
+from ._tl_compat import attn_scale, project_z, qkv_rotated, swap_class
 
 __all__ = [
     "ScoreMaskHook",
@@ -129,22 +130,14 @@ def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry
                   masks: List[ScoreMaskHook]) -> Float[torch.Tensor, "batch pos d_model"]:
     """``AbstractAttention.forward`` (TransformerLens 3.9) for the supported configurations, with
     the scores, softmax and pattern replaced by one SDPA call."""
-    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
-    if past_kv_cache_entry is not None:
-        offset = past_kv_cache_entry.past_keys.size(1)
-        k, v = past_kv_cache_entry.append(k, v)
-    else:
-        offset = 0
-    if attn.cfg.positional_embedding_type == "rotary":
-        q = attn.hook_rot_q(attn.apply_rotary(q, offset, attention_mask))
-        k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))  # cached keys are pre-rotary
+    q, k, v, offset = qkv_rotated(attn, query_input, key_input, value_input, past_kv_cache_entry, attention_mask)
     B, Q, H, _ = q.shape
     K = k.shape[1]
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if kh.dtype != qh.dtype:
         kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
     gqa = kh.shape[1] != H
-    scale = 1.0 / attn.attn_scale
+    scale = 1.0 / attn_scale(attn)
     if not masks and offset == 0 and Q == K:
         z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
@@ -155,17 +148,7 @@ def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry
         z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed[None], scale=scale, enable_gqa=gqa)
         if not all(m.no_empty_rows for m in masks) and not bool(allowed.any(-1).all()):
             z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing
-    z = attn.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
-    w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)").contiguous()
-    b_O = attn.b_O
-    if w.device != z.device:
-        w, b_O = w.to(z.device), b_O.to(z.device)
-    if z.dtype != w.dtype:
-        z = z.to(w.dtype)
-    z = z.reshape(B, Q, attn.cfg.d_head * attn.cfg.n_heads)
-    if z.device.type == "mps":
-        return torch.matmul(z, w.T) + b_O
-    return F.linear(z, w, b_O)
+    return project_z(attn, z.transpose(1, 2))  # z: [batch, pos, head_index, d_head]
 
 
 _FAST_CLASSES: Dict[type, type] = {}
@@ -210,7 +193,7 @@ def install_fast_attention(model: torch.nn.Module, enabled: bool = True) -> torc
     """
     for block in model.blocks:
         attn = block.attn
-        attn.__class__ = _fast_class(type(attn))
+        swap_class(attn, _fast_class(type(attn)))
         attn.use_sdpa = enabled
     return model
 

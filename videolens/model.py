@@ -25,10 +25,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.components import Embed
 
 from .data import VideoQA
+from ._tl_compat import Embed, HookedTransformer, HookedTransformerConfig, new_kv_cache, set_rotary_tables
 from .attention import install_fast_attention
 from .errors import VideolensError
 from .inputs import VideoLLMInput, tokenize_prompt
@@ -213,8 +212,7 @@ class HookedVideoLLM(HookedTransformer):
         if sin.shape[0] < self.cfg.n_ctx:
             raise ValueError(f"rope tables cover {sin.shape[0]} positions, n_ctx is {self.cfg.n_ctx}")
         for block in self.blocks:
-            block.attn.rotary_sin = sin.to(block.attn.rotary_sin.device)
-            block.attn.rotary_cos = cos.to(block.attn.rotary_cos.device)
+            set_rotary_tables(block.attn, sin, cos)
 
     # ---- inputs -------------------------------------------------------------------------------
     @property
@@ -335,9 +333,7 @@ class HookedVideoLLM(HookedTransformer):
         Returns the decoded continuation (the prompt ends with ``Best option:(``, so a trained
         model continues with the letter).
         """
-        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
-        cache = TransformerLensKeyValueCache.init_cache(self.cfg, self.device, 1)
+        cache = new_kv_cache(self.cfg, self.device, 1)
         mask = torch.ones_like(inputs.tokens)
         logits = self(inputs, past_kv_cache=cache, attention_mask=mask)
         out: List[int] = []

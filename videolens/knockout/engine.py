@@ -21,11 +21,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from jaxtyping import Float
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
-from transformer_lens.utilities.activation_functions import apply_softcap
 from transformer_lens.utilities import get_act_name
 
+from .._tl_compat import final_logits, frozen_kv_cache
 from ..inputs import VideoLLMInput
 from .hooks import KnockoutHook, hook_name
 
@@ -81,11 +79,7 @@ class FullEngine(Engine):
 
 def _unembed_last(model, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "d_vocab"]:
     """``HookedTransformer.forward``'s tail (final norm, unembed, soft-cap) for the last position only."""
-    x = resid[:, -1:]
-    if model.cfg.normalization_type is not None:
-        x = model.ln_final(x)
-    logits = apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)
-    return logits[0, -1]
+    return final_logits(model, resid[:, -1:])[0, -1]
 
 
 class FastEngine(Engine):
@@ -115,11 +109,9 @@ class FastEngine(Engine):
         if q0 is None or not layers:
             return clean.logits  # nothing blocked: the clean run, exactly
         a, L = min(layers), model.cfg.n_layers
-        entries: List[Optional[TransformerLensKeyValueCacheEntry]] = [None] * L
-        for l in range(a, L):
-            entries[l] = TransformerLensKeyValueCacheEntry(clean.keys[l][:, :q0], clean.values[l][:, :q0], frozen=True)
-        seen = torch.ones(1, q0, dtype=torch.int, device=clean.logits.device)
-        kv = TransformerLensKeyValueCache(entries, seen, frozen=True)
+        keys = [clean.keys[l][:, :q0] if l >= a else None for l in range(L)]
+        values = [clean.values[l][:, :q0] if l >= a else None for l in range(L)]
+        kv = frozen_kv_cache(keys, values, q0, clean.logits.device)
         resid = clean.resid_pre[a][:, q0:]
         with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]):
             out = model(resid, start_at_layer=a, stop_at_layer=L, past_kv_cache=kv)

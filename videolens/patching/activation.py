@@ -270,7 +270,7 @@ def _index_df(layers: Sequence[int], n_groups: int, heads: Optional[Sequence[int
 
 def _last_logits_from(model, resid: torch.Tensor, start: int, hooks) -> torch.Tensor:
     """Run blocks ``start..`` on ``resid`` [B, S, d] with ``hooks``; logits of the last position [B, 1, V]."""
-    from transformer_lens.utilities.activation_functions import apply_softcap
+    from .._tl_compat import final_logits
 
     final = get_act_name("resid_post", model.cfg.n_layers - 1)
     grab: Dict[str, torch.Tensor] = {}
@@ -279,10 +279,7 @@ def _last_logits_from(model, resid: torch.Tensor, start: int, hooks) -> torch.Te
         grab["x"] = act[:, -1:].clone()
 
     model.run_with_hooks(resid, start_at_layer=start, return_type=None, fwd_hooks=list(hooks) + [(final, keep)])
-    x = grab["x"]
-    if model.cfg.normalization_type is not None:
-        x = model.ln_final(x)
-    return apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)
+    return final_logits(model, grab["x"])
 
 
 def patch_spans(

@@ -1,0 +1,63 @@
+"""The TransformerLens internals videolens uses (videolens._tl_compat) against TransformerLens'
+own forward: if an upgrade changes them, these fail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import videolens as vl
+from videolens import _tl_compat as tlc
+from videolens.attention import fast_attention
+
+SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
+              answer="Took the towel.")
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_pllava, clip_path):
+    return tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
+
+
+def test_version_check():
+    tlc.check_version("3.9.0")
+    tlc.check_version("3.12.1")
+    for bad in ("4.0.0", "3.8.2", "2.16.0", "garbage"):
+        with pytest.raises(ImportError, match="transformer_lens >= 3.9, < 4"):
+            tlc.check_version(bad)
+
+
+@torch.no_grad()
+def test_attention_steps_equal_transformer_lens(tiny_pllava, inputs):
+    """q/k/v with rotary, SDPA, and the output projection give TransformerLens' own hook values."""
+    with fast_attention(tiny_pllava, False):
+        _, cache = tiny_pllava.run_with_cache(inputs)
+    attn = tiny_pllava.blocks[1].attn
+    x = tiny_pllava.blocks[1].ln1(cache["blocks.1.hook_resid_pre"])
+    q, k, v, offset = tlc.qkv_rotated(attn, x, x, x, None, None)
+    assert offset == 0
+    assert torch.allclose(q, cache["blocks.1.attn.hook_rot_q"], atol=1e-6)
+    assert torch.allclose(k, cache["blocks.1.attn.hook_rot_k"], atol=1e-6)
+    assert torch.allclose(v, cache["blocks.1.attn.hook_v"], atol=1e-6)
+    out = tlc.project_z(attn, cache["blocks.1.attn.hook_z"])
+    assert torch.allclose(out, cache["blocks.1.hook_attn_out"], atol=1e-5)
+    assert tlc.attn_scale(attn) == pytest.approx(tiny_pllava.cfg.d_head ** 0.5)
+
+
+@torch.no_grad()
+def test_tail_and_caches_equal_transformer_lens(tiny_pllava, inputs):
+    logits, cache = tiny_pllava.run_with_cache(inputs)
+    L = tiny_pllava.cfg.n_layers
+    assert torch.allclose(tlc.final_logits(tiny_pllava, cache[f"blocks.{L - 1}.hook_resid_post"]), logits, atol=1e-5)
+    # a frozen cache of the first q0 positions, then the rest from layer 0: the same last logits
+    q0 = inputs.seq_len - 5
+    keys = [cache[f"blocks.{l}.attn.hook_k"][:, :q0] for l in range(L)]
+    values = [cache[f"blocks.{l}.attn.hook_v"][:, :q0] for l in range(L)]
+    kv = tlc.frozen_kv_cache(keys, values, q0, logits.device)
+    out = tiny_pllava(cache["blocks.0.hook_resid_pre"][:, q0:], start_at_layer=0, past_kv_cache=kv)
+    assert torch.allclose(out[0, -1], logits[0, -1], atol=1e-5)
+
+
+def test_swap_class_refuses_unrelated_classes(tiny_pllava):
+    with pytest.raises(TypeError):
+        tlc.swap_class(tiny_pllava.blocks[0].attn, torch.nn.Linear)

@@ -1,0 +1,131 @@
+"""Every TransformerLens internal videolens relies on, in one place, checked against the installed
+version at import.
+
+videolens subclasses ``HookedTransformer`` and reaches past its public API in a few places: the
+SDPA attention path re-runs ``AbstractAttention.forward``'s steps (q/k/v, rotary, ``hook_z``,
+``W_O``), the knockout engine fills a frozen key-value cache and unembeds one position, the model
+writes RoPE tables into each block's ``rotary_sin`` / ``rotary_cos`` buffers. Those reads are the
+functions below, written against TransformerLens 3.9; ``tests/test_tl_compat.py`` checks each
+against TransformerLens' own forward, so an upgrade that changes them fails there, not silently.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from typing import List, Optional, Sequence, Tuple
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+from transformer_lens.components import Embed
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities import get_act_name
+from transformer_lens.utilities.activation_functions import apply_softcap
+
+__all__ = [
+    "ActivationCache", "HookedTransformer", "HookedTransformerConfig", "Embed", "HookPoint", "get_act_name",
+    "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "attn_scale", "project_z", "frozen_kv_cache",
+    "new_kv_cache", "final_logits", "set_rotary_tables", "swap_class",
+]
+
+SUPPORTED = ((3, 9), (4, 0))
+"""TransformerLens versions these internals are written for: ``>= 3.9, < 4`` (4.x removed
+``HookedTransformer``)."""
+
+
+def check_version(version: str) -> None:
+    """Raise ImportError unless ``version`` lies in ``SUPPORTED`` (one line naming both)."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    v = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if not SUPPORTED[0] <= v < SUPPORTED[1]:
+        raise ImportError(f"videolens needs transformer_lens >= 3.9, < 4 (HookedTransformer); found {version}: "
+                          "pip install 'transformer_lens>=3.9,<4'")
+
+
+def tl_version() -> str:
+    return importlib.metadata.version("transformer_lens")
+
+
+check_version(tl_version())
+
+
+# ---- attention (AbstractAttention.forward, TransformerLens 3.9) --------------------------------
+def qkv_rotated(attn, query_input, key_input, value_input, past_kv_cache_entry, attention_mask
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """q, k, v ``[batch, pos, head, d_head]`` as ``AbstractAttention.forward`` computes them
+    (hooks ``hook_q/k/v``, the key-value cache appended, ``hook_rot_q/k`` after rotary), and the
+    query offset (cached positions)."""
+    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
+    if past_kv_cache_entry is not None:
+        offset = past_kv_cache_entry.past_keys.size(1)
+        k, v = past_kv_cache_entry.append(k, v)
+    else:
+        offset = 0
+    if attn.cfg.positional_embedding_type == "rotary":
+        q = attn.hook_rot_q(attn.apply_rotary(q, offset, attention_mask))
+        k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))  # cached keys are pre-rotary
+    return q, k, v, offset
+
+
+def attn_scale(attn) -> float:
+    """The divisor of the attention scores (``sqrt(d_head)`` unless the config says otherwise)."""
+    return float(attn.attn_scale)
+
+
+def project_z(attn, z: Float[torch.Tensor, "batch pos head d_head"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    """``hook_z`` then the output projection ``W_O``, ``b_O``, as ``AbstractAttention.forward``."""
+    z = attn.hook_z(z)
+    B, Q = z.shape[:2]
+    w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)").contiguous()
+    b_O = attn.b_O
+    if w.device != z.device:
+        w, b_O = w.to(z.device), b_O.to(z.device)
+    if z.dtype != w.dtype:
+        z = z.to(w.dtype)
+    z = z.reshape(B, Q, attn.cfg.d_head * attn.cfg.n_heads)
+    if z.device.type == "mps":
+        return torch.matmul(z, w.T) + b_O
+    return F.linear(z, w, b_O)
+
+
+def swap_class(module: torch.nn.Module, cls: type) -> None:
+    """Give ``module`` the class ``cls`` (a subclass of its own; parameters and hooks untouched)."""
+    if not (issubclass(cls, type(module)) or issubclass(type(module), cls)):
+        raise TypeError(f"{cls.__name__} is not a subclass of {type(module).__name__}")
+    module.__class__ = cls
+
+
+# ---- key-value caches and the model's tail -----------------------------------------------------
+def new_kv_cache(cfg, device, batch: int = 1) -> TransformerLensKeyValueCache:
+    """An empty TransformerLens key-value cache for generation."""
+    return TransformerLensKeyValueCache.init_cache(cfg, device, batch)
+
+
+def frozen_kv_cache(keys: Sequence[Optional[torch.Tensor]], values: Sequence[Optional[torch.Tensor]],
+                    n_cached: int, device) -> TransformerLensKeyValueCache:
+    """A frozen cache holding, per layer, pre-rotary keys / values ``[1, n_cached, kv_heads, d_head]``
+    (None for layers that are not run)."""
+    entries: List[Optional[TransformerLensKeyValueCacheEntry]] = [
+        None if k is None else TransformerLensKeyValueCacheEntry(k, v, frozen=True) for k, v in zip(keys, values)]
+    seen = torch.ones(1, n_cached, dtype=torch.int, device=device)
+    return TransformerLensKeyValueCache(entries, seen, frozen=True)
+
+
+def final_logits(model, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
+    """``HookedTransformer.forward``'s tail: final norm, unembedding, logit soft-cap."""
+    x = resid
+    if model.cfg.normalization_type is not None:
+        x = model.ln_final(x)
+    return apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)
+
+
+def set_rotary_tables(attn, sin: torch.Tensor, cos: torch.Tensor) -> None:
+    """Write RoPE tables ``[n_ctx, d_head]`` (NeoX layout) into an attention module's buffers, which
+    TransformerLens reads instead of computing plain RoPE."""
+    attn.rotary_sin = sin.to(attn.rotary_sin.device)
+    attn.rotary_cos = cos.to(attn.rotary_cos.device)
