@@ -26,8 +26,8 @@ import torch
 import videolens as vl
 from videolens import synthetic as S
 from videolens.knockout import knockout_hooks
-from videolens.train_tiny import _answered_right as _correct
-from videolens.train_tiny import _batched_last_logits as _batched_logits  # checked below against model(inputs)
+from tiny_lab import answered_right as _correct
+from tiny_lab import batched_last_logits as _batched_logits  # checked below against model(inputs)
 
 ASSET = Path(vl.__file__).parent / "assets" / "tiny-videollm"
 # clips per task: the default run, and the full check under -m slow

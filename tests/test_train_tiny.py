@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from videolens import synthetic as S
-from videolens import train_tiny as T
+import tiny_lab as T
+from tiny_lab.batches import _colour_words
+from tiny_lab.config import _parser, _task_step, _task_weight
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_inplace_answer_and_option_flags_sit_on_prompt_positions(tok):
 
 
 def test_token_colour_ids_label_each_region(tok):
-    codes, ids = T._colour_words(tok)
+    codes, ids = _colour_words(tok)
     scene = S.make_sample("scene_transition", 0)
     frames = scene.frames()[None]
     lab = T.token_colour_ids(frames, (8, 4, 4), codes, ids).reshape(8, 16)
@@ -160,7 +162,7 @@ def test_a_short_run_exports_a_checkpoint_equal_to_the_training_model(tmp_path, 
 
 
 def test_task_start_rejects_an_unknown_task(capsys):
-    assert T._task_step("color_change:600") == ("color_change", 600)
+    assert _task_step("color_change:600") == ("color_change", 600)
     for bad in ("movin:3", "color_change", "color_change:x"):
         with pytest.raises(SystemExit):
             T.main(["--out", "unused", "--task-start", bad])
@@ -168,7 +170,7 @@ def test_task_start_rejects_an_unknown_task(capsys):
 
 
 def test_task_weights_reject_a_bad_value(capsys):
-    assert T._task_weight("moving_direction:5") == ("moving_direction", 5.0)
+    assert _task_weight("moving_direction:5") == ("moving_direction", 5.0)
     for bad in ("movin:3", "color_change", "color_change:x", "color_change:-1"):
         with pytest.raises(SystemExit):
             T.main(["--out", "unused", "--task-weights", bad])
@@ -201,14 +203,14 @@ def test_every_recipe_phase_parses_and_the_last_is_the_bundled_checkpoints_confi
     one the committed checkpoint was trained with (its model card; paths and wall-clock budget aside)."""
     import json
 
-    p = T._parser()
+    p = _parser()
     cfgs = []
     for name, args in T.RECIPE:
         argv = [x.replace("{prev}", str(tmp_path / "prev.pt")) for x in args] + ["--out", str(tmp_path / name)]
         cfgs.append(T.config_from_args(p, p.parse_args(argv)))
     last = cfgs[-1]
     assert (last.letter_weight, last.no_knockout, last.video_targets_layer) == (5.0, ("moving_direction",), 3)
-    card = Path(T.__file__).parent / "assets" / "tiny-videollm" / "model_card.json"
+    card = Path(S.__file__).parent / "assets" / "tiny-videollm" / "model_card.json"
     if not card.exists():
         pytest.skip("bundled model not built yet")
     trained = json.loads(card.read_text())["training"]["config"]

@@ -1,0 +1,5 @@
+"""``python -m tiny_lab``."""
+
+from .cli import main
+
+raise SystemExit(main())
