@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("videolens", "weights_conversion")
+PACKAGES = ("videolens", "weights_conversion", "tiny_lab")
 
 
 def _module_name(path: Path) -> str:
@@ -94,7 +94,7 @@ def test_every_library_error_is_a_videolens_error():
 
     from videolens.errors import VideolensError
 
-    modules = [importlib.import_module(n) for n in sorted(_graph())]
+    modules = [importlib.import_module(n) for n in sorted(_graph()) if not n.endswith("__main__")]
     found = []
     for m in modules:
         for _, cls in inspect.getmembers(m, inspect.isclass):
@@ -102,3 +102,27 @@ def test_every_library_error_is_a_videolens_error():
                 found.append(cls)
                 assert issubclass(cls, VideolensError), f"{cls.__module__}.{cls.__name__}"
     assert len(found) >= 10
+
+
+def test_every_registry_is_one_registry_type():
+    from videolens import edges, layout, prompts, synthetic
+    from videolens.knockout import engine, targets
+    from videolens.lens import core
+    from videolens.pathways import evaluate, spec
+    from videolens.patching import activation
+    from videolens.registry import Registry, UnknownNameError
+    from weights_conversion import registry, text_backbones
+
+    regs = [targets.TARGETS, engine.ENGINES, layout.GROUP_RESOLVERS, edges.RELATIONS, prompts.TEMPLATES,
+            core.LENS_MODES, activation.ACTIVATIONS, evaluate.RANDOM_MATCH, spec.EDGE_TYPES, synthetic.TASKS,
+            registry.FAMILIES, text_backbones.TEXT_BACKBONES]
+    assert all(isinstance(r, Registry) and len(r) for r in regs)
+    with pytest.raises(UnknownNameError, match="unknown knockout target 'nope'; known: cross-frame"):
+        targets.TARGETS["nope"]
+    r = Registry("thing", {"a": 1})
+    assert r.register("b", 2) == 2 and sorted(r) == ["a", "b"]
+    with pytest.raises(ValueError, match="a thing named 'a' exists"):
+        r.register("a", 3)
+    assert r.register("a", 3, overwrite=True) == 3
+    with pytest.raises(KeyError):  # still a KeyError for callers that catch one
+        r["zzz"]

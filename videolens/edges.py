@@ -17,13 +17,14 @@ from the paper). A mask that leaves a row with no key at all raises ``EmptyRowEr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable
+from typing import Callable, Iterable
 
 import torch
 from jaxtyping import Bool
 
 from .errors import VideolensError
 from .layout import GROUP_RESOLVERS, TokenLayout, register_group
+from .registry import Registry
 
 __all__ = [
     "EdgePair", "RELATIONS", "SELF_EDGES", "pair_mask", "blocked_mask", "check_rows", "EmptyRowError", "parse_pair",
@@ -83,11 +84,11 @@ def _rel_same_frame(layout, q, k):
     return (fk[None, :] == fq[:, None]) & (fk[None, :] >= 0)
 
 
-RELATIONS: Dict[str, Callable[[TokenLayout, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+RELATIONS: Registry[Callable[[TokenLayout, torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("edge relation", {
     "all": _rel_all,
     "cross_frame": _rel_cross_frame,
     "same_frame": _rel_same_frame,
-}
+})
 
 
 def parse_pair(text: str) -> EdgePair:

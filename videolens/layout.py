@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from jaxtyping import Int
+from .registry import Registry
 
 __all__ = ["Span", "TokenLayout", "GROUP_RESOLVERS", "register_group"]
 
@@ -197,7 +198,7 @@ def _explicit(layout: TokenLayout, arg: str) -> torch.Tensor:
     return span.positions()
 
 
-GROUP_RESOLVERS: Dict[str, Callable[[TokenLayout, str], torch.Tensor]] = {
+GROUP_RESOLVERS: Registry[Callable[[TokenLayout, str], torch.Tensor]] = Registry("token group", {
     "video": lambda L, a: L.video_positions.clone(),
     "frame": _frame,
     "question": lambda L, a: L.question.positions(),
@@ -207,11 +208,15 @@ GROUP_RESOLVERS: Dict[str, Callable[[TokenLayout, str], torch.Tensor]] = {
     "false_options": lambda L, a: _cat(L.false_options),
     "last": lambda L, a: torch.tensor([L.last]),
     "span": _explicit,
-}
+})
 
 
-def register_group(name: str, resolver: Callable[[TokenLayout, str], torch.Tensor]) -> None:
-    """Add a named token group: ``resolver(layout, arg)`` returns positions for ``name:arg``."""
+def register_group(name: str, resolver: Callable[[TokenLayout, str], torch.Tensor], overwrite: bool = False) -> None:
+    """Add a named token group: ``resolver(layout, arg)`` returns positions for ``name:arg``.
+
+    Raises:
+        ValueError: a name with ':' or one already registered (unless ``overwrite``).
+    """
     if ":" in name:
         raise ValueError("group names cannot contain ':'")
-    GROUP_RESOLVERS[name] = resolver
+    GROUP_RESOLVERS.register(name, resolver, overwrite)

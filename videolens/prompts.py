@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .data import option_letters
+from .registry import Registry
 
 __all__ = ["PromptTemplate", "BuiltPrompt", "TEMPLATES", "SYSTEM_MVBENCH", "build_prompt", "get_template"]
 
@@ -49,7 +50,7 @@ class PromptTemplate:
     options_header: str = "\nOptions:\n"
 
 
-TEMPLATES: Dict[str, PromptTemplate] = {
+TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
     t.name: t
     for t in [
         PromptTemplate(
@@ -79,7 +80,7 @@ TEMPLATES: Dict[str, PromptTemplate] = {
             frame_separator=",",
         ),
     ]
-}
+})
 
 
 def get_template(name: str) -> PromptTemplate:

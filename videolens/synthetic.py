@@ -49,6 +49,7 @@ import numpy as np
 from jaxtyping import UInt8
 
 from .data import VideoQA, load_tvbench
+from .registry import Registry
 from .video import Video
 
 __all__ = [
@@ -371,7 +372,7 @@ def _all(fmt_list):
 
 
 _cs = [(c, s) for c in COLORS for s in SHAPES]
-TASKS: Dict[str, TaskSpec] = {
+TASKS: Registry[TaskSpec] = Registry("synthetic task", {
     t.name: t
     for t in [
         TaskSpec("moving_direction", True, 4, _moving_direction,
@@ -388,7 +389,7 @@ TASKS: Dict[str, TaskSpec] = {
                  _all(f"What color is the {s} in the video?" for s in SHAPES),
                  _all(c.capitalize() + "." for c in COLORS)),
     ]
-}
+})
 TEMPORAL_TASKS: Tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.temporal)
 STATIC_TASKS: Tuple[str, ...] = tuple(n for n, t in TASKS.items() if not t.temporal)
 

@@ -13,6 +13,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from transformer_lens import HookedTransformerConfig
 
+from videolens.registry import Registry
+
 from .checkpoint import CheckpointError, Weights, read_config
 
 __all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "UnknownFamilyError"]
@@ -65,7 +67,7 @@ class Family:
     architectures: Tuple[str, ...] = ()
 
 
-FAMILIES: Dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("checkpoint family")
 """Registry key -> family: ``model_type`` alone, or ``"model_type/Architecture"`` for families that
 claim a shared model type by architecture."""
 

@@ -15,6 +15,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from transformer_lens import HookedTransformerConfig
 
+from videolens.registry import Registry
+
 from .checkpoint import CheckpointError, Weights
 
 __all__ = ["TextBackbone", "TEXT_BACKBONES", "get_backbone", "hooked_config", "convert_text_weights", "rope_tables"]
@@ -59,12 +61,12 @@ class TextBackbone:
     config_overrides: Dict = field(default_factory=dict)
 
 
-TEXT_BACKBONES: Dict[str, TextBackbone] = {
+TEXT_BACKBONES: Registry[TextBackbone] = Registry("text backbone", {
     "llama": TextBackbone("LlamaForCausalLM", _llama_converter),
     "mistral": TextBackbone("MistralForCausalLM", _mistral_converter),
     "qwen2": TextBackbone("Qwen2ForCausalLM", _qwen2_converter),
     "phi3": TextBackbone("Phi3ForCausalLM", _phi3_converter),
-}
+})
 
 
 def get_backbone(model_type: str) -> TextBackbone:

@@ -17,7 +17,7 @@ Both reuse the sample's video embeddings, so the vision front end runs once per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from jaxtyping import Float
@@ -25,6 +25,7 @@ from transformer_lens.utilities import get_act_name
 
 from .._tl_compat import final_logits, frozen_kv_cache
 from ..inputs import VideoLLMInput
+from ..registry import Registry
 from .hooks import KnockoutHook, hook_name
 
 __all__ = ["CleanRun", "Engine", "FullEngine", "FastEngine", "ENGINES", "get_engine", "knockout_logits"]
@@ -118,7 +119,7 @@ class FastEngine(Engine):
         return _unembed_last(model, out)
 
 
-ENGINES: Dict[str, Engine] = {e.name: e for e in (FastEngine(), FullEngine())}
+ENGINES: Registry[Engine] = Registry("knockout method", {e.name: e for e in (FastEngine(), FullEngine())})
 
 
 def get_engine(method: str) -> Engine:

@@ -15,20 +15,17 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Tuple, Union
+from typing import Iterable, Tuple, Union
 
 from ..edges import EdgePair
-from ..errors import VideolensError
+from ..registry import Registry, UnknownNameError
 from .hooks import as_pairs
 
 __all__ = ["Target", "TARGETS", "register_target", "get_target", "UnknownTargetError"]
 
 
-class UnknownTargetError(VideolensError, KeyError):
+class UnknownTargetError(UnknownNameError):
     """No target of that name (the message lists the known ones)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ class Target:
             raise ValueError(f"target {self.name!r} has duplicate pair labels {labels}")
 
 
-TARGETS: Dict[str, Target] = {}
+TARGETS: Registry[Target] = Registry("knockout target")
 
 
 def register_target(target: Target, overwrite: bool = False) -> Target:
@@ -65,10 +62,7 @@ def register_target(target: Target, overwrite: bool = False) -> Target:
     Raises:
         ValueError: the name is taken and ``overwrite`` is False.
     """
-    if target.name in TARGETS and not overwrite:
-        raise ValueError(f"a target named {target.name!r} exists; pass overwrite=True to replace it")
-    TARGETS[target.name] = target
-    return target
+    return TARGETS.register(target.name, target, overwrite)
 
 
 def get_target(target: Union[str, Target, EdgePair, Iterable]) -> Target:

@@ -34,6 +34,7 @@ from transformer_lens.utilities import get_act_name
 from ..inputs import VideoLLMInput
 from ..layers import LayerSpec, resolve_layers
 from ..layout import TokenLayout
+from ..registry import Registry
 
 __all__ = [
     "LensResult",
@@ -70,14 +71,16 @@ def _raw_embed(model, x: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor
     return x @ model.W_E.T
 
 
-LENS_MODES: Dict[str, LensMode] = {}
+LENS_MODES: Registry[LensMode] = Registry("lens mode")
 
 
-def register_lens_mode(mode: LensMode) -> None:
-    """Add a projection mode to ``LENS_MODES`` (name must be new)."""
-    if mode.name in LENS_MODES:
-        raise ValueError(f"lens mode {mode.name!r} already exists")
-    LENS_MODES[mode.name] = mode
+def register_lens_mode(mode: LensMode, overwrite: bool = False) -> None:
+    """Add a projection mode to ``LENS_MODES``.
+
+    Raises:
+        ValueError: the name is taken (unless ``overwrite``).
+    """
+    LENS_MODES.register(mode.name, mode, overwrite)
 
 
 register_lens_mode(LensMode("final_norm", _final_norm, "model.ln_final then W_U (+ b_U): TransformerLens convention"))

@@ -41,6 +41,7 @@ from transformer_lens import patching as tl_patching
 from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
+from ..registry import Registry
 from .groups import GroupSpec, patch_groups
 from .metrics import Metric
 
@@ -72,7 +73,7 @@ class ActivationSpec:
         return get_act_name(self.short, layer) if self.layered else get_act_name(self.short)
 
 
-ACTIVATIONS: Dict[str, ActivationSpec] = {
+ACTIVATIONS: Registry[ActivationSpec] = Registry("patching activation", {
     "embed": ActivationSpec("embed", layered=False, help="token + video embeddings (hook_embed)"),
     "resid_pre": ActivationSpec("resid_pre", help="residual stream entering the block"),
     "resid_mid": ActivationSpec("resid_mid", help="residual stream between attention and MLP"),
@@ -80,7 +81,7 @@ ACTIVATIONS: Dict[str, ActivationSpec] = {
     "attn_out": ActivationSpec("attn_out", help="attention output (all heads)"),
     "mlp_out": ActivationSpec("mlp_out", help="MLP output"),
     "z": ActivationSpec("z", per_head=True, help="each head's output before W_O (hook_z)"),
-}
+})
 
 
 def _spec(activation: str) -> ActivationSpec:

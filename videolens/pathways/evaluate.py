@@ -25,6 +25,7 @@ import torch
 from ..data import VideoQA
 from ..inputs import VideoLLMInput
 from ..layout import TokenLayout
+from ..registry import Registry
 from .counting import EdgeCounts, count_edges, format_count, full_edges
 from .masks import lower_triangle_size
 from .hooks import PathwayMasker, RandomMasker
@@ -60,7 +61,7 @@ def _official(counts: EdgeCounts, layout: TokenLayout, ratio: Optional[float]) -
 #: (the official scripts' ``--random_block_ratio``) or else the plan's blocked fraction;
 #: "layer" = the plan's count in that same layer, diagonal never drawn (videolens' matched
 #: control, a difference from the paper); "total" = the plan's total spread evenly over layers.
-RANDOM_MATCH = {"official": _official, "layer": _per_layer, "total": _spread}
+RANDOM_MATCH = Registry("random control", {"official": _official, "layer": _per_layer, "total": _spread})
 _RANDOM_DIAGONAL = {"official": True, "layer": False, "total": False}
 
 

@@ -56,6 +56,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from ..edges import RELATIONS, EdgePair, parse_pair
 from ..errors import VideolensError
 from ..layout import GROUP_RESOLVERS
+from ..registry import Registry
 
 __all__ = [
     "EDGE_TYPES",
@@ -72,7 +73,7 @@ __all__ = [
 Range = Tuple[int, int]
 
 #: Built-in edge types: name -> EdgePair strings ("KEY->QUERY[relation]"), REFERENCE section 2.
-EDGE_TYPES: Dict[str, Tuple[str, ...]] = {
+EDGE_TYPES: Registry[Tuple[str, ...]] = Registry("edge type", {
     "cross_frame": ("video->video[cross_frame]",),  # frame j -> frame i, j < i
     "within_frame": ("video->video[same_frame]",),
     "video_to_video": ("video->video",),  # all video edges, within frame too
@@ -87,7 +88,7 @@ EDGE_TYPES: Dict[str, Tuple[str, ...]] = {
     "video_to_non_option_question": ("video->non_option_question",),
     "video_to_true_option": ("video->true_option",),
     "non_option_question_to_true_option": ("non_option_question->true_option",),
-}
+})
 
 #: Span names a TokenLayout may carry besides GROUP_RESOLVERS (videolens.prompts.BuiltPrompt).
 _SPAN_GROUPS = ("system", "question_text", "answer_prefix", "bos", "placeholder")
@@ -98,13 +99,14 @@ class SpecError(VideolensError, ValueError):
     """A malformed pathway spec; the message names the file and the offending entry."""
 
 
-def register_edge_type(name: str, pairs: Sequence[str]) -> None:
+def register_edge_type(name: str, pairs: Sequence[str], overwrite: bool = False) -> None:
     """Add a built-in edge type ``name`` made of EdgePair strings (validated now).
 
     Raises:
         SpecError: a pair string that does not parse, or names an unknown group or relation.
+        ValueError: the name is taken (unless ``overwrite``).
     """
-    EDGE_TYPES[name] = tuple(_check_pair(p, f"edge type {name!r}") for p in pairs)
+    EDGE_TYPES.register(name, tuple(_check_pair(p, f"edge type {name!r}") for p in pairs), overwrite)
 
 
 # ---- depth mapping ----------------------------------------------------------------------------
