@@ -105,17 +105,17 @@ def test_every_library_error_is_a_videolens_error():
 
 
 def test_every_registry_is_one_registry_type():
+    import importlib
+
     from videolens import edges, layout, prompts, synthetic
     from videolens.knockout import engine, targets
     from videolens.lens import core
-
-    evaluate = importlib.import_module("videolens.pathways.evaluate")
-    import importlib
-
     from videolens.pathways import spec
     from videolens.patching import activation
     from videolens.registry import Registry, UnknownNameError
     from weights_conversion import registry, text_backbones
+
+    evaluate = importlib.import_module("videolens.pathways.evaluate")
 
     regs = [targets.TARGETS, engine.ENGINES, layout.GROUP_RESOLVERS, edges.RELATIONS, prompts.TEMPLATES,
             core.LENS_MODES, activation.ACTIVATIONS, evaluate.RANDOM_MATCH, spec.EDGE_TYPES, synthetic.TASKS,
