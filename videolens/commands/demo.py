@@ -7,7 +7,6 @@ JSONL records, a CSV summary and figures, and prints where they are.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 NAME = "demo"
@@ -73,24 +72,23 @@ def _run(args) -> int:
         print(f"  {task:22s} accuracy {sum(hits) / len(hits):6.1%} ({sum(hits)}/{len(hits)})")
 
     print(f"[3/3] attention knockout sweep: target {args.target}")
-    import argparse
+    from videolens.knockout import get_target, run_dataset
+    from videolens.knockout.plots import plot_target, write_summary_csv
 
-    from videolens.commands import flow
-
+    target = get_target(args.target)
     window = args.window or max(1, (model.cfg.n_layers // 3) | 1)
     sample_mode = args.samples if model.checkpoint_config.get("videolens_note") is None else "all"
     flow_dir = out / "flow"
-    flow_args = argparse.Namespace(
-        model=args.model, device=args.device, dtype=args.dtype, num_frames=args.num_frames,
-        data=[str(p) for p in sorted(data_dir.glob("*.json"))], video_root=str(data_dir / "videos"),
-        video=None, question=None, candidates=None, answer=None, start=None, end=None,
-        target=[args.target], window=window, samples=sample_mode, limit=None, heads=None, method="fast",
-        out=str(flow_dir), no_progress=False, no_figures=False, pooling_shape=None, self_edges="block",
-        compare_model=None,
-    )
-    rc = flow.run(flow_args)
-    if rc:
-        return rc
+    config = {"command": "demo", "model": args.model or "bundled", "dtype": args.dtype, "num_frames": args.num_frames}
+    records = run_dataset(model, samples, [target], flow_dir, window=window, samples_mode=sample_mode,
+                          num_frames=args.num_frames, config=config)
+    if records:  # the model loaded once serves both steps
+        write_summary_csv(records, flow_dir / "summary.csv")
+        plot_target(records, target.name, path=flow_dir / f"flow_{target.name}.png",
+                    title=f"{target.name}: {model.cfg.n_layers} layers, window {window}, "
+                          f"n = {len({r['sample_id'] for r in records})}")
+    else:
+        print("  no sample passed the sample filter: no figure")
     print(f"\nrecords and figures are in {out.resolve()}:")
     print(f"  {out / 'answers.jsonl'}  (option probabilities per sample)")
     for p in sorted(flow_dir.glob("*")):

@@ -59,51 +59,21 @@ def add_arguments(p) -> None:
                         "each target's figure then draws both models (paper Finding 1)")
 
 
-def _sweep_dataset(model, samples, targets, names, args, out: Path, model_path: str) -> list:
-    """Run every sample through ``sweep_sample`` into ``out/records.jsonl`` (resumable); returns the
-    records of ``samples``."""
-    from tqdm.auto import tqdm
+def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) -> list:
+    """``knockout.run_dataset`` into ``out`` with this command's settings; prints the statuses."""
+    from videolens.knockout import run_dataset
+    from videolens.runs import read_statuses
 
-    from videolens.knockout.dataset import sweep_sample
-    from videolens.runs import RecordWriter, read_records, read_statuses
-
-    path = out / "records.jsonl"
-    config = {
-        "command": NAME,
-        "model": model_path,
-        "dtype": args.dtype,
-        "num_frames": args.num_frames,
-        "pooling_shape": list(model.vision.output_grid(args.num_frames)),
-        "targets": names,
-        "window": args.window,
-        "samples": args.samples,
-        "self_edges": args.self_edges,
-        "heads": args.heads,
-        "n_layers": model.cfg.n_layers,
-    }
-    counts: Counter = Counter()
-    with RecordWriter(path, config) as writer:
-        bar = tqdm(samples, desc=f"flow {','.join(names)}", unit="sample", disable=args.no_progress)
-        for sample in bar:
-            sid = sample.sample_id
-            if writer.is_done(sid):
-                counts["already done"] += 1
-                continue
-            res = sweep_sample(model, sample, targets, window=args.window, method=args.method,
-                               samples=args.samples, num_frames=args.num_frames, heads=args.heads,
-                               self_edges=args.self_edges)
-            if res.status not in ("ok", "baseline_incorrect", "baseline_correct"):
-                tqdm.write(f"warning: skipping {sid}: {res.message}", file=sys.stderr)
-            writer.write_sample(sid, res.records, status=res.status)
-            counts[res.status] += 1
-            skipped = sum(v for k, v in counts.items() if k not in ("ok", "already done"))
-            bar.set_postfix(ok=counts["ok"], skipped=skipped)
-
+    config = {"command": NAME, "model": model_path, "dtype": args.dtype, "num_frames": args.num_frames,
+              "pooling_shape": list(model.vision.output_grid(args.num_frames))}
+    records = run_dataset(model, samples, targets, out, window=args.window, method=args.method,
+                          samples_mode=args.samples, num_frames=args.num_frames, heads=args.heads,
+                          self_edges=args.self_edges, config=config, progress=not args.no_progress)
     wanted = {s.sample_id for s in samples}
-    statuses = {k: v for k, v in read_statuses(path).items() if k in wanted}
+    statuses = [v for k, v in read_statuses(out / "records.jsonl").items() if k in wanted]
     print(f"{model_path}: samples: {len(wanted)}; "
-          + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(statuses.values()).items())), file=sys.stderr)
-    return [r for r in read_records(path) if r["sample_id"] in wanted]
+          + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(statuses).items())), file=sys.stderr)
+    return records
 
 
 def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str = "") -> None:
@@ -134,14 +104,14 @@ def run(args) -> int:
 
     out = Path(args.out)
     main_name = str(args.model or "bundled")
-    records = _sweep_dataset(model, samples, targets, names, args, out, main_name)
+    records = _sweep_dataset(model, samples, targets, args, out, main_name)
     n_layers = model.cfg.n_layers
     runs = {Path(main_name).name or main_name: records}
     if args.compare_model is not None:
         del model  # one model in memory at a time
         other = load_model(args, path=args.compare_model)
         check_window(args.window, other.cfg.n_layers)
-        compare = _sweep_dataset(other, samples, targets, names, args, out / "compare", str(args.compare_model))
+        compare = _sweep_dataset(other, samples, targets, args, out / "compare", str(args.compare_model))
         label = Path(args.compare_model).name
         if label in runs:
             label = f"{label} (compare)"

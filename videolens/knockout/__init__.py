@@ -16,6 +16,7 @@ Example::
     records = vl.knockout.sweep(model, inputs, "question-and-options-to-last", window=9)
 """
 
+from .dataset import run_dataset
 from .engine import ENGINES, CleanRun, Engine, FastEngine, FullEngine, get_engine, knockout_logits
 from .hooks import EdgeSet, KnockoutHook, as_pairs, hook_name, knockout_hooks, knockout_mask
 from .sweep import SAMPLE_MODES, Baseline, baseline, check_window, layer_window, sweep
@@ -24,7 +25,7 @@ from .targets import TARGETS, Target, UnknownTargetError, get_target, register_t
 # the documented API and its extension points; engines, masks and helpers stay importable from
 # their modules (videolens.knockout.engine, .hooks, .sweep)
 __all__ = [
-    "sweep", "knockout_hooks", "knockout_mask", "knockout_logits", "EdgeSet", "KnockoutHook", "hook_name",
+    "sweep", "run_dataset", "knockout_hooks", "knockout_mask", "knockout_logits", "EdgeSet", "KnockoutHook", "hook_name",
     "Target", "TARGETS", "register_target", "get_target", "UnknownTargetError", "SAMPLE_MODES", "ENGINES",
     "layer_window", "check_window",
 ]

@@ -17,7 +17,7 @@ from .engine import get_engine
 from .sweep import SAMPLE_MODES, baseline, keep_sample, sweep
 from .targets import Target
 
-__all__ = ["SampleResult", "sweep_sample", "SKIP_ERRORS"]
+__all__ = ["SampleResult", "sweep_sample", "run_dataset", "SKIP_ERRORS"]
 
 # per-sample problems that skip the sample (recorded with a status) instead of stopping a run
 SKIP_ERRORS = (FileNotFoundError, VideoDecodeError, ContextLengthError, PromptTokenizationError)
@@ -69,3 +69,62 @@ def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int 
                        self_edges=self_edges):
             records.append({"task": sample.task, **r})
     return SampleResult("ok", records)
+
+
+def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], out, window: int = 9,
+                method: str = "fast", samples_mode: str = "correct", num_frames: Optional[int] = None,
+                heads: Optional[Sequence[int]] = None, self_edges: str = "block", config: Optional[dict] = None,
+                progress: bool = True, log=None) -> List[dict]:
+    """Knockout sweeps over a dataset into ``out/records.jsonl``, resumable (``videolens flow``'s runner).
+
+    Each sample goes through ``sweep_sample``; its records (or its skip status) are written as it
+    finishes, and samples already finished in ``out`` are not run again. Figures and summaries are
+    left to the caller (``videolens.knockout.plots``).
+
+    Args:
+        model: a ``HookedVideoLLM``.
+        samples: the dataset (``videolens.data.load_tvbench``).
+        targets: knockout targets (``get_target``).
+        out: the output folder.
+        window, method, samples_mode, num_frames, heads, self_edges: as ``sweep_sample``.
+        config: the run's settings stored in the records header (a resume with other settings is
+            refused by ``videolens.runs.RecordWriter``); targets, window and mode are added.
+        progress: show a tqdm bar.
+        log: ``log(message)`` for skipped samples (default: tqdm.write to stderr).
+
+    Returns:
+        The records of ``samples`` in ``out`` (this run's and earlier finished ones), each with
+        ``sample_id``.
+
+    Raises:
+        videolens.runs.RunConfigMismatch: ``out`` holds a run with other settings.
+    """
+    import sys
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    from ..runs import RecordWriter, read_records
+
+    out = Path(out)
+    names = [t.name for t in targets]
+    cfg = dict(config or {})
+    cfg.update(targets=names, window=window, samples=samples_mode, self_edges=self_edges, heads=heads,
+               n_layers=model.cfg.n_layers)
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    counts: Counter = Counter()
+    with RecordWriter(out / "records.jsonl", cfg) as writer:
+        bar = tqdm(samples, desc=f"flow {','.join(names)}", unit="sample", disable=not progress)
+        for sample in bar:
+            sid = sample.sample_id
+            if writer.is_done(sid):
+                continue
+            res = sweep_sample(model, sample, targets, window=window, method=method, samples=samples_mode,
+                               num_frames=num_frames, heads=heads, self_edges=self_edges)
+            if res.status not in ("ok", "baseline_incorrect", "baseline_correct"):
+                log(f"warning: skipping {sid}: {res.message}")
+            writer.write_sample(sid, res.records, status=res.status)
+            counts[res.status] += 1
+            bar.set_postfix(ok=counts["ok"], skipped=sum(v for k, v in counts.items() if k != "ok"))
+    wanted = {s.sample_id for s in samples}
+    return [r for r in read_records(out / "records.jsonl") if r["sample_id"] in wanted]
