@@ -130,3 +130,9 @@ def test_every_registry_is_one_registry_type():
     assert r.register("a", 3, overwrite=True) == 3
     with pytest.raises(KeyError):  # still a KeyError for callers that catch one
         r["zzz"]
+
+
+def test_no_module_over_about_400_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    assert {k: v for k, v in sizes.items() if v > 410} == {}

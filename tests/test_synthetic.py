@@ -10,6 +10,7 @@ import pytest
 
 import videolens as vl
 from videolens import synthetic as S
+from videolens.scenes import _render
 from videolens.data import load_tvbench
 
 
@@ -114,7 +115,7 @@ def test_moving_direction_single_frame_has_the_same_distribution_for_every_direc
         for y in grid:
             for x in grid:
                 sp = S.Sprite("circle", ("red",) * S.NUM_STEPS, y, x, S.SPEED * dy, S.SPEED * dx, wrap=True)
-                frames.add(S._render(S.Scene((S.BLACK,) * S.NUM_STEPS, (sp,)), float(k)).tobytes())
+                frames.add(_render(S.Scene((S.BLACK,) * S.NUM_STEPS, (sp,)), float(k)).tobytes())
         sets.append(frames)
     assert len(sets[0]) == len(grid) ** 2
     assert all(s == sets[0] for s in sets)

@@ -3,8 +3,9 @@ a pathway spec names, block everything else it lists, count the edges kept, comp
 the same number of edges at random, and measure accuracy.
 
 Modules, one idea each:
-- ``spec``: specs as data (shipped JSON in ``videolens/pathway_specs``, or user files), validation,
-  the relative-depth rule, and the per-layer ``LayerPlan``.
+- ``spec``: specs as data, the relative-depth rule, and the per-layer ``LayerPlan``;
+  ``loading``: reading and validating spec files (shipped JSON in ``videolens/pathway_specs``, or
+  user files).
 - ``masks``: blocked-edge masks built in row chunks into one buffer; the random-control draw.
 - ``counting``: edge counts as the paper counts them (``S(S+1)/2`` per layer, kept, fraction).
 - ``hooks``: ``hook_attn_scores`` hooks that build each layer's mask when the layer runs.
@@ -38,17 +39,8 @@ from .evaluate import (
 )
 from .hooks import LayerMaskHook, PathwayMasker, RandomMasker
 from .masks import assert_no_empty_rows, iter_blocked_rows, lower_triangle_size, random_blocked_, seed_for, write_blocked_
-from .spec import (
-    EDGE_TYPES,
-    LayerPlan,
-    PathwaySpec,
-    SpecError,
-    list_specs,
-    load_spec,
-    map_layers,
-    register_edge_type,
-    spec_from_dict,
-)
+from .loading import list_specs, load_spec, register_edge_type, spec_from_dict
+from .spec import EDGE_TYPES, LayerPlan, PathwaySpec, SpecError, map_layers
 
 # the documented API and its extension points; mask builders, counters and hooks stay importable
 # from their modules (videolens.pathways.masks, .counting, .hooks)

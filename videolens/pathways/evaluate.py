@@ -29,7 +29,8 @@ from ..registry import Registry
 from .counting import EdgeCounts, count_edges, format_count, full_edges
 from .masks import lower_triangle_size
 from .hooks import PathwayMasker, RandomMasker
-from .spec import LayerPlan, PathwaySpec, load_spec
+from .loading import load_spec
+from .spec import LayerPlan, PathwaySpec
 
 __all__ = ["CONDITIONS", "RANDOM_MATCH", "random_block_counts", "evaluate_sample", "evaluate", "summarize",
            "summary_markdown", "write_summary", "plot_summary"]
