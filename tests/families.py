@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from videolens.testing import (
     reference_language_model,
+    make_tiny_llava_hf,
     make_tiny_llava_next_hf,
     make_tiny_llava_next_image,
     make_tiny_llava_next_video,
@@ -117,15 +118,16 @@ def _lnv_ref(ckpt, model, inputs):
     return out.logits, out.hidden_states, ref.model.language_model.norm
 
 
-def _llava_next_hf_ref(pooling_shape):
-    """The PLLaVA way on transformers' own LlavaNextForConditionalGeneration modules: its CLIP tower
+def _llava_hf_ref(pooling_shape, cls_name="LlavaNextForConditionalGeneration"):
+    """The PLLaVA way on transformers' own Llava(Next)ForConditionalGeneration modules: its CLIP tower
     (hidden state -2, CLS dropped), its projector, AdaptiveAvgPool3d, its language model and lm_head."""
 
     def ref(ckpt, model, inputs):
-        from transformers import LlavaNextForConditionalGeneration
+        import transformers
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        hf = LlavaNextForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+        cls = getattr(transformers, cls_name)
+        hf = cls.from_pretrained(str(ckpt), attn_implementation="eager").eval()
         size = hf.config.vision_config.image_size
         proc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
         pix = proc(list(official_preresize(inputs.video.frames, size)), return_tensors="pt")["pixel_values"]
@@ -155,7 +157,9 @@ CASES = [
     FamilyCase("official-pllava-llama", lambda p: make_tiny_official_pllava(p), _pllava_ref()),
     FamilyCase("llava-next-image-llama", lambda p: make_tiny_llava_next_image(p), _pllava_ref((4, 4, 4)),
                load_kwargs={"pooling_shape": (4, 4, 4)}),
-    FamilyCase("llava-next-hf-llama", lambda p: make_tiny_llava_next_hf(p), _llava_next_hf_ref((4, 4, 4)),
+    FamilyCase("llava-next-hf-llama", lambda p: make_tiny_llava_next_hf(p), _llava_hf_ref((4, 4, 4)),
+               load_kwargs={"pooling_shape": (4, 4, 4)}),
+    FamilyCase("llava-hf-llama", lambda p: make_tiny_llava_hf(p), _llava_hf_ref((4, 4, 4), "LlavaForConditionalGeneration"),
                load_kwargs={"pooling_shape": (4, 4, 4)}),
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
 ]

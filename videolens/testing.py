@@ -24,7 +24,7 @@ from videolens.tokenizers import build_word_level_tokenizer
 
 __all__ = [
     "VOCAB", "PLACEHOLDER", "TEXT_CONFIGS", "tiny_tokenizer", "tiny_configs", "make_tiny_pllava",
-    "make_tiny_official_pllava", "make_tiny_llava_next_image", "make_tiny_llava_next_hf",
+    "make_tiny_official_pllava", "make_tiny_llava_next_image", "make_tiny_llava_next_hf", "make_tiny_llava_hf",
     "make_tiny_llava_next_video", "write_clip", "reference_language_model",
 ]
 
@@ -243,3 +243,19 @@ def reference_language_model(ckpt: Union[str, Path], attn_implementation: str = 
         {k[len("language_model."):]: v for k, v in sd.items() if k.startswith("language_model.")}, strict=False)
     assert not missing and not unexpected, (missing, unexpected)
     return lm
+
+
+def make_tiny_llava_hf(path: Union[str, Path], seed: int = 0) -> Path:
+    """A random transformers ``LlavaForConditionalGeneration`` (a LLaVA-1.5-style IMAGE checkpoint,
+    ``model_type "llava"``) saved by this transformers version's ``save_pretrained``; the official
+    code loads such checkpoints the PLLaVA way."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vc, tc = tiny_configs()
+    cfg = LlavaConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), image_token_id=PLACEHOLDER)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    _randomize(model, seed + 17)
+    model.save_pretrained(str(path))
+    tiny_tokenizer("<image>", PLACEHOLDER).save_pretrained(str(path))
+    return Path(path)
