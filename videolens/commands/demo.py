@@ -73,7 +73,8 @@ def _run(args) -> int:
 
     print(f"[3/3] attention knockout sweep: target {args.target}")
     from videolens.knockout import get_target, run_dataset
-    from videolens.knockout.plots import plot_target, write_summary_csv
+    from videolens.knockout.summary import write_summary_csv
+    from videolens.plots.knockout import plot_target
 
     target = get_target(args.target)
     window = args.window or max(1, (model.cfg.n_layers // 3) | 1)

@@ -77,7 +77,7 @@ def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) ->
 
 
 def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str = "") -> None:
-    from videolens.knockout.plots import plot_target
+    from videolens.plots.knockout import plot_target
 
     for t in names:
         if any(r["target"] == t for r in records):
@@ -88,7 +88,8 @@ def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str 
 
 def run(args) -> int:
     from videolens.knockout import TARGETS, check_window, get_target
-    from videolens.knockout.plots import plot_models, write_summary_csv
+    from videolens.knockout.summary import write_summary_csv
+    from videolens.plots.knockout import plot_models
 
     names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
     targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading

@@ -60,7 +60,7 @@ def curves(records: List[Dict[str, Any]], only_correct: bool = False):
 
 
 def run(args) -> int:
-    from videolens.lens.plots import plot_answer_probability
+    from videolens.plots.lens import plot_answer_probability
     from videolens.stats import mean_ci
     from videolens.runs import RecordWriter
 

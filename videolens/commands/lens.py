@@ -139,7 +139,7 @@ def binned_from_records(records: List[Dict[str, Any]], n_layers: int, size: int)
 
 def run(args) -> int:
     from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_lens_layers
-    from videolens.lens import plots
+    from videolens.plots import lens as plots
     from videolens.runs import RecordWriter
 
     if args.k < 1 or args.bin_size < 1 or args.chunk_size < 1:

@@ -45,7 +45,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from videolens.pathways import evaluate, load_spec, plot_summary, summarize, summary_markdown, write_summary
+    from videolens.pathways import evaluate, load_spec, summarize, summary_markdown, write_summary
+    from videolens.plots.pathways import plot_summary
     from videolens.runs import RecordWriter
 
     spec = load_spec(args.spec)  # fail on a bad spec before loading the model

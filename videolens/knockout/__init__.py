@@ -6,7 +6,8 @@ a window of layers and measure the answer probability at the last position.
 - ``TARGETS`` / ``register_target`` / ``Target``: the paper's four targets as data.
 - ``sweep(model, inputs, target, window=9, method="fast")``: one record per (pair, centre layer).
 - ``ENGINES``: ``"fast"`` (incremental recomputation) and ``"full"`` (whole forward per condition).
-- ``videolens.knockout.plots``: the paper-style figure and the CSV summary.
+- ``videolens.knockout.summary``: the numbers behind the figures and their CSV (figures:
+  ``videolens.plots.knockout``).
 
 Example::
 

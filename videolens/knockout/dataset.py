@@ -79,7 +79,7 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
 
     Each sample goes through ``sweep_sample``; its records (or its skip status) are written as it
     finishes, and samples already finished in ``out`` are not run again. Figures and summaries are
-    left to the caller (``videolens.knockout.plots``).
+    left to the caller (``videolens.knockout.summary``, ``videolens.plots.knockout``).
 
     Args:
         model: a ``HookedVideoLLM``.

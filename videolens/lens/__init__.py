@@ -9,7 +9,7 @@ Example::
     counts.binned(5)                                                       # {"L0-4": {...}, ...}
     ap = vl.lens.answer_probability_by_layer(model, inputs)               # probs [n_layers + 1, n_options]
 
-    from videolens.lens import plots
+    from videolens.plots import lens as plots
     plots.plot_keyword_frequency(counts.binned(5), "freq.png")
     plots.plot_word_map(inputs.video.frames, counts.hit_records(lens), inputs.layout.video_grid,
                         vl.lens.layer_bins(model.cfg.n_layers, 5), "words.png")

@@ -142,34 +142,10 @@ class PatchResult:
         return self.index_df.copy()
 
     def plot(self, ax=None, title: Optional[str] = None, cmap: str = "RdBu_r"):
-        """Heatmap (matplotlib): layers x groups, or for per-head results one panel per group
-        (layers x heads). Returns the figure."""
-        import matplotlib.pyplot as plt
+        """Heatmap of the result (``videolens.plots.patching.plot_patch_result``); returns the figure."""
+        from ..plots.patching import plot_patch_result
 
-        v = self.values.detach().float().cpu()
-        lim = float(v.abs().max()) or 1.0
-        if self.heads is None:
-            if ax is None:
-                fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(self.groups) + 2), max(2.5, 0.35 * len(self.layers) + 1.5)))
-            fig = ax.figure
-            im = ax.imshow(v, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
-            ax.set_xticks(range(len(self.groups)), self.groups, rotation=60, ha="right", fontsize=7)
-            ax.set_yticks(range(len(self.layers)), self.layers)
-            ax.set_ylabel("layer")
-            ax.set_title(title or f"{self.activation}: {self.metric_name}", fontsize=9)
-            fig.colorbar(im, ax=ax)
-            return fig
-        n = len(self.groups)
-        fig, axes = plt.subplots(1, n, figsize=(1.6 * n + 1.5, 2.8), squeeze=False)
-        for i, g in enumerate(self.groups):
-            a = axes[0, i]
-            im = a.imshow(v[:, i, :], cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
-            a.set_title(g, fontsize=7)
-            a.set_xlabel("head", fontsize=7)
-            a.set_yticks(range(len(self.layers)), self.layers if i == 0 else [""] * len(self.layers))
-        fig.suptitle(title or f"{self.activation}: {self.metric_name}", fontsize=9)
-        fig.colorbar(im, ax=axes[0, -1])
-        return fig
+        return plot_patch_result(self, ax=ax, title=title, cmap=cmap)
 
 
 # ---- source caches -----------------------------------------------------------------------------

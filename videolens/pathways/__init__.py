@@ -9,7 +9,8 @@ Modules, one idea each:
 - ``masks``: blocked-edge masks built in row chunks into one buffer; the random-control draw.
 - ``counting``: edge counts as the paper counts them (``S(S+1)/2`` per layer, kept, fraction).
 - ``hooks``: ``hook_attn_scores`` hooks that build each layer's mask when the layer runs.
-- ``evaluate``: accuracy full / pathways / random per task, the summary table and the figure.
+- ``evaluate``: accuracy full / pathways / random per task and the summary table (the figure:
+  ``videolens.plots.pathways``).
 
 Example::
 
@@ -31,7 +32,6 @@ from .evaluate import (
     RANDOM_MATCH,
     evaluate,
     evaluate_sample,
-    plot_summary,
     random_block_counts,
     summarize,
     summary_markdown,
@@ -47,6 +47,6 @@ from .spec import EDGE_TYPES, LayerPlan, PathwaySpec, SpecError, map_layers
 __all__ = [
     "load_spec", "list_specs", "spec_from_dict", "register_edge_type", "EDGE_TYPES", "PathwaySpec", "LayerPlan",
     "SpecError", "count_edges", "EdgeCounts", "synthetic_layout", "PathwayMasker", "RandomMasker", "evaluate",
-    "evaluate_sample", "summarize", "summary_markdown", "write_summary", "plot_summary", "RANDOM_MATCH",
+    "evaluate_sample", "summarize", "summary_markdown", "write_summary", "RANDOM_MATCH",
     "random_block_counts",
 ]

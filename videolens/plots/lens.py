@@ -6,8 +6,6 @@ when ``path`` is given. Figures are built without pyplot, so no global state or 
 
 from __future__ import annotations
 
-from ..stats import mean_ci
-
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -15,6 +13,8 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Unio
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from ..stats import mean_ci
 
 __all__ = [
     "CATEGORY_COLORS",
