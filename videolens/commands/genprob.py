@@ -15,7 +15,9 @@ import numpy as np
 
 from .common import add_model_arguments, load_model
 from .common import add_sample_arguments, load_samples, sample_source
-from .lens import model_name, run_samples
+from videolens.runner import run_samples
+
+from .lens import model_name
 
 NAME = "genprob"
 HELP = "answer-letter probability at the last position for every layer (logit lens), with a figure"
@@ -70,8 +72,8 @@ def run(args) -> int:
     config = {"command": NAME, "model": model_name(args), "dtype": args.dtype, "num_frames": args.num_frames,
               "mode": args.mode, **sample_source(args)}
     with RecordWriter(out / "genprob.jsonl", config) as writer:
-        counts = run_samples(model, samples, writer, args.num_frames,
-                             lambda s, inp: genprob_records(model, inp, args.mode), desc="genprob")
+        counts = run_samples(model, samples, writer, lambda s, inp: genprob_records(model, inp, args.mode),
+                             num_frames=args.num_frames, desc="genprob")
         records = writer.records()
     print(f"genprob: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
           f"records in {out / 'genprob.jsonl'}")

@@ -3,8 +3,7 @@
 Over a TVBench-format file (``--data FILE --video-root DIR``) or one video (``--video FILE
 --question ... --candidates ...``). Writes ``OUT/lens.jsonl`` (resumable: finished samples are
 skipped on a rerun with the same settings) and figures ``OUT/keyword_frequency.png`` and
-``OUT/word_map_*.png``. The helpers for samples and the per-sample loop are shared with
-``videolens genprob``.
+``OUT/word_map_*.png``. The per-sample loop is ``videolens.runner.run_samples``.
 """
 
 from __future__ import annotations
@@ -12,58 +11,14 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Dict, List
+
+from videolens.runner import run_samples
 
 from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, sample_source
 
 NAME = "lens"
 HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
-
-
-def sample_record(sample, inputs) -> Dict[str, Any]:
-    return {
-        "kind": "sample",
-        "video": str(sample.video),
-        "start": sample.start,
-        "end": sample.end,
-        "task": sample.task,
-        "question": sample.question,
-        "true_letter": inputs.layout.true_letter,
-        "video_grid": list(inputs.layout.video_grid),
-    }
-
-
-def run_samples(model, samples: Sequence, writer, num_frames: int, fn: Callable, desc: str) -> Dict[str, int]:
-    """Prepare each unfinished sample and write ``fn(sample, inputs)``'s records.
-
-    A sample whose video cannot be read, or whose prompt is too long or cannot be tokenized, is
-    marked done with status ``"error"`` and an ``error`` record (reported, not retried).
-
-    Returns:
-        counts ``{"done": ..., "skipped": ..., "errors": ...}``.
-    """
-    from tqdm.auto import tqdm
-
-    from videolens.inputs import PromptTokenizationError
-    from videolens.model import ContextLengthError
-    from videolens.video import VideoDecodeError
-
-    counts = {"done": 0, "skipped": 0, "errors": 0}
-    for sample in tqdm(samples, desc=desc, unit="sample"):
-        sid = sample.sample_id
-        if writer.is_done(sid):
-            counts["skipped"] += 1
-            continue
-        try:
-            inputs = model.prepare(sample, num_frames=num_frames)
-        except (FileNotFoundError, VideoDecodeError, ContextLengthError, PromptTokenizationError) as exc:
-            tqdm.write(f"{sid}: skipped: {exc}")
-            writer.write_sample(sid, [{"kind": "error", "message": str(exc)}], status="error")
-            counts["errors"] += 1
-            continue
-        writer.write_sample(sid, [sample_record(sample, inputs), *fn(sample, inputs)])
-        counts["done"] += 1
-    return counts
 
 
 def model_name(args) -> str:
@@ -159,8 +114,8 @@ def run(args) -> int:
               "keywords": {c: list(w) for c, w in kwset.categories.items()}, "save_topk": args.save_topk,
               **sample_source(args)}
     with RecordWriter(out / "lens.jsonl", config) as writer:
-        counts = run_samples(model, samples, writer, args.num_frames,
-                             lambda s, inp: lens_records(model, inp, matcher, args), desc="lens")
+        counts = run_samples(model, samples, writer, lambda s, inp: lens_records(model, inp, matcher, args),
+                             num_frames=args.num_frames, desc="lens")
         records = writer.records()
     print(f"lens: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
           f"records in {out / 'lens.jsonl'}")

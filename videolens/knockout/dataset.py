@@ -10,17 +10,13 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..data import VideoQA
-from ..inputs import PromptTokenizationError
-from ..model import ContextLengthError
-from ..video import VideoDecodeError
+from ..runner import SKIP_ERRORS
 from .engine import get_engine
 from .sweep import SAMPLE_MODES, baseline, keep_sample, sweep
 from .targets import Target
 
 __all__ = ["SampleResult", "sweep_sample", "run_dataset", "SKIP_ERRORS"]
 
-# per-sample problems that skip the sample (recorded with a status) instead of stopping a run
-SKIP_ERRORS = (FileNotFoundError, VideoDecodeError, ContextLengthError, PromptTokenizationError)
 
 
 @dataclass
