@@ -20,11 +20,6 @@ from .units import TokenUnits, position_regions, token_units
 __all__ = [
     "video_attention",
     "VideoAttention",
-    "pool_pattern",
-    "format_layers",
-    "TokenUnits",
-    "token_units",
-    "position_regions",
     "Panel",
     "heads_panel",
     "video_tokens_panel",
@@ -32,9 +27,6 @@ __all__ = [
     "video_tokens_html",
     "page_html",
     "save_html",
-    "MAX_CELLS",
     "plot_overlay",
-    "slot_frames",
-    "centre_square",
     "compare_knockout",
 ]
