@@ -94,7 +94,7 @@ for _t in (
         "vql-to-ql",
         ("video->question", "video->last", "question->last", "last->last"),
         "video, question and last position -> question and last position",
-        _PAPER + ", Findings 2-3 (last->last is empty when 'last' is one position: self-edges are never blocked)",
+        _PAPER + ", Findings 2-3 (last->last blocks the last position's edge to itself, as the official code)",
     ),
     Target(
         "question-and-options-to-last",
