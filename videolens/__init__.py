@@ -8,6 +8,7 @@ Main entry points: ``HookedVideoLLM.from_pretrained``, ``VideoQA``, ``load_video
 import importlib as _importlib
 
 from . import data
+from .bundled import bundled_model_path
 from .data import VideoQA, load_tvbench
 from .inputs import VideoLLMInput
 from .layout import Span, TokenLayout
@@ -31,6 +32,7 @@ __all__ = [
     "load_video",
     "load_tvbench",
     "data",
+    "bundled_model_path",
 ]
 
 _LAZY = ("knockout", "lens", "pathways", "patching", "viz", "synthetic", "runs", "corruptions")

@@ -34,11 +34,16 @@ from .inputs import VideoLLMInput, tokenize_prompt
 from .prompts import PromptTemplate, get_template
 from .video import Video
 
-__all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError"]
+__all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoError"]
 
 
 class ContextLengthError(VideolensError, ValueError):
     """The prompt (video tokens included) is longer than the model's context."""
+
+
+class MissingVideoError(VideolensError, ValueError):
+    """Tokens with video placeholders were run without their video (``model(inputs.tokens)``,
+    ``model(prompt_text)``): the placeholders' embeddings would stand in for the video silently."""
 
 
 class VideoEmbed(Embed):
@@ -46,14 +51,25 @@ class VideoEmbed(Embed):
 
     The video tokens are set for the duration of one forward pass by ``HookedVideoLLM``; token
     ids at those positions (placeholders, possibly outside the vocabulary) are never looked up.
+    Tokens that hold the placeholder id while no video is set raise ``MissingVideoError`` unless
+    ``allow_missing_video`` is True (then the placeholder's own embedding row is used).
     """
 
-    def __init__(self, cfg: HookedTransformerConfig):
+    def __init__(self, cfg: HookedTransformerConfig, placeholder_id: Optional[int] = None):
         super().__init__(cfg)
         self.video: Optional[tuple] = None  # (positions [n], embeds [batch, n, d_model])
+        self.placeholder_id = placeholder_id
+        self.allow_missing_video = False
 
     def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
         if self.video is None:
+            if (self.placeholder_id is not None and not self.allow_missing_video
+                    and bool((tokens == self.placeholder_id).any())):
+                n = int((tokens == self.placeholder_id).sum())
+                raise MissingVideoError(
+                    f"the tokens hold the video placeholder (id {self.placeholder_id}) at {n} position(s) but no video: "
+                    "run the VideoLLMInput (model(inputs), run_with_cache(inputs)); to run the bare tokens on purpose "
+                    "set model.allow_missing_video = True")
             return super().forward(tokens)
         positions, embeds = self.video
         if positions.numel() and int(positions.max()) >= tokens.shape[1]:
@@ -100,7 +116,7 @@ class HookedVideoLLM(HookedTransformer):
     ):
         super().__init__(cfg, tokenizer=tokenizer, move_to_device=False)
         self.tokenizer = tokenizer  # keep the checkpoint's tokenizer as given
-        self.embed = VideoEmbed(self.cfg)
+        self.embed = VideoEmbed(self.cfg, int(placeholder_id))
         self.vision = vision
         self.placeholder_id = int(placeholder_id)
         self.template = get_template(template) if isinstance(template, str) else template
@@ -125,7 +141,8 @@ class HookedVideoLLM(HookedTransformer):
         """Load a local VideoLLM checkpoint folder (any registered family).
 
         Args:
-            path: folder with config.json, safetensors (single or sharded) and tokenizer files.
+            path: folder with config.json, safetensors (single or sharded) and tokenizer files, or
+                ``"tiny-videollm"`` for the bundled model (``vl.bundled_model_path()``).
             device: "cpu", "cuda", ... (default: cuda when available).
             dtype: weights dtype (torch.float32, torch.bfloat16, torch.float16).
             pooling_shape: ``(frames, rows, cols)`` of the PLLaVA-family 3-D pooling, overriding
@@ -136,7 +153,7 @@ class HookedVideoLLM(HookedTransformer):
                 ``num_frames``, else 8.
 
         Raises:
-            FileNotFoundError: the folder does not exist.
+            FileNotFoundError: the folder does not exist (a hub id is named as such: no download).
             weights_conversion.UnknownFamilyError: config.json names an unsupported model type.
             weights_conversion.MissingWeightsError / UnexpectedWeightsError: tensors missing
                 from, or left unused in, the checkpoint (named in the message).
@@ -146,7 +163,9 @@ class HookedVideoLLM(HookedTransformer):
         from weights_conversion import convert_checkpoint
         from weights_conversion.checkpoint import CheckpointError
 
-        path = Path(path)
+        from .bundled import resolve_checkpoint
+
+        path = resolve_checkpoint(path)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None}
@@ -213,6 +232,16 @@ class HookedVideoLLM(HookedTransformer):
             raise ValueError(f"rope tables cover {sin.shape[0]} positions, n_ctx is {self.cfg.n_ctx}")
         for block in self.blocks:
             set_rotary_tables(block.attn, sin, cos)
+
+    @property
+    def allow_missing_video(self) -> bool:
+        """Whether tokens holding the video placeholder may run without their video (default False:
+        such a forward raises ``MissingVideoError``)."""
+        return self.embed.allow_missing_video
+
+    @allow_missing_video.setter
+    def allow_missing_video(self, value: bool) -> None:
+        self.embed.allow_missing_video = bool(value)
 
     # ---- inputs -------------------------------------------------------------------------------
     @property

@@ -68,11 +68,10 @@ def standin_model_path(folder: Path, seed: int = 0) -> Path:
 
 
 def default_model_path() -> Path:
-    """The bundled tiny model shipped inside the package."""
-    p = Path(__file__).resolve().parents[1] / "assets" / "tiny-videollm"
-    if not (p / "config.json").exists():
-        raise FileNotFoundError(f"the bundled model is missing at {p}; pass --model DIR")
-    return p
+    """The bundled tiny model shipped inside the package (``videolens.bundled_model_path``)."""
+    from videolens.bundled import bundled_model_path
+
+    return bundled_model_path()
 
 
 def add_video_arguments(g, required: bool = False) -> None:
