@@ -43,3 +43,24 @@ def test_bundled_model_by_name_and_hub_ids(tmp_path):
         vl.HookedVideoLLM.from_pretrained("llava-hf/llava-v1.6-vicuna-7b-hf")
     with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
         vl.HookedVideoLLM.from_pretrained(tmp_path / "nothing-here")
+
+
+def test_generate_rejects_sampling_arguments(tiny_pllava, inputs):
+    text = tiny_pllava.generate(inputs, max_new_tokens=2)
+    assert isinstance(text, str)
+    for kw in ({"do_sample": True}, {"temperature": 0.7}, {"top_k": 5}):
+        with pytest.raises(ValueError, match="decodes greedily"):
+            tiny_pllava.generate(inputs, max_new_tokens=2, **kw)
+
+
+def test_frames_other_than_the_pooling_depth_warn(tiny_pllava, clip_path):
+    from videolens.model import FramePoolingWarning
+
+    sample = vl.VideoQA(video=str(clip_path), **SAMPLE)
+    with pytest.warns(FramePoolingWarning, match="num_frames=8 sampled frames are pooled into 4 temporal slots"):
+        tiny_pllava.prepare(sample, num_frames=8)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FramePoolingWarning)
+        tiny_pllava.prepare(sample, num_frames=4)  # one sampled frame a slot: no warning

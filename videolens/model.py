@@ -34,11 +34,15 @@ from .inputs import VideoLLMInput, tokenize_prompt
 from .prompts import PromptTemplate, get_template
 from .video import Video
 
-__all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoError"]
+__all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoError", "FramePoolingWarning"]
 
 
 class ContextLengthError(VideolensError, ValueError):
     """The prompt (video tokens included) is longer than the model's context."""
+
+
+class FramePoolingWarning(UserWarning):
+    """The number of sampled frames differs from the temporal pooling depth."""
 
 
 class MissingVideoError(VideolensError, ValueError):
@@ -270,6 +274,14 @@ class HookedVideoLLM(HookedTransformer):
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         grid = self.vision.output_grid(num_frames)
+        if grid[0] != num_frames:
+            import warnings
+
+            warnings.warn(
+                f"num_frames={num_frames} sampled frames are pooled into {grid[0]} temporal slots (the pooling depth): "
+                f"token groups frame:0..{grid[0] - 1} are pooling slots of averaged or repeated frames, not sampled "
+                f"frames; pass num_frames={grid[0]} (or from_pretrained(pooling_shape=...)) for one frame a slot",
+                FramePoolingWarning, stacklevel=2)
         timestamps = None
         video: Optional[Video] = None
         if self.template.frame_format is not None:
@@ -350,8 +362,18 @@ class HookedVideoLLM(HookedTransformer):
 
     def generate(self, input=None, max_new_tokens: int = 16, *args, **kwargs):
         """Greedy decoding for a ``VideoLLMInput`` (``_generate_video``); any other input goes to
-        ``HookedTransformer.generate`` unchanged."""
+        ``HookedTransformer.generate`` unchanged.
+
+        Raises:
+            ValueError: sampling arguments (``do_sample=True``, ``temperature``, ``top_k``,
+                ``top_p``, ...) or positional extras with a video input, which decodes greedily only.
+        """
         if isinstance(input, VideoLLMInput):
+            sampling = {k: v for k, v in kwargs.items()
+                        if k not in ("stop_at_eos", "verbose", "use_past_kv_cache", "return_type") and v not in (None, False)}
+            if args or sampling:
+                raise ValueError(f"generate on a video input decodes greedily; {sorted(sampling) or 'positional arguments'} "
+                                 "not supported (use HookedTransformer.generate's sampling on text-only inputs)")
             return self._generate_video(input, max_new_tokens, kwargs.get("stop_at_eos", True))
         return super().generate(input, max_new_tokens, *args, **kwargs)
 
