@@ -1,4 +1,5 @@
-"""Confidence intervals for figures and summaries: one rule everywhere (Student t, scipy)."""
+"""Shared statistics: the paper's relative change of a probability, and confidence intervals for
+figures and summaries (one rule everywhere: Student t, scipy)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 from jaxtyping import Float
 
-__all__ = ["mean_ci"]
+__all__ = ["mean_ci", "relative_change"]
 
 
 def mean_ci(
@@ -39,3 +40,9 @@ def mean_ci(
     mean = np.where(n > 0, mean, np.nan)
     out = (mean, mean - half, mean + half)
     return tuple(float(v) for v in out) if a.ndim == 1 else out
+
+
+def relative_change(p_new: float, p_base: float) -> float:
+    """``(p_new - p_base) / p_base * 100`` in percent (the paper's metric, official
+    ``relative_diff``); NaN when ``p_base`` is not positive."""
+    return (p_new - p_base) / p_base * 100.0 if p_base > 0 else float("nan")

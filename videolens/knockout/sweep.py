@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float
 
 from ..inputs import VideoLLMInput
+from ..stats import relative_change
 from .engine import CleanRun, get_engine
 from .hooks import KnockoutHook, knockout_mask
 from .targets import Target, get_target
@@ -131,10 +132,6 @@ def baseline(inputs: VideoLLMInput, clean: CleanRun, tokenizer=None) -> Baseline
     )
 
 
-def _rel(p_ko: float, p_base: float) -> float:
-    return (p_ko - p_base) / p_base * 100.0 if p_base > 0 else float("nan")
-
-
 def sweep(
     model,
     inputs: VideoLLMInput,
@@ -240,18 +237,18 @@ def sweep(
                 "base_answer": base.answer_token,
                 "base_prob": base.answer_prob,
                 "ko_prob": p_answer,
-                "rel_change": _rel(p_answer, base.answer_prob),
+                "rel_change": relative_change(p_answer, base.answer_prob),
                 "true_letter": truth,
                 "true_t": base.true_t,
                 "base_true_prob": base.probs[truth] if truth else None,
                 "ko_true_prob": p_true,
-                "rel_change_true": _rel(p_true, base.probs[truth]) if truth else None,
+                "rel_change_true": relative_change(p_true, base.probs[truth]) if truth else None,
                 "ko_answer_t": ko_answer_t,
                 "ko_max_prob": float(full[ko_answer_t]),
                 "base_letter": base.letter,
                 "letter_base_prob": base.probs[base.letter],
                 "letter_ko_prob": ko[base.letter],
-                "letter_rel_change": _rel(ko[base.letter], base.probs[base.letter]),
+                "letter_rel_change": relative_change(ko[base.letter], base.probs[base.letter]),
                 "ko_letter": max(ko, key=ko.get),
                 "base_probs": base.probs,
                 "ko_probs": ko,

@@ -26,6 +26,7 @@ from ..data import VideoQA
 from ..inputs import VideoLLMInput
 from ..layout import TokenLayout
 from ..registry import Registry
+from ..stats import relative_change
 from .counting import EdgeCounts, count_edges, format_count, full_edges
 from .masks import lower_triangle_size
 from .hooks import PathwayMasker, RandomMasker
@@ -116,9 +117,9 @@ def _add_relative(records: List[Dict[str, Any]]) -> None:
     run's argmax token, ``rel_change_true`` for the true letter (percent)."""
     base = records[0]
     for r in records:
-        r["rel_change"] = (r["p_base_argmax"] - base["p_base_argmax"]) / base["p_base_argmax"] * 100.0
+        r["rel_change"] = relative_change(r["p_base_argmax"], base["p_base_argmax"])
         if base["p_true"]:
-            r["rel_change_true"] = (r["p_true"] - base["p_true"]) / base["p_true"] * 100.0
+            r["rel_change_true"] = relative_change(r["p_true"], base["p_true"])
 
 
 @torch.no_grad()
