@@ -75,10 +75,18 @@ def test_flow_end_to_end_and_resume(model_dir, dataset, tmp_path, capsys):
     assert len(rows) == n_pairs * 6
     assert {int(r["n"]) for r in rows} == {len(ok)}
 
-    # rerun: nothing recomputed, same records
+    # rerun with --no-retry-skipped: nothing recomputed, same file
     before = (out / "records.jsonl").read_text()
-    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3", *LETTER_RULE) == 0
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3", *LETTER_RULE,
+                "--no-retry-skipped") == 0
     assert (out / "records.jsonl").read_text() == before
+    # rerun by default: only the skipped sample (missing video) is tried again, the rest untouched
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "vql-to-ql", "--window", "3", *LETTER_RULE) == 0
+    after = (out / "records.jsonl").read_text().splitlines(keepends=True)
+    old = before.splitlines(keepends=True)
+    assert [l for l in old if '"task_1"' not in l] == after[:-1] and '"task_1"' in after[-1]
+    assert statuses(out / "records.jsonl")["task_1"] == "missing_video"
+    before = "".join(after)
 
     # a run killed mid-sample: the last finished sample's marker and a partial line are gone
     lines = before.splitlines(keepends=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import List, Optional
 
 from .errors import VideolensError
@@ -23,9 +24,16 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``videolens flow: error: argument --out: ... (see --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videolens", description="Mechanistic interpretability for Video LLMs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="videolens", description="Mechanistic interpretability for Video LLMs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         mod = importlib.import_module(name)
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
@@ -35,14 +43,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command. A command with ``--out`` holds that folder's lock (``videolens.runs.folder_lock``)
+    from start to end, so a second run into it stops at once. User errors print one line and return 2;
+    warnings print one line each."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    prefix = f"videolens {args.command}"
+
+    def show(message, category, *_, **__):
+        print(f"{prefix}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            with _out_lock(args, prefix):
+                return int(args._run(args) or 0)
     except (VideolensError, FileNotFoundError, ValueError, KeyError) as exc:
         # user errors: one clear line, no traceback
-        print(f"videolens {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _out_lock(args, what: str):
+    from contextlib import nullcontext
+
+    from .runs import folder_lock
+
+    out = getattr(args, "out", None)
+    return folder_lock(out, what) if out else nullcontext()
 
 
 if __name__ == "__main__":

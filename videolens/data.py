@@ -3,22 +3,73 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import VideolensError
 from .video import Video, load_video
 
-__all__ = ["VideoQA", "load_tvbench", "option_letters", "AnnotationError"]
+__all__ = ["VideoQA", "load_tvbench", "load_annotation_files", "option_letters", "AnnotationError",
+           "InvalidSampleError", "PLACEHOLDER_STRINGS"]
 
 option_letters = string.ascii_uppercase
+
+PLACEHOLDER_STRINGS = ("<image>", "<video>", "<img>", "</img>", "<IMG_CONTEXT>", "<|image_pad|>", "<|video_pad|>",
+                       "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+"""Video/image placeholder strings of the supported families: in a question or an option they
+would become a placeholder token (and a video slot) instead of text."""
+
+_OPTION_LINE = re.compile(r"[\r\n]\s*\(?[A-Z]\)")
 
 
 class AnnotationError(VideolensError, ValueError):
     """A malformed entry in an annotation file (the message names the file and the entry index)."""
+
+
+class InvalidSampleError(VideolensError, ValueError):
+    """A sample whose entry cannot be run (a bad start/end): raised when it is loaded, so a dataset
+    run records that one sample as skipped and goes on."""
+
+
+def _check_text(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+    if not value.strip():
+        raise ValueError(f"{name} is empty")
+    hit = next((p for p in PLACEHOLDER_STRINGS if p in value), None)
+    if hit:
+        raise ValueError(f"{name} contains the placeholder string {hit!r}, which would become a video slot")
+    return value
+
+
+def check_times(start, end) -> tuple:
+    """``(start, end)`` as floats or None.
+
+    Raises:
+        ValueError: not numbers, not finite, negative, or start >= end.
+    """
+    out = []
+    for name, v in (("start", start), ("end", end)):
+        if v is None:
+            out.append(None)
+            continue
+        if isinstance(v, bool):
+            raise ValueError(f"{name} must be a number of seconds, got {v!r}")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number of seconds, got {v!r}") from None
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"{name} must be a finite, non-negative number of seconds, got {v!r}")
+        out.append(f)
+    if out[0] is not None and out[1] is not None and out[0] >= out[1]:
+        raise ValueError(f"start={out[0]} must be before end={out[1]}")
+    return tuple(out)
 
 
 @dataclass
@@ -33,6 +84,14 @@ class VideoQA:
         start, end: optional window of the clip in seconds.
         task: optional task name (for example ``"action_sequence"``).
         question_id: optional identifier from the annotation file.
+        invalid: why this sample cannot run (set by ``load_tvbench`` for a bad start/end);
+            ``load`` then raises ``InvalidSampleError`` so a dataset run skips just this sample.
+
+    Raises:
+        ValueError: the question or an option is not a string, is empty or holds a placeholder
+            string (``PLACEHOLDER_STRINGS``); candidates is a string, or holds duplicates or an
+            option line (``"...\n(C) ..."``); fewer than 2 or more than 26 candidates; the answer
+            is not one of them; start/end not finite non-negative seconds with start < end.
     """
 
     video: Union[str, os.PathLike, Video]
@@ -44,9 +103,24 @@ class VideoQA:
     task: Optional[str] = None
     question_id: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    invalid: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check_text("question", self.question)
+        if isinstance(self.candidates, (str, bytes)) or not isinstance(self.candidates, (list, tuple)):
+            raise ValueError(f"candidates must be a list of strings, got {type(self.candidates).__name__} "
+                             f"{self.candidates!r}")
         self.candidates = list(self.candidates)
+        for i, c in enumerate(self.candidates):
+            _check_text(f"candidate {i}", c)
+            if _OPTION_LINE.search(c):
+                raise ValueError(f"candidate {i} ({c!r}) holds a line break followed by an option label, "
+                                 "which would forge an option line in the prompt")
+        dup = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
+        if dup:
+            raise ValueError(f"duplicate candidates {dup}: each option must differ")
+        if self.invalid is None:
+            self.start, self.end = check_times(self.start, self.end)
         if len(self.candidates) < 2:
             raise ValueError(f"a VideoQA needs at least 2 candidates, got {len(self.candidates)}")
         if len(self.candidates) > len(option_letters):
@@ -77,6 +151,8 @@ class VideoQA:
 
     def load(self, num_frames: int = 8) -> Video:
         """Decode the video (or return it when already decoded; ``num_frames`` must then match)."""
+        if self.invalid:
+            raise InvalidSampleError(f"{self.sample_id}: {self.invalid}")
         if isinstance(self.video, Video):
             if self.video.num_frames != num_frames:
                 raise ValueError(
@@ -106,21 +182,28 @@ def load_tvbench(
 
     Raises:
         FileNotFoundError: ``json_path`` does not exist.
-        AnnotationError: the file is not a JSON list, or an entry misses a field, has fewer than
-            2 candidates, an answer not among its candidates, or a bad start/end; the message
-            names the file and the entry's index.
+        AnnotationError: the path is a folder or not a JSON list, an entry misses a field or
+            fails ``VideoQA``'s checks (question and options type-checked, no placeholder strings,
+            forged option lines or duplicate options, 2-26 candidates, answer among them), or two
+            entries share a question_id; the message names the file and the entry's index.
+
+    An entry with a bad start/end (not a finite number, start >= end) is kept with ``invalid``
+    set: loading that sample raises ``InvalidSampleError`` and a dataset run records it as skipped.
     """
     json_path = Path(json_path)
     if not json_path.exists():
         raise FileNotFoundError(f"annotation file not found: {json_path}")
+    if json_path.is_dir():
+        raise AnnotationError(f"{json_path} is a folder; expected a JSON annotation file (a list of entries)")
     try:
         entries = json.loads(json_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{json_path} is not valid JSON: {exc}") from exc
     if not isinstance(entries, list):
         raise AnnotationError(f"{json_path}: expected a JSON list of entries, got {type(entries).__name__}")
     task = task or json_path.stem.replace("_sample", "")
-    samples = []
+    samples: List[VideoQA] = []
+    first_entry: Dict[str, int] = {}
     for i, e in enumerate(entries):
         where = f"{json_path}: entry {i}"
         if not isinstance(e, dict):
@@ -128,32 +211,69 @@ def load_tvbench(
         missing = [k for k in _REQUIRED if k not in e]
         if missing:
             raise AnnotationError(f"{where}: missing field(s) {missing}")
-        cands = e["candidates"]
-        if not isinstance(cands, list) or not all(isinstance(c, str) for c in cands):
-            raise AnnotationError(f"{where}: 'candidates' must be a list of strings")
-        if len(cands) < 2:
-            raise AnnotationError(f"{where}: needs at least 2 candidates, got {len(cands)}")
-        if e["answer"] not in cands:
-            raise AnnotationError(f"{where}: answer {e['answer']!r} is not among the candidates {cands!r}")
-        start, end = e.get("start"), e.get("end")
+        if not isinstance(e["video"], str) or not e["video"]:
+            raise AnnotationError(f"{where}: 'video' must be a file name, got {e['video']!r}")
+        invalid = None
         try:
-            start = None if start is None else float(start)
-            end = None if end is None else float(end)
-        except (TypeError, ValueError) as exc:
-            raise AnnotationError(f"{where}: start/end must be numbers of seconds") from exc
-        if start is not None and end is not None and start >= end:
-            raise AnnotationError(f"{where}: start={start} must be before end={end}")
-        samples.append(
-            VideoQA(
+            start, end = check_times(e.get("start"), e.get("end"))
+        except ValueError as exc:  # this sample's own skip, not the run's end
+            start, end, invalid = None, None, f"{where}: {exc}"
+        qid = e.get("question_id")
+        if qid is not None and not isinstance(qid, (str, int)):
+            raise AnnotationError(f"{where}: question_id must be a string or an integer, got {qid!r}")
+        qid = str(qid) if qid is not None and str(qid) else f"{task}_{i}"
+        if qid in first_entry:
+            raise AnnotationError(f"{json_path}: entries {first_entry[qid]} and {i} have the same question_id {qid!r}")
+        first_entry[qid] = i
+        try:
+            sample = VideoQA(
                 video=str(Path(video_root) / e["video"]),
-                question=str(e["question"]),
-                candidates=cands,
+                question=e["question"],
+                candidates=e["candidates"],
                 answer=e["answer"],
                 start=start,
                 end=end,
                 task=task,
-                question_id=e.get("question_id") or f"{task}_{i}",
+                question_id=qid,
                 extra={k: v for k, v in e.items() if k not in (*_REQUIRED, "start", "end", "question_id")},
+                invalid=invalid,
             )
-        )
+        except ValueError as exc:
+            raise AnnotationError(f"{where}: {exc}") from exc
+        samples.append(sample)
     return samples
+
+
+def load_annotation_files(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike],
+                          limit: Optional[int] = None) -> List[VideoQA]:
+    """The samples of several annotation files (``load_tvbench`` each), at most ``limit`` per file.
+
+    Sample ids are unique across files: an id found in more than one file is prefixed with its
+    file (``"a/action_sequence:action_sequence_0"``; the path relative to the files' common folder,
+    without ``.json``), so two files that share a stem or a question_id never shadow each other.
+
+    Raises:
+        FileNotFoundError, AnnotationError: from ``load_tvbench``; the same file given twice.
+    """
+    paths = [Path(f) for f in files]
+    resolved = [p.resolve() for p in paths]
+    for i, r in enumerate(resolved):
+        if r in resolved[:i]:
+            raise AnnotationError(f"{paths[i]} is given twice")
+    parts = []
+    for p in paths:
+        part = load_tvbench(p, video_root)
+        parts.append(part[:limit] if limit is not None else part)
+    owners: Dict[str, set] = {}
+    for i, part in enumerate(parts):
+        for smp in part:
+            owners.setdefault(smp.sample_id, set()).add(i)
+    shared = {sid for sid, o in owners.items() if len(o) > 1}
+    if shared:
+        common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
+        for r, part in zip(resolved, parts):
+            label = r.relative_to(common).with_suffix("").as_posix()
+            for smp in part:
+                if smp.sample_id in shared:
+                    smp.question_id = f"{label}:{smp.sample_id}"
+    return [smp for part in parts for smp in part]

@@ -34,20 +34,10 @@ from .inputs import VideoLLMInput, tokenize_prompt
 from .prompts import PromptTemplate, get_template
 from .video import Video
 
-__all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoError", "FramePoolingWarning"]
+from .errors import ContextLengthError, FramePoolingWarning, MissingVideoError, NonFiniteError  # noqa: E402
 
-
-class ContextLengthError(VideolensError, ValueError):
-    """The prompt (video tokens included) is longer than the model's context."""
-
-
-class FramePoolingWarning(UserWarning):
-    """The number of sampled frames differs from the temporal pooling depth."""
-
-
-class MissingVideoError(VideolensError, ValueError):
-    """Tokens with video placeholders were run without their video (``model(inputs.tokens)``,
-    ``model(prompt_text)``): the placeholders' embeddings would stand in for the video silently."""
+__all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoError", "FramePoolingWarning",
+           "NonFiniteError"]
 
 
 class VideoEmbed(Embed):
@@ -127,6 +117,8 @@ class HookedVideoLLM(HookedTransformer):
         self.family = family
         self.checkpoint_config = checkpoint_config or {}
         self.default_num_frames = int(self.checkpoint_config.get("num_frames") or 8)
+        self.checkpoint_path: Optional[str] = None  # set by from_pretrained
+        self.fingerprint: Optional[Dict[str, str]] = None  # videolens.fingerprint.model_fingerprint of its files
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
@@ -168,6 +160,7 @@ class HookedVideoLLM(HookedTransformer):
         from weights_conversion.checkpoint import CheckpointError
 
         from .bundled import resolve_checkpoint
+        from .fingerprint import model_fingerprint
 
         path = resolve_checkpoint(path)
         if device is None:
@@ -196,6 +189,8 @@ class HookedVideoLLM(HookedTransformer):
         model.to(device)
         model.vision.to(device)
         model.default_num_frames = int(num_frames)
+        model.checkpoint_path = str(path)
+        model.fingerprint = model_fingerprint(path)
         return model.eval()
 
     def load_backbone_weights(self, state_dict: Dict[str, torch.Tensor]) -> None:
@@ -341,17 +336,30 @@ class HookedVideoLLM(HookedTransformer):
 
     # ---- answers ------------------------------------------------------------------------------
     def option_logits(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> Float[torch.Tensor, "n_options"]:
-        """Log-probabilities (full-vocabulary log-softmax, fp32) of each option letter at the last position."""
+        """Log-probabilities (full-vocabulary log-softmax, fp32) of each option letter at the last position.
+
+        Raises:
+            NonFiniteError: the last position's logits hold NaN or infinity.
+        """
         if logits is None:
             with torch.no_grad():
                 logits = self(inputs)
-        logp = logits[0, -1].float().log_softmax(-1)
+        last = logits[0, -1].float()
+        if not torch.isfinite(last).all():
+            n = int((~torch.isfinite(last)).sum())
+            raise NonFiniteError(f"the model's logits at the last position hold {n} NaN/inf value(s) "
+                                 f"(dtype {self.cfg.dtype}); no option probabilities")
+        logp = last.log_softmax(-1)
         ids = torch.tensor([inputs.option_token_ids[L] for L in inputs.layout.letters], device=logp.device)
         return logp[ids]
 
     def option_probs(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> Dict[str, float]:
         """Probability of each option letter at the last position (softmax over the full
-        vocabulary, REFERENCE section 2): ``{"A": 0.71, "B": 0.12, ...}``."""
+        vocabulary, REFERENCE section 2): ``{"A": 0.71, "B": 0.12, ...}``.
+
+        Raises:
+            NonFiniteError: NaN or infinite logits (``option_logits``).
+        """
         lp = self.option_logits(inputs, logits).detach()
         return {L: float(p) for L, p in zip(inputs.layout.letters, lp.exp())}
 

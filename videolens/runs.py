@@ -5,6 +5,12 @@ moment keeps every finished sample. A sample counts as finished when its ``done`
 written after its records; on restart, records of unfinished samples are ignored and a trailing
 partial line (from a kill mid-write) is cut off before appending.
 
+A writer holds the folder's lock (``folder_lock``) while it is open, so two runs never write one
+file; its header stores the run's settings and fingerprints (``videolens.fingerprint``) and a
+resume with others is refused, naming what differs. Samples recorded as skipped (missing video,
+unreadable file, invalid entry) are run again on resume unless ``retry_skipped=False``; a sample
+whose records hold NaN or infinite numbers is recorded with status ``"non_finite"``, never scored.
+
 Example::
 
     with RecordWriter(out / "records.jsonl", run_config) as w:
@@ -17,17 +23,106 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from .errors import VideolensError
 
-__all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch"]
+__all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch", "FolderInUseError", "folder_lock",
+           "is_skip_status", "config_differences"]
 
 
 class RunConfigMismatch(VideolensError, ValueError):
-    """The output folder holds a run made with other settings."""
+    """The output folder holds a run made with other settings, model or data."""
+
+
+class FolderInUseError(VideolensError, RuntimeError):
+    """Another process is writing into the output folder."""
+
+
+LOCK_NAME = ".videolens.lock"
+_LOCKS: Dict[str, Any] = {}
+
+
+@contextmanager
+def folder_lock(folder: Path | str, what: str = "videolens"):
+    """Hold an exclusive lock on ``folder`` (created if needed) for the ``with`` block.
+
+    The lock is ``filelock.FileLock`` on ``folder/.videolens.lock`` (an OS lock: it goes away with
+    the process, even one killed with SIGKILL); re-entrant within one process, so a command and the
+    record writers it opens share it. ``folder/.videolens.lock.json`` names the holder.
+
+    Raises:
+        FolderInUseError: another process holds it (``runs/x is in use by process N (started ...)``).
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    lock = _LOCKS.setdefault(key, FileLock(str(folder / LOCK_NAME)))
+    info = folder / (LOCK_NAME + ".json")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = json.loads(info.read_text())
+            who = f"process {holder['pid']} (started {holder['started']}, {holder['what']})"
+        except (OSError, ValueError, KeyError):
+            who = "another process"
+        raise FolderInUseError(f"{folder} is in use by {who}; wait for it to finish or choose another --out") from None
+    try:
+        if lock.lock_counter == 1:
+            info.write_text(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                        "what": what}))
+        yield folder
+    finally:
+        lock.release()
+
+
+def is_skip_status(status: str) -> bool:
+    """Statuses of samples that were not analysed because something was missing or unreadable
+    (``missing_video``, ``error``, ``skipped: ...``); retried on resume by default."""
+    return status in ("missing_video", "error") or status.startswith("skipped")
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> List[str]:
+    """``["model_fingerprint.model.safetensors: was '1:ab', now '1:cd'", ...]`` between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in list(old) + [k for k in new if k not in old]:
+            name = f"{prefix}{k}"
+            if k not in new:
+                out.append(f"{name}: was {old[k]!r}, absent now")
+            elif k not in old:
+                out.append(f"{name}: absent before, now {new[k]!r}")
+            else:
+                out.extend(config_differences(old[k], new[k], name + "."))
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"]
+
+
+def _non_finite_fields(records: Iterable[Dict[str, Any]]) -> List[str]:
+    """Names of the fields holding NaN or infinity (searched in nested lists and dicts)."""
+    bad: List[str] = []
+
+    def walk(v, name):
+        if isinstance(v, float) and not math.isfinite(v):
+            bad.append(name)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{name}.{k}" if name else str(k))
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x, name)
+
+    for r in records:
+        walk(r, "")
+    return sorted(set(bad))
 
 
 def _clean_tail(path: Path) -> None:
@@ -56,7 +151,7 @@ def _rows(path: Path) -> Iterator[Dict[str, Any]]:
 
 
 def read_statuses(path: Path | str) -> Dict[str, str]:
-    """sample_id -> status ("ok", "missing_video", ...) of every finished sample."""
+    """sample_id -> status ("ok", "missing_video", "non_finite", ...) of every finished sample."""
     return {r["sample_id"]: r.get("status", "ok") for r in _rows(Path(path)) if r.get("_done")}
 
 
@@ -74,39 +169,58 @@ def read_records(path: Path | str, include_unfinished: bool = False) -> List[Dic
 
 
 class RecordWriter:
-    """Append-only JSONL writer with per-sample completion markers.
+    """Append-only JSONL writer with per-sample completion markers, holding the folder's lock.
 
     Args:
         path: the JSONL file.
-        run_config: settings of the run (model, target, window, ...); stored in the first line
-            and checked on resume: a different config raises ``RunConfigMismatch`` rather than
-            mixing runs.
+        run_config: settings of the run (model and its fingerprint, data fingerprint, target,
+            window, ...); stored in the first line and checked on resume: a different config
+            raises ``RunConfigMismatch`` naming the differences rather than mixing runs.
+        retry_skipped: on resume, run again the samples recorded with a skip status
+            (``is_skip_status``: missing video, unreadable file, invalid entry); False keeps them.
+
+    Raises:
+        FolderInUseError: another process writes into the folder.
+        RunConfigMismatch: the file holds a run with another config.
     """
 
-    def __init__(self, path: Path | str, run_config: Optional[Dict[str, Any]] = None):
+    def __init__(self, path: Path | str, run_config: Optional[Dict[str, Any]] = None, retry_skipped: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run_config = run_config or {}
+        self._lock = folder_lock(self.path.parent, what=str(self.run_config.get("command", "videolens run")))
+        self._lock.__enter__()
+        self._f = None
+        try:
+            self._open(run_config, retry_skipped)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def _open(self, run_config, retry_skipped: bool) -> None:
         _clean_tail(self.path)
-        self.done: set[str] = set()
+        statuses: Dict[str, str] = {}
         header = None
         for row in _rows(self.path):
             if row.get("_run"):
                 header = row.get("config", {})
             elif row.get("_done"):
-                self.done.add(row["sample_id"])
-        if header is not None and run_config is not None and header != json.loads(json.dumps(run_config)):
-            raise RunConfigMismatch(
-                f"{self.path} was written by a run with other settings ({header}); use another --out "
-                f"or delete it (this run: {run_config})"
-            )
+                statuses[row["sample_id"]] = row.get("status", "ok")
+        if header is not None and run_config is not None:
+            diff = config_differences(header, json.loads(json.dumps(run_config)))
+            if diff:
+                raise RunConfigMismatch(
+                    f"{self.path} holds a run with other settings ({'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}); "
+                    f"choose a new --out folder, or delete {self.path} to start over")
+        self.done: set[str] = {k for k, v in statuses.items() if not (retry_skipped and is_skip_status(v))}
+        self.retried = sorted(set(statuses) - self.done)
         self._drop_unfinished()
         self._f = open(self.path, "a")
         if header is None:
             self._write({"_run": True, "config": self.run_config})
 
     def _drop_unfinished(self) -> None:
-        """Rewrite the file without records of samples that have no done marker (atomic replace)."""
+        """Rewrite the file without the lines of samples not in ``done`` (unfinished, or retried
+        skips: records and markers), atomically."""
         if not self.path.exists():
             return
         lines = self.path.read_text().splitlines()
@@ -117,7 +231,7 @@ class RecordWriter:
             except json.JSONDecodeError:
                 dropped = True
                 continue
-            if row.get("_run") or row.get("_done") or row.get("sample_id") in self.done:
+            if row.get("_run") or row.get("sample_id") in self.done:
                 keep.append(line)
             else:
                 dropped = True
@@ -132,18 +246,35 @@ class RecordWriter:
     def is_done(self, sample_id: str) -> bool:
         return sample_id in self.done
 
-    def write_sample(self, sample_id: str, records: Iterable[Dict[str, Any]], status: str = "ok") -> None:
-        """Write all records of one sample, then its done marker, and flush to disk."""
+    def write_sample(self, sample_id: str, records: Iterable[Dict[str, Any]], status: str = "ok",
+                     message: Optional[str] = None) -> str:
+        """Write all records of one sample, then its done marker, and flush to disk.
+
+        Records holding NaN or infinite numbers are not written: the sample gets status
+        ``"non_finite"`` and a message naming the fields, so no summary scores it.
+
+        Returns:
+            the status written.
+        """
+        records = list(records)
+        bad = _non_finite_fields(records)
+        if bad:
+            status, message, records = "non_finite", f"non-finite values in {', '.join(bad[:8])}", []
         for r in records:
             self._write({"sample_id": sample_id, **r})
-        self._write({"_done": True, "sample_id": sample_id, "status": status})
+        marker = {"_done": True, "sample_id": sample_id, "status": status}
+        if message:
+            marker["message"] = message
+        self._write(marker)
         self._f.flush()
         os.fsync(self._f.fileno())
         self.done.add(sample_id)
+        return status
 
     def close(self) -> None:
-        if not self._f.closed:
+        if self._f is not None and not self._f.closed:
             self._f.close()
+            self._lock.__exit__(None, None, None)
 
     def __enter__(self) -> "RecordWriter":
         return self

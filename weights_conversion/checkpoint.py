@@ -26,6 +26,7 @@ __all__ = [
     "UnexpectedWeightsError",
     "Weights",
     "read_config",
+    "check_config_fields",
     "read_state_dict",
 ]
 
@@ -42,52 +43,128 @@ class UnexpectedWeightsError(CheckpointError):
     """Tensors in the checkpoint that no part of the model uses (the message names them)."""
 
 
+# config.json fields that must be integers / numbers wherever they appear (top level, text_config,
+# vision_config): a string or a float there would otherwise fail deep inside transformers
+INT_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "vocab_size", "max_position_embeddings", "image_size", "patch_size", "head_dim", "num_frames",
+              "image_token_index", "image_token_id", "video_token_index", "video_token_id")
+FLOAT_FIELDS = ("rope_theta", "rms_norm_eps", "layer_norm_eps")
+SUB_CONFIGS = ("text_config", "vision_config", "llm_config")
+
+
+def check_config_fields(config: dict, where: str) -> None:
+    """Type-check the size fields of a config.json dict (and its sub-configs).
+
+    Raises:
+        CheckpointError: naming the file and the field, e.g. ``config.json: text_config.hidden_size
+            must be an integer, got '64' (str)``.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: expected a JSON object, got {type(config).__name__}")
+    scopes = [("", config)]
+    for sub in SUB_CONFIGS:
+        if sub in config:
+            if not isinstance(config[sub], dict):
+                raise CheckpointError(f"{where}: {sub} must be an object, got {type(config[sub]).__name__}")
+            scopes.append((sub + ".", config[sub]))
+    for prefix, d in scopes:
+        for k in INT_FIELDS:
+            v = d.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise CheckpointError(f"{where}: {prefix}{k} must be an integer, got {v!r} ({type(v).__name__})")
+        for k in FLOAT_FIELDS:
+            v = d.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise CheckpointError(f"{where}: {prefix}{k} must be a number, got {v!r} ({type(v).__name__})")
+    shape = config.get("pooling_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and len(shape) == 3
+                                  and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape)):
+        raise CheckpointError(f"{where}: pooling_shape must be three positive integers [T, H, W], got {shape!r}")
+
+
 def read_config(path: Path) -> dict:
-    """``config.json`` of a checkpoint folder, as a dict."""
+    """``config.json`` of a checkpoint folder, as a dict, its size fields type-checked.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        CheckpointError: no config.json, not JSON, not an object, or a size field of the wrong type.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {path}")
     cfg_file = path / "config.json"
-    if not cfg_file.exists():
+    if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no config.json")
     try:
-        return json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{cfg_file} is not valid JSON: {exc}") from exc
+    check_config_fields(config, str(cfg_file))
+    return config
+
+
+def _load_weight_file(f: Path) -> Dict[str, torch.Tensor]:
+    """Tensors of one safetensors or torch file.
+
+    Raises:
+        CheckpointError: the file is missing, a folder, truncated or corrupt (named in the message).
+    """
+    from safetensors.torch import load_file
+
+    if not f.is_file():
+        raise CheckpointError(f"{f}: expected a weights file, found " + ("a folder" if f.is_dir() else "nothing"))
+    try:
+        if f.name.endswith(".safetensors"):
+            return load_file(str(f))
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and torch raise their own types for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{f}: not a readable weights file (truncated or corrupt?): {first}") from exc
+
+
+def _read_index(index: Path) -> Dict[str, str]:
+    try:
+        data = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{index} is not valid JSON: {exc}") from exc
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: expected an object with a 'weight_map' of tensor name -> shard file")
+    return weight_map
 
 
 def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     """All tensors of a checkpoint folder: ``model.safetensors``, sharded safetensors
-    (``model.safetensors.index.json``), or ``pytorch_model.bin`` (sharded too)."""
-    from safetensors.torch import load_file
+    (``model.safetensors.index.json``), or ``pytorch_model.bin`` (sharded too).
 
+    Raises:
+        CheckpointError: no weights, an unreadable weights file or index, or a missing shard.
+    """
     path = Path(path)
     index_files = [path / "model.safetensors.index.json", path / "pytorch_model.bin.index.json"]
     for index in index_files:
         if index.exists():
-            weight_map = json.loads(index.read_text()).get("weight_map", {})
-            shards = sorted(set(weight_map.values()))
+            weight_map = _read_index(index)
             out: Dict[str, torch.Tensor] = {}
-            for shard in shards:
+            for shard in sorted(set(weight_map.values())):
                 f = path / shard
                 if not f.exists():
                     raise CheckpointError(f"{index.name} names shard {shard}, which is missing from {path}")
-                part = load_file(str(f)) if shard.endswith(".safetensors") else torch.load(f, map_location="cpu", weights_only=True)
-                out.update(part)
+                out.update(_load_weight_file(f))
             missing = sorted(set(weight_map) - set(out))
             if missing:
                 raise MissingWeightsError(f"{index}: tensors listed but not in their shards: {missing[:20]}")
             return out
     if (path / "model.safetensors").exists():
-        return load_file(str(path / "model.safetensors"))
+        return _load_weight_file(path / "model.safetensors")
     singles = sorted(path.glob("*.safetensors"))
     if singles:
         out = {}
         for f in singles:
-            out.update(load_file(str(f)))
+            out.update(_load_weight_file(f))
         return out
     if (path / "pytorch_model.bin").exists():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return _load_weight_file(path / "pytorch_model.bin")
     raise CheckpointError(f"{path} holds no weights (model.safetensors, shards with an index, or pytorch_model.bin)")
 
 
@@ -151,10 +228,37 @@ class Weights:
         return any(k.startswith(prefix) for k in self.tensors)
 
     def take(self, key: str) -> torch.Tensor:
+        """The tensor stored under ``key`` (marked used).
+
+        Raises:
+            MissingWeightsError: no such tensor.
+            CheckpointError: the tensor is not floating point (weights are).
+        """
         if key not in self.tensors:
             raise MissingWeightsError(f"{self.source}: tensor {key!r} is missing")
+        t = self.tensors[key]
+        if not t.is_floating_point():
+            raise CheckpointError(f"{self.source}: tensor {key!r} has dtype {t.dtype}, expected a floating-point weight")
         self.used.add(key)
-        return self.tensors[key]
+        return t
+
+    def check_shapes(self, module: nn.Module, prefix: str, what: str = "the config") -> None:
+        """Compare every tensor under ``prefix`` with ``module``'s (a meta-device reference model
+        built from config.json) and name the first checkpoint key whose shape or kind differs.
+
+        Raises:
+            CheckpointError: ``<key> has shape (..), expected (..) from <what>``.
+        """
+        for name, ref in module.state_dict().items():
+            key = prefix + name
+            t = self.tensors.get(key)
+            if t is None:
+                continue
+            if tuple(t.shape) != tuple(ref.shape):
+                raise CheckpointError(f"{self.source}: {key} has shape {tuple(t.shape)}, expected {tuple(ref.shape)} "
+                                      f"from {what}")
+            if ref.is_floating_point() and not t.is_floating_point():
+                raise CheckpointError(f"{self.source}: tensor {key!r} has dtype {t.dtype}, expected a floating-point weight")
 
     def take_optional(self, key: str) -> Optional[torch.Tensor]:
         return self.take(key) if key in self.tensors else None
@@ -180,6 +284,8 @@ class Weights:
             t = self.tensors[key]
             if tuple(t.shape) != tuple(ref.shape):
                 raise CheckpointError(f"{self.source}: {key} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
+            if ref.is_floating_point() and not t.is_floating_point():
+                raise CheckpointError(f"{self.source}: tensor {key!r} has dtype {t.dtype}, expected a floating-point weight")
             sd[name] = t
             self.used.add(key)
         # buffers such as CLIP's position_ids are derived, not required

@@ -130,6 +130,27 @@ def convert_checkpoint(
     config.update({k: v for k, v in (overrides or {}).items() if v is not None})
     family = family_for_config(config, path)
     weights = Weights.from_folder(path)
-    converted = family.convert(path, config, weights, dtype, device)
-    weights.check_all_used()
+    try:
+        converted = family.convert(path, config, weights, dtype, device)
+        weights.check_all_used()
+    except CheckpointError as exc:
+        hint = _defaulted_sizes(config)
+        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        raise type(exc)(f"{msg} ({hint})" if hint else msg) from exc
     return converted
+
+
+_SIZE_FIELDS = {"text_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                "vocab_size"),
+                "vision_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                  "image_size", "patch_size")}
+
+
+def _defaulted_sizes(config: dict) -> str:
+    """A note naming the size fields config.json leaves out (transformers then uses its defaults,
+    e.g. a 4096-wide 32-layer text model), so a tensor mismatch points at the config."""
+    absent = [f"{sub}.{k}" for sub, keys in _SIZE_FIELDS.items() if isinstance(config.get(sub), dict)
+              for k in keys if k not in config[sub]]
+    if not absent:
+        return ""
+    return f"config.json leaves {', '.join(absent)} unset, so transformers' defaults were used"

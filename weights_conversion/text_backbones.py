@@ -72,7 +72,7 @@ TEXT_BACKBONES: Registry[TextBackbone] = Registry("text backbone", {
 def get_backbone(model_type: str) -> TextBackbone:
     if model_type not in TEXT_BACKBONES:
         raise CheckpointError(
-            f"text backbone {model_type!r} is not supported; supported: {sorted(TEXT_BACKBONES)}"
+            f"text_config.model_type {model_type!r} is not a supported text backbone; supported: {sorted(TEXT_BACKBONES)}"
         )
     return TEXT_BACKBONES[model_type]
 
@@ -83,11 +83,15 @@ def hf_text_config(text_config: dict):
 
     d = dict(text_config)
     model_type = d.pop("model_type", "llama")
+    get_backbone(model_type)  # one line naming the supported backbones, not transformers' list of every model
     rp = d.get("rope_scaling")
     if isinstance(rp, dict) and rp.get("type") == "su":  # Phi-3 legacy name for LongRoPE
         rp = dict(rp, type="longrope", rope_type="longrope")
         d["rope_scaling"] = rp
-    return AutoConfig.for_model(model_type, **d)
+    try:
+        return AutoConfig.for_model(model_type, **d)
+    except (TypeError, ValueError) as exc:  # transformers' strict config validation
+        raise CheckpointError(f"config.json text_config: {' '.join(str(exc).split())}") from exc
 
 
 def _rope_theta(cfg) -> float:
@@ -143,7 +147,12 @@ def convert_text_weights(weights: Weights, prefix: str, text_config: dict, cfg: 
     """TransformerLens state dict for the text model whose HF CausalLM tensors sit under ``prefix``
     (``model.*`` and ``lm_head.*`` below it). Uses TransformerLens' converter through an attribute
     view, so unused or missing tensors are accounted by ``weights``."""
+    from transformers import AutoModelForCausalLM
+
     hf = hf_text_config(text_config)
+    with torch.device("meta"):  # shapes only: a wrong one is named by its checkpoint key, not a TL name
+        reference = AutoModelForCausalLM.from_config(hf)
+    weights.check_shapes(reference, prefix, "config.json text_config")
     tree = weights.tree(prefix)
     if getattr(hf, "tie_word_embeddings", False) and f"{prefix}lm_head.weight" not in weights.tensors:
         weights.tensors[f"{prefix}lm_head.weight"] = weights.take(f"{prefix}model.embed_tokens.weight")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_model_arguments, add_video_arguments, load_model
+from .common import add_model_arguments, add_video_arguments, load_model, one_sample
 
 NAME = "answer"
 HELP = "print each option's probability and the chosen answer for one video and question"
@@ -17,11 +17,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from videolens.data import VideoQA
-
+    sample = one_sample(args)  # bad question/options refused before the model loads
     model = load_model(args)
-    sample = VideoQA(video=args.video, question=args.question, candidates=args.candidates,
-                     answer=args.answer or args.candidates[0], start=args.start, end=args.end)
     inputs = model.prepare(sample, num_frames=args.num_frames)
     probs = model.option_probs(inputs)
     chosen = max(probs, key=probs.get)

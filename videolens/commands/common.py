@@ -15,7 +15,8 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--model", required=required, default=None,
                    help="checkpoint folder (default: the bundled tiny model)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--device", type=parse_device, default=None,
+                   help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype")
     p.add_argument("--num-frames", type=int, default=None,
                    help="frames sampled per video (default: the pooling shape's frames when --pooling-shape is "
@@ -31,6 +32,32 @@ def parse_pooling_shape(text: str) -> tuple:
     if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected three positive integers T-H-W such as 8-12-12, got {text!r}")
     return tuple(int(p) for p in parts)
+
+
+def parse_device(text: str) -> str:
+    """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked
+    before any model loads; argparse reports the ArgumentTypeError in one line."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine (use --device cpu)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda[:N] or mps, got {text!r}")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """``--out``: a folder (it may not exist yet), refused when it is an existing file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected an output folder")
+    return text
 
 
 def load_model(args, path=None):
@@ -92,9 +119,12 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
     g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples of each --data file")
     add_video_arguments(g)
-    p.add_argument("--out", required=True, help="output folder (records and figures)")
+    p.add_argument("--out", type=output_folder, required=True, help="output folder (records and figures)")
     p.add_argument("--no-figures", action="store_true", help="write records only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-retry-skipped", action="store_true",
+                   help="on resume, keep samples an earlier run skipped (missing video, unreadable file) as they are "
+                        "(default: run them again)")
 
 
 def load_samples(args, answer_required: bool = False) -> list:
@@ -105,7 +135,7 @@ def load_samples(args, answer_required: bool = False) -> list:
             --candidates / --answer (when required).
         FileNotFoundError, videolens.data.AnnotationError: from the annotation file.
     """
-    from videolens.data import VideoQA, load_tvbench
+    from videolens.data import load_annotation_files
 
     if bool(args.data) == bool(args.video):
         raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
@@ -114,10 +144,9 @@ def load_samples(args, answer_required: bool = False) -> list:
     if args.data:
         if not args.video_root:
             raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to)")
-        samples = []
-        for f in args.data:
-            part = load_tvbench(f, args.video_root)
-            samples.extend(part[: args.limit] if args.limit is not None else part)
+        if not Path(args.video_root).is_dir():
+            raise FileNotFoundError(f"--video-root {args.video_root}: no such folder")
+        samples = load_annotation_files(args.data, args.video_root, args.limit)
         if not samples:
             raise ValueError(f"no samples in {args.data}")
         return samples
@@ -125,13 +154,46 @@ def load_samples(args, answer_required: bool = False) -> list:
         raise ValueError("--video needs --question and --candidates")
     if answer_required and not args.answer:
         raise ValueError("--answer is needed to mark the true and false options")
-    return [VideoQA(video=args.video, question=args.question, candidates=args.candidates,
-                    answer=args.answer or args.candidates[0], start=args.start, end=args.end)]
+    return [one_sample(args)]
+
+
+def one_sample(args):
+    """The VideoQA of ``--video --question --candidates [--answer --start --end]``.
+
+    Raises:
+        FileNotFoundError: --video does not exist.
+        ValueError: the question or candidates fail ``VideoQA``'s checks (named as arguments).
+    """
+    from videolens.data import VideoQA
+
+    if not Path(args.video).is_file():
+        raise FileNotFoundError(f"--video {args.video}: no such file")
+    try:
+        return VideoQA(video=args.video, question=args.question, candidates=args.candidates,
+                       answer=args.answer if args.answer is not None else args.candidates[0],
+                       start=args.start, end=args.end)
+    except ValueError as exc:
+        raise ValueError(f"--question/--candidates/--answer/--start/--end: {exc}") from None
 
 
 def sample_source(args) -> Dict[str, Any]:
-    """What the samples come from, for the run config (a resumed run must read the same data)."""
+    """What the samples come from, for the run config (a resumed run must read the same data):
+    the annotation files' hashes and the video root (``videolens.fingerprint.data_fingerprint``),
+    or the one video's digest with its question and options."""
+    from videolens.fingerprint import data_fingerprint, file_digest
+
     if args.data:
-        return {"data": [str(Path(f).resolve()) for f in args.data]}
-    return {"video": str(Path(args.video).resolve()), "question": args.question, "candidates": args.candidates,
-            "answer": args.answer, "start": args.start, "end": args.end}
+        return {"data": data_fingerprint(args.data, args.video_root)}
+    return {"video": str(Path(args.video).resolve()), "video_digest": file_digest(args.video),
+            "question": args.question, "candidates": args.candidates, "answer": args.answer,
+            "start": args.start, "end": args.end}
+
+
+def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
+    """A run's identity for its records header: command, model (name and fingerprint of its files),
+    dtype, frames and the video grid they give, the data (``sample_source``) and the command's own
+    ``settings``. ``videolens.runs.RecordWriter`` refuses to resume into a folder whose header differs."""
+    return {"command": command, "model": str(Path(args.model).resolve()) if args.model else "bundled:tiny-videollm",
+            "model_fingerprint": getattr(model, "fingerprint", None), "dtype": args.dtype,
+            "num_frames": args.num_frames, "video_grid": list(model.vision.output_grid(args.num_frames)),
+            **sample_source(args), **settings}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import output_folder
+
 NAME = "demo"
 HELP = "run the information-flow analysis of the bundled tiny VideoLLM on generated clips"
 
@@ -17,7 +19,7 @@ def add_arguments(p) -> None:
     from .common import add_model_arguments
 
     add_model_arguments(p)
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--out", type=output_folder, default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--n-per-task", type=int, default=3, help="generated clips per task (default 3)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the generated clips")
     p.add_argument("--target", default="cross-frame", help="knockout target (default cross-frame)")
@@ -58,8 +60,8 @@ def _run(args) -> int:
 
     print(f"[2/3] answering {len(samples)} samples")
     per_task: dict = {}
-    with RecordWriter(out / "answers.jsonl", {"model": args.model or "bundled", "seed": args.seed,
-                                               "n_per_task": args.n_per_task}) as w:
+    with RecordWriter(out / "answers.jsonl", {"model": args.model or "bundled", "model_fingerprint": model.fingerprint,
+                                               "seed": args.seed, "n_per_task": args.n_per_task}) as w:
         for s in tqdm(samples, desc="answer", unit="sample"):
             inputs = model.prepare(s, num_frames=args.num_frames)
             probs = model.option_probs(inputs)
@@ -80,7 +82,8 @@ def _run(args) -> int:
     window = args.window or max(1, (model.cfg.n_layers // 3) | 1)
     sample_mode = args.samples if model.checkpoint_config.get("videolens_note") is None else "all"
     flow_dir = out / "flow"
-    config = {"command": "demo", "model": args.model or "bundled", "dtype": args.dtype, "num_frames": args.num_frames}
+    config = {"command": "demo", "model": args.model or "bundled", "model_fingerprint": model.fingerprint,
+              "dtype": args.dtype, "num_frames": args.num_frames}
     records = run_dataset(model, samples, [target], flow_dir, window=window, samples_mode=sample_mode,
                           num_frames=args.num_frames, config=config)
     if records:  # the model loaded once serves both steps

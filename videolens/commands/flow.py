@@ -29,9 +29,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
 
 NAME = "flow"
+DEFAULT_WINDOW = 9  # the paper's knockout window
 HELP = "attention-knockout sweeps over a dataset: where information flows, per layer (paper Findings 1-3)"
 
 
@@ -43,7 +44,9 @@ def add_arguments(p) -> None:
     p.add_argument("--target", required=True, nargs="+", metavar="NAME",
                    help="knockout target(s): cross-frame, vql-to-ql, question-and-options-to-last, "
                         "vq-to-true-opt, any registered target, or 'all'")
-    p.add_argument("--window", type=int, default=9, help="layers per knockout window, centred and clipped (default 9)")
+    p.add_argument("--window", type=int, default=None,
+                   help="layers per knockout window, centred and clipped (default 9, the paper's; the model's depth "
+                        "when it has fewer layers)")
     p.add_argument("--samples", default="correct", choices=list(SAMPLE_MODES),
                    help="correct (default, the paper: the baseline's full-vocabulary argmax is the true letter), "
                         "wrong, all, or correct_option (argmax among the option letters is the true one)")
@@ -64,11 +67,13 @@ def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) ->
     from videolens.knockout import run_dataset
     from videolens.runs import read_statuses
 
-    config = {"command": NAME, "model": model_path, "dtype": args.dtype, "num_frames": args.num_frames,
-              "pooling_shape": list(model.vision.output_grid(args.num_frames))}
+    config = run_config(args, model, NAME, method=args.method)
+    if model_path != str(args.model or "bundled"):
+        config["model"] = str(Path(model_path).resolve())
     records = run_dataset(model, samples, targets, out, window=args.window, method=args.method,
                           samples_mode=args.samples, num_frames=args.num_frames, heads=args.heads,
-                          self_edges=args.self_edges, config=config, progress=not args.no_progress)
+                          self_edges=args.self_edges, config=config, progress=not args.no_progress,
+                          retry_skipped=not args.no_retry_skipped)
     wanted = {s.sample_id for s in samples}
     statuses = [v for k, v in read_statuses(out / "records.jsonl").items() if k in wanted]
     print(f"{model_path}: samples: {len(wanted)}; "
@@ -93,12 +98,17 @@ def run(args) -> int:
 
     names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
     targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
-    if args.window < 1:
+    if args.window is not None and args.window < 1:
         raise ValueError(f"--window must be >= 1, got {args.window}")
     if args.compare_model is not None and not (Path(args.compare_model) / "config.json").exists():
         raise FileNotFoundError(f"--compare-model {args.compare_model}: no checkpoint (config.json) there")
     samples = load_samples(args)
     model = load_model(args)
+    if args.window is None:
+        args.window = min(DEFAULT_WINDOW, model.cfg.n_layers)
+        if args.window < DEFAULT_WINDOW:
+            print(f"--window not given: {args.window} (the model has {model.cfg.n_layers} layers; the paper's "
+                  f"{DEFAULT_WINDOW} needs at least {DEFAULT_WINDOW})", file=sys.stderr)
     check_window(args.window, model.cfg.n_layers)  # window larger than the model: error
     if args.heads is not None and not all(0 <= h < model.cfg.n_heads for h in args.heads):
         raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads")

@@ -13,11 +13,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .common import add_model_arguments, load_model
-from .common import add_sample_arguments, load_samples, sample_source
 from videolens.runner import run_samples
 
-from .lens import model_name
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
 
 NAME = "genprob"
 HELP = "answer-letter probability at the last position for every layer (logit lens), with a figure"
@@ -69,9 +67,8 @@ def run(args) -> int:
     samples = load_samples(args, answer_required=True)
     model = load_model(args)
     out = Path(args.out)
-    config = {"command": NAME, "model": model_name(args), "dtype": args.dtype, "num_frames": args.num_frames,
-              "mode": args.mode, **sample_source(args)}
-    with RecordWriter(out / "genprob.jsonl", config) as writer:
+    config = run_config(args, model, NAME, mode=args.mode)
+    with RecordWriter(out / "genprob.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
         counts = run_samples(model, samples, writer, lambda s, inp: genprob_records(model, inp, args.mode),
                              num_frames=args.num_frames, desc="genprob")
         records = writer.records()

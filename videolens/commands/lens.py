@@ -15,14 +15,10 @@ from typing import Any, Dict, List
 
 from videolens.runner import run_samples
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, sample_source
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
 
 NAME = "lens"
 HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
-
-
-def model_name(args) -> str:
-    return str(Path(args.model).resolve()) if args.model else "bundled:tiny-videollm"
 
 
 def safe_name(text: str) -> str:
@@ -109,11 +105,9 @@ def run(args) -> int:
         print(f"{len(matcher.skipped)} keyword(s) cannot be matched with this tokenizer: "
               + ", ".join(f"{w} ({why})" for _, w, why in matcher.skipped[:10]) + (" ..." if len(matcher.skipped) > 10 else ""))
     out = Path(args.out)
-    config = {"command": NAME, "model": model_name(args), "dtype": args.dtype, "num_frames": args.num_frames,
-              "positions": args.positions, "layers": args.layers, "k": args.k, "mode": args.mode,
-              "keywords": {c: list(w) for c, w in kwset.categories.items()}, "save_topk": args.save_topk,
-              **sample_source(args)}
-    with RecordWriter(out / "lens.jsonl", config) as writer:
+    config = run_config(args, model, NAME, positions=args.positions, layers=args.layers, k=args.k, mode=args.mode,
+                        keywords={c: list(w) for c, w in kwset.categories.items()}, save_topk=args.save_topk)
+    with RecordWriter(out / "lens.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
         counts = run_samples(model, samples, writer, lambda s, inp: lens_records(model, inp, matcher, args),
                              num_frames=args.num_frames, desc="lens")
         records = writer.records()

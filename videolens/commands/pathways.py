@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
 
 NAME = "pathways"
 HELP = "accuracy with only a pathway spec's attention edges kept, vs full causal and vs random blocking"
@@ -59,21 +59,10 @@ def run(args) -> int:
         print(f"  {line}", file=sys.stderr)
 
     out = Path(args.out)
-    config = {
-        "command": NAME,
-        "model": str(args.model or "bundled"),
-        "dtype": args.dtype,
-        "num_frames": args.num_frames,
-        "spec": spec.name,
-        "spec_digest": spec.digest,
-        "n_layers": model.cfg.n_layers,
-        "random_control": bool(args.random_control),
-        "random_match": args.random_match,
-        "random_ratio": args.random_ratio,
-        "self_edges": args.self_edges,
-        "seed": args.seed,
-    }
-    with RecordWriter(out / "records.jsonl", config) as writer:
+    config = run_config(args, model, NAME, spec=spec.name, spec_digest=spec.digest, n_layers=model.cfg.n_layers,
+                        random_control=bool(args.random_control), random_match=args.random_match,
+                        random_ratio=args.random_ratio, self_edges=args.self_edges, seed=args.seed)
+    with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
         records = evaluate(model, samples, spec, random_control=args.random_control, seed=args.seed,
                            match=args.random_match, num_frames=args.num_frames, writer=writer,
                            progress=not args.no_progress, random_ratio=args.random_ratio, self_edges=args.self_edges)

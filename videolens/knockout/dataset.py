@@ -5,12 +5,13 @@ Used by ``videolens flow``; kept apart from the CLI so notebooks can loop over s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..data import VideoQA
-from ..runner import SKIP_ERRORS
+from ..runner import SKIP_ERRORS, prepare_or_skip
 from .engine import get_engine
 from .sweep import SAMPLE_MODES, baseline, keep_sample, sweep
 from .targets import Target
@@ -26,7 +27,8 @@ class SampleResult:
     Attributes:
         status: ``"ok"``, ``"baseline_incorrect"`` / ``"baseline_correct"`` (the sample mode
             leaves it out: a wrong baseline in the paper's ``"correct"`` mode, a right one in ``"wrong"``),
-            ``"missing_video"``, or ``"skipped: <error>"`` (unreadable video, prompt too long, ...).
+            ``"missing_video"``, ``"skipped: <error>"`` (unreadable video, bad start/end, prompt too
+            long, ...), or ``"non_finite"`` (NaN/inf logits: never scored).
         records: sweep records of every target (``task`` added), empty unless status is ok.
         message: why it was skipped.
     """
@@ -41,20 +43,20 @@ def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int 
                  self_edges: str = "block") -> SampleResult:
     """Prepare one sample (vision front end once), run its clean forward once, and sweep every target.
 
-    A missing or unreadable video, or a prompt longer than the context, gives a skipped
-    ``SampleResult`` (never an exception). Other errors propagate.
+    A sample that cannot run (``videolens.runner.prepare_or_skip``) gives a skipped
+    ``SampleResult``, a non-finite clean forward a ``"non_finite"`` one (never an exception).
+    Other errors propagate.
     """
     if samples not in SAMPLE_MODES:
         raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
-    if isinstance(sample.video, (str, Path)) and not Path(sample.video).exists():
-        return SampleResult("missing_video", message=f"video not found: {sample.video}")
-    try:
-        inputs = model.prepare(sample, num_frames=num_frames)
-    except SKIP_ERRORS as exc:
-        return SampleResult(f"skipped: {type(exc).__name__}", message=str(exc))
+    inputs, status, message = prepare_or_skip(model, sample, num_frames)
+    if inputs is None:
+        return SampleResult(status, message=message)
     engine = get_engine(method)
     clean = engine.clean(model, inputs)
     base = baseline(inputs, clean, getattr(model, "tokenizer", None))
+    if not math.isfinite(base.answer_prob):
+        return SampleResult("non_finite", message="the clean forward's answer probability is not finite (NaN/inf logits)")
     if not keep_sample(base, samples):
         status = "baseline_correct" if samples == "wrong" else "baseline_incorrect"
         return SampleResult(status, message=f"sample mode {samples!r}: answered token {base.answer_t} "
@@ -70,7 +72,7 @@ def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int 
 def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], out, window: int = 9,
                 method: str = "fast", samples_mode: str = "correct", num_frames: Optional[int] = None,
                 heads: Optional[Sequence[int]] = None, self_edges: str = "block", config: Optional[dict] = None,
-                progress: bool = True, log=None) -> List[dict]:
+                progress: bool = True, log=None, retry_skipped: bool = True) -> List[dict]:
     """Knockout sweeps over a dataset into ``out/records.jsonl``, resumable (``videolens flow``'s runner).
 
     Each sample goes through ``sweep_sample``; its records (or its skip status) are written as it
@@ -87,6 +89,7 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
             refused by ``videolens.runs.RecordWriter``); targets, window and mode are added.
         progress: show a tqdm bar.
         log: ``log(message)`` for skipped samples (default: tqdm.write to stderr).
+        retry_skipped: run again samples an earlier run skipped (missing video, unreadable file).
 
     Returns:
         The records of ``samples`` in ``out`` (this run's and earlier finished ones), each with
@@ -109,7 +112,7 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
                n_layers=model.cfg.n_layers)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     counts: Counter = Counter()
-    with RecordWriter(out / "records.jsonl", cfg) as writer:
+    with RecordWriter(out / "records.jsonl", cfg, retry_skipped=retry_skipped) as writer:
         bar = tqdm(samples, desc=f"flow {','.join(names)}", unit="sample", disable=not progress)
         for sample in bar:
             sid = sample.sample_id
@@ -118,9 +121,9 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
             res = sweep_sample(model, sample, targets, window=window, method=method, samples=samples_mode,
                                num_frames=num_frames, heads=heads, self_edges=self_edges)
             if res.status not in ("ok", "baseline_incorrect", "baseline_correct"):
-                log(f"warning: skipping {sid}: {res.message}")
-            writer.write_sample(sid, res.records, status=res.status)
-            counts[res.status] += 1
+                log(f"warning: {sid}: {res.status}: {res.message}")
+            status = writer.write_sample(sid, res.records, status=res.status, message=res.message or None)
+            counts[status] += 1
             bar.set_postfix(ok=counts["ok"], skipped=sum(v for k, v in counts.items() if k != "ok"))
     wanted = {s.sample_id for s in samples}
     return [r for r in read_records(out / "records.jsonl") if r["sample_id"] in wanted]

@@ -207,12 +207,16 @@ def evaluate(
     Args:
         self_edges: ``"block"`` (official) or ``"keep"`` (``PathwaySpec.plan``).
         writer: optional ``videolens.runs.RecordWriter``; finished samples are skipped and each
-            sample's records are written as it finishes (resumable).
+            sample's records are written as it finishes (resumable). A sample that cannot run
+            (``videolens.runner.prepare_or_skip``) is recorded with its skip status; one with
+            non-finite outputs gets ``"non_finite"`` and no records.
 
     Returns:
         The records of this call (with ``sample_id``), plus, with a writer, those already written.
     """
     from tqdm.auto import tqdm
+
+    from ..runner import prepare_or_skip
 
     plan = load_spec(spec).plan(model.cfg.n_layers, self_edges=self_edges)
     out: List[Dict[str, Any]] = []
@@ -221,7 +225,12 @@ def evaluate(
         sid = sample.sample_id
         if writer is not None and writer.is_done(sid):
             continue
-        inputs = model.prepare(sample, num_frames=num_frames)
+        inputs, status, message = prepare_or_skip(model, sample, num_frames)
+        if inputs is None:
+            tqdm.write(f"{sid}: {status}: {message}")
+            if writer is not None:
+                writer.write_sample(sid, [], status=status, message=message)
+            continue
         recs = [{"sample_id": sid, **r} for r in evaluate_sample(model, inputs, plan, random_control, seed, match, sid,
                                                                            random_ratio)]
         if writer is not None:
