@@ -104,15 +104,15 @@ def family_for_config(config: dict, path: Path | str = "checkpoint") -> Family:
             return FAMILIES[f"{mt}/{arch}"]
     if mt in FAMILIES:
         return FAMILIES[mt]
-    supported = ", ".join(
-        f"{k.replace('/', ' with architectures ')} ({FAMILIES[k].name})" for k in sorted(FAMILIES)
-    )
     if any(k.startswith(f"{mt}/") for k in FAMILIES):
+        archs_ok = sorted(k.split("/", 1)[1] for k in FAMILIES if k.startswith(f"{mt}/"))
         raise UnknownFamilyError(
             f"{path}/config.json: model_type {mt!r} with architectures {archs} is not a supported VideoLLM "
-            f"family; supported: {supported}"
+            f"family; supported architectures for {mt!r}: {archs_ok}"
         )
-    raise UnknownFamilyError(f"{path}/config.json: model_type {mt!r} is not a supported VideoLLM family; supported: {supported}")
+    types = sorted({k.split("/", 1)[0] for k in FAMILIES})
+    raise UnknownFamilyError(f"{path}/config.json: model_type {mt!r} is not a supported VideoLLM family; "
+                             f"supported model types: {types}")
 
 
 def convert_checkpoint(

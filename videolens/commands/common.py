@@ -18,12 +18,23 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
     p.add_argument("--device", type=parse_device, default=None,
                    help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype")
-    p.add_argument("--num-frames", type=int, default=None,
+    p.add_argument("--num-frames", type=positive_int, default=None,
                    help="frames sampled per video (default: the pooling shape's frames when --pooling-shape is "
                         "given, as the official scripts do, else the checkpoint's num_frames, else 8)")
     p.add_argument("--pooling-shape", type=parse_pooling_shape, default=None, metavar="T-H-W",
                    help="PLLaVA 3-D pooling shape overriding the checkpoint's, e.g. 8-12-12 (the official scripts' "
                         "--pooling_shape)")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
 
 def parse_pooling_shape(text: str) -> tuple:

@@ -86,7 +86,9 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
         out: the output folder.
         window, method, samples_mode, num_frames, heads, self_edges: as ``sweep_sample``.
         config: the run's settings stored in the records header (a resume with other settings is
-            refused by ``videolens.runs.RecordWriter``); targets, window and mode are added.
+            refused by ``videolens.runs.RecordWriter``); targets, window, mode and the model's
+            fingerprint (``model.fingerprint``, set by ``from_pretrained``) are added. Put what
+            identifies the data here (the CLI stores ``videolens.fingerprint.data_fingerprint``).
         progress: show a tqdm bar.
         log: ``log(message)`` for skipped samples (default: tqdm.write to stderr).
         retry_skipped: run again samples an earlier run skipped (missing video, unreadable file).
@@ -108,6 +110,7 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
     out = Path(out)
     names = [t.name for t in targets]
     cfg = dict(config or {})
+    cfg.setdefault("model_fingerprint", getattr(model, "fingerprint", None))  # new weights never mix in
     cfg.update(targets=names, window=window, samples=samples_mode, self_edges=self_edges, heads=heads,
                n_layers=model.cfg.n_layers)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))

@@ -216,6 +216,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
+    from ..errors import NonFiniteError
     from ..runner import prepare_or_skip
 
     plan = load_spec(spec).plan(model.cfg.n_layers, self_edges=self_edges)
@@ -231,8 +232,14 @@ def evaluate(
             if writer is not None:
                 writer.write_sample(sid, [], status=status, message=message)
             continue
-        recs = [{"sample_id": sid, **r} for r in evaluate_sample(model, inputs, plan, random_control, seed, match, sid,
-                                                                           random_ratio)]
+        try:
+            recs = [{"sample_id": sid, **r} for r in evaluate_sample(model, inputs, plan, random_control, seed, match,
+                                                                       sid, random_ratio)]
+        except NonFiniteError as exc:
+            tqdm.write(f"{sid}: non_finite: {exc}")
+            if writer is not None:
+                writer.write_sample(sid, [], status="non_finite", message=str(exc))
+            continue
         if writer is not None:
             writer.write_sample(sid, recs)
         out.extend(recs)
