@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import videolens as vl
+from videolens.inputs import stack_inputs
 from videolens.model import MissingVideoError
 
 SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
@@ -64,3 +65,123 @@ def test_frames_other_than_the_pooling_depth_warn(tiny_pllava, clip_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FramePoolingWarning)
         tiny_pllava.prepare(sample, num_frames=4)  # one sampled frame a slot: no warning
+
+
+# ---- TransformerLens' own helpers on video inputs -------------------------------------------------
+@pytest.fixture(scope="module")
+def pair(tiny_pllava, clip_path, tmp_path_factory):
+    """The same prompt on two videos: clean and corrupted."""
+    from videolens.testing import write_clip
+
+    other = write_clip(tmp_path_factory.mktemp("other") / "other.mp4", seed=7)
+    clean = tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE), num_frames=4)
+    corrupt = tiny_pllava.prepare(vl.VideoQA(video=str(other), **SAMPLE), num_frames=4)
+    assert torch.equal(clean.tokens, corrupt.tokens) and not torch.allclose(clean.video_embeds, corrupt.video_embeds)
+    return clean, corrupt
+
+
+def _logit_diff(clean):
+    a, b = clean.option_token_ids["A"], clean.option_token_ids["B"]
+    return lambda logits: logits[0, -1, a] - logits[0, -1, b]
+
+
+def test_transformer_lens_patching_runs_on_videos(tiny_pllava, pair):
+    """transformer_lens.patching on a VideoLLMInput: every cell equals a hand-patched run."""
+    from transformer_lens import patching
+
+    clean, corrupt = pair
+    metric = _logit_diff(clean)
+    _, clean_cache = tiny_pllava.run_with_cache(clean)
+    resid = patching.get_act_patch_resid_pre(tiny_pllava, corrupt, clean_cache, metric)
+    assert resid.shape == (tiny_pllava.cfg.n_layers, clean.seq_len)
+    heads = patching.get_act_patch_attn_head_out_all_pos(tiny_pllava, corrupt, clean_cache, metric)
+    assert heads.shape == (tiny_pllava.cfg.n_layers, tiny_pllava.cfg.n_heads)
+
+    layer, pos = 1, int(clean.layout.video_positions[5])
+    def put(act, hook):  # noqa: E306
+        act[:, pos] = clean_cache[hook.name][:, pos]
+        return act
+    with torch.no_grad():
+        by_hand = metric(tiny_pllava.run_with_hooks(corrupt, fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", put)]))
+        base = metric(tiny_pllava(corrupt))
+    assert abs(float(resid[layer, pos]) - float(by_hand)) < 1e-5 and abs(float(by_hand - base)) > 1e-6
+
+    def put_head(act, hook):
+        act[:, :, 2] = clean_cache[hook.name][:, :, 2]
+        return act
+    with torch.no_grad():
+        by_hand = metric(tiny_pllava.run_with_hooks(corrupt, fwd_hooks=[("blocks.0.attn.hook_z", put_head)]))
+    assert abs(float(heads[0, 2]) - float(by_hand)) < 1e-5
+
+
+def test_batch_rows_keep_their_video_and_answer_per_row(tiny_pllava, pair):
+    clean, corrupt = pair
+    batch = stack_inputs([clean, corrupt])
+    assert batch.shape == (2, clean.seq_len) and len(batch) == 2 and batch.size(-1) == clean.seq_len
+    probs = tiny_pllava.option_probs(batch)
+    assert isinstance(probs, list) and len(probs) == 2
+    for row, single in ((0, clean), (1, corrupt)):
+        one = tiny_pllava.option_probs(single)
+        assert all(abs(probs[row][L] - one[L]) < 1e-5 for L in one)
+        with torch.no_grad():
+            assert torch.allclose(tiny_pllava(batch[row]), tiny_pllava(single), atol=1e-5)
+    assert tiny_pllava.answer(batch) == [tiny_pllava.answer(clean), tiny_pllava.answer(corrupt)]
+    with pytest.raises(IndexError, match="batch rows only"):
+        batch[0, 3]
+    with pytest.raises(IndexError, match="out of range"):
+        batch[5]
+
+
+def test_loss_counts_text_targets_only(tiny_pllava, pair):
+    clean, _ = pair
+    with torch.no_grad():
+        logits = tiny_pllava(clean)
+        loss = tiny_pllava(clean, return_type="loss")
+        per_token = tiny_pllava(clean, return_type="loss", loss_per_token=True)
+        both_logits, both_loss = tiny_pllava(clean, return_type="both")
+    logp = logits[0, :-1].log_softmax(-1)
+    nll = -logp.gather(-1, clean.tokens[0, 1:, None])[:, 0]
+    text = torch.ones(clean.seq_len, dtype=torch.bool)
+    text[clean.layout.video_positions] = False
+    expected = nll[text[1:]].mean()
+    assert abs(float(loss) - float(expected)) < 1e-5 and abs(float(both_loss) - float(expected)) < 1e-5
+    assert abs(float(nll.mean()) - float(expected)) > 1e-3  # counting the video placeholders would differ
+    assert per_token.shape == (1, clean.seq_len - 1) and float(per_token[0, ~text[1:]].abs().sum()) == 0.0
+    assert torch.allclose(both_logits, logits)
+
+
+def test_to_str_tokens_labels_video_positions(tiny_pllava, pair):
+    clean, _ = pair
+    strs = tiny_pllava.to_str_tokens(clean)
+    T, h, w = clean.layout.video_grid
+    vp = clean.layout.video_positions.tolist()
+    assert len(strs) == clean.seq_len and strs[vp[0]] == "f0[0,0]" and strs[vp[-1]] == f"f{T - 1}[{h - 1},{w - 1}]"
+    assert strs[vp[h * w + w + 2]] == "f1[1,2]"
+    assert "<image>" not in strs and strs[clean.layout.last] == tiny_pllava.to_str_tokens(clean.tokens[0])[-1]
+
+
+def test_weight_processing_keeps_logits_and_makes_dla_exact(tiny_pllava_dir, pair):
+    clean, _ = pair
+    plain = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
+    folded = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", fold_ln=True, center_unembed=True,
+                                               fold_value_biases=True)
+    assert plain.cfg.normalization_type == "RMS" and folded.cfg.normalization_type == "RMSPre"
+    a, b = clean.option_token_ids["A"], clean.option_token_ids["B"]
+
+    def dla(model):
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(clean)
+        stack = cache.decompose_resid(layer=-1, pos_slice=-1)
+        attrs = cache.logit_attrs(stack, tokens=torch.tensor([a]), incorrect_tokens=torch.tensor([b]), pos_slice=-1)
+        return logits, float(attrs.sum()), float(logits[0, -1, a] - logits[0, -1, b])
+
+    ref_logits, plain_sum, diff = dla(plain)
+    logits, folded_sum, folded_diff = dla(folded)
+    assert (logits.log_softmax(-1) - ref_logits.log_softmax(-1)).abs().max() < 1e-4  # unembed centring shifts by a constant
+    assert abs(folded_diff - diff) < 1e-4 and abs(folded_sum - diff) < 1e-4  # DLA sums to the logit difference
+    assert abs(plain_sum - diff) > 1e-3  # without folding it does not (the issue's -4.31 vs -5.33)
+    only_fold = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", fold_ln=True)
+    with torch.no_grad():
+        assert (only_fold(clean) - ref_logits).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="RMSNorm"):
+        vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", center_writing_weights=True)

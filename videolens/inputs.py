@@ -55,6 +55,42 @@ class VideoLLMInput:
     def seq_len(self) -> int:
         return int(self.tokens.shape[1])
 
+    # ---- a token batch where TransformerLens expects one (transformer_lens.patching, ...) --------
+    @property
+    def shape(self) -> torch.Size:
+        """``tokens.shape``: ``[batch, pos]``; TransformerLens helpers read the positions from it."""
+        return self.tokens.shape
+
+    def size(self, dim: Optional[int] = None):
+        return self.tokens.size() if dim is None else self.tokens.size(dim)
+
+    def dim(self) -> int:
+        return self.tokens.dim()
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def __len__(self) -> int:
+        return self.batch_size
+
+    def __getitem__(self, rows) -> "VideoLLMInput":
+        """Rows of a batch (an int or a slice), each with its own video: ``stacked[1]``,
+        ``stacked[:2]``. Token-level indexing (``inputs[0, 5]``) is refused: index ``inputs.tokens``.
+
+        Raises:
+            IndexError: a tuple index, or rows out of range.
+        """
+        if isinstance(rows, tuple):
+            raise IndexError("a VideoLLMInput indexes batch rows only; index .tokens for positions")
+        keep = slice(rows, rows + 1 if rows != -1 else None) if isinstance(rows, int) else rows
+        tokens = self.tokens[keep]
+        if tokens.shape[0] == 0:
+            raise IndexError(f"rows {rows!r} out of range for a batch of {self.batch_size}")
+        embeds = self.video_embeds if self.video_embeds.dim() == 5 else self.video_embeds[None]
+        return VideoLLMInput(tokens, embeds[keep], self.layout, self.option_token_ids, self.sample, self.video,
+                             self.prompt_text)
+
     def with_video_embeds(self, video_embeds: torch.Tensor) -> "VideoLLMInput":
         """A copy with other video embeddings of the same shape (for corrupted runs)."""
         if video_embeds.shape != self.video_embeds.shape:

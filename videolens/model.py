@@ -27,9 +27,8 @@ import torch
 from jaxtyping import Float, Int
 
 from .data import VideoQA
-from ._tl_compat import Embed, HookedTransformer, HookedTransformerConfig, new_kv_cache, set_rotary_tables
+from ._tl_compat import Embed, HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
-from .errors import VideolensError
 from .inputs import VideoLLMInput, tokenize_prompt
 from .prompts import PromptTemplate, get_template
 from .video import Video
@@ -73,13 +72,6 @@ class VideoEmbed(Embed):
         out = super().forward(safe)
         out[:, positions] = embeds.to(out.dtype)
         return out
-
-
-_BIAS_NAMES = ("b_in", "b_out", "b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_U", "b")
-
-
-def _is_bias(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] in _BIAS_NAMES
 
 
 class HookedVideoLLM(HookedTransformer):
@@ -133,6 +125,11 @@ class HookedVideoLLM(HookedTransformer):
         dtype: torch.dtype = torch.float32,
         pooling_shape: Optional[Sequence[int]] = None,
         num_frames: Optional[int] = None,
+        fold_ln: bool = False,
+        center_writing_weights: bool = False,
+        center_unembed: bool = False,
+        fold_value_biases: bool = False,
+        refactor_factored_attn_matrices: bool = False,
     ) -> "HookedVideoLLM":
         """Load a local VideoLLM checkpoint folder (any registered family).
 
@@ -147,80 +144,51 @@ class HookedVideoLLM(HookedTransformer):
             num_frames: frames ``prepare`` samples by default; None means ``pooling_shape[0]``
                 when a pooling shape is given (the official scripts' rule), else config.json's
                 ``num_frames``, else 8.
+            fold_ln, center_writing_weights, center_unembed, fold_value_biases,
+                refactor_factored_attn_matrices: TransformerLens' weight processing
+                (``process_weights_``). All False by default, unlike TL's ``from_pretrained``:
+                the weights stay the checkpoint's (the paper's numbers). ``fold_ln=True`` folds
+                each RMSNorm's scale into the next weights (logits unchanged; then
+                ``cache.logit_attrs`` over ``decompose_resid`` sums to the logit difference).
 
         Raises:
             FileNotFoundError: the folder does not exist (a hub id is named as such: no download).
             weights_conversion.UnknownFamilyError: config.json names an unsupported model type.
-            weights_conversion.MissingWeightsError / UnexpectedWeightsError: tensors missing
-                from, or left unused in, the checkpoint (named in the message).
+            weights_conversion.CheckpointError (and its MissingWeightsError / UnexpectedWeightsError):
+                an unreadable file, a wrongly typed config field, tensors missing, left unused or
+                of the wrong shape (named in the message).
+            ValueError: ``center_writing_weights`` on an RMSNorm model.
         """
-        from transformers import AutoTokenizer
+        from .loading import load_pretrained
 
-        from weights_conversion import convert_checkpoint
-        from weights_conversion.checkpoint import CheckpointError
+        model = load_pretrained(cls, path, device=device, dtype=dtype, pooling_shape=pooling_shape,
+                                num_frames=num_frames)
+        model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                               center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+                               refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        return model
 
-        from .bundled import resolve_checkpoint
-        from .fingerprint import model_fingerprint
-
-        path = resolve_checkpoint(path)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None}
-        conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
-        if num_frames is None:
-            num_frames = int(pooling_shape[0]) if pooling_shape is not None else int(conv.config.get("num_frames") or 8)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-        except Exception as exc:
-            raise CheckpointError(f"{path}: cannot load the tokenizer saved with the checkpoint: {exc}") from exc
-        model = cls(
-            conv.cfg,
-            conv.vision,
-            tokenizer,
-            conv.placeholder_id,
-            conv.template,
-            conv.family,
-            rope=None,
-            checkpoint_config=conv.config,
-        )
-        model.load_backbone_weights(conv.state_dict)
-        if conv.rope is not None:
-            model.set_rope_tables(*conv.rope)
-        model.to(device)
-        model.vision.to(device)
-        model.default_num_frames = int(num_frames)
-        model.checkpoint_path = str(path)
-        model.fingerprint = model_fingerprint(path)
-        return model.eval()
-
-    def load_backbone_weights(self, state_dict: Dict[str, torch.Tensor]) -> None:
-        """Load TransformerLens weights, requiring exactly the backbone's parameters.
+    def process_weights_(self, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
+                         refactor_factored_attn_matrices: bool = False, fold_value_biases: bool = True) -> None:
+        """TransformerLens' in-place weight processing (``load_and_process_state_dict``), with
+        ``fold_value_biases`` too; a no-op when every option is False.
 
         Raises:
-            weights_conversion.MissingWeightsError / UnexpectedWeightsError naming the keys.
+            ValueError: ``center_writing_weights`` with RMSNorm (centring is not invariant there;
+                TransformerLens skips it for such models).
         """
-        from weights_conversion.checkpoint import CheckpointError, MissingWeightsError, UnexpectedWeightsError
+        from .loading import process_weights
 
-        params = {n: p for n, p in self.named_parameters() if not n.startswith("vision.")}
-        state_dict = dict(state_dict)
-        # biases the HF model does not have: TransformerLens converters emit some as zeros and
-        # leave others out; a zero bias is exactly "no bias", anything else must match by name
-        for k in sorted(set(state_dict) - set(params)):
-            if _is_bias(k) and not state_dict[k].any():
-                del state_dict[k]
-        for k in sorted(set(params) - set(state_dict)):
-            if _is_bias(k):
-                state_dict[k] = torch.zeros(params[k].shape, dtype=self.cfg.dtype)
-        missing = sorted(set(params) - set(state_dict))
-        extra = sorted(set(state_dict) - set(params))
-        if missing:
-            raise MissingWeightsError(f"converted weights lack {missing[:20]}")
-        if extra:
-            raise UnexpectedWeightsError(f"converted weights have keys the model does not: {extra[:20]}")
-        for k, v in state_dict.items():
-            if tuple(v.shape) != tuple(params[k].shape):
-                raise CheckpointError(f"{k}: shape {tuple(v.shape)}, expected {tuple(params[k].shape)}")
-        self.load_state_dict(state_dict, strict=False, assign=True)
+        process_weights(self, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                        center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+                        refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+
+    def load_backbone_weights(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        """Load TransformerLens weights, requiring exactly the backbone's parameters
+        (``videolens.loading.load_backbone_weights``)."""
+        from .loading import load_backbone_weights
+
+        load_backbone_weights(self, state_dict)
 
     def set_rope_tables(self, sin: torch.Tensor, cos: torch.Tensor) -> None:
         """Write RoPE sin/cos tables ``[n_ctx, d_head]`` (NeoX layout) into every block.
@@ -328,15 +296,55 @@ class HookedVideoLLM(HookedTransformer):
             self.embed.video = None
 
     def forward(self, input, *args, **kwargs):
-        """As ``HookedTransformer.forward``; ``input`` may also be a ``VideoLLMInput``."""
+        """As ``HookedTransformer.forward``; ``input`` may also be a ``VideoLLMInput``.
+
+        With a ``VideoLLMInput``, ``return_type="loss"`` / ``"both"`` average the next-token loss
+        over text targets only: predicting a video placeholder is not a language-model target
+        (with ``loss_per_token=True`` those entries of ``[batch, pos - 1]`` are 0).
+        """
         if isinstance(input, VideoLLMInput):
+            return_type = kwargs.get("return_type", args[0] if args else "logits")
+            if return_type in ("loss", "both"):
+                return self._video_loss(input, return_type, bool(kwargs.pop("loss_per_token", False)),
+                                        *args[1:], **{k: v for k, v in kwargs.items() if k != "return_type"})
             with self._video_in(input):
                 return super().forward(input.tokens.to(self.device), *args, **kwargs)
         return super().forward(input, *args, **kwargs)
 
+    def _video_loss(self, inputs: VideoLLMInput, return_type: str, per_token: bool, *args, **kwargs):
+        from transformer_lens.utils import lm_cross_entropy_loss
+
+        with self._video_in(inputs):
+            logits = super().forward(inputs.tokens.to(self.device), "logits", *args, **kwargs)
+        tokens = inputs.tokens.to(logits.device)
+        loss = lm_cross_entropy_loss(logits, tokens, per_token=True)  # [batch, pos - 1]
+        text = torch.ones(tokens.shape[1], dtype=torch.bool, device=logits.device)
+        text[inputs.layout.video_positions.to(logits.device)] = False
+        mask = text[1:].expand_as(loss)  # the target of prediction i is token i + 1
+        loss = loss * mask if per_token else (loss * mask).sum() / mask.sum()
+        return loss if return_type == "loss" else (logits, loss)
+
+    def to_str_tokens(self, input, *args, **kwargs):
+        """As TransformerLens; for a ``VideoLLMInput`` the video positions are labelled
+        ``f3[2,5]`` (temporal slot 3, row 2, column 5) instead of the placeholder's text. A
+        batch gives one list per row."""
+        if not isinstance(input, VideoLLMInput):
+            return super().to_str_tokens(input, *args, **kwargs)
+        T, h, w = input.layout.video_grid
+        labels = [f"f{t}[{r},{c}]" for t in range(T) for r in range(h) for c in range(w)]
+        rows = []
+        for row in input.tokens:
+            strs = list(super().to_str_tokens(row.cpu(), *args, **kwargs))
+            for p, lab in zip(input.layout.video_positions.tolist(), labels):
+                strs[p] = lab
+            rows.append(strs)
+        return rows[0] if len(rows) == 1 else rows
+
     # ---- answers ------------------------------------------------------------------------------
-    def option_logits(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> Float[torch.Tensor, "n_options"]:
-        """Log-probabilities (full-vocabulary log-softmax, fp32) of each option letter at the last position.
+    def option_logits(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None
+                      ) -> Float[torch.Tensor, "*batch n_options"]:
+        """Log-probabilities (full-vocabulary log-softmax, fp32) of each option letter at the last
+        position: ``[n_options]`` for one input, ``[batch, n_options]`` for a stacked batch.
 
         Raises:
             NonFiniteError: the last position's logits hold NaN or infinity.
@@ -344,28 +352,37 @@ class HookedVideoLLM(HookedTransformer):
         if logits is None:
             with torch.no_grad():
                 logits = self(inputs)
-        last = logits[0, -1].float()
+        last = logits[:, -1].float()
+        if last.shape[0] == 1:
+            last = last[0]
         if not torch.isfinite(last).all():
             n = int((~torch.isfinite(last)).sum())
             raise NonFiniteError(f"the model's logits at the last position hold {n} NaN/inf value(s) "
                                  f"(dtype {self.cfg.dtype}); no option probabilities")
         logp = last.log_softmax(-1)
         ids = torch.tensor([inputs.option_token_ids[L] for L in inputs.layout.letters], device=logp.device)
-        return logp[ids]
+        return logp[..., ids]
 
-    def option_probs(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    def option_probs(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None
+                     ) -> Union[Dict[str, float], List[Dict[str, float]]]:
         """Probability of each option letter at the last position (softmax over the full
         vocabulary, REFERENCE section 2): ``{"A": 0.71, "B": 0.12, ...}``.
+
+        A stacked batch (``stack_inputs``) gives a list of such dicts, one per row.
 
         Raises:
             NonFiniteError: NaN or infinite logits (``option_logits``).
         """
         lp = self.option_logits(inputs, logits).detach()
+        if lp.dim() == 2:  # a batch: one dict per row
+            return [{L: float(p) for L, p in zip(inputs.layout.letters, row.exp())} for row in lp]
         return {L: float(p) for L, p in zip(inputs.layout.letters, lp.exp())}
 
-    def answer(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None) -> str:
-        """The option letter with the highest probability."""
+    def answer(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None):
+        """The option letter with the highest probability (a list, one per row, for a batch)."""
         probs = self.option_probs(inputs, logits)
+        if isinstance(probs, list):
+            return [max(p, key=p.get) for p in probs]
         return max(probs, key=probs.get)
 
     def generate(self, input=None, max_new_tokens: int = 16, *args, **kwargs):
@@ -382,28 +399,7 @@ class HookedVideoLLM(HookedTransformer):
             if args or sampling:
                 raise ValueError(f"generate on a video input decodes greedily; {sorted(sampling) or 'positional arguments'} "
                                  "not supported (use HookedTransformer.generate's sampling on text-only inputs)")
-            return self._generate_video(input, max_new_tokens, kwargs.get("stop_at_eos", True))
+            from .generation import greedy_decode
+
+            return greedy_decode(self, input, max_new_tokens, kwargs.get("stop_at_eos", True))
         return super().generate(input, max_new_tokens, *args, **kwargs)
-
-    @torch.no_grad()
-    def _generate_video(self, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_at_eos: bool = True) -> str:
-        """Greedy decoding after the prompt, with TransformerLens' key-value cache.
-
-        Returns the decoded continuation (the prompt ends with ``Best option:(``, so a trained
-        model continues with the letter).
-        """
-        cache = new_kv_cache(self.cfg, self.device, 1)
-        mask = torch.ones_like(inputs.tokens)
-        logits = self(inputs, past_kv_cache=cache, attention_mask=mask)
-        out: List[int] = []
-        eos = getattr(self.tokenizer, "eos_token_id", None)
-        for _ in range(max_new_tokens):
-            nxt = int(logits[0, -1].argmax())
-            if stop_at_eos and eos is not None and nxt == eos:
-                break
-            out.append(nxt)
-            if len(out) + inputs.seq_len >= self.cfg.n_ctx:
-                break
-            tok = torch.tensor([[nxt]], device=self.device)
-            logits = self(tok, past_kv_cache=cache, attention_mask=torch.ones_like(tok))
-        return self.tokenizer.decode(out)

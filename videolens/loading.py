@@ -1,0 +1,111 @@
+"""Building a ``HookedVideoLLM`` from a checkpoint folder: conversion, tokenizer, strict weight
+loading, fingerprint; and TransformerLens' optional weight processing (fold_ln, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+
+__all__ = ["load_pretrained", "load_backbone_weights", "process_weights"]
+
+_BIAS_NAMES = ("b_in", "b_out", "b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_U", "b")
+
+
+def _is_bias(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in _BIAS_NAMES
+
+
+def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
+                    dtype: torch.dtype = torch.float32, pooling_shape: Optional[Sequence[int]] = None,
+                    num_frames: Optional[int] = None):
+    """``cls.from_pretrained`` without weight processing (see its docstring)."""
+    from transformers import AutoTokenizer
+
+    from weights_conversion import convert_checkpoint
+    from weights_conversion.checkpoint import CheckpointError
+
+    from .bundled import resolve_checkpoint
+    from .fingerprint import model_fingerprint
+
+    path = resolve_checkpoint(path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None}
+    conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
+    if num_frames is None:
+        num_frames = int(pooling_shape[0]) if pooling_shape is not None else int(conv.config.get("num_frames") or 8)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load the tokenizer saved with the checkpoint: {exc}") from exc
+    model = cls(
+        conv.cfg,
+        conv.vision,
+        tokenizer,
+        conv.placeholder_id,
+        conv.template,
+        conv.family,
+        rope=None,
+        checkpoint_config=conv.config,
+    )
+    model.load_backbone_weights(conv.state_dict)
+    if conv.rope is not None:
+        model.set_rope_tables(*conv.rope)
+    model.to(device)
+    model.vision.to(device)
+    model.default_num_frames = int(num_frames)
+    model.checkpoint_path = str(path)
+    model.fingerprint = model_fingerprint(path)
+    return model.eval()
+
+
+def load_backbone_weights(model, state_dict: Dict[str, torch.Tensor]) -> None:
+    """Load TransformerLens weights into ``model``, requiring exactly the backbone's parameters.
+
+    Raises:
+        weights_conversion.MissingWeightsError / UnexpectedWeightsError naming the keys.
+    """
+    from weights_conversion.checkpoint import CheckpointError, MissingWeightsError, UnexpectedWeightsError
+
+    params = {n: p for n, p in model.named_parameters() if not n.startswith("vision.")}
+    state_dict = dict(state_dict)
+    # biases the HF model does not have: TransformerLens converters emit some as zeros and
+    # leave others out; a zero bias is exactly "no bias", anything else must match by name
+    for k in sorted(set(state_dict) - set(params)):
+        if _is_bias(k) and not state_dict[k].any():
+            del state_dict[k]
+    for k in sorted(set(params) - set(state_dict)):
+        if _is_bias(k):
+            state_dict[k] = torch.zeros(params[k].shape, dtype=model.cfg.dtype)
+    missing = sorted(set(params) - set(state_dict))
+    extra = sorted(set(state_dict) - set(params))
+    if missing:
+        raise MissingWeightsError(f"converted weights lack {missing[:20]}")
+    if extra:
+        raise UnexpectedWeightsError(f"converted weights have keys the model does not: {extra[:20]}")
+    for k, v in state_dict.items():
+        if tuple(v.shape) != tuple(params[k].shape):
+            raise CheckpointError(f"{k}: shape {tuple(v.shape)}, expected {tuple(params[k].shape)}")
+    model.load_state_dict(state_dict, strict=False, assign=True)
+
+
+def process_weights(model, fold_ln: bool = False, center_writing_weights: bool = False, center_unembed: bool = False,
+                    fold_value_biases: bool = False, refactor_factored_attn_matrices: bool = False) -> None:
+    """TransformerLens' ``load_and_process_state_dict`` on the model's own weights (the vision
+    front end passes through untouched); nothing happens when every option is False.
+
+    Raises:
+        ValueError: ``center_writing_weights`` on an RMSNorm backbone.
+    """
+    opts = dict(fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
+                fold_value_biases=fold_value_biases, refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+    if not any(opts.values()):
+        return
+    if center_writing_weights and model.cfg.normalization_type in ("RMS", "RMSPre"):
+        raise ValueError("center_writing_weights needs LayerNorm; this backbone uses RMSNorm, where centring the "
+                         "residual writes changes the outputs (TransformerLens skips it for such models)")
+    if fold_ln and model.cfg.normalization_type in ("RMSPre", "LNPre"):
+        opts["fold_ln"] = False  # already folded
+    model.load_and_process_state_dict(model.state_dict(), **opts)
