@@ -59,12 +59,19 @@ def test_frames_other_than_the_pooling_depth_warn(tiny_pllava, clip_path):
 
     sample = vl.VideoQA(video=str(clip_path), **SAMPLE)
     with pytest.warns(FramePoolingWarning, match="num_frames=8 sampled frames are pooled into 4 temporal slots"):
-        tiny_pllava.prepare(sample, num_frames=8)
+        eight = tiny_pllava.prepare(sample, num_frames=8)
+    assert eight.layout.slot_frames == ((0, 1), (2, 3), (4, 5), (6, 7))  # the layout says what each slot holds
+    with pytest.warns(FramePoolingWarning, match="num_frames=2"):
+        assert tiny_pllava.prepare(sample, num_frames=2).layout.slot_frames == ((0,), (0,), (1,), (1,))
+    from videolens.layout import slot_frames
+
+    assert slot_frames(16, 8)[3] == (6, 7) and slot_frames(6, 4) == ((0, 1), (1, 2), (3, 4), (4, 5))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", FramePoolingWarning)
-        tiny_pllava.prepare(sample, num_frames=4)  # one sampled frame a slot: no warning
+        four = tiny_pllava.prepare(sample, num_frames=4)  # one sampled frame a slot: no warning
+    assert four.layout.slot_frames == ((0,), (1,), (2,), (3,))
 
 
 # ---- TransformerLens' own helpers on video inputs -------------------------------------------------

@@ -8,13 +8,13 @@ question, each option, true option, false options, last.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Int
 from .registry import Registry
 
-__all__ = ["Span", "TokenLayout", "GROUP_RESOLVERS", "register_group"]
+__all__ = ["Span", "TokenLayout", "GROUP_RESOLVERS", "register_group", "slot_frames"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class TokenLayout:
         video_grid: ``(T, h, w)`` of the video tokens (T = temporal slots after pooling).
         video_positions: position of every video token, ordered frame, row, column, ``[T*h*w]``.
         letters: option letters in order; ``true_letter``: the right one (None when unknown).
+        slot_frames: for each temporal slot of the video tokens, the sampled frames it holds
+            (``slot_frames(num_frames, T)``); ``((0,), (1,), ...)`` when every slot is one frame.
+            None for hand-made layouts.
     """
 
     seq_len: int
@@ -64,6 +67,7 @@ class TokenLayout:
     video_positions: Int[torch.Tensor, "n_video"]
     letters: Tuple[str, ...]
     true_letter: str | None = None
+    slot_frames: Optional[Tuple[Tuple[int, ...], ...]] = None
 
     # ---- the named groups -------------------------------------------------------------------
     @property
@@ -167,6 +171,13 @@ class TokenLayout:
                 f"unknown token group {group!r}; known: {sorted(GROUP_RESOLVERS)} and spans {sorted(self.spans)}"
             )
         return torch.as_tensor(out, dtype=torch.long).reshape(-1).sort().values
+
+
+def slot_frames(num_frames: int, slots: int) -> Tuple[Tuple[int, ...], ...]:
+    """The sampled frames each of ``slots`` temporal slots averages under adaptive average pooling
+    (PLLaVA's 3-D pooling; torch's window ``[floor(i n / t), ceil((i + 1) n / t))``): with 16 frames
+    and 8 slots slot 3 holds frames (6, 7); with 4 frames and 8 slots each frame fills two slots."""
+    return tuple(tuple(range((i * num_frames) // slots, -((-(i + 1) * num_frames) // slots))) for i in range(slots))
 
 
 def _cat(spans: Sequence[Span]) -> torch.Tensor:

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
@@ -30,6 +31,7 @@ from .data import VideoQA
 from ._tl_compat import Embed, HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
 from .inputs import VideoLLMInput, tokenize_prompt
+from .layout import slot_frames
 from .prompts import PromptTemplate, get_template
 from .video import Video
 
@@ -243,7 +245,8 @@ class HookedVideoLLM(HookedTransformer):
             warnings.warn(
                 f"num_frames={num_frames} sampled frames are pooled into {grid[0]} temporal slots (the pooling depth): "
                 f"token groups frame:0..{grid[0] - 1} are pooling slots of averaged or repeated frames, not sampled "
-                f"frames; pass num_frames={grid[0]} (or from_pretrained(pooling_shape=...)) for one frame a slot",
+                f"frames (layout.slot_frames lists them); pass num_frames={grid[0]} (or "
+                f"from_pretrained(pooling_shape=...)) for one frame a slot",
                 FramePoolingWarning, stacklevel=2)
         timestamps = None
         video: Optional[Video] = None
@@ -273,7 +276,7 @@ class HookedVideoLLM(HookedTransformer):
         return VideoLLMInput(
             tokens=tp.tokens.to(self.device),
             video_embeds=embeds,
-            layout=tp.layout,
+            layout=dataclasses.replace(tp.layout, slot_frames=slot_frames(num_frames, grid[0])),
             option_token_ids=tp.option_token_ids,
             sample=sample,
             video=video,
