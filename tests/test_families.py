@@ -55,11 +55,15 @@ def test_logits_and_residuals_match_the_reference(case):
 
 
 def test_every_hook_fires(case):
+    """Every hook point fires in run_with_cache, the vision tower's too when the input keeps its pixels."""
     _, _, model, inputs = case
+    with_pixels = model.prepare(inputs.sample, num_frames=inputs.video.num_frames, keep_pixels=True)
     with torch.no_grad():
-        _, cache = model.run_with_cache(inputs)
+        logits, cache = model.run_with_cache(with_pixels)
+        assert (logits - model(inputs)).abs().max() <= 1e-5
     expected = {n for n in model.hook_dict if not CONDITIONAL.search(n)}
     assert expected - set(cache.keys()) == set()
+    assert any(n.startswith("vision.blocks.") for n in expected)
     assert cache["vision.hook_video_embeds"].shape[1:4] == inputs.video_embeds.shape[:3]
 
 

@@ -192,3 +192,32 @@ def test_weight_processing_keeps_logits_and_makes_dla_exact(tiny_pllava_dir, pai
         assert (only_fold(clean) - ref_logits).abs().max() < 1e-4
     with pytest.raises(ValueError, match="RMSNorm"):
         vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", center_writing_weights=True)
+
+
+def test_vision_hook_points_fire_in_run_with_cache(tiny_pllava, clip_path):
+    sample = vl.VideoQA(video=str(clip_path), **SAMPLE)
+    plain = tiny_pllava.prepare(sample, num_frames=4)
+    inputs = tiny_pllava.prepare(sample, num_frames=4, keep_pixels=True)
+    n_tower = len(tiny_pllava.vision.blocks)
+    assert n_tower == tiny_pllava.vision.tower.config.num_hidden_layers > 0
+    with torch.no_grad():
+        logits, cache = tiny_pllava.run_with_cache(inputs)
+        ref = tiny_pllava(plain)
+    assert torch.allclose(logits, ref, atol=1e-5)
+    T, h, w = plain.layout.video_grid
+    names = ["vision.hook_pixel_values", "vision.hook_patch_features", "vision.hook_out.projector",
+             "vision.hook_out.pool", "vision.hook_video_embeds"] + [f"vision.blocks.{i}.hook_resid_post" for i in range(n_tower)]
+    assert all(n in cache for n in names), sorted(k for k in cache.keys() if k.startswith("vision"))
+    assert cache["vision.hook_out.pool"].shape == (T, h, w, tiny_pllava.cfg.d_model)
+    assert cache["vision.hook_out.projector"].shape[-1] == tiny_pllava.cfg.d_model
+    assert cache["vision.blocks.0.hook_resid_post"].shape[0] == 4  # one row per sampled frame
+    assert "vision.hook_out.pool" not in tiny_pllava.run_with_cache(plain)[1]  # precomputed embeddings: no tower run
+
+    def zero(act, hook):
+        return torch.zeros_like(act)
+    with torch.no_grad():  # an edit inside the tower flows to the answer
+        edited = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[(f"vision.blocks.{n_tower - 2}.hook_resid_post", zero)])
+        later = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("vision.hook_out.projector", zero)])
+    assert not torch.allclose(edited, ref, atol=1e-4) and not torch.allclose(later, edited, atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(tiny_pllava(inputs), ref, atol=1e-5)  # hooks are gone afterwards

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -41,6 +41,10 @@ class VideoLLMInput:
         option_token_ids: option letter -> token id of that letter right after the prompt.
         sample: the VideoQA sample (None for hand-made inputs).
         video: the decoded frames.
+        pixel_values: ``[T, 3, H, W]`` (``[B, T, 3, H, W]`` stacked) when prepared with
+            ``keep_pixels=True``: the forward then runs the vision front end itself, so the
+            ``vision.*`` hook points fire in ``run_with_cache`` / ``run_with_hooks`` (and
+            ``video_embeds`` is what the front end gave at ``prepare``).
     """
 
     tokens: Int[torch.Tensor, "1 seq"]
@@ -50,6 +54,7 @@ class VideoLLMInput:
     sample: Optional[VideoQA] = None
     video: Optional[Video] = None
     prompt_text: str = ""
+    pixel_values: Optional[torch.Tensor] = None
 
     @property
     def seq_len(self) -> int:
@@ -88,11 +93,15 @@ class VideoLLMInput:
         if tokens.shape[0] == 0:
             raise IndexError(f"rows {rows!r} out of range for a batch of {self.batch_size}")
         embeds = self.video_embeds if self.video_embeds.dim() == 5 else self.video_embeds[None]
+        pixels = self.pixel_values
+        if pixels is not None:
+            pixels = (pixels if pixels.dim() == 5 else pixels[None])[keep]
         return VideoLLMInput(tokens, embeds[keep], self.layout, self.option_token_ids, self.sample, self.video,
-                             self.prompt_text)
+                             self.prompt_text, pixels)
 
     def with_video_embeds(self, video_embeds: torch.Tensor) -> "VideoLLMInput":
-        """A copy with other video embeddings of the same shape (for corrupted runs)."""
+        """A copy with other video embeddings of the same shape (for corrupted runs); it carries no
+        pixel values, so the forward uses these embeddings."""
         if video_embeds.shape != self.video_embeds.shape:
             raise ValueError(
                 f"video_embeds must keep the shape {tuple(self.video_embeds.shape)}, got {tuple(video_embeds.shape)}"
@@ -110,6 +119,7 @@ class VideoLLMInput:
             self.sample,
             self.video,
             self.prompt_text,
+            None if self.pixel_values is None else self.pixel_values.to(device),
         )
 
 
@@ -136,6 +146,8 @@ def stack_inputs(inputs: Sequence[VideoLLMInput]) -> VideoLLMInput:
         sample=first.sample,
         video=first.video,
         prompt_text=first.prompt_text,
+        pixel_values=(torch.stack([x.pixel_values for x in inputs])
+                      if all(x.pixel_values is not None for x in inputs) else None),
     )
 
 

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 
 from .data import VideoQA
-from ._tl_compat import Embed, HookedTransformer, HookedTransformerConfig, set_rotary_tables
+from ._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
+from .embed import VideoEmbed
 from .inputs import VideoLLMInput, tokenize_prompt
 from .layout import slot_frames
 from .prompts import PromptTemplate, get_template
@@ -39,41 +40,6 @@ from .errors import ContextLengthError, FramePoolingWarning, MissingVideoError, 
 
 __all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoError", "FramePoolingWarning",
            "NonFiniteError"]
-
-
-class VideoEmbed(Embed):
-    """``W_E[tokens]`` with the current input's video tokens written over its video positions.
-
-    The video tokens are set for the duration of one forward pass by ``HookedVideoLLM``; token
-    ids at those positions (placeholders, possibly outside the vocabulary) are never looked up.
-    Tokens that hold the placeholder id while no video is set raise ``MissingVideoError`` unless
-    ``allow_missing_video`` is True (then the placeholder's own embedding row is used).
-    """
-
-    def __init__(self, cfg: HookedTransformerConfig, placeholder_id: Optional[int] = None):
-        super().__init__(cfg)
-        self.video: Optional[tuple] = None  # (positions [n], embeds [batch, n, d_model])
-        self.placeholder_id = placeholder_id
-        self.allow_missing_video = False
-
-    def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        if self.video is None:
-            if (self.placeholder_id is not None and not self.allow_missing_video
-                    and bool((tokens == self.placeholder_id).any())):
-                n = int((tokens == self.placeholder_id).sum())
-                raise MissingVideoError(
-                    f"the tokens hold the video placeholder (id {self.placeholder_id}) at {n} position(s) but no video: "
-                    "run the VideoLLMInput (model(inputs), run_with_cache(inputs)); to run the bare tokens on purpose "
-                    "set model.allow_missing_video = True")
-            return super().forward(tokens)
-        positions, embeds = self.video
-        if positions.numel() and int(positions.max()) >= tokens.shape[1]:
-            raise ValueError("video positions lie past the tokens: pass the VideoLLMInput, not a slice of it")
-        safe = tokens.clone()
-        safe[:, positions] = 0
-        out = super().forward(safe)
-        out[:, positions] = embeds.to(out.dtype)
-        return out
 
 
 class HookedVideoLLM(HookedTransformer):
@@ -217,13 +183,17 @@ class HookedVideoLLM(HookedTransformer):
     def device(self) -> torch.device:
         return self.embed.W_E.device
 
-    def prepare(self, sample: VideoQA, num_frames: Optional[int] = None) -> VideoLLMInput:
+    def prepare(self, sample: VideoQA, num_frames: Optional[int] = None, keep_pixels: bool = False) -> VideoLLMInput:
         """Decode the video, build the prompt with its TokenLayout, and run the vision front end once.
 
         Args:
             sample: the VideoQA sample (video path or decoded ``Video``).
             num_frames: frames to sample from the video (REFERENCE section 4); None means
                 ``default_num_frames`` (see ``from_pretrained``).
+            keep_pixels: keep the pixel values in the input, so every forward runs the vision
+                front end again and its hook points (``vision.blocks.{i}.hook_resid_post``,
+                ``vision.hook_patch_features``, ``vision.hook_out.projector`` / ``.pool``, ...)
+                fire in ``run_with_cache`` / ``run_with_hooks``.
 
         Returns:
             ``VideoLLMInput`` with tokens ``[1, S]``, video embeddings ``[T', h, w, d_model]`` and
@@ -271,8 +241,9 @@ class HookedVideoLLM(HookedTransformer):
             )
         if video is None:
             video = sample.load(num_frames)
+        pixels = self.vision.pixels(video.frames)
         with torch.no_grad():
-            embeds = self.vision(video.frames)
+            embeds = self.vision.encode(pixels)
         return VideoLLMInput(
             tokens=tp.tokens.to(self.device),
             video_embeds=embeds,
@@ -281,13 +252,18 @@ class HookedVideoLLM(HookedTransformer):
             sample=sample,
             video=video,
             prompt_text=tp.prompt.text,
+            pixel_values=pixels if keep_pixels else None,
         )
 
     @contextlib.contextmanager
     def _video_in(self, inputs: VideoLLMInput) -> Iterator[None]:
         if inputs.seq_len > self.cfg.n_ctx:
             raise ContextLengthError(f"{inputs.seq_len} positions exceed the context of {self.cfg.n_ctx}")
-        embeds = inputs.video_embeds.to(self.device)
+        if inputs.pixel_values is not None:  # the front end runs here, so its hook points fire
+            pixels = inputs.pixel_values.to(self.device)
+            embeds = torch.stack([self.vision.encode(p) for p in (pixels if pixels.dim() == 5 else pixels[None])])
+        else:
+            embeds = inputs.video_embeds.to(self.device)
         if embeds.dim() == 4:  # one sample: [T, h, w, d] -> [1, T, h, w, d]
             embeds = embeds[None]
         embeds = self.vision.hook_video_embeds(embeds)

@@ -191,6 +191,29 @@ class SpatialPool2d(nn.Module):
         return t, r // self.stride, c // self.stride
 
 
+def _encoder_layers(tower: nn.Module) -> List[nn.Module]:
+    """The transformer layers of a transformers vision tower (CLIP, SigLIP: ``vision_model.encoder.layers``)."""
+    encoder = getattr(getattr(tower, "vision_model", tower), "encoder", None)
+    return list(getattr(encoder, "layers", []) or [])
+
+
+class VisionBlockHooks(nn.Module):
+    """Hook points of one vision-tower layer, fired by a forward hook on that layer.
+
+    ``hook_resid_post``: the layer's output (the tower's residual stream after the layer); what a
+    hook returns replaces it, so the next layer and ``hidden_states`` see the edit.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.hook_resid_post = HookPoint()
+
+    def after_layer(self, module, args, output):
+        if isinstance(output, tuple):
+            return (self.hook_resid_post(output[0]), *output[1:])
+        return self.hook_resid_post(output)
+
+
 class VisionFrontEnd(nn.Module):
     """Vision tower + ordered steps (projector / pooling) producing video tokens ``[T', h, w, d_model]``.
 
@@ -225,6 +248,11 @@ class VisionFrontEnd(nn.Module):
         self.hook_pixel_values = HookPoint()
         self.hook_patch_features = HookPoint()
         self.hook_video_embeds = HookPoint()
+        self.hook_out = nn.ModuleDict({name: HookPoint() for name in steps})  # vision.hook_out.projector, .pool
+        layers = _encoder_layers(tower)
+        self.blocks = nn.ModuleList([VisionBlockHooks() for _ in layers])  # vision.blocks.{i}.hook_resid_post
+        for layer, hooks in zip(layers, self.blocks):
+            layer.register_forward_hook(hooks.after_layer)
 
     @property
     def image_size(self) -> int:
@@ -256,15 +284,25 @@ class VisionFrontEnd(nn.Module):
         return rearrange(feats, "t (r c) d -> t r c d", r=side)
 
     def encode(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "T h w d_model"]:
-        """Pixel values -> video tokens (runs the tower; no ``hook_video_embeds``)."""
+        """Pixel values -> video tokens (runs the tower; no ``hook_video_embeds``).
+
+        Hook points on the way: ``vision.hook_pixel_values`` ``[T, 3, H, W]``,
+        ``vision.blocks.{i}.hook_resid_post`` (each tower layer's output, ``[T, 1 + P, d_vision]``;
+        an edit flows into the next layer), ``vision.hook_patch_features`` ``[T, r, c, d_vision]``,
+        then ``vision.hook_out.<step>`` after each step (``projector``: ``[T, r, c, d_model]``,
+        ``pool``: the pooled grid).
+        """
         pixel_values = self.hook_pixel_values(pixel_values)
         grid = self.hook_patch_features(self.patch_features(pixel_values))
-        for step in self.steps.values():
-            grid = step(grid)
+        for name, step in self.steps.items():
+            grid = self.hook_out[name](step(grid))
         return grid
+
+    def pixels(self, frames: UInt8[np.ndarray, "T H W 3"]) -> Float[torch.Tensor, "T 3 H W"]:
+        """uint8 frames -> the tower's pixel values, in the front end's dtype and device."""
+        param = next(self.tower.parameters())
+        return self.preprocess(frames).to(device=param.device, dtype=param.dtype)
 
     def forward(self, frames: UInt8[np.ndarray, "T H W 3"]) -> Float[torch.Tensor, "T h w d_model"]:
         """uint8 frames -> video tokens, in the front end's dtype and device."""
-        param = next(self.tower.parameters())
-        pixels = self.preprocess(frames).to(device=param.device, dtype=param.dtype)
-        return self.encode(pixels)
+        return self.encode(self.pixels(frames))

@@ -1,0 +1,48 @@
+"""``VideoEmbed``: the token embedding that writes a video's tokens over its placeholder positions."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from jaxtyping import Float, Int
+
+from ._tl_compat import Embed, HookedTransformerConfig
+from .errors import MissingVideoError
+
+__all__ = ["VideoEmbed"]
+
+
+class VideoEmbed(Embed):
+    """``W_E[tokens]`` with the current input's video tokens written over its video positions.
+
+    The video tokens are set for the duration of one forward pass by ``HookedVideoLLM``; token
+    ids at those positions (placeholders, possibly outside the vocabulary) are never looked up.
+    Tokens that hold the placeholder id while no video is set raise ``MissingVideoError`` unless
+    ``allow_missing_video`` is True (then the placeholder's own embedding row is used).
+    """
+
+    def __init__(self, cfg: HookedTransformerConfig, placeholder_id: Optional[int] = None):
+        super().__init__(cfg)
+        self.video: Optional[tuple] = None  # (positions [n], embeds [batch, n, d_model])
+        self.placeholder_id = placeholder_id
+        self.allow_missing_video = False
+
+    def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        if self.video is None:
+            if (self.placeholder_id is not None and not self.allow_missing_video
+                    and bool((tokens == self.placeholder_id).any())):
+                n = int((tokens == self.placeholder_id).sum())
+                raise MissingVideoError(
+                    f"the tokens hold the video placeholder (id {self.placeholder_id}) at {n} position(s) but no video: "
+                    "run the VideoLLMInput (model(inputs), run_with_cache(inputs)); to run the bare tokens on purpose "
+                    "set model.allow_missing_video = True")
+            return super().forward(tokens)
+        positions, embeds = self.video
+        if positions.numel() and int(positions.max()) >= tokens.shape[1]:
+            raise ValueError("video positions lie past the tokens: pass the VideoLLMInput, not a slice of it")
+        safe = tokens.clone()
+        safe[:, positions] = 0
+        out = super().forward(safe)
+        out[:, positions] = embeds.to(out.dtype)
+        return out
