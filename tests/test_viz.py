@@ -202,3 +202,51 @@ def test_slot_frames():
     assert slot_frames(8, 4) == [1, 3, 5, 7]
     assert slot_frames(8, 8) == list(range(8))
     assert slot_frames(4, 8) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@pytest.fixture(scope="module")
+def paper_layout(tmp_path_factory):
+    """A tiny model at the paper's video grid: 8x12x12 = 1152 video tokens, about 1270 positions."""
+    from videolens.testing import make_tiny_pllava, write_clip
+
+    tmp = tmp_path_factory.mktemp("paper_layout")
+    ck = make_tiny_pllava(tmp / "m", pooling_shape=(8, 12, 12), n_layers=1, max_pos=2048, d_model=32, n_heads=2,
+                          image_size=48, patch_size=4, d_vision=16, vision_layers=1, extra_config={"num_frames": 8})
+    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    sample = vl.VideoQA(video=str(write_clip(tmp / "clip.mp4", n_frames=16)), question=QUESTION,
+                        candidates=CANDIDATES, answer=CANDIDATES[0])
+    return model, model.prepare(sample)
+
+
+def _chromium():
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)),
+                None)
+
+
+def test_patch_pages_pool_themselves_to_stay_small(paper_layout, tmp_path):
+    """At the paper's layout a per-token page is over 10 MB; by default the view pools patches into
+    blocks so the page stays under 2 MB, says so, and still adds up to the unpooled attention."""
+    from videolens.viz.pooling import PAGE_VALUES, auto_block
+
+    model, inputs = paper_layout
+    assert inputs.layout.video_grid == (8, 12, 12) and inputs.seq_len > 1200
+    fine = video_attention(model, inputs, query="last", layers=0, heads="mean", video="patch", block=(1, 1))
+    auto = video_attention(model, inputs, query="last", layers=0, heads="mean", video="patch")
+    assert fine.matrix.shape[-1] > 1150 and fine.matrix.numel() > 5 * PAGE_VALUES
+    assert auto.matrix.numel() <= PAGE_VALUES and "pooled 2x2" in auto.title
+    assert auto_block(inputs.layout, [inputs.layout.last], 1) == (2, 2)
+    assert auto_block(inputs.layout, [inputs.layout.last], 1, budget=10**9) == (1, 1)
+    assert torch.allclose(auto.per_frame(), fine.per_frame(), atol=1e-5)  # pooling moves no attention
+    page = save_html(tmp_path / "auto.html", [heads_panel(auto)])
+    assert page.stat().st_size < 2_000_000
+    assert len(page_html([heads_panel(fine)])) > 10_000_000  # what the default avoids
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here: the page was not drawn")
+    import time
+
+    t0 = time.perf_counter()
+    out = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and time.perf_counter() - t0 < 60
+    assert "f3[0:2,0:2]" in out.stdout  # circuitsvis drew the pooled unit labels

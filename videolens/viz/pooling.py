@@ -34,7 +34,11 @@ from ..inputs import VideoLLMInput
 from ..layers import resolve_layers
 from .units import TokenUnits, token_units
 
-__all__ = ["VideoAttention", "video_attention", "pool_pattern", "format_layers"]
+__all__ = ["VideoAttention", "video_attention", "pool_pattern", "format_layers", "auto_block", "PAGE_VALUES"]
+
+PAGE_VALUES = 200_000
+"""Pooled values a view may hold before ``video_attention`` pools patches into blocks on its own:
+about 2 MB of HTML (each value is written with 5 decimals), a page a browser draws in seconds."""
 
 Heads = Union[None, str, Sequence[int]]
 
@@ -134,6 +138,20 @@ class VideoAttention:
                               [f"{format_layers(self.layers)} mean"], self.query, self.video_grid, self.timestamps, self.title)
 
 
+def auto_block(layout, query_positions: Sequence[int], n_heads: int, budget: int = PAGE_VALUES) -> Tuple[int, int]:
+    """The smallest square block of patches ``(k, k)`` for which ``n_heads x units x units``
+    stays within ``budget`` (``(1, 1)`` when every video token fits as its own unit).
+
+    At the paper's 8x12x12 grid (about 1270 positions) with one head shown this is ``(2, 2)``.
+    """
+    T, h, w = layout.video_grid
+    for k in range(1, max(h, w) + 1):
+        n = len(token_units(layout, query_positions, None, video="patch", block=(k, k)))
+        if n_heads * n * n <= budget:
+            return (k, k)
+    return (max(h, w), max(h, w))
+
+
 def _heads(model, heads: Heads) -> Tuple[List[int], bool]:
     H = model.cfg.n_heads
     if heads is None:
@@ -162,7 +180,7 @@ def video_attention(
     layers: Union[None, int, Sequence[int]] = None,
     heads: Heads = None,
     video: str = "frame",
-    block: Tuple[int, int] = (1, 1),
+    block: Optional[Tuple[int, int]] = None,
     fwd_hooks: Sequence[tuple] = (),
     cache=None,
     title: str = "",
@@ -179,7 +197,9 @@ def video_attention(
             from the end.
         heads: None (every head separately), ``"mean"`` (averaged), or a list of heads.
         video: ``"frame"`` or ``"patch"`` pooling of the video tokens; ``block`` = patches per
-            unit (rows, cols) for ``"patch"``.
+            unit (rows, cols) for ``"patch"``. None (default): ``(1, 1)``, one unit per video
+            token, unless ``heads x units x units`` would exceed ``PAGE_VALUES``; then the
+            smallest square block that fits (``auto_block``), said in the view's title.
         fwd_hooks: extra TransformerLens hooks for the run (e.g. an attention knockout).
         cache: an ``ActivationCache`` with the patterns, used instead of running the model
             (``fwd_hooks`` are then ignored).
@@ -198,7 +218,13 @@ def video_attention(
         qpos, qname = L.positions(query), query
     else:
         qpos, qname = torch.as_tensor(list(query), dtype=torch.long), "custom"
-    units = token_units(L, qpos.tolist(), _str_tokens(model, inputs), video=video, block=block)
+    strs = _str_tokens(model, inputs)
+    auto = block is None
+    if auto:
+        block = auto_block(L, qpos.tolist(), 1 if average else len(head_idx)) if video == "patch" else (1, 1)
+        if block != (1, 1):
+            title = f"{title} (patches pooled {block[0]}x{block[1]} to keep the page small)".strip()
+    units = token_units(L, qpos.tolist(), strs, video=video, block=block)
     acc: dict = {"sum": None, "n": 0}  # running sum over layers: one pooled matrix in memory
 
     all_heads = head_idx == list(range(model.cfg.n_heads))
