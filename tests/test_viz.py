@@ -115,7 +115,7 @@ def test_patch_pooling_adds_up_to_frames_and_heads_average(model, inputs, cache)
 
 
 def test_labels(model, inputs):
-    view = video_attention(model, inputs, query="question", layers=0, video="patch")
+    view = video_attention(model, inputs, query="question", layers=0, video="patch", block=(1, 1))
     labels = view.labels
     assert "f0[0,0]" in labels and "f3[2,1]" in labels
     assert "Q:direction" in labels and "Q:purple" in labels
@@ -224,8 +224,9 @@ def _chromium():
 
 
 def test_patch_pages_pool_themselves_to_stay_small(paper_layout, tmp_path):
-    """At the paper's layout a per-token page is over 10 MB; by default the view pools patches into
-    blocks so the page stays under 2 MB, says so, and still adds up to the unpooled attention."""
+    """At the paper's layout a per-token page is over 10 MB (Chromium did not draw it in 4 minutes); by
+    default the view pools patches into blocks so the page stays under 2 MB and draws in seconds,
+    says so, and still adds up to the unpooled attention."""
     from videolens.viz.pooling import PAGE_VALUES, auto_block
 
     model, inputs = paper_layout
@@ -233,8 +234,8 @@ def test_patch_pages_pool_themselves_to_stay_small(paper_layout, tmp_path):
     fine = video_attention(model, inputs, query="last", layers=0, heads="mean", video="patch", block=(1, 1))
     auto = video_attention(model, inputs, query="last", layers=0, heads="mean", video="patch")
     assert fine.matrix.shape[-1] > 1150 and fine.matrix.numel() > 5 * PAGE_VALUES
-    assert auto.matrix.numel() <= PAGE_VALUES and "pooled 2x2" in auto.title
-    assert auto_block(inputs.layout, [inputs.layout.last], 1) == (2, 2)
+    assert auto.matrix.numel() <= PAGE_VALUES and "pooled 3x3" in auto.title
+    assert auto_block(inputs.layout, [inputs.layout.last], 1) == (3, 3)
     assert auto_block(inputs.layout, [inputs.layout.last], 1, budget=10**9) == (1, 1)
     assert torch.allclose(auto.per_frame(), fine.per_frame(), atol=1e-5)  # pooling moves no attention
     page = save_html(tmp_path / "auto.html", [heads_panel(auto)])
@@ -248,5 +249,5 @@ def test_patch_pages_pool_themselves_to_stay_small(paper_layout, tmp_path):
     t0 = time.perf_counter()
     out = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000",
                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and time.perf_counter() - t0 < 60
-    assert "f3[0:2,0:2]" in out.stdout  # circuitsvis drew the pooled unit labels
+    assert out.returncode == 0 and time.perf_counter() - t0 < 30
+    assert "f3[0:3,0:3]" in out.stdout  # circuitsvis drew the pooled unit labels
