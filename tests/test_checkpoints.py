@@ -160,5 +160,5 @@ def test_stacked_inputs_equal_one_by_one(tiny_pllava, clip_path, tmp_path):
     assert torch.allclose(batched, single, atol=1e-5)
     short = vl.VideoQA(video=str(clip_path), question="What is the bird doing?",
                        candidates=["It sleeps.", "It flies away."], answer="It sleeps.")
-    with pytest.raises(ValueError, match="layout"):
-        stack_inputs([inputs[0], tiny_pllava.prepare(short)])
+    padded = stack_inputs([inputs[0], tiny_pllava.prepare(short)])  # other lengths: left-padded with a mask
+    assert padded.attention_mask is not None and padded.row_layouts is not None

@@ -221,3 +221,35 @@ def test_vision_hook_points_fire_in_run_with_cache(tiny_pllava, clip_path):
     assert not torch.allclose(edited, ref, atol=1e-4) and not torch.allclose(later, edited, atol=1e-4)
     with torch.no_grad():
         assert torch.allclose(tiny_pllava(inputs), ref, atol=1e-5)  # hooks are gone afterwards
+
+
+def test_prompts_of_different_lengths_batch_with_left_padding(tiny_pllava, clip_path, pair):
+    clean, corrupt = pair
+    longer = tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), question="What did the person do first in this clip?",
+                                            candidates=["Took the towel.", "Put down the blanket."],
+                                            answer="Took the towel."), num_frames=4)
+    three = tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), question="What?", candidates=["a", "b", "c"],
+                                           answer="c"), num_frames=4)
+    assert longer.seq_len > clean.seq_len
+    batch = stack_inputs([clean, longer, corrupt])
+    assert batch.shape == (3, longer.seq_len) and batch.attention_mask.sum(1).tolist() == [
+        clean.seq_len, longer.seq_len, corrupt.seq_len]
+    with pytest.raises(ValueError, match="other option letters"):
+        stack_inputs([clean, three])
+    probs = tiny_pllava.option_probs(batch)
+    listed = tiny_pllava.prepare([clean.sample, longer.sample], num_frames=4)
+    assert torch.equal(listed.tokens, stack_inputs([clean, longer]).tokens)
+    listed = tiny_pllava.prepare([clean.sample, longer.sample], num_frames=4)
+    assert torch.equal(listed.tokens, stack_inputs([clean, longer]).tokens)
+    with torch.no_grad():
+        logits = tiny_pllava(batch)
+        for row, single in enumerate((clean, longer, corrupt)):
+            ref = tiny_pllava(single)
+            assert (logits[row, -1] - ref[0, -1]).abs().max() < 1e-4  # padding changes nothing
+            one = tiny_pllava.option_probs(single)
+            assert probs[row].keys() == one.keys() and all(abs(probs[row][L] - one[L]) < 1e-5 for L in one)
+            assert torch.equal(batch[row].tokens, single.tokens) and batch[row].layout == single.layout
+        loss = tiny_pllava(batch, return_type="loss", loss_per_token=True)
+        assert (loss[1, :] - tiny_pllava(longer, return_type="loss", loss_per_token=True)[0]).abs().max() < 1e-4
+        pad = batch.shape[1] - clean.seq_len
+        assert float(loss[0, :pad].abs().sum()) == 0.0  # padding is no target

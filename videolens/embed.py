@@ -24,7 +24,7 @@ class VideoEmbed(Embed):
 
     def __init__(self, cfg: HookedTransformerConfig, placeholder_id: Optional[int] = None):
         super().__init__(cfg)
-        self.video: Optional[tuple] = None  # (positions [n], embeds [batch, n, d_model])
+        self.video: Optional[tuple] = None  # (positions [n] or [batch, n], embeds [batch, n, d_model])
         self.placeholder_id = placeholder_id
         self.allow_missing_video = False
 
@@ -42,6 +42,12 @@ class VideoEmbed(Embed):
         if positions.numel() and int(positions.max()) >= tokens.shape[1]:
             raise ValueError("video positions lie past the tokens: pass the VideoLLMInput, not a slice of it")
         safe = tokens.clone()
+        if positions.dim() == 2:  # a left-padded batch: each row's video sits at its own positions
+            rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None]
+            safe[rows, positions] = 0
+            out = super().forward(safe)
+            out[rows, positions] = embeds.to(out.dtype)
+            return out
         safe[:, positions] = 0
         out = super().forward(safe)
         out[:, positions] = embeds.to(out.dtype)

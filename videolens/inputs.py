@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -45,6 +46,10 @@ class VideoLLMInput:
             ``keep_pixels=True``: the forward then runs the vision front end itself, so the
             ``vision.*`` hook points fire in ``run_with_cache`` / ``run_with_hooks`` (and
             ``video_embeds`` is what the front end gave at ``prepare``).
+        attention_mask: ``[B, S]``, 0 on left padding, for a batch of prompts of different
+            lengths (``stack_inputs``); None when no row is padded.
+        row_layouts: each row's own layout (positions counted in that row's unpadded tokens) in a
+            padded batch; ``layout`` is then the longest row's.
     """
 
     tokens: Int[torch.Tensor, "1 seq"]
@@ -55,6 +60,16 @@ class VideoLLMInput:
     video: Optional[Video] = None
     prompt_text: str = ""
     pixel_values: Optional[torch.Tensor] = None
+    attention_mask: Optional[torch.Tensor] = None
+    row_layouts: Optional[List[TokenLayout]] = None
+
+    @property
+    def video_positions(self) -> torch.Tensor:
+        """Where the video tokens sit: ``[n]``, or ``[B, n]`` in a left-padded batch."""
+        if self.row_layouts is None:
+            return self.layout.video_positions
+        S = self.seq_len
+        return torch.stack([L.video_positions + (S - L.seq_len) for L in self.row_layouts])
 
     @property
     def seq_len(self) -> int:
@@ -96,6 +111,13 @@ class VideoLLMInput:
         pixels = self.pixel_values
         if pixels is not None:
             pixels = (pixels if pixels.dim() == 5 else pixels[None])[keep]
+        if self.row_layouts is not None:  # a padded batch
+            layouts = self.row_layouts[keep]
+            if len(layouts) == 1:  # one row: its own tokens, unpadded
+                L = layouts[0]
+                return VideoLLMInput(tokens[:, self.seq_len - L.seq_len:], embeds[keep], L, self.option_token_ids,
+                                     self.sample, self.video, self.prompt_text, pixels)
+            return stack_inputs([self[i] for i in range(self.batch_size)[keep]])
         return VideoLLMInput(tokens, embeds[keep], self.layout, self.option_token_ids, self.sample, self.video,
                              self.prompt_text, pixels)
 
@@ -106,49 +128,55 @@ class VideoLLMInput:
             raise ValueError(
                 f"video_embeds must keep the shape {tuple(self.video_embeds.shape)}, got {tuple(video_embeds.shape)}"
             )
-        return VideoLLMInput(
-            self.tokens, video_embeds, self.layout, self.option_token_ids, self.sample, self.video, self.prompt_text
-        )
+        return dataclasses.replace(self, video_embeds=video_embeds, pixel_values=None)
 
     def to(self, device) -> "VideoLLMInput":
-        return VideoLLMInput(
-            self.tokens.to(device),
-            self.video_embeds.to(device),
-            self.layout,
-            self.option_token_ids,
-            self.sample,
-            self.video,
-            self.prompt_text,
-            None if self.pixel_values is None else self.pixel_values.to(device),
-        )
+        """A copy with its tensors on ``device``."""
+        moved = {k: getattr(self, k).to(device) for k in ("tokens", "video_embeds", "pixel_values", "attention_mask")
+                 if getattr(self, k) is not None}
+        return dataclasses.replace(self, **moved)
 
 
-def stack_inputs(inputs: Sequence[VideoLLMInput]) -> VideoLLMInput:
-    """One batched input from prepared inputs that share a layout (same tokens length and video
-    positions, e.g. clips of one task): tokens ``[B, S]``, video embeddings ``[B, T, h, w, d]``.
-    ``model(stacked)`` gives logits ``[B, S, d_vocab]`` equal to the inputs run one by one; the
-    layout, option ids and samples of the first input stand for all.
+def stack_inputs(inputs: Sequence[VideoLLMInput], pad_id: int = 0) -> VideoLLMInput:
+    """One batched input from prepared inputs with one video grid: tokens ``[B, S]``, video
+    embeddings ``[B, T, h, w, d]``. ``model(stacked)`` gives logits ``[B, S, d_vocab]`` equal to the
+    inputs run one by one (within 1e-4); ``option_probs`` / ``answer`` give one result per row.
+
+    Inputs of one layout stack as they are (the layout, option ids and sample of the first stand
+    for all). Prompts of different lengths are left-padded with ``pad_id`` to the longest, with an
+    ``attention_mask`` (0 on padding; TransformerLens then masks those keys and starts each row's
+    rotary positions at its first real token) and each row's own layout in ``row_layouts``; the
+    last position is every row's answer position. Analyses that need one layout (knockout,
+    pathways, span patching) take the rows one at a time (``stacked[i]``).
 
     Raises:
-        ValueError: no inputs, or inputs whose layouts differ.
+        ValueError: no inputs, or inputs whose video grids or option letters differ.
     """
     if not inputs:
         raise ValueError("stack_inputs needs at least one input")
     first = inputs[0]
-    for i, x in enumerate(inputs):
-        if x.tokens.shape != first.tokens.shape or not torch.equal(x.layout.video_positions, first.layout.video_positions):
-            raise ValueError(f"input {i} has another layout than input 0; only inputs with one layout stack")
-    return VideoLLMInput(
-        tokens=torch.cat([x.tokens for x in inputs]),
-        video_embeds=torch.stack([x.video_embeds for x in inputs]),
-        layout=first.layout,
-        option_token_ids=first.option_token_ids,
-        sample=first.sample,
-        video=first.video,
-        prompt_text=first.prompt_text,
-        pixel_values=(torch.stack([x.pixel_values for x in inputs])
-                      if all(x.pixel_values is not None for x in inputs) else None),
-    )
+    rows = [x[i] for x in inputs for i in range(x.batch_size)] if any(x.batch_size > 1 for x in inputs) else list(inputs)
+    for i, x in enumerate(rows):
+        if x.layout.video_grid != first.layout.video_grid or x.layout.letters != first.layout.letters:
+            raise ValueError(f"input {i} has another video grid or other option letters than input 0; they cannot stack")
+    same = all(x.tokens.shape == first.tokens.shape and torch.equal(x.layout.video_positions, first.layout.video_positions)
+               for x in rows)
+    pixels = (torch.stack([x.pixel_values for x in rows]) if all(x.pixel_values is not None for x in rows) else None)
+    embeds = torch.stack([x.video_embeds for x in rows])
+    if same:
+        return VideoLLMInput(tokens=torch.cat([x.tokens for x in rows]), video_embeds=embeds, layout=first.layout,
+                             option_token_ids=first.option_token_ids, sample=first.sample, video=first.video,
+                             prompt_text=first.prompt_text, pixel_values=pixels)
+    S = max(x.seq_len for x in rows)
+    tokens = torch.full((len(rows), S), int(pad_id), dtype=first.tokens.dtype, device=first.tokens.device)
+    mask = torch.zeros((len(rows), S), dtype=torch.long, device=first.tokens.device)
+    for i, x in enumerate(rows):
+        tokens[i, S - x.seq_len:] = x.tokens[0]
+        mask[i, S - x.seq_len:] = 1
+    longest = max(rows, key=lambda x: x.seq_len)
+    return VideoLLMInput(tokens=tokens, video_embeds=embeds, layout=longest.layout, option_token_ids=first.option_token_ids,
+                         sample=first.sample, video=first.video, prompt_text=first.prompt_text, pixel_values=pixels,
+                         attention_mask=mask, row_layouts=[x.layout for x in rows])
 
 
 def _content_start(text: str, start: int, end: int) -> Optional[int]:

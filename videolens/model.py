@@ -183,11 +183,13 @@ class HookedVideoLLM(HookedTransformer):
     def device(self) -> torch.device:
         return self.embed.W_E.device
 
-    def prepare(self, sample: VideoQA, num_frames: Optional[int] = None, keep_pixels: bool = False) -> VideoLLMInput:
+    def prepare(self, sample: Union[VideoQA, Sequence[VideoQA]], num_frames: Optional[int] = None,
+                keep_pixels: bool = False) -> VideoLLMInput:
         """Decode the video, build the prompt with its TokenLayout, and run the vision front end once.
 
         Args:
-            sample: the VideoQA sample (video path or decoded ``Video``).
+            sample: the VideoQA sample (video path or decoded ``Video``), or a list of them: one
+                batch (``videolens.inputs.stack_inputs``: left-padded when lengths differ).
             num_frames: frames to sample from the video (REFERENCE section 4); None means
                 ``default_num_frames`` (see ``from_pretrained``).
             keep_pixels: keep the pixel values in the input, so every forward runs the vision
@@ -204,6 +206,10 @@ class HookedVideoLLM(HookedTransformer):
             FileNotFoundError / videolens.video.VideoDecodeError: unreadable video.
             videolens.inputs.PromptTokenizationError: placeholder or option letters not single tokens.
         """
+        if isinstance(sample, (list, tuple)):
+            from .inputs import stack_inputs
+
+            return stack_inputs([self.prepare(s, num_frames, keep_pixels) for s in sample])
         if num_frames is None:
             num_frames = self.default_num_frames
         if num_frames < 1:
@@ -268,7 +274,7 @@ class HookedVideoLLM(HookedTransformer):
             embeds = embeds[None]
         embeds = self.vision.hook_video_embeds(embeds)
         flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])
-        self.embed.video = (inputs.layout.video_positions.to(self.device), flat)
+        self.embed.video = (inputs.video_positions.to(self.device), flat)
         try:
             yield
         finally:
@@ -283,6 +289,8 @@ class HookedVideoLLM(HookedTransformer):
         """
         if isinstance(input, VideoLLMInput):
             return_type = kwargs.get("return_type", args[0] if args else "logits")
+            if input.attention_mask is not None:  # a left-padded batch
+                kwargs.setdefault("attention_mask", input.attention_mask.to(self.device))
             if return_type in ("loss", "both"):
                 return self._video_loss(input, return_type, bool(kwargs.pop("loss_per_token", False)),
                                         *args[1:], **{k: v for k, v in kwargs.items() if k != "return_type"})
@@ -297,9 +305,13 @@ class HookedVideoLLM(HookedTransformer):
             logits = super().forward(inputs.tokens.to(self.device), "logits", *args, **kwargs)
         tokens = inputs.tokens.to(logits.device)
         loss = lm_cross_entropy_loss(logits, tokens, per_token=True)  # [batch, pos - 1]
-        text = torch.ones(tokens.shape[1], dtype=torch.bool, device=logits.device)
-        text[inputs.layout.video_positions.to(logits.device)] = False
-        mask = text[1:].expand_as(loss)  # the target of prediction i is token i + 1
+        text = (torch.ones_like(tokens, dtype=torch.bool) if inputs.attention_mask is None
+                else inputs.attention_mask.to(logits.device).bool().clone())
+        pos = inputs.video_positions.to(logits.device)
+        text[torch.arange(text.shape[0], device=logits.device)[:, None], pos.expand(text.shape[0], -1)] = False
+        mask = text[:, 1:]  # the target of prediction i is token i + 1 (padding and video are no targets)
+        if inputs.attention_mask is not None:  # nor is anything predicted from a padding position
+            mask = mask & inputs.attention_mask.to(logits.device).bool()[:, :-1]
         loss = loss * mask if per_token else (loss * mask).sum() / mask.sum()
         return loss if return_type == "loss" else (logits, loss)
 
