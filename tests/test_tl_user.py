@@ -206,11 +206,17 @@ def test_vision_hook_points_fire_in_run_with_cache(tiny_pllava, clip_path):
     assert torch.allclose(logits, ref, atol=1e-5)
     T, h, w = plain.layout.video_grid
     names = ["vision.hook_pixel_values", "vision.hook_patch_features", "vision.hook_out.projector",
-             "vision.hook_out.pool", "vision.hook_video_embeds"] + [f"vision.blocks.{i}.hook_resid_post" for i in range(n_tower)]
+             "vision.hook_out.pool", "vision.hook_video_embeds"] + [f"vision.blocks.{i}.{h}" for i in range(n_tower)
+                                                                    for h in ("hook_resid_post", "hook_pattern")]
     assert all(n in cache for n in names), sorted(k for k in cache.keys() if k.startswith("vision"))
     assert cache["vision.hook_out.pool"].shape == (T, h, w, tiny_pllava.cfg.d_model)
     assert cache["vision.hook_out.projector"].shape[-1] == tiny_pllava.cfg.d_model
     assert cache["vision.blocks.0.hook_resid_post"].shape[0] == 4  # one row per sampled frame
+    pattern = cache["vision.blocks.1.hook_pattern"]  # [frames, heads, 1 + patches, 1 + patches]
+    n_tok = cache["vision.blocks.1.hook_resid_post"].shape[1]
+    assert pattern.shape == (4, tiny_pllava.vision.tower.config.num_attention_heads, n_tok, n_tok)
+    assert torch.allclose(pattern.sum(-1), torch.ones(()), atol=1e-5)
+    assert tiny_pllava.vision.tower.config._attn_implementation != "videolens_hooked"  # switched back
     assert "vision.hook_out.pool" not in tiny_pllava.run_with_cache(plain)[1]  # precomputed embeddings: no tower run
 
     def zero(act, hook):
@@ -219,6 +225,12 @@ def test_vision_hook_points_fire_in_run_with_cache(tiny_pllava, clip_path):
         edited = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[(f"vision.blocks.{n_tower - 2}.hook_resid_post", zero)])
         later = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("vision.hook_out.projector", zero)])
     assert not torch.allclose(edited, ref, atol=1e-4) and not torch.allclose(later, edited, atol=1e-4)
+
+    def uniform(pattern, hook):
+        return torch.full_like(pattern, 1.0 / pattern.shape[-1])
+    with torch.no_grad():  # an edited tower attention pattern changes what the tower computes
+        flat = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("vision.blocks.0.hook_pattern", uniform)])
+    assert not torch.allclose(flat, ref, atol=1e-4)
     with torch.no_grad():
         assert torch.allclose(tiny_pllava(inputs), ref, atol=1e-5)  # hooks are gone afterwards
 

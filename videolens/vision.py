@@ -14,6 +14,7 @@ Hook points (names as seen from the HookedVideoLLM root):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -197,16 +198,44 @@ def _encoder_layers(tower: nn.Module) -> List[nn.Module]:
     return list(getattr(encoder, "layers", []) or [])
 
 
-class VisionBlockHooks(nn.Module):
-    """Hook points of one vision-tower layer, fired by a forward hook on that layer.
+HOOKED_ATTENTION = "videolens_hooked"
+"""transformers attention implementation (``AttentionInterface``) the tower switches to while a
+hook sits on a ``vision.blocks.{i}.hook_pattern``: eager attention whose softmax pattern passes
+through that hook point before it weighs the values."""
 
-    ``hook_resid_post``: the layer's output (the tower's residual stream after the layer); what a
-    hook returns replaces it, so the next layer and ``hidden_states`` see the edit.
+
+def _hooked_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    pattern = scores.softmax(-1, dtype=torch.float32).to(query.dtype)  # [frames, heads, q, k]
+    hooks = getattr(module, "_videolens_hooks", None)
+    if hooks is not None:
+        pattern = hooks.hook_pattern(pattern)
+    pattern = nn.functional.dropout(pattern, p=dropout, training=module.training)
+    return torch.matmul(pattern, value).transpose(1, 2).contiguous(), pattern
+
+
+def _register_hooked_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(HOOKED_ATTENTION, _hooked_attention)
+
+
+class VisionBlockHooks(nn.Module):
+    """Hook points of one vision-tower layer.
+
+    ``hook_resid_post``: the layer's output (the tower's residual stream after the layer), fired by
+    a forward hook on the layer; what a hook returns replaces it, so the next layer and
+    ``hidden_states`` see the edit. ``hook_pattern``: the layer's attention pattern
+    ``[frames, heads, 1 + P, 1 + P]``, computed by ``HOOKED_ATTENTION`` while a hook is on it (an
+    edit changes the attention output).
     """
 
     def __init__(self):
         super().__init__()
         self.hook_resid_post = HookPoint()
+        self.hook_pattern = HookPoint()
 
     def after_layer(self, module, args, output):
         if isinstance(output, tuple):
@@ -253,6 +282,9 @@ class VisionFrontEnd(nn.Module):
         self.blocks = nn.ModuleList([VisionBlockHooks() for _ in layers])  # vision.blocks.{i}.hook_resid_post
         for layer, hooks in zip(layers, self.blocks):
             layer.register_forward_hook(hooks.after_layer)
+            attn = getattr(layer, "self_attn", None)
+            if attn is not None:
+                object.__setattr__(attn, "_videolens_hooks", hooks)  # a reference, not a child module
 
     @property
     def image_size(self) -> int:
@@ -287,16 +319,34 @@ class VisionFrontEnd(nn.Module):
         """Pixel values -> video tokens (runs the tower; no ``hook_video_embeds``).
 
         Hook points on the way: ``vision.hook_pixel_values`` ``[T, 3, H, W]``,
+        ``vision.blocks.{i}.hook_pattern`` (``[T, heads, 1 + P, 1 + P]``) and
         ``vision.blocks.{i}.hook_resid_post`` (each tower layer's output, ``[T, 1 + P, d_vision]``;
-        an edit flows into the next layer), ``vision.hook_patch_features`` ``[T, r, c, d_vision]``,
+        edits flow into the next layer), ``vision.hook_patch_features`` ``[T, r, c, d_vision]``,
         then ``vision.hook_out.<step>`` after each step (``projector``: ``[T, r, c, d_model]``,
         ``pool``: the pooled grid).
         """
         pixel_values = self.hook_pixel_values(pixel_values)
-        grid = self.hook_patch_features(self.patch_features(pixel_values))
+        with self._pattern_hooks_live():
+            grid = self.hook_patch_features(self.patch_features(pixel_values))
         for name, step in self.steps.items():
             grid = self.hook_out[name](step(grid))
         return grid
+
+    @contextlib.contextmanager
+    def _pattern_hooks_live(self):
+        """Switch the tower to ``HOOKED_ATTENTION`` while a hook sits on a ``hook_pattern``
+        (otherwise the tower keeps its own, faster, attention)."""
+        config = getattr(self.tower, "config", None)
+        if config is None or not any(b.hook_pattern.fwd_hooks for b in self.blocks):
+            yield
+            return
+        _register_hooked_attention()
+        before = config._attn_implementation
+        config._attn_implementation = HOOKED_ATTENTION
+        try:
+            yield
+        finally:
+            config._attn_implementation = before
 
     def pixels(self, frames: UInt8[np.ndarray, "T H W 3"]) -> Float[torch.Tensor, "T 3 H W"]:
         """uint8 frames -> the tower's pixel values, in the front end's dtype and device."""
