@@ -4,9 +4,6 @@ identity checked on resume, retried skips, per-sample skips for bad entries, non
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import pytest
@@ -41,18 +38,22 @@ def write_data(path, entries):
     return path
 
 
+def _hold(folder, ready, release):
+    with folder_lock(folder, "videolens flow"):
+        ready.set()
+        release.wait(60)
+
+
 def test_a_second_run_into_a_folder_in_use_stops_at_once(world, tmp_path):
+    import multiprocessing
+
     out = tmp_path / "out"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
-            from videolens.runs import folder_lock
-            with folder_lock({str(out)!r}, "videolens flow"):
-                print("held", flush=True)
-                time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
+    ctx = multiprocessing.get_context("fork")  # the child shares this process's imports: no second start-up
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(out), ready, release))
+    holder.start()
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert ready.wait(30)
         data = write_data(tmp_path / "d.json", [GOOD])
         rc, stdout, err = run_cli(flow_argv(world, data, out))
         assert rc == 2 and f"{out} is in use by process {holder.pid} (started " in err and "videolens flow" in err
@@ -60,9 +61,9 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once(world, tmp_path):
         with pytest.raises(FolderInUseError):
             RecordWriter(out / "records.jsonl", {})
     finally:
-        holder.kill()
-        holder.wait()
-    rc, _, err = run_cli(flow_argv(world, data, out))  # the lock dies with its process
+        holder.kill()  # SIGKILL: the OS drops the lock with the process
+        holder.join()
+    rc, _, err = run_cli(flow_argv(world, data, out))
     assert rc == 0, err
 
 
