@@ -21,8 +21,6 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
                     dtype: torch.dtype = torch.float32, pooling_shape: Optional[Sequence[int]] = None,
                     num_frames: Optional[int] = None):
     """``cls.from_pretrained`` without weight processing (see its docstring)."""
-    from transformers import AutoTokenizer
-
     from weights_conversion import convert_checkpoint
     from weights_conversion.checkpoint import CheckpointError
 
@@ -37,7 +35,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     if num_frames is None:
         num_frames = int(pooling_shape[0]) if pooling_shape is not None else int(conv.config.get("num_frames") or 8)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = load_tokenizer(path)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load the tokenizer saved with the checkpoint: {exc}") from exc
     model = cls(
@@ -53,12 +51,32 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     model.load_backbone_weights(conv.state_dict)
     if conv.rope is not None:
         model.set_rope_tables(*conv.rope)
+    if conv.rope_long is not None:  # LongRoPE: short and long tables, chosen per forward
+        from .rope import RopeSwitch
+
+        threshold, long = conv.rope_long
+        model.rope_switch = RopeSwitch(int(threshold), conv.rope, long)
     model.to(device)
     model.vision.to(device)
+    if model.rope_switch is not None:
+        model.rope_switch.to(device)
     model.default_num_frames = int(num_frames)
     model.checkpoint_path = str(path)
     model.fingerprint = model_fingerprint(path)
     return model.eval()
+
+
+def load_tokenizer(path: Path):
+    """The checkpoint's tokenizer exactly as its ``tokenizer.json`` is written (normalizer and
+    pre-tokenizer included), which is what the official code's transformers 4.x ran; transformers
+    5's ``AutoTokenizer`` rebuilds Llama-family tokenizers with its own defaults and splits, e.g.,
+    ``</img>\n <|user|>\nQuestion`` differently (one token fewer on Mini-InternVL's prompt). Without
+    a tokenizer.json: ``AutoTokenizer``."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if (Path(path) / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))
 
 
 def load_backbone_weights(model, state_dict: Dict[str, torch.Tensor]) -> None:

@@ -79,6 +79,7 @@ class HookedVideoLLM(HookedTransformer):
         self.default_num_frames = int(self.checkpoint_config.get("num_frames") or 8)
         self.checkpoint_path: Optional[str] = None  # set by from_pretrained
         self.fingerprint: Optional[Dict[str, str]] = None  # videolens.fingerprint.model_fingerprint of its files
+        self.rope_switch = None  # videolens.rope.RopeSwitch for LongRoPE backbones
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
@@ -287,6 +288,10 @@ class HookedVideoLLM(HookedTransformer):
         over text targets only: predicting a video placeholder is not a language-model target
         (with ``loss_per_token=True`` those entries of ``[batch, pos - 1]`` are 0).
         """
+        if self.rope_switch is not None:  # LongRoPE: short or long tables by the largest position
+            cache = kwargs.get("past_kv_cache")
+            offset = 0 if cache is None or not cache.entries else int(cache.entries[0].past_keys.shape[1])
+            self.rope_switch.select(self, offset + self._n_positions(input))
         if isinstance(input, VideoLLMInput):
             return_type = kwargs.get("return_type", args[0] if args else "logits")
             if input.attention_mask is not None:  # a left-padded batch
@@ -297,6 +302,13 @@ class HookedVideoLLM(HookedTransformer):
             with self._video_in(input):
                 return super().forward(input.tokens.to(self.device), *args, **kwargs)
         return super().forward(input, *args, **kwargs)
+
+    def _n_positions(self, input) -> int:
+        if isinstance(input, VideoLLMInput):
+            return input.seq_len
+        if isinstance(input, (str, list)):
+            return int(self.to_tokens(input).shape[-1])
+        return int(input.shape[-2] if input.is_floating_point() else input.shape[-1])  # embeddings or tokens
 
     def _video_loss(self, inputs: VideoLLMInput, return_type: str, per_token: bool, *args, **kwargs):
         from transformer_lens.utils import lm_cross_entropy_loss

@@ -31,6 +31,7 @@ __all__ = [
     "Projector",
     "AdaptivePool3d",
     "SpatialPool2d",
+    "PixelShuffle",
     "FramePreprocessor",
     "PllavaPreResize",
     "CLIP_MEAN",
@@ -173,6 +174,29 @@ class AdaptivePool3d(nn.Module):
         return self.shape
 
 
+class PixelShuffle(nn.Module):
+    """InternVL's pixel shuffle (``ps_version`` v2) with ``downsample_ratio`` 0.5: each 2x2 block of
+    the feature grid becomes one token of 4x the width, ``[T, r, c, d] -> [T, r/2, c/2, 4d]``
+    (official ``InternVLChatModel.pixel_shuffle``; REFERENCE section 7)."""
+
+    def __init__(self, scale: float = 0.5):
+        super().__init__()
+        if scale != 0.5:
+            raise ValueError(f"pixel shuffle scale {scale} is not supported (0.5)")
+        self.scale = scale
+
+    def forward(self, grid: Float[torch.Tensor, "T r c d"]) -> Float[torch.Tensor, "T h w d4"]:
+        n, w, h, c = grid.shape
+        s = self.scale
+        x = grid.reshape(n, w, int(h * s), int(c / s)).permute(0, 2, 1, 3)
+        x = x.reshape(n, int(h * s), int(w * s), int(c / (s * s)))
+        return x.permute(0, 2, 1, 3).contiguous()
+
+    def out_grid(self, grid: Tuple[int, int, int]) -> Tuple[int, int, int]:
+        t, r, c = grid
+        return t, int(r * self.scale), int(c * self.scale)
+
+
 class SpatialPool2d(nn.Module):
     """Per-frame 2-D average (or max) pooling with kernel = stride (HF LlavaNextVideo's resampler)."""
 
@@ -195,7 +219,7 @@ class SpatialPool2d(nn.Module):
 def _encoder_layers(tower: nn.Module) -> List[nn.Module]:
     """The transformer layers of a transformers vision tower (CLIP, SigLIP: ``vision_model.encoder.layers``)."""
     encoder = getattr(getattr(tower, "vision_model", tower), "encoder", None)
-    return list(getattr(encoder, "layers", []) or [])
+    return list(getattr(encoder, "layers", None) or getattr(encoder, "layer", None) or [])  # CLIP/SigLIP, InternViT
 
 
 HOOKED_ATTENTION = "videolens_hooked"
@@ -282,17 +306,19 @@ class VisionFrontEnd(nn.Module):
         self.blocks = nn.ModuleList([VisionBlockHooks() for _ in layers])  # vision.blocks.{i}.hook_resid_post
         for layer, hooks in zip(layers, self.blocks):
             layer.register_forward_hook(hooks.after_layer)
-            attn = getattr(layer, "self_attn", None)
+            attn = getattr(layer, "self_attn", None) or getattr(layer, "attention", None)
             if attn is not None:
                 object.__setattr__(attn, "_videolens_hooks", hooks)  # a reference, not a child module
 
     @property
     def image_size(self) -> int:
-        return int(self.tower.config.image_size)
+        size = self.tower.config.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
 
     @property
     def patch_grid(self) -> Tuple[int, int]:
-        n = self.tower.config.image_size // self.tower.config.patch_size
+        patch = self.tower.config.patch_size
+        n = self.image_size // int(patch[0] if isinstance(patch, (tuple, list)) else patch)
         return n, n
 
     def output_grid(self, num_frames: int) -> Tuple[int, int, int]:

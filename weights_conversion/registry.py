@@ -37,6 +37,8 @@ class ConvertedModel:
         template: name of the prompt template (``videolens.prompts.TEMPLATES``).
         family: the family's name.
         config: the checkpoint's config.json.
+        rope_long: for LongRoPE, ``(threshold, (sin, cos))`` long-factor tables used when a
+            forward's positions pass ``threshold`` (``videolens.rope.RopeSwitch``); else None.
     """
 
     cfg: HookedTransformerConfig
@@ -47,6 +49,7 @@ class ConvertedModel:
     template: str
     family: str
     config: dict
+    rope_long: Optional[Tuple[int, Tuple[torch.Tensor, torch.Tensor]]] = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from videolens.registry import Registry
 
 from .checkpoint import CheckpointError, Weights
 
-__all__ = ["TextBackbone", "TEXT_BACKBONES", "get_backbone", "hooked_config", "convert_text_weights", "rope_tables"]
+__all__ = ["TextBackbone", "TEXT_BACKBONES", "get_backbone", "hooked_config", "convert_text_weights", "rope_tables",
+           "longrope_switch"]
 
 
 def _llama_converter():
@@ -161,12 +162,16 @@ def convert_text_weights(weights: Weights, prefix: str, text_config: dict, cfg: 
     return {k: v.to(cfg.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in sd.items()}
 
 
-def rope_tables(text_config: dict, n_positions: int, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(text_config: dict, n_positions: int, dtype: torch.dtype = torch.float32,
+                long: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """sin and cos tables ``[n_positions, d_head]`` in TransformerLens' NeoX layout, from
     transformers' RoPE functions (attention scaling included), computed in fp32.
 
+    For LongRoPE (Phi-3-128k; the legacy ``{"type": "su"}`` too) these are the short-factor tables,
+    or the long-factor ones with ``long=True`` (``longrope_switch``).
+
     Raises:
-        CheckpointError: a rope type whose table depends on the sequence length.
+        CheckpointError: a rope type whose table depends on the sequence length otherwise.
     """
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -180,9 +185,31 @@ def rope_tables(text_config: dict, n_positions: int, dtype: torch.dtype = torch.
         scale = 1.0
     elif rope_type in ("linear", "llama3", "yarn"):
         inv_freq, scale = ROPE_INIT_FUNCTIONS[rope_type](hf, "cpu")
+    elif rope_type == "longrope":
+        original = _original_max_positions(hf)
+        inv_freq, scale = ROPE_INIT_FUNCTIONS["longrope"](hf, "cpu", seq_len=original + 1 if long else None)
     else:
         raise CheckpointError(f"rope type {rope_type!r} changes with sequence length and is not supported yet")
     pos = torch.arange(n_positions, dtype=torch.float)
     freqs = pos[:, None] * inv_freq.float()[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return (emb.sin() * scale).to(dtype), (emb.cos() * scale).to(dtype)
+
+
+def _original_max_positions(hf) -> int:
+    params = getattr(hf, "rope_parameters", None) or {}
+    return int(params.get("original_max_position_embeddings") or getattr(hf, "original_max_position_embeddings", None)
+               or hf.max_position_embeddings)
+
+
+def longrope_switch(text_config: dict, n_positions: int, dtype: torch.dtype = torch.float32
+                    ) -> Optional[Tuple[int, Tuple[torch.Tensor, torch.Tensor]]]:
+    """For LongRoPE: ``(threshold, (sin, cos) long-factor tables)``. A forward whose largest
+    position id + 1 exceeds ``threshold`` (``original_max_position_embeddings``, 4096 for
+    Phi-3-mini-128k) uses the long factors at EVERY position, as transformers' and the official
+    Phi-3 code do (REFERENCE section 7); shorter ones the short factors. None for other rope types."""
+    hf = hf_text_config(text_config)
+    params = getattr(hf, "rope_parameters", None) or {}
+    if params.get("rope_type") != "longrope":
+        return None
+    return _original_max_positions(hf), rope_tables(text_config, n_positions, dtype, long=True)
