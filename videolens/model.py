@@ -289,8 +289,8 @@ class HookedVideoLLM(HookedTransformer):
         (with ``loss_per_token=True`` those entries of ``[batch, pos - 1]`` are 0).
         """
         if self.rope_switch is not None:  # LongRoPE: short or long tables by the largest position
-            cache = kwargs.get("past_kv_cache")
-            offset = 0 if cache is None or not cache.entries else int(cache.entries[0].past_keys.shape[1])
+            entry = (getattr(kwargs.get("past_kv_cache"), "entries", None) or [None])[0]
+            offset = int(entry.past_keys.shape[1]) if getattr(entry, "past_keys", None) is not None else 0
             self.rope_switch.select(self, offset + self._n_positions(input))
         if isinstance(input, VideoLLMInput):
             return_type = kwargs.get("return_type", args[0] if args else "logits")
