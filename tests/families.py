@@ -22,6 +22,7 @@ from videolens.testing import (
     make_tiny_llava_next_image,
     make_tiny_llava_next_video,
     make_tiny_official_pllava,
+    make_tiny_internvl,
     make_tiny_pllava,
 )
 
@@ -145,6 +146,57 @@ def _llava_hf_ref(pooling_shape, cls_name="LlavaNextForConditionalGeneration"):
     return ref
 
 
+def _internvl_ref(ckpt, model, inputs):
+    """Mini-InternVL on transformers' own InternVLForConditionalGeneration, the checkpoint's tensors
+    renamed as REFERENCE section 7 lists (fused qkv split in thirds, mlp1 -> multi_modal_projector),
+    pixels from the official pre-resize and CLIP preprocessing with ImageNet mean/std; its Phi-3
+    picks LongRoPE's short or long factors itself."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from weights_conversion.internvl import internvit_key_map
+    from weights_conversion.text_backbones import hf_text_config
+
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    v = cfg["vision_config"]
+    vc = InternVLVisionConfig(hidden_size=v["hidden_size"], num_hidden_layers=v["num_hidden_layers"],
+                              num_attention_heads=v["num_attention_heads"], intermediate_size=v["intermediate_size"],
+                              image_size=v["image_size"], patch_size=v["patch_size"], attention_bias=v["qkv_bias"],
+                              use_mean_pooling=True)
+    hf_cfg = InternVLConfig(vision_config=vc, text_config=hf_text_config(cfg["llm_config"]),
+                            image_token_id=cfg["img_context_token_id"], image_seq_length=(v["image_size"] // v["patch_size"] // 2) ** 2,
+                            downsample_ratio=0.5, vision_feature_layer=-1, tie_word_embeddings=False)
+    hf_cfg._attn_implementation = "eager"
+    hf = InternVLForConditionalGeneration(hf_cfg).eval()
+    sd = load_file(str(Path(ckpt) / "model.safetensors"))
+    new = {}
+    for ours, name in internvit_key_map(v["num_hidden_layers"]).items():
+        t = sd.get(f"vision_model.{ours}")
+        if t is None:
+            continue
+        if ".qkv." in ours:
+            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), t.chunk(3, 0)):
+                new[f"model.vision_tower.{name.replace('qkv', part)}"] = chunk
+        else:
+            new[f"model.vision_tower.{name}"] = t
+    for i, n in (("0", "layer_norm"), ("1", "linear_1"), ("3", "linear_2")):
+        for p in ("weight", "bias"):
+            new[f"model.multi_modal_projector.{n}.{p}"] = sd[f"mlp1.{i}.{p}"]
+    for k, t in sd.items():
+        if k.startswith("language_model.model."):
+            new["model.language_model." + k[len("language_model.model."):]] = t
+    new["lm_head.weight"] = sd["language_model.lm_head.weight"]
+    missing, unexpected = hf.load_state_dict(new, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    size = v["image_size"]
+    proc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                 image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    pix = proc(list(official_preresize(inputs.video.frames, size)), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = hf(input_ids=inputs.tokens, pixel_values=pix, output_hidden_states=True)
+    return out.logits, out.hidden_states, hf.model.language_model.norm
+
+
 def _pllava(text):
     return FamilyCase(f"pllava-{text}", lambda p: make_tiny_pllava(p, text=text), _pllava_ref())
 
@@ -162,4 +214,5 @@ CASES = [
     FamilyCase("llava-hf-llama", lambda p: make_tiny_llava_hf(p), _llava_hf_ref((4, 4, 4), "LlavaForConditionalGeneration"),
                load_kwargs={"pooling_shape": (4, 4, 4)}),
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
+    FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), _internvl_ref, video_grid=(8, 2, 2)),
 ]

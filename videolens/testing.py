@@ -23,7 +23,7 @@ import torch
 from videolens.tokenizers import build_word_level_tokenizer
 
 __all__ = [
-    "VOCAB", "PLACEHOLDER", "TEXT_CONFIGS", "tiny_tokenizer", "tiny_configs", "make_tiny_pllava",
+    "VOCAB", "PLACEHOLDER", "TEXT_CONFIGS", "tiny_tokenizer", "tiny_configs", "make_tiny_pllava", "make_tiny_internvl",
     "make_tiny_official_pllava", "make_tiny_llava_next_image", "make_tiny_llava_next_hf", "make_tiny_llava_hf",
     "make_tiny_llava_next_video", "write_clip", "reference_language_model",
 ]
@@ -222,6 +222,39 @@ def make_tiny_llava_next_hf(path: Path, seed: int = 0):
     return Path(path)
 
 
+def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_positions: int = 64) -> Path:
+    """A random InternVL chat v1.5 checkpoint in the official on-disk layout (``model_type
+    "internvl_chat"``): InternViT 56 px / patch 14 (4x4 patches -> 2x2 tokens a frame after the
+    pixel shuffle), mlp1, and a 3-layer Phi-3 with LongRoPE stored the legacy way (``{"type": "su"}``)
+    whose ``original_max_position_embeddings`` is small, so a video prompt already takes the long
+    factors and a short text the short ones."""
+    from transformers import AutoModelForCausalLM, InternVLVisionConfig, InternVLVisionModel
+
+    from weights_conversion.text_backbones import hf_text_config
+    from weights_conversion.writers import save_internvl_checkpoint
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(placeholder="<IMG_CONTEXT>")
+    _, tc = tiny_configs(n_layers=3, max_pos=512, text="phi3")
+    half = tc.hidden_size // tc.num_attention_heads // 2
+    llm = {k: v for k, v in tc.to_dict().items() if k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "vocab_size", "max_position_embeddings", "rms_norm_eps", "pad_token_id", "tie_word_embeddings")}
+    llm.update(model_type="phi3", architectures=["Phi3ForCausalLM"], rope_theta=10000.0, hidden_act="silu",
+               original_max_position_embeddings=original_max_positions, sliding_window=None,
+               rope_scaling={"type": "su", "short_factor": [1.0 + 0.05 * i for i in range(half)],
+                             "long_factor": [1.0 + 0.9 * i for i in range(half)]})
+    lm = AutoModelForCausalLM.from_config(hf_text_config(llm)).eval()
+    vc = InternVLVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              image_size=56, patch_size=14, attention_bias=True, use_mean_pooling=True)
+    tower = InternVLVisionModel(vc).eval()
+    mlp1 = torch.nn.Sequential(torch.nn.LayerNorm(4 * 32), torch.nn.Linear(4 * 32, tc.hidden_size), torch.nn.GELU(),
+                               torch.nn.Linear(tc.hidden_size, tc.hidden_size))
+    for i, m in enumerate((tower, lm, mlp1)):
+        _randomize(m, seed * 10 + i)
+    return save_internvl_checkpoint(path, tower, mlp1, lm, tok, llm, PLACEHOLDER)
+
+
 def reference_language_model(ckpt: Union[str, Path], attn_implementation: str = "eager"):
     """The transformers CausalLM of a PLLaVA-format checkpoint's ``language_model.*`` tensors (the
     reference the hooked backbone is compared with in tests and benchmarks).
@@ -232,11 +265,13 @@ def reference_language_model(ckpt: Union[str, Path], attn_implementation: str = 
     import json
 
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from weights_conversion.text_backbones import hf_text_config
 
     ckpt = Path(ckpt)
-    tcfg = dict(json.loads((ckpt / "config.json").read_text())["text_config"])
-    cfg = AutoConfig.for_model(tcfg.pop("model_type", "llama"), **tcfg)
+    config = json.loads((ckpt / "config.json").read_text())
+    cfg = hf_text_config(config.get("text_config") or config["llm_config"])  # llm_config: InternVL's name
     lm = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation).eval()
     sd = load_file(str(ckpt / "model.safetensors"))
     missing, unexpected = lm.load_state_dict(

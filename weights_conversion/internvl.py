@@ -28,9 +28,28 @@ from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, longrope_switch, rope_tables
 from .vision_towers import build_preprocessor
 
-__all__ = ["convert", "FAMILY", "build_internvit"]
+__all__ = ["convert", "FAMILY", "build_internvit", "internvit_key_map"]
 
 IMG_CONTEXT_ID = 32013  # `<IMG_CONTEXT>` in the Phi-3 InternVL tokenizer (official config_internvl.py)
+
+
+def internvit_key_map(n_layers: int) -> dict:
+    """InternViT's on-disk names (under ``vision_model.``) -> transformers' ``InternVLVisionModel``
+    names (REFERENCE section 7); the fused ``attn.qkv`` maps to ``attention.qkv``, split in thirds
+    into ``q_proj``/``k_proj``/``v_proj``."""
+    out = {"embeddings.class_embedding": "embeddings.cls_token",
+           "embeddings.position_embedding": "embeddings.position_embeddings",
+           "embeddings.patch_embedding.weight": "embeddings.patch_embeddings.projection.weight",
+           "embeddings.patch_embedding.bias": "embeddings.patch_embeddings.projection.bias"}
+    pairs = [("attn.qkv", "attention.qkv"), ("attn.proj", "attention.projection_layer"), ("mlp.fc1", "mlp.fc1"),
+             ("mlp.fc2", "mlp.fc2"), ("norm1", "layernorm_before"), ("norm2", "layernorm_after")]
+    for i in range(n_layers):
+        src, dst = f"encoder.layers.{i}.", f"encoder.layer.{i}."
+        for a, b in pairs:
+            for name in ("weight", "bias"):
+                out[f"{src}{a}.{name}"] = f"{dst}{b}.{name}"
+        out[f"{src}ls1"], out[f"{src}ls2"] = f"{dst}lambda_1", f"{dst}lambda_2"
+    return out
 
 
 def build_internvit(vision_config: dict, weights: Weights, prefix: str, dtype: torch.dtype) -> nn.Module:
@@ -55,30 +74,14 @@ def build_internvit(vision_config: dict, weights: Weights, prefix: str, dtype: t
         use_mean_pooling=True)
     cfg._attn_implementation = "eager"
     tower = InternVLVisionModel(cfg)
-    t = weights.take
-    sd = {
-        "embeddings.cls_token": t(prefix + "embeddings.class_embedding"),
-        "embeddings.position_embeddings": t(prefix + "embeddings.position_embedding"),
-        "embeddings.patch_embeddings.projection.weight": t(prefix + "embeddings.patch_embedding.weight"),
-        "embeddings.patch_embeddings.projection.bias": t(prefix + "embeddings.patch_embedding.bias"),
-    }
-    for i in range(cfg.num_hidden_layers):
-        src, dst = f"{prefix}encoder.layers.{i}.", f"encoder.layer.{i}."
-        for name, ours in (("weight", "weight"), ("bias", "bias")):
-            if name == "bias" and not cfg.attention_bias:
-                continue
-            q, k, v = t(f"{src}attn.qkv.{name}").chunk(3, dim=0)
-            sd.update({f"{dst}attention.q_proj.{ours}": q, f"{dst}attention.k_proj.{ours}": k,
-                       f"{dst}attention.v_proj.{ours}": v})
-        pairs = [("attn.proj", "attention.projection_layer"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
-                 ("norm1", "layernorm_before"), ("norm2", "layernorm_after")]
-        for a, b in pairs:
-            for name in ("weight", "bias"):
-                key = f"{src}{a}.{name}"
-                if key in weights.tensors:
-                    sd[f"{dst}{b}.{name}"] = t(key)
-        sd[f"{dst}lambda_1"] = t(f"{src}ls1")
-        sd[f"{dst}lambda_2"] = t(f"{src}ls2")
+    sd = {}
+    for ours, hf in internvit_key_map(cfg.num_hidden_layers).items():
+        if ours.endswith(".qkv.weight") or ours.endswith(".qkv.bias"):
+            if prefix + ours in weights.tensors or not ours.endswith("bias"):
+                for name, part in zip(("q_proj", "k_proj", "v_proj"), weights.take(prefix + ours).chunk(3, dim=0)):
+                    sd[hf.replace("qkv", name)] = part
+        elif prefix + ours in weights.tensors or not ours.endswith(".bias"):
+            sd[hf] = weights.take(prefix + ours)
     expected = tower.state_dict()
     for k, v in sd.items():
         if k not in expected or tuple(expected[k].shape) != tuple(v.shape):

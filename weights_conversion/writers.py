@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from videolens.vision import CLIP_MEAN, CLIP_STD
 
-__all__ = ["save_pllava_checkpoint"]
+__all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint"]
 
 
 def save_pllava_checkpoint(
@@ -121,5 +121,65 @@ def save_pllava_checkpoint(
             indent=2,
         )
     )
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def save_internvl_checkpoint(path, vision_tower, mlp1: torch.nn.Module, language_model, tokenizer, llm_config: dict,
+                             img_context_token_id: int, num_frames: int = 8, extra_config: Optional[dict] = None) -> Path:
+    """Save an InternVL chat v1.5 checkpoint (REFERENCE section 7) to ``path``.
+
+    Args:
+        vision_tower: ``transformers.InternVLVisionModel``; written with InternViT's names under
+            ``vision_model.*`` (q/k/v fused into ``attn.qkv``; ``weights_conversion.internvl.internvit_key_map``).
+        mlp1: ``nn.Sequential(LayerNorm, Linear, GELU, Linear)``; written as ``mlp1.{0,1,3}``.
+        language_model: a ``Phi3ForCausalLM`` (or another supported CausalLM); ``language_model.*``.
+        llm_config: its config dict as the checkpoint stores it (e.g. the legacy ``{"type": "su"}``).
+        img_context_token_id: the ``<IMG_CONTEXT>`` id.
+    """
+    from .internvl import internvit_key_map
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vc = vision_tower.config
+    hf = vision_tower.state_dict()
+    tensors = {}
+    for ours, name in internvit_key_map(vc.num_hidden_layers).items():
+        if ".qkv." in ours:
+            parts = [hf.get(name.replace("qkv", p)) for p in ("q_proj", "k_proj", "v_proj")]
+            if parts[0] is not None:
+                tensors[f"vision_model.{ours}"] = torch.cat(parts, 0)
+        elif name in hf:
+            tensors[f"vision_model.{ours}"] = hf[name]
+    for k, v in mlp1.state_dict().items():
+        tensors[f"mlp1.{k}"] = v
+    for k, v in language_model.state_dict().items():
+        tensors[f"language_model.{k}"] = v
+    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(path / "model.safetensors"))
+    size = vc.image_size[0] if isinstance(vc.image_size, (list, tuple)) else vc.image_size
+    patch = vc.patch_size[0] if isinstance(vc.patch_size, (list, tuple)) else vc.patch_size
+    config = {
+        "architectures": ["InternVLChatModel"], "model_type": "internvl_chat", "downsample_ratio": 0.5,
+        "ps_version": "v2", "select_layer": -1, "force_image_size": size, "img_context_token_id": img_context_token_id,
+        "num_frames": num_frames, "template": "phi3-chat",
+        "vision_config": {"architectures": ["InternVisionModel"], "model_type": "intern_vit_6b",
+                          "hidden_size": vc.hidden_size, "num_hidden_layers": vc.num_hidden_layers,
+                          "num_attention_heads": vc.num_attention_heads, "intermediate_size": vc.intermediate_size,
+                          "image_size": size, "patch_size": patch, "qkv_bias": bool(vc.attention_bias),
+                          "qk_normalization": False, "norm_type": vc.norm_type, "layer_norm_eps": vc.layer_norm_eps,
+                          "hidden_act": vc.hidden_act},
+        "llm_config": llm_config,
+        **(extra_config or {}),
+    }
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    (path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": size},
+        "crop_size": {"height": size, "width": size}, "do_center_crop": True, "do_normalize": True, "do_rescale": True,
+        "do_resize": True, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), "resample": 3,
+        "rescale_factor": 1 / 255}, indent=2))
     tokenizer.save_pretrained(str(path))
     return path

@@ -1,0 +1,52 @@
+"""Mini-InternVL beyond the shared family suite: LongRoPE's two factor sets against transformers'
+Phi-3 on both sides of the switch, and clear errors for configs the family cannot load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import videolens as vl
+from videolens.testing import make_tiny_internvl, reference_language_model
+from weights_conversion import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_tiny_internvl(tmp_path_factory.mktemp("internvl") / "m")  # original_max_position_embeddings 64
+
+
+@pytest.mark.parametrize("n", [40, 64, 65, 200])
+def test_longrope_tables_match_transformers_on_both_sides(ckpt, n):
+    model = vl.HookedVideoLLM.from_pretrained(ckpt, device="cpu")
+    ref = reference_language_model(ckpt)
+    tokens = torch.arange(5, 5 + n)[None] % 380
+    with torch.no_grad():
+        ours, theirs = model(tokens), ref(tokens).logits
+    assert model.rope_switch.current == ("long" if n > 64 else "short")
+    assert (ours - theirs).abs().max() <= 1e-4
+    with torch.no_grad():  # a short prefix after a long run switches back (tables are per forward)
+        assert (model(tokens[:, :30]) - ref(tokens[:, :30]).logits).abs().max() <= 1e-4
+
+
+def _edit(src, dst, change):
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    change(cfg)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: c.update(ps_version="v1"), "ps_version 'v1' is not supported (v2)"),
+    (lambda c: c.update(downsample_ratio=0.25), "downsample_ratio 0.25 is not supported (0.5)"),
+    (lambda c: c["llm_config"].update(model_type="internlm2"), "text_config.model_type 'internlm2' is not a supported text backbone; supported: ['llama', 'mistral', 'phi3', 'qwen2']"),
+    (lambda c: c.pop("llm_config"), "an internvl_chat config needs 'llm_config'"),
+])
+def test_configs_the_family_cannot_load_say_why(ckpt, tmp_path, change, message):
+    bad = _edit(ckpt, tmp_path / "bad", change)
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        vl.HookedVideoLLM.from_pretrained(bad, device="cpu")
