@@ -222,12 +222,14 @@ def make_tiny_llava_next_hf(path: Path, seed: int = 0):
     return Path(path)
 
 
-def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_positions: int = 64) -> Path:
+def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_positions: int = 64, image_size: int = 56,
+                       n_layers: int = 3, max_pos: int = 512, randomize: bool = True, **sizes) -> Path:
     """A random InternVL chat v1.5 checkpoint in the official on-disk layout (``model_type
     "internvl_chat"``): InternViT 56 px / patch 14 (4x4 patches -> 2x2 tokens a frame after the
     pixel shuffle), mlp1, and a 3-layer Phi-3 with LongRoPE stored the legacy way (``{"type": "su"}``)
     whose ``original_max_position_embeddings`` is small, so a video prompt already takes the long
-    factors and a short text the short ones."""
+    factors and a short text the short ones. ``image_size`` 448 gives the paper's 16x16 tokens a
+    frame; ``sizes`` go to ``tiny_configs`` (``d_model``, ``n_heads``, ...)."""
     from transformers import AutoModelForCausalLM, InternVLVisionConfig, InternVLVisionModel
 
     from weights_conversion.text_backbones import hf_text_config
@@ -235,7 +237,7 @@ def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_posit
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer(placeholder="<IMG_CONTEXT>")
-    _, tc = tiny_configs(n_layers=3, max_pos=512, text="phi3")
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="phi3", **sizes)
     half = tc.hidden_size // tc.num_attention_heads // 2
     llm = {k: v for k, v in tc.to_dict().items() if k in (
         "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -246,12 +248,13 @@ def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_posit
                              "long_factor": [1.0 + 0.9 * i for i in range(half)]})
     lm = AutoModelForCausalLM.from_config(hf_text_config(llm)).eval()
     vc = InternVLVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                              image_size=56, patch_size=14, attention_bias=True, use_mean_pooling=True)
+                              image_size=image_size, patch_size=14, attention_bias=True, use_mean_pooling=True)
     tower = InternVLVisionModel(vc).eval()
     mlp1 = torch.nn.Sequential(torch.nn.LayerNorm(4 * 32), torch.nn.Linear(4 * 32, tc.hidden_size), torch.nn.GELU(),
                                torch.nn.Linear(tc.hidden_size, tc.hidden_size))
-    for i, m in enumerate((tower, lm, mlp1)):
-        _randomize(m, seed * 10 + i)
+    if randomize:
+        for i, m in enumerate((tower, lm, mlp1)):
+            _randomize(m, seed * 10 + i)
     return save_internvl_checkpoint(path, tower, mlp1, lm, tok, llm, PLACEHOLDER)
 
 

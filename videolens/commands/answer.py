@@ -29,6 +29,6 @@ def run(args) -> int:
     for (letter, p), cand in zip(probs.items(), args.candidates):
         mark = "  <- chosen" if letter == chosen else ""
         truth = "  (right answer)" if args.answer and letter == sample.answer_letter else ""
-        print(f"({letter}) {p:8.4f}  {cand}{mark}{truth}")
+        print(f"({letter}) {p:10.4g}  {cand}{mark}{truth}")
     print(f"answer: ({chosen}) {args.candidates[ord(chosen) - 65]}")
     return 0
