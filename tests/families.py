@@ -214,5 +214,7 @@ CASES = [
     FamilyCase("llava-hf-llama", lambda p: make_tiny_llava_hf(p), _llava_hf_ref((4, 4, 4), "LlavaForConditionalGeneration"),
                load_kwargs={"pooling_shape": (4, 4, 4)}),
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
-    FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), _internvl_ref, video_grid=(8, 2, 2)),
+    FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), _internvl_ref, video_grid=(8, 2, 2)),  # long factors
+    FamilyCase("internvl-phi3-short", lambda p: make_tiny_internvl(p, original_max_positions=256), _internvl_ref,
+               video_grid=(8, 2, 2)),  # the same prompt below original_max_position_embeddings: short factors
 ]

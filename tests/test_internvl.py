@@ -50,3 +50,21 @@ def test_configs_the_family_cannot_load_say_why(ckpt, tmp_path, change, message)
     bad = _edit(ckpt, tmp_path / "bad", change)
     with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
         vl.HookedVideoLLM.from_pretrained(bad, device="cpu")
+
+
+def test_cli_runs_end_to_end(ckpt, clip_path, tmp_path):
+    from test_bad_inputs import run_cli
+
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"video": clip_path.name, "question": "What moves?", "candidates": ["left", "right"],
+                                 "answer": "left"}]))
+    rc, out, err = run_cli(["answer", "--model", str(ckpt), "--video", str(clip_path), "--question", "What moves?",
+                            "--candidates", "left", "right", "--json"])
+    assert rc == 0, err
+    assert set(json.loads(out.strip().splitlines()[-1])["probs"]) == {"A", "B"}
+    common = ["--model", str(ckpt), "--data", str(data), "--video-root", str(clip_path.parent), "--no-figures",
+              "--no-progress"]
+    rc, _, err = run_cli(["flow", *common, "--target", "cross-frame", "--samples", "all", "--out", str(tmp_path / "f")])
+    assert rc == 0 and "window not given: 3" in err, err
+    rc, out, err = run_cli(["pathways", *common, "--spec", "mini-internvl-4b-video-ft", "--out", str(tmp_path / "p")])
+    assert rc == 0 and "| overall |" in out, err
