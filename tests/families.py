@@ -146,7 +146,7 @@ def _llava_hf_ref(pooling_shape, cls_name="LlavaNextForConditionalGeneration"):
     return ref
 
 
-def _internvl_ref(ckpt, model, inputs):
+def internvl_reference(ckpt, model, inputs):
     """Mini-InternVL on transformers' own InternVLForConditionalGeneration, the checkpoint's tensors
     renamed as REFERENCE section 7 lists (fused qkv split in thirds, mlp1 -> multi_modal_projector),
     pixels from the official pre-resize and CLIP preprocessing with ImageNet mean/std; its Phi-3
@@ -214,7 +214,5 @@ CASES = [
     FamilyCase("llava-hf-llama", lambda p: make_tiny_llava_hf(p), _llava_hf_ref((4, 4, 4), "LlavaForConditionalGeneration"),
                load_kwargs={"pooling_shape": (4, 4, 4)}),
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
-    FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), _internvl_ref, video_grid=(8, 2, 2)),  # long factors
-    FamilyCase("internvl-phi3-short", lambda p: make_tiny_internvl(p, original_max_positions=256), _internvl_ref,
-               video_grid=(8, 2, 2)),  # the same prompt below original_max_position_embeddings: short factors
+    FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), internvl_reference, video_grid=(8, 2, 2)),  # long factors
 ]

@@ -32,6 +32,22 @@ def test_longrope_tables_match_transformers_on_both_sides(ckpt, n):
         assert (model(tokens[:, :30]) - ref(tokens[:, :30]).logits).abs().max() <= 1e-4
 
 
+def test_below_the_switch_equals_transformers_internvl(tmp_path, clip_path):
+    """The shared family case takes the long factors (its prompt passes original_max 64); here the same
+    model with original_max 256 keeps the short ones, against InternVLForConditionalGeneration."""
+    from families import internvl_reference
+
+    ck = make_tiny_internvl(tmp_path / "short", original_max_positions=256)
+    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    inputs = model.prepare(vl.VideoQA(video=str(clip_path), question="What moves?", candidates=["left", "right"],
+                                      answer="left"), num_frames=8)
+    logits_ref, _, _ = internvl_reference(ck, model, inputs)
+    with torch.no_grad():
+        logits = model(inputs)
+    assert model.rope_switch.current == "short" and inputs.seq_len <= 256
+    assert (logits - logits_ref).abs().max() <= 1e-4
+
+
 def _edit(src, dst, change):
     shutil.copytree(src, dst)
     cfg = json.loads((dst / "config.json").read_text())
