@@ -95,7 +95,7 @@ def _run(args) -> int:
         print("  no sample passed the sample filter: no figure")
     print(f"\nrecords and figures are in {out.resolve()}:")
     print(f"  {out / 'answers.jsonl'}  (option probabilities per sample)")
-    for p in sorted(flow_dir.glob("*")):
+    for p in sorted(q for q in flow_dir.glob("*") if not q.name.startswith(".")):  # not the lock files
         print(f"  {p}")
     (out / "README.txt").write_text(
         "answers.jsonl: option probabilities per sample\nflow/: knockout records (JSONL), summary CSV, figures (PNG)\n"
