@@ -245,24 +245,28 @@ def load_tvbench(
 
 
 def load_annotation_files(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike],
-                          limit: Optional[int] = None) -> List[VideoQA]:
-    """The samples of several annotation files (``load_tvbench`` each), at most ``limit`` per file.
+                          limit: Optional[int] = None, format: str = "auto") -> List[VideoQA]:
+    """The samples of several annotation files (``videolens.formats.load_annotations`` each, in
+    ``format`` or detected), at most ``limit`` per file.
 
     Sample ids are unique across files: an id found in more than one file is prefixed with its
     file (``"a/action_sequence:action_sequence_0"``; the path relative to the files' common folder,
     without ``.json``), so two files that share a stem or a question_id never shadow each other.
 
     Raises:
-        FileNotFoundError, AnnotationError: from ``load_tvbench``; the same file given twice.
+        FileNotFoundError, AnnotationError: from the loader (a file in no known format names the
+            fields each format expects); the same file given twice.
     """
     paths = [Path(f) for f in files]
     resolved = [p.resolve() for p in paths]
     for i, r in enumerate(resolved):
         if r in resolved[:i]:
             raise AnnotationError(f"{paths[i]} is given twice")
+    from .formats import load_annotations
+
     parts = []
     for p in paths:
-        part = load_tvbench(p, video_root)
+        part = load_annotations(p, video_root, format)
         parts.append(part[:limit] if limit is not None else part)
     owners: Dict[str, set] = {}
     for i, part in enumerate(parts):

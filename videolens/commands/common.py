@@ -126,7 +126,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
     g = p.add_argument_group("samples (a TVBench-format file, or one video)")
     g.add_argument("--data", default=None, nargs="+", metavar="FILE",
-                   help="TVBench / MVBench-format JSON annotation file(s)")
+                   help="annotation file(s): TVBench / MVBench or TOMATO format, detected from the content")
+    g.add_argument("--format", default="auto", choices=["auto", "tvbench", "tomato"],
+                   help="annotation format of --data (default: detected per file)")
     g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
     g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples of each --data file")
     add_video_arguments(g)
@@ -157,7 +159,7 @@ def load_samples(args, answer_required: bool = False) -> list:
             raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to)")
         if not Path(args.video_root).is_dir():
             raise FileNotFoundError(f"--video-root {args.video_root}: no such folder")
-        samples = load_annotation_files(args.data, args.video_root, args.limit)
+        samples = load_annotation_files(args.data, args.video_root, args.limit, args.format)
         if not samples:
             raise ValueError(f"no samples in {args.data}")
         return samples
@@ -194,7 +196,7 @@ def sample_source(args) -> Dict[str, Any]:
     from videolens.fingerprint import data_fingerprint, file_digest
 
     if args.data:
-        return {"data": data_fingerprint(args.data, args.video_root)}
+        return {"data": data_fingerprint(args.data, args.video_root), "format": args.format}
     return {"video": str(Path(args.video).resolve()), "video_digest": file_digest(args.video),
             "question": args.question, "candidates": args.candidates, "answer": args.answer,
             "start": args.start, "end": args.end}

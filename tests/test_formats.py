@@ -1,0 +1,86 @@
+"""Annotation formats: TOMATO's own layout read from real entries, detection, and one error naming
+the fields of every format for a file in none."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import videolens as vl
+from videolens.data import AnnotationError, load_annotation_files
+from videolens.formats import FORMATS, detect_format, load_annotations, load_tomato
+from videolens.prompts import build_prompt, get_template
+
+
+def test_real_tomato_entries(shared_data):
+    for name, task in (("count_sample.json", "Count"), ("direction_sample.json", "Direction")):
+        path = shared_data / "tomato" / name
+        raw = json.loads(path.read_text())
+        samples = load_tomato(path, "/tomato/videos")
+        assert [s.sample_id for s in samples] == [f"{task}_{k}" for k in raw]
+        for s, e in zip(samples, raw.values()):
+            assert s.task == task and s.candidates == e["options"] and s.answer == e["options"][e["answer"]]
+            assert s.video == f"/tomato/videos/{e['demonstration_type']}/{e['key']}.mp4"
+            assert s.extra["motion_type"] == e["motion_type"]
+        assert detect_format(path) == "tomato" and load_annotations(path, "/v")[0].question == samples[0].question
+
+
+def test_tomato_question_block_is_the_official_template(shared_data):
+    """tasks/eval/tomato/__init__.py qa_template: "Question: q\\nOptions:\\n(A) c0\\n...", trailing newline stripped."""
+    e = next(iter(json.loads((shared_data / "tomato" / "count_sample.json").read_text()).values()))
+    official = f"Question: {e['question']}\nOptions:\n" + "".join(
+        f"({chr(65 + i)}) {c}\n" for i, c in enumerate(e["options"])).rstrip()
+    built = build_prompt(get_template("eval_mvbench_vicuna"), e["question"], e["options"], "<image>")
+    a, b = built.spans["question"]
+    assert built.text[a:b] == official
+
+
+def test_detection_and_one_error_for_an_unknown_format(shared_data, tmp_path):
+    assert detect_format(shared_data / "tvbench" / "action_sequence_sample.json") == "tvbench"
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"items": [{"clip": "a.mp4", "q": "?"}], "n": 1}))
+    with pytest.raises(AnnotationError) as err:
+        load_annotations(odd, tmp_path)
+    msg = str(err.value)
+    assert "odd.json is in no known annotation format" in msg and all(n in msg for n in FORMATS)
+    assert "options, answer (index), key" in msg and "video, question, candidates, answer" in msg
+    with pytest.raises(AnnotationError, match="unknown annotation format 'csv'"):
+        load_annotations(shared_data / "tvbench" / "action_sequence_sample.json", tmp_path, "csv")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda e: e.update(answer=9), "'answer' must be an index into 'options'"),
+    (lambda e: e.pop("key"), "missing field(s) ['key']"),
+    (lambda e: e.update(options=["1", "1", "2"], answer=0), "duplicate candidates"),
+])
+def test_bad_tomato_entries_name_the_entry(shared_data, tmp_path, change, message):
+    raw = json.loads((shared_data / "tomato" / "count_sample.json").read_text())
+    first = next(iter(raw))
+    change(raw[first])
+    (tmp_path / "count.json").write_text(json.dumps(raw))
+    with pytest.raises(AnnotationError) as err:
+        load_tomato(tmp_path / "count.json", tmp_path)
+    assert f"entry '{first}'" in str(err.value) and message in str(err.value)
+
+
+def test_flow_reads_a_tomato_file(shared_data, tmp_path, clip_path):
+    from test_bad_inputs import run_cli
+    from videolens.testing import make_tiny_pllava
+
+    raw = json.loads((shared_data / "tomato" / "direction_sample.json").read_text())
+    for e in raw.values():
+        (tmp_path / "videos" / e["demonstration_type"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip_path, tmp_path / "videos" / e["demonstration_type"] / f"{e['key']}.mp4")
+    data = tmp_path / "direction.json"
+    data.write_text(json.dumps(raw))
+    ck = make_tiny_pllava(tmp_path / "m", n_layers=2, pooling_shape=(2, 2, 2), extra_config={"num_frames": 2},
+                          d_model=32, n_heads=2, vision_layers=1, d_vision=16, image_size=16)
+    rc, _, err = run_cli(["flow", "--model", str(ck), "--data", str(data), "--video-root", str(tmp_path / "videos"),
+                          "--target", "cross-frame", "--samples", "all", "--out", str(tmp_path / "out"),
+                          "--no-figures", "--no-progress"])
+    assert rc == 0, err
+    statuses = vl.runs.read_statuses(tmp_path / "out" / "records.jsonl")
+    assert statuses == {f"Direction_{k}": "ok" for k in raw}
+    assert len(load_annotation_files([data], tmp_path / "videos")) == len(raw)

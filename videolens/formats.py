@@ -1,0 +1,137 @@
+"""Annotation file formats: which loader reads a file, picked from its content or by name.
+
+``FORMATS`` maps a format name to its loader and a test of a parsed file. ``load_annotations``
+reads one file in any registered format (``format="auto"`` detects it); a file in no known format
+gets one error naming the fields each format expects.
+
+- ``tvbench``: MVBench / TVBench, a JSON list of ``{video, question, candidates, answer}``
+  (``videolens.data.load_tvbench``).
+- ``tomato``: TOMATO (Shangguan et al. 2024), a JSON object keyed by entry number, each entry
+  ``{question, options, answer (an index into options), key, demonstration_type, motion_type}``;
+  the video is ``<video_root>/<demonstration_type>/<key>.mp4`` and the task is named after the
+  file as the official loader names it (``count.json`` -> ``Count``; map-the-flow
+  ``tasks/eval/tomato/__init__.py``). Its question block (``Question: ...\\nOptions:\\n(A) ...``)
+  is the one videolens writes for every multiple-choice sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Union
+
+from .data import AnnotationError, VideoQA, check_times, load_tvbench
+from .registry import Registry
+
+__all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "detect_format", "load_tomato", "TOMATO_TASKS"]
+
+PathLike = Union[str, os.PathLike]
+
+TOMATO_TASKS = {"count": "Count", "direction": "Direction", "rotation": "Rotation", "shape&trend": "ShapeTrend",
+                "velocity&frequency": "VelocityFrequency", "visual_cues": "VisualCues"}
+"""File stem -> the official loader's task name (``data_list_info``)."""
+
+
+@dataclass(frozen=True)
+class AnnotationFormat:
+    """One annotation format: ``load(path, video_root) -> [VideoQA]``, ``matches(parsed JSON)``,
+    and ``fields``, the shape an entry must have (said when a file matches no format)."""
+
+    name: str
+    load: Callable[[Path, PathLike], List[VideoQA]]
+    matches: Callable[[Any], bool]
+    fields: str
+
+
+def _tvbench_matches(data) -> bool:
+    return isinstance(data, list)  # its loader names any entry that lacks a field
+
+
+def _tomato_matches(data) -> bool:
+    return isinstance(data, dict) and bool(data) and all(isinstance(e, dict) for e in data.values())
+
+
+def _read_json(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    if path.is_dir():
+        raise AnnotationError(f"{path} is a folder; expected a JSON annotation file")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def load_tomato(json_path: PathLike, video_root: PathLike, task: Optional[str] = None) -> List[VideoQA]:
+    """Read a TOMATO annotation file (see the module docstring).
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationError: not a JSON object of entries, an entry without a field, ``answer`` not an
+            index into ``options``, or options ``VideoQA`` refuses; the message names the file and
+            the entry key.
+    """
+    json_path = Path(json_path)
+    data = _read_json(json_path)
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{json_path}: expected a JSON object of TOMATO entries, got {type(data).__name__}")
+    stem = json_path.stem.replace("_sample", "")
+    task = task or TOMATO_TASKS.get(stem, stem)
+    samples = []
+    for key, e in data.items():
+        where = f"{json_path}: entry {key!r}"
+        if not isinstance(e, dict):
+            raise AnnotationError(f"{where}: expected an object, got {type(e).__name__}")
+        missing = [k for k in ("question", "options", "answer", "key", "demonstration_type") if k not in e]
+        if missing:
+            raise AnnotationError(f"{where}: missing field(s) {missing}")
+        opts, ans = e["options"], e["answer"]
+        if not isinstance(opts, list) or isinstance(ans, bool) or not isinstance(ans, int) or not 0 <= ans < len(opts):
+            raise AnnotationError(f"{where}: 'answer' must be an index into 'options' (0..{len(opts) - 1 if isinstance(opts, list) else '?'}), got {ans!r}")
+        try:
+            check_times(e.get("start"), e.get("end"))
+            samples.append(VideoQA(
+                video=str(Path(video_root) / str(e["demonstration_type"]) / f"{e['key']}.mp4"),
+                question=e["question"], candidates=opts, answer=opts[ans], task=task, question_id=f"{task}_{key}",
+                extra={k: v for k, v in e.items() if k not in ("question", "options", "answer")}))
+        except ValueError as exc:
+            raise AnnotationError(f"{where}: {exc}") from exc
+    return samples
+
+
+FORMATS: Registry[AnnotationFormat] = Registry("annotation format", {
+    "tvbench": AnnotationFormat("tvbench", load_tvbench, _tvbench_matches,
+                                "a JSON list of {video, question, candidates, answer[, start, end, question_id]}"),
+    "tomato": AnnotationFormat("tomato", load_tomato, _tomato_matches,
+                               "a JSON object of {question, options, answer (index), key, demonstration_type}"),
+})
+
+
+def detect_format(path: PathLike) -> str:
+    """The name of the format a file is in.
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationError: not JSON, a folder, or no known format (the message names each format's fields).
+    """
+    path = Path(path)
+    data = _read_json(path)
+    for name, fmt in FORMATS.items():
+        if fmt.matches(data):
+            return name
+    expected = "; ".join(f"{n}: {f.fields}" for n, f in FORMATS.items())
+    raise AnnotationError(f"{path} is in no known annotation format ({expected})")
+
+
+def load_annotations(path: PathLike, video_root: PathLike, format: str = "auto") -> List[VideoQA]:
+    """The samples of one annotation file, in ``format`` (a ``FORMATS`` name) or detected (``"auto"``).
+
+    Raises:
+        FileNotFoundError, AnnotationError: as the format's loader; an unknown format name lists the known ones.
+    """
+    name = detect_format(path) if format == "auto" else format
+    if name not in FORMATS:
+        raise AnnotationError(f"unknown annotation format {name!r}; known: {sorted(FORMATS)} or 'auto'")
+    return FORMATS[name].load(Path(path), video_root)
