@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 import videolens as vl
-from videolens.data import AnnotationError, load_annotation_files
-from videolens.formats import FORMATS, detect_format, load_annotations, load_tomato
+from videolens.data import AnnotationError
+from videolens.formats import FORMATS, detect_format, load_annotation_files, load_annotations, load_tomato
 from videolens.prompts import build_prompt, get_template
 
 

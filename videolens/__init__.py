@@ -1,7 +1,7 @@
 """videolens: TransformerLens-style mechanistic interpretability for Video LLMs.
 
 Main entry points: ``HookedVideoLLM.from_pretrained``, ``VideoQA``, ``load_video``,
-``data.load_tvbench``; analyses live in submodules (``knockout``, ``lens``, ``pathways``,
+``load_annotations`` (TVBench/MVBench, TOMATO; ``videolens.formats``); analyses live in submodules (``knockout``, ``lens``, ``pathways``,
 ``patching``, ``viz``) imported on first use.
 """
 
@@ -10,6 +10,7 @@ import importlib as _importlib
 from . import data
 from .bundled import bundled_model_path
 from .data import VideoQA, load_tvbench
+from .formats import load_annotations
 from .inputs import VideoLLMInput
 from .layout import Span, TokenLayout
 from .model import ContextLengthError, HookedVideoLLM
@@ -31,6 +32,7 @@ __all__ = [
     "TEMPLATES",
     "load_video",
     "load_tvbench",
+    "load_annotations",
     "data",
     "bundled_model_path",
 ]

@@ -9,12 +9,12 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Union
 
 from .errors import VideolensError
 from .video import Video, load_video
 
-__all__ = ["VideoQA", "load_tvbench", "load_annotation_files", "option_letters", "AnnotationError",
+__all__ = ["VideoQA", "load_tvbench", "option_letters", "AnnotationError",
            "InvalidSampleError", "PLACEHOLDER_STRINGS"]
 
 option_letters = string.ascii_uppercase
@@ -242,42 +242,3 @@ def load_tvbench(
             raise AnnotationError(f"{where}: {exc}") from exc
         samples.append(sample)
     return samples
-
-
-def load_annotation_files(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike],
-                          limit: Optional[int] = None, format: str = "auto") -> List[VideoQA]:
-    """The samples of several annotation files (``videolens.formats.load_annotations`` each, in
-    ``format`` or detected), at most ``limit`` per file.
-
-    Sample ids are unique across files: an id found in more than one file is prefixed with its
-    file (``"a/action_sequence:action_sequence_0"``; the path relative to the files' common folder,
-    without ``.json``), so two files that share a stem or a question_id never shadow each other.
-
-    Raises:
-        FileNotFoundError, AnnotationError: from the loader (a file in no known format names the
-            fields each format expects); the same file given twice.
-    """
-    paths = [Path(f) for f in files]
-    resolved = [p.resolve() for p in paths]
-    for i, r in enumerate(resolved):
-        if r in resolved[:i]:
-            raise AnnotationError(f"{paths[i]} is given twice")
-    from .formats import load_annotations
-
-    parts = []
-    for p in paths:
-        part = load_annotations(p, video_root, format)
-        parts.append(part[:limit] if limit is not None else part)
-    owners: Dict[str, set] = {}
-    for i, part in enumerate(parts):
-        for smp in part:
-            owners.setdefault(smp.sample_id, set()).add(i)
-    shared = {sid for sid, o in owners.items() if len(o) > 1}
-    if shared:
-        common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
-        for r, part in zip(resolved, parts):
-            label = r.relative_to(common).with_suffix("").as_posix()
-            for smp in part:
-                if smp.sample_id in shared:
-                    smp.question_id = f"{label}:{smp.sample_id}"
-    return [smp for part in parts for smp in part]

@@ -20,12 +20,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .data import AnnotationError, VideoQA, check_times, load_tvbench
 from .registry import Registry
 
-__all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "detect_format", "load_tomato", "TOMATO_TASKS"]
+__all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "load_annotation_files", "detect_format", "load_tomato",
+           "TOMATO_TASKS"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -135,3 +136,40 @@ def load_annotations(path: PathLike, video_root: PathLike, format: str = "auto")
     if name not in FORMATS:
         raise AnnotationError(f"unknown annotation format {name!r}; known: {sorted(FORMATS)} or 'auto'")
     return FORMATS[name].load(Path(path), video_root)
+
+
+def load_annotation_files(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike],
+                          limit: Optional[int] = None, format: str = "auto") -> List[VideoQA]:
+    """The samples of several annotation files (``videolens.formats.load_annotations`` each, in
+    ``format`` or detected), at most ``limit`` per file.
+
+    Sample ids are unique across files: an id found in more than one file is prefixed with its
+    file (``"a/action_sequence:action_sequence_0"``; the path relative to the files' common folder,
+    without ``.json``), so two files that share a stem or a question_id never shadow each other.
+
+    Raises:
+        FileNotFoundError, AnnotationError: from the loader (a file in no known format names the
+            fields each format expects); the same file given twice.
+    """
+    paths = [Path(f) for f in files]
+    resolved = [p.resolve() for p in paths]
+    for i, r in enumerate(resolved):
+        if r in resolved[:i]:
+            raise AnnotationError(f"{paths[i]} is given twice")
+    parts = []
+    for p in paths:
+        part = load_annotations(p, video_root, format)
+        parts.append(part[:limit] if limit is not None else part)
+    owners: Dict[str, set] = {}
+    for i, part in enumerate(parts):
+        for smp in part:
+            owners.setdefault(smp.sample_id, set()).add(i)
+    shared = {sid for sid, o in owners.items() if len(o) > 1}
+    if shared:
+        common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
+        for r, part in zip(resolved, parts):
+            label = r.relative_to(common).with_suffix("").as_posix()
+            for smp in part:
+                if smp.sample_id in shared:
+                    smp.question_id = f"{label}:{smp.sample_id}"
+    return [smp for part in parts for smp in part]

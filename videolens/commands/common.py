@@ -148,7 +148,7 @@ def load_samples(args, answer_required: bool = False) -> list:
             --candidates / --answer (when required).
         FileNotFoundError, videolens.data.AnnotationError: from the annotation file.
     """
-    from videolens.data import load_annotation_files
+    from videolens.formats import load_annotation_files
 
     if bool(args.data) == bool(args.video):
         raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
