@@ -92,11 +92,27 @@ def _logit_diff(clean):
     return lambda logits: logits[0, -1, a] - logits[0, -1, b]
 
 
-def test_transformer_lens_patching_runs_on_videos(tiny_pllava, pair):
-    """transformer_lens.patching on a VideoLLMInput: every cell equals a hand-patched run."""
+@pytest.fixture(scope="module")
+def small_pair(tmp_path_factory, clip_path):
+    """A 2-layer model with 2x2x2 video tokens and two videos for one prompt."""
+    from videolens.testing import make_tiny_pllava, write_clip
+
+    tmp = tmp_path_factory.mktemp("small")
+    ck = make_tiny_pllava(tmp / "m", n_layers=2, pooling_shape=(2, 2, 2), extra_config={"num_frames": 2},
+                          d_model=32, n_heads=4, vision_layers=1, d_vision=16, image_size=16)
+    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    sample = dict(question="What moves?", candidates=["left", "right"], answer="left")
+    clean = model.prepare(vl.VideoQA(video=str(clip_path), **sample))
+    corrupt = model.prepare(vl.VideoQA(video=str(write_clip(tmp / "o.mp4", seed=7)), **sample))
+    return model, clean, corrupt
+
+
+def test_transformer_lens_patching_runs_on_videos(small_pair):
+    """transformer_lens.patching on a VideoLLMInput: every cell equals a hand-patched run (a small
+    model: the per-position helper runs layers x positions forwards)."""
     from transformer_lens import patching
 
-    clean, corrupt = pair
+    tiny_pllava, clean, corrupt = small_pair
     metric = _logit_diff(clean)
     _, clean_cache = tiny_pllava.run_with_cache(clean)
     resid = patching.get_act_patch_resid_pre(tiny_pllava, corrupt, clean_cache, metric)
@@ -104,7 +120,7 @@ def test_transformer_lens_patching_runs_on_videos(tiny_pllava, pair):
     heads = patching.get_act_patch_attn_head_out_all_pos(tiny_pllava, corrupt, clean_cache, metric)
     assert heads.shape == (tiny_pllava.cfg.n_layers, tiny_pllava.cfg.n_heads)
 
-    layer, pos = 1, int(clean.layout.video_positions[5])
+    layer, pos = 1, int(clean.layout.video_positions[3])
     def put(act, hook):  # noqa: E306
         act[:, pos] = clean_cache[hook.name][:, pos]
         return act
