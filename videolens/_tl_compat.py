@@ -127,5 +127,6 @@ def final_logits(model, resid: Float[torch.Tensor, "batch pos d_model"]) -> Floa
 def set_rotary_tables(attn, sin: torch.Tensor, cos: torch.Tensor) -> None:
     """Write RoPE tables ``[n_ctx, d_head]`` (NeoX layout) into an attention module's buffers, which
     TransformerLens reads instead of computing plain RoPE."""
-    attn.rotary_sin = sin.to(attn.rotary_sin.device)
-    attn.rotary_cos = cos.to(attn.rotary_cos.device)
+    dev = attn.rotary_sin.device  # a model built on the meta device takes the tables where they are
+    attn.rotary_sin = sin if dev.type == "meta" else sin.to(dev)
+    attn.rotary_cos = cos if dev.type == "meta" else cos.to(dev)

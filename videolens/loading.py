@@ -38,19 +38,21 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
         tokenizer = load_tokenizer(path)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load the tokenizer saved with the checkpoint: {exc}") from exc
-    model = cls(
-        conv.cfg,
-        conv.vision,
-        tokenizer,
-        conv.placeholder_id,
-        conv.template,
-        conv.family,
-        rope=None,
-        checkpoint_config=conv.config,
-    )
-    model.load_backbone_weights(conv.state_dict)
+    with torch.device("meta"):  # no allocation and random init of weights the checkpoint replaces
+        model = cls(
+            conv.cfg,
+            conv.vision,
+            tokenizer,
+            conv.placeholder_id,
+            conv.template,
+            conv.family,
+            rope=None,
+            checkpoint_config=conv.config,
+        )
+    model.load_backbone_weights(conv.state_dict)  # assigns the converted tensors
     if conv.rope is not None:
         model.set_rope_tables(*conv.rope)
+    _materialize_buffers(model)
     if conv.rope_long is not None:  # LongRoPE: short and long tables, chosen per forward
         from .rope import RopeSwitch
 
@@ -64,6 +66,29 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     model.checkpoint_path = str(path)
     model.fingerprint = model_fingerprint(path)
     return model.eval()
+
+
+def _materialize_buffers(model) -> None:
+    """Give the buffers TransformerLens built on the meta device their real values (``IGNORE`` =
+    -inf, the empty ``mask``; rotary tables were written by ``set_rope_tables``).
+
+    Raises:
+        RuntimeError: a parameter or another buffer is still on the meta device (a weight the
+            converter did not provide).
+    """
+    for module in model.modules():
+        for name, buf in list(module._buffers.items()):
+            if buf is None or not buf.is_meta:
+                continue
+            if name == "IGNORE":
+                module._buffers[name] = torch.tensor(-torch.inf, dtype=buf.dtype)
+            elif name == "mask":
+                module._buffers[name] = torch.empty(tuple(buf.shape), dtype=buf.dtype)
+            elif name in ("rotary_sin", "rotary_cos"):
+                raise RuntimeError("rotary tables were not written (a family without rope tables)")
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors the checkpoint did not provide: {left[:10]}")
 
 
 def load_tokenizer(path: Path):

@@ -283,17 +283,22 @@ def reference_language_model(ckpt: Union[str, Path], attn_implementation: str = 
     return lm
 
 
-def make_tiny_llava_hf(path: Union[str, Path], seed: int = 0) -> Path:
+def make_tiny_llava_hf(path: Union[str, Path], seed: int = 0, dtype: Optional[torch.dtype] = None,
+                       randomize: bool = True, **sizes) -> Path:
     """A random transformers ``LlavaForConditionalGeneration`` (a LLaVA-1.5-style IMAGE checkpoint,
     ``model_type "llava"``) saved by this transformers version's ``save_pretrained``; the official
-    code loads such checkpoints the PLLaVA way."""
+    code loads such checkpoints the PLLaVA way. ``sizes`` go to ``tiny_configs``; ``dtype`` casts
+    the saved weights (e.g. bfloat16 for a load benchmark)."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(seed)
-    vc, tc = tiny_configs()
+    vc, tc = tiny_configs(**sizes)
     cfg = LlavaConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), image_token_id=PLACEHOLDER)
     model = LlavaForConditionalGeneration(cfg).eval()
-    _randomize(model, seed + 17)
+    if randomize:
+        _randomize(model, seed + 17)
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(str(path))
     tiny_tokenizer("<image>", PLACEHOLDER).save_pretrained(str(path))
     return Path(path)

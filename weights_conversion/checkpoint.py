@@ -293,7 +293,8 @@ class Weights:
         hard_missing = [k for k in missing if k[len(prefix):] not in buffers]
         if hard_missing:
             raise MissingWeightsError(f"{self.source}: missing tensors {hard_missing[:20]}" + (" ..." if len(hard_missing) > 20 else ""))
-        module.load_state_dict(sd, strict=False)
+        meta = any(t.is_meta for t in module.state_dict().values())
+        module.load_state_dict(sd, strict=False, assign=meta)  # a module built on the meta device takes the tensors
 
     def unused(self) -> list[str]:
         return sorted(set(self.tensors) - self.used)

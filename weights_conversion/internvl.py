@@ -73,7 +73,8 @@ def build_internvit(vision_config: dict, weights: Weights, prefix: str, dtype: t
         patch_size=vc.get("patch_size", 14), attention_bias=bool(vc.get("qkv_bias", True)), use_qk_norm=False,
         use_mean_pooling=True)
     cfg._attn_implementation = "eager"
-    tower = InternVLVisionModel(cfg)
+    with torch.device("meta"):  # no random init of weights the checkpoint replaces
+        tower = InternVLVisionModel(cfg)
     sd = {}
     for ours, hf in internvit_key_map(cfg.num_hidden_layers).items():
         if ours.endswith(".qkv.weight") or ours.endswith(".qkv.bias"):
@@ -90,7 +91,7 @@ def build_internvit(vision_config: dict, weights: Weights, prefix: str, dtype: t
     missing = sorted(set(expected) - set(sd))
     if missing:
         raise CheckpointError(f"{weights.source}: InternViT tensors missing for {missing[:10]}")
-    tower.load_state_dict(sd, strict=True)
+    tower.load_state_dict(sd, strict=True, assign=True)
     return tower.to(dtype).eval()
 
 
