@@ -190,7 +190,7 @@ CASES = [
                                      "--out", str(tmp / "o")], "no pathway spec named or at 'nonsense'", True),
     # annotation files
     ("data-not-json", flow(data="[{"), "d.json is not valid JSON", True),
-    ("data-not-a-list", flow(data='{"video": "clip.mp4"}'), "d.json is in no known annotation format (tvbench: a JSON list", True),
+    ("data-not-a-list", flow(data='{"video": "clip.mp4"}'), "d.json is in no known annotation format (tvbench: a list of", True),
     ("data-tomato-bad-answer", flow(data='{"0": {"question": "q?", "options": ["a", "b"], "answer": 5, "key": "k", '
                                         '"demonstration_type": "human"}}'), "entry '0': 'answer' must be an index", True),
     ("entry-missing-field", flow(data=entry(answer=...)), "d.json: entry 0: missing field(s) ['answer']", True),

@@ -45,7 +45,7 @@ def test_detection_and_one_error_for_an_unknown_format(shared_data, tmp_path):
         load_annotations(odd, tmp_path)
     msg = str(err.value)
     assert "odd.json is in no known annotation format" in msg and all(n in msg for n in FORMATS)
-    assert "options, answer (index), key" in msg and "video, question, candidates, answer" in msg
+    assert "options, answer, key" in msg and "video, question, candidates, answer" in msg and "correct_choice" in msg
     with pytest.raises(AnnotationError, match="unknown annotation format 'csv'"):
         load_annotations(shared_data / "tvbench" / "action_sequence_sample.json", tmp_path, "csv")
 
@@ -84,3 +84,34 @@ def test_flow_reads_a_tomato_file(shared_data, tmp_path, clip_path):
     statuses = vl.runs.read_statuses(tmp_path / "out" / "records.jsonl")
     assert statuses == {f"Direction_{k}": "ok" for k in raw}
     assert len(load_annotation_files([data], tmp_path / "videos")) == len(raw)
+
+
+LVB_ENTRY = {  # the fields the official LongVideoBench loader reads (tasks/eval/longvideobench/__init__.py)
+    "id": "86CxyhFV9MI_0", "video_path": "cockatoo.mp4", "question": "What does the bird do?",
+    "candidates": ["It flies away.", "It walks toward the camera.", "It sleeps."], "correct_choice": 1,
+    "duration": 14.0, "question_category": "S2E", "subtitle_path": "86CxyhFV9MI_en.json",
+    "starting_timestamp_for_subtitles": 0}
+
+
+def test_longvideobench_entries_and_its_own_frame_sampling(shared_data, tmp_path):
+    path = tmp_path / "lvb_val.json"
+    path.write_text(json.dumps([LVB_ENTRY, dict(LVB_ENTRY, id="x_1", duration=3.0, correct_choice=0)]))
+    assert detect_format(path) == "longvideobench"
+    samples = load_annotations(path, shared_data / "videos")
+    s = samples[0]
+    assert (s.sample_id, s.task, s.answer, s.sampler) == ("86CxyhFV9MI_0", "S2E", "It walks toward the camera.",
+                                                          "longvideobench")
+    assert s.video == str(shared_data / "videos" / "cockatoo.mp4")
+    import decord
+
+    fps = decord.VideoReader(s.video).get_avg_fps()
+    for smp in samples:  # the official load_video's formula, transcribed
+        d = smp.extra["duration"]
+        n = min(8, int(d))
+        official = [int(int(d * fps) / n) * i for i in range(n)]
+        official += [official[-1]] * (8 - n)
+        assert smp.load(8).indices.tolist() == official
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([dict(LVB_ENTRY, correct_choice=7)]))
+    with pytest.raises(AnnotationError, match="entry 0: 'correct_choice' must be an index"):
+        load_annotations(bad, tmp_path)

@@ -84,6 +84,8 @@ class VideoQA:
         start, end: optional window of the clip in seconds.
         task: optional task name (for example ``"action_sequence"``).
         question_id: optional identifier from the annotation file.
+        sampler: frame sampling rule (``videolens.video.load_video``): ``"uniform"``, or
+            ``"longvideobench"`` (with ``extra["duration"]``, the annotated duration).
         invalid: why this sample cannot run (set by ``load_tvbench`` for a bad start/end);
             ``load`` then raises ``InvalidSampleError`` so a dataset run skips just this sample.
 
@@ -104,6 +106,7 @@ class VideoQA:
     question_id: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     invalid: Optional[str] = None
+    sampler: str = "uniform"
 
     def __post_init__(self) -> None:
         _check_text("question", self.question)
@@ -159,7 +162,8 @@ class VideoQA:
                     f"sample holds a decoded video with {self.video.num_frames} frames, {num_frames} asked"
                 )
             return self.video
-        return load_video(self.video, num_frames=num_frames, start=self.start, end=self.end)
+        return load_video(self.video, num_frames=num_frames, start=self.start, end=self.end, sampler=self.sampler,
+                          duration=self.extra.get("duration"))
 
 
 _REQUIRED = ("video", "question", "candidates", "answer")

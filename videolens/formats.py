@@ -12,6 +12,7 @@ gets one error naming the fields each format expects.
   file as the official loader names it (``count.json`` -> ``Count``; map-the-flow
   ``tasks/eval/tomato/__init__.py``). Its question block (``Question: ...\\nOptions:\\n(A) ...``)
   is the one videolens writes for every multiple-choice sample.
+- ``longvideobench``: LongVideoBench (``load_longvideobench``), with its own frame sampling.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .data import AnnotationError, VideoQA, check_times, load_tvbench
 from .registry import Registry
 
 __all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "load_annotation_files", "detect_format", "load_tomato",
-           "TOMATO_TASKS"]
+           "load_longvideobench", "TOMATO_TASKS"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -47,7 +48,12 @@ class AnnotationFormat:
 
 
 def _tvbench_matches(data) -> bool:
-    return isinstance(data, list)  # its loader names any entry that lacks a field
+    return isinstance(data, list) and not _longvideobench_matches(data)  # its loader names any entry lacking a field
+
+
+def _longvideobench_matches(data) -> bool:
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and \
+        {"video_path", "correct_choice"} <= set(data[0])
 
 
 def _tomato_matches(data) -> bool:
@@ -102,11 +108,56 @@ def load_tomato(json_path: PathLike, video_root: PathLike, task: Optional[str] =
     return samples
 
 
+def load_longvideobench(json_path: PathLike, video_root: PathLike) -> List[VideoQA]:
+    """Read a LongVideoBench annotation file (``lvb_val.json``): a JSON list of ``{id, video_path,
+    question, candidates, correct_choice (index), duration, question_category}``; videos at
+    ``<video_root>/<video_path>``, frames by the benchmark's own rule (``sampler="longvideobench"``
+    with the annotated duration), subtitles not inserted (as the paper). The question block is
+    the official ``qa_template``: ``Question: ...\nOptions:\n(A) ...``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationError: not a list, an entry without a field, ``correct_choice`` not an index into
+            ``candidates``, a duration that is not a positive number; the message names the entry.
+    """
+    json_path = Path(json_path)
+    data = _read_json(json_path)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{json_path}: expected a JSON list of LongVideoBench entries, got {type(data).__name__}")
+    samples, seen = [], {}
+    for i, e in enumerate(data):
+        where = f"{json_path}: entry {i}"
+        if not isinstance(e, dict):
+            raise AnnotationError(f"{where}: expected an object, got {type(e).__name__}")
+        missing = [k for k in ("id", "video_path", "question", "candidates", "correct_choice", "duration") if k not in e]
+        if missing:
+            raise AnnotationError(f"{where}: missing field(s) {missing}")
+        cands, ans, dur = e["candidates"], e["correct_choice"], e["duration"]
+        if not isinstance(cands, list) or isinstance(ans, bool) or not isinstance(ans, int) or not 0 <= ans < len(cands):
+            raise AnnotationError(f"{where}: 'correct_choice' must be an index into 'candidates', got {ans!r}")
+        if isinstance(dur, bool) or not isinstance(dur, (int, float)) or not dur > 0:
+            raise AnnotationError(f"{where}: 'duration' must be a positive number of seconds, got {dur!r}")
+        sid = str(e["id"])
+        if sid in seen:
+            raise AnnotationError(f"{json_path}: entries {seen[sid]} and {i} have the same id {sid!r}")
+        seen[sid] = i
+        try:
+            samples.append(VideoQA(video=str(Path(video_root) / str(e["video_path"])), question=e["question"],
+                                   candidates=cands, answer=cands[ans], task=e.get("question_category"),
+                                   question_id=sid, sampler="longvideobench",
+                                   extra={k: v for k, v in e.items() if k not in ("question", "candidates")}))
+        except ValueError as exc:
+            raise AnnotationError(f"{where}: {exc}") from exc
+    return samples
+
+
 FORMATS: Registry[AnnotationFormat] = Registry("annotation format", {
     "tvbench": AnnotationFormat("tvbench", load_tvbench, _tvbench_matches,
-                                "a JSON list of {video, question, candidates, answer[, start, end, question_id]}"),
+                                "a list of {video, question, candidates, answer}"),
     "tomato": AnnotationFormat("tomato", load_tomato, _tomato_matches,
-                               "a JSON object of {question, options, answer (index), key, demonstration_type}"),
+                               "an object of {question, options, answer, key, demonstration_type}"),
+    "longvideobench": AnnotationFormat("longvideobench", load_longvideobench, _longvideobench_matches,
+                                       "a list of {id, video_path, question, candidates, correct_choice, duration}"),
 })
 
 

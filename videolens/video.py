@@ -27,7 +27,8 @@ from jaxtyping import Float, Int, UInt8
 
 from .errors import VideolensError
 
-__all__ = ["Video", "VideoDecodeError", "ShortClipWarning", "load_video", "sample_frame_indices"]
+__all__ = ["Video", "VideoDecodeError", "ShortClipWarning", "load_video", "sample_frame_indices",
+           "longvideobench_frame_indices"]
 
 
 class VideoDecodeError(VideolensError, ValueError):
@@ -101,18 +102,36 @@ def sample_frame_indices(
     return np.clip(idx, 0, max_frame)
 
 
+def longvideobench_frame_indices(n_frames: int, fps: float, num_frames: int, duration: float
+                                 ) -> Int[np.ndarray, "num_frames"]:
+    """LongVideoBench's own sampling (map-the-flow ``tasks/eval/longvideobench`` ``load_video``):
+    ``n = min(num_frames, int(duration))`` frames ``int(int(duration * fps) / n) * i``, the last one
+    repeated up to ``num_frames``. ``duration`` is the annotation's. Differences, to avoid the
+    official code's crashes: ``n`` is at least 1 (clips under a second) and indices are clipped to the
+    file's last frame (an annotated duration longer than the file)."""
+    n = max(1, min(num_frames, int(duration)))
+    step = int(int(duration * fps) / n)
+    idx = [step * i for i in range(n)]
+    idx += [idx[-1]] * (num_frames - n)
+    return np.clip(np.asarray(idx, dtype=np.int64), 0, n_frames - 1)
+
+
 def load_video(
     path: Union[str, os.PathLike],
     num_frames: int = 8,
     start: Optional[float] = None,
     end: Optional[float] = None,
+    sampler: str = "uniform",
+    duration: Optional[float] = None,
 ) -> Video:
     """Decode ``num_frames`` frames of a video file with decord.
 
     Args:
         path: video file (any container/codec decord's FFmpeg reads: mp4, webm, avi, ...).
         num_frames: frames to sample, >= 1 (the paper uses 8).
-        start, end: optional window in seconds; ``0 <= start < end <= duration``.
+        start, end: optional window in seconds; ``0 <= start < end <=`` the clip's length.
+        sampler: ``"uniform"`` (the middle frame of equal segments, the paper's MVBench/TVBench rule)
+            or ``"longvideobench"`` (``longvideobench_frame_indices``, with the annotated ``duration``).
 
     Returns:
         ``Video`` with frames uint8 ``[num_frames, H, W, 3]``, source indices and timestamps (s).
@@ -143,18 +162,25 @@ def load_video(
         raise VideoDecodeError(f"cannot decode {path} as a video: {exc}") from exc
     if n_total < 1 or not np.isfinite(fps) or fps <= 0:
         raise VideoDecodeError(f"{path} has no decodable frames (frames={n_total}, fps={fps})")
-    duration = n_total / fps
+    seconds = n_total / fps  # the file's length (``duration`` is an annotation's, for the longvideobench sampler)
     tol = 1.0 / fps
     if start is not None and start < 0:
         raise ValueError(f"start={start} s is negative for {path}")
-    if end is not None and end > duration + tol:
-        raise ValueError(f"end={end} s is past the end of {path} ({duration:.3f} s)")
-    if start is not None and start >= duration:
-        raise ValueError(f"start={start} s is past the end of {path} ({duration:.3f} s)")
+    if end is not None and end > seconds + tol:
+        raise ValueError(f"end={end} s is past the end of {path} ({seconds:.3f} s)")
+    if start is not None and start >= seconds:
+        raise ValueError(f"start={start} s is past the end of {path} ({seconds:.3f} s)")
     if start is not None and end is not None and start >= end:
         raise ValueError(f"start={start} s must be before end={end} s for {path}")
 
-    indices = sample_frame_indices(n_total, fps, num_frames, start, end)
+    if sampler == "longvideobench":
+        if duration is None:
+            raise ValueError(f"{path}: the longvideobench sampler needs the annotated duration")
+        indices = longvideobench_frame_indices(n_total, fps, num_frames, float(duration))
+    elif sampler == "uniform":
+        indices = sample_frame_indices(n_total, fps, num_frames, start, end)
+    else:
+        raise ValueError(f"unknown frame sampler {sampler!r} (uniform, longvideobench)")
     if len(np.unique(indices)) < num_frames:
         warnings.warn(
             f"{path}: the window holds fewer than {num_frames} distinct frames; sampled frames repeat "

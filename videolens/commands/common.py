@@ -126,8 +126,8 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
     g = p.add_argument_group("samples (a TVBench-format file, or one video)")
     g.add_argument("--data", default=None, nargs="+", metavar="FILE",
-                   help="annotation file(s): TVBench / MVBench or TOMATO format, detected from the content")
-    g.add_argument("--format", default="auto", choices=["auto", "tvbench", "tomato"],
+                   help="annotation file(s): TVBench / MVBench, TOMATO or LongVideoBench format, detected from the content")
+    g.add_argument("--format", default="auto", choices=["auto", "tvbench", "tomato", "longvideobench"],
                    help="annotation format of --data (default: detected per file)")
     g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
     g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples of each --data file")
