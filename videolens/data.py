@@ -9,7 +9,7 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import VideolensError
 from .video import Video, load_video
@@ -169,6 +169,41 @@ class VideoQA:
 _REQUIRED = ("video", "question", "candidates", "answer")
 
 
+def read_annotation_json(path: Path):
+    """The parsed content of an annotation file (every format's loader reads it this way).
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationError: a folder, or not valid JSON.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    if path.is_dir():
+        raise AnnotationError(f"{path} is a folder; expected a JSON annotation file")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def check_entry(entry, where: str, required: Sequence[str]) -> None:
+    """Raise ``AnnotationError`` at ``where`` unless ``entry`` is an object with every ``required`` field."""
+    if not isinstance(entry, dict):
+        raise AnnotationError(f"{where}: expected an object, got {type(entry).__name__}")
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise AnnotationError(f"{where}: missing field(s) {missing}")
+
+
+def claim_id(seen: Dict[str, int], sample_id: str, index: int, path: Path, field_name: str) -> None:
+    """Record ``sample_id`` as entry ``index``'s; raise ``AnnotationError`` naming both entries when
+    an earlier entry of ``path`` has it."""
+    if sample_id in seen:
+        raise AnnotationError(f"{path}: entries {seen[sample_id]} and {index} have the same {field_name} {sample_id!r}")
+    seen[sample_id] = index
+
+
 def load_tvbench(
     json_path: Union[str, os.PathLike], video_root: Union[str, os.PathLike], task: Optional[str] = None
 ) -> List[VideoQA]:
@@ -195,14 +230,7 @@ def load_tvbench(
     set: loading that sample raises ``InvalidSampleError`` and a dataset run records it as skipped.
     """
     json_path = Path(json_path)
-    if not json_path.exists():
-        raise FileNotFoundError(f"annotation file not found: {json_path}")
-    if json_path.is_dir():
-        raise AnnotationError(f"{json_path} is a folder; expected a JSON annotation file (a list of entries)")
-    try:
-        entries = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{json_path} is not valid JSON: {exc}") from exc
+    entries = read_annotation_json(json_path)
     if not isinstance(entries, list):
         raise AnnotationError(f"{json_path}: expected a JSON list of entries, got {type(entries).__name__}")
     task = task or json_path.stem.replace("_sample", "")
@@ -210,11 +238,7 @@ def load_tvbench(
     first_entry: Dict[str, int] = {}
     for i, e in enumerate(entries):
         where = f"{json_path}: entry {i}"
-        if not isinstance(e, dict):
-            raise AnnotationError(f"{where}: expected an object, got {type(e).__name__}")
-        missing = [k for k in _REQUIRED if k not in e]
-        if missing:
-            raise AnnotationError(f"{where}: missing field(s) {missing}")
+        check_entry(e, where, _REQUIRED)
         if not isinstance(e["video"], str) or not e["video"]:
             raise AnnotationError(f"{where}: 'video' must be a file name, got {e['video']!r}")
         invalid = None
@@ -226,9 +250,7 @@ def load_tvbench(
         if qid is not None and not isinstance(qid, (str, int)):
             raise AnnotationError(f"{where}: question_id must be a string or an integer, got {qid!r}")
         qid = str(qid) if qid is not None and str(qid) else f"{task}_{i}"
-        if qid in first_entry:
-            raise AnnotationError(f"{json_path}: entries {first_entry[qid]} and {i} have the same question_id {qid!r}")
-        first_entry[qid] = i
+        claim_id(first_entry, qid, i, json_path, "question_id")
         try:
             sample = VideoQA(
                 video=str(Path(video_root) / e["video"]),

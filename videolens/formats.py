@@ -17,13 +17,12 @@ gets one error naming the fields each format expects.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from .data import AnnotationError, VideoQA, check_times, load_tvbench
+from .data import AnnotationError, VideoQA, check_entry, check_times, claim_id, load_tvbench, read_annotation_json
 from .registry import Registry
 
 __all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "load_annotation_files", "detect_format", "load_tomato",
@@ -60,17 +59,6 @@ def _tomato_matches(data) -> bool:
     return isinstance(data, dict) and bool(data) and all(isinstance(e, dict) for e in data.values())
 
 
-def _read_json(path: Path):
-    if not path.exists():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    if path.is_dir():
-        raise AnnotationError(f"{path} is a folder; expected a JSON annotation file")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
-
-
 def load_tomato(json_path: PathLike, video_root: PathLike, task: Optional[str] = None) -> List[VideoQA]:
     """Read a TOMATO annotation file (see the module docstring).
 
@@ -81,7 +69,7 @@ def load_tomato(json_path: PathLike, video_root: PathLike, task: Optional[str] =
             the entry key.
     """
     json_path = Path(json_path)
-    data = _read_json(json_path)
+    data = read_annotation_json(json_path)
     if not isinstance(data, dict):
         raise AnnotationError(f"{json_path}: expected a JSON object of TOMATO entries, got {type(data).__name__}")
     stem = json_path.stem.replace("_sample", "")
@@ -89,11 +77,7 @@ def load_tomato(json_path: PathLike, video_root: PathLike, task: Optional[str] =
     samples = []
     for key, e in data.items():
         where = f"{json_path}: entry {key!r}"
-        if not isinstance(e, dict):
-            raise AnnotationError(f"{where}: expected an object, got {type(e).__name__}")
-        missing = [k for k in ("question", "options", "answer", "key", "demonstration_type") if k not in e]
-        if missing:
-            raise AnnotationError(f"{where}: missing field(s) {missing}")
+        check_entry(e, where, ("question", "options", "answer", "key", "demonstration_type"))
         opts, ans = e["options"], e["answer"]
         if not isinstance(opts, list) or isinstance(ans, bool) or not isinstance(ans, int) or not 0 <= ans < len(opts):
             raise AnnotationError(f"{where}: 'answer' must be an index into 'options' (0..{len(opts) - 1 if isinstance(opts, list) else '?'}), got {ans!r}")
@@ -121,26 +105,20 @@ def load_longvideobench(json_path: PathLike, video_root: PathLike) -> List[Video
             ``candidates``, a duration that is not a positive number; the message names the entry.
     """
     json_path = Path(json_path)
-    data = _read_json(json_path)
+    data = read_annotation_json(json_path)
     if not isinstance(data, list):
         raise AnnotationError(f"{json_path}: expected a JSON list of LongVideoBench entries, got {type(data).__name__}")
     samples, seen = [], {}
     for i, e in enumerate(data):
         where = f"{json_path}: entry {i}"
-        if not isinstance(e, dict):
-            raise AnnotationError(f"{where}: expected an object, got {type(e).__name__}")
-        missing = [k for k in ("id", "video_path", "question", "candidates", "correct_choice", "duration") if k not in e]
-        if missing:
-            raise AnnotationError(f"{where}: missing field(s) {missing}")
+        check_entry(e, where, ("id", "video_path", "question", "candidates", "correct_choice", "duration"))
         cands, ans, dur = e["candidates"], e["correct_choice"], e["duration"]
         if not isinstance(cands, list) or isinstance(ans, bool) or not isinstance(ans, int) or not 0 <= ans < len(cands):
             raise AnnotationError(f"{where}: 'correct_choice' must be an index into 'candidates', got {ans!r}")
         if isinstance(dur, bool) or not isinstance(dur, (int, float)) or not dur > 0:
             raise AnnotationError(f"{where}: 'duration' must be a positive number of seconds, got {dur!r}")
         sid = str(e["id"])
-        if sid in seen:
-            raise AnnotationError(f"{json_path}: entries {seen[sid]} and {i} have the same id {sid!r}")
-        seen[sid] = i
+        claim_id(seen, sid, i, json_path, "id")
         try:
             samples.append(VideoQA(video=str(Path(video_root) / str(e["video_path"])), question=e["question"],
                                    candidates=cands, answer=cands[ans], task=e.get("question_category"),
@@ -169,7 +147,7 @@ def detect_format(path: PathLike) -> str:
         AnnotationError: not JSON, a folder, or no known format (the message names each format's fields).
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_annotation_json(path)
     for name, fmt in FORMATS.items():
         if fmt.matches(data):
             return name

@@ -22,7 +22,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
                     num_frames: Optional[int] = None):
     """``cls.from_pretrained`` without weight processing (see its docstring)."""
     from weights_conversion import convert_checkpoint
-    from weights_conversion.checkpoint import CheckpointError
+    from weights_conversion.checkpoint import CheckpointError, materialize_meta_buffers
 
     from .bundled import resolve_checkpoint
     from .fingerprint import model_fingerprint
@@ -52,7 +52,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     model.load_backbone_weights(conv.state_dict)  # assigns the converted tensors
     if conv.rope is not None:
         model.set_rope_tables(*conv.rope)
-    _materialize_buffers(model)
+    materialize_meta_buffers(model, "language model", RuntimeError)  # IGNORE, mask; rotary tables were written
     if conv.rope_long is not None:  # LongRoPE: short and long tables, chosen per forward
         from .rope import RopeSwitch
 
@@ -66,29 +66,6 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     model.checkpoint_path = str(path)
     model.fingerprint = model_fingerprint(path)
     return model.eval()
-
-
-def _materialize_buffers(model) -> None:
-    """Give the buffers TransformerLens built on the meta device their real values (``IGNORE`` =
-    -inf, the empty ``mask``; rotary tables were written by ``set_rope_tables``).
-
-    Raises:
-        RuntimeError: a parameter or another buffer is still on the meta device (a weight the
-            converter did not provide).
-    """
-    for module in model.modules():
-        for name, buf in list(module._buffers.items()):
-            if buf is None or not buf.is_meta:
-                continue
-            if name == "IGNORE":
-                module._buffers[name] = torch.tensor(-torch.inf, dtype=buf.dtype)
-            elif name == "mask":
-                module._buffers[name] = torch.empty(tuple(buf.shape), dtype=buf.dtype)
-            elif name in ("rotary_sin", "rotary_cos"):
-                raise RuntimeError("rotary tables were not written (a family without rope tables)")
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise RuntimeError(f"tensors the checkpoint did not provide: {left[:10]}")
 
 
 def load_tokenizer(path: Path):

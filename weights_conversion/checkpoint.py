@@ -27,6 +27,7 @@ __all__ = [
     "Weights",
     "read_config",
     "check_config_fields",
+    "materialize_meta_buffers",
     "read_state_dict",
 ]
 
@@ -166,6 +167,31 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     if (path / "pytorch_model.bin").exists():
         return _load_weight_file(path / "pytorch_model.bin")
     raise CheckpointError(f"{path} holds no weights (model.safetensors, shards with an index, or pytorch_model.bin)")
+
+
+# buffers a model derives rather than loads, and their values given one built on the meta device
+DERIVED_BUFFERS = {
+    "position_ids": lambda buf: torch.arange(buf.shape[-1]).expand(tuple(buf.shape)).clone(),  # CLIP, SigLIP
+    "IGNORE": lambda buf: torch.tensor(-torch.inf, dtype=buf.dtype),  # TransformerLens attention
+    "mask": lambda buf: torch.empty(tuple(buf.shape), dtype=buf.dtype),  # TransformerLens' placeholder mask
+}
+
+
+def materialize_meta_buffers(module: nn.Module, what: str = "model", error: type = CheckpointError) -> None:
+    """After a model built on the meta device got the checkpoint's tensors: real values for the
+    buffers it derives (``DERIVED_BUFFERS``), then a check that nothing else is left on meta.
+
+    Raises:
+        ``error`` (CheckpointError by default): parameters or buffers still on the meta device,
+            named (tensors the checkpoint or converter did not provide).
+    """
+    for sub in module.modules():
+        for name, buf in list(sub._buffers.items()):
+            if buf is not None and buf.is_meta and name in DERIVED_BUFFERS:
+                sub._buffers[name] = DERIVED_BUFFERS[name](buf)
+    left = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if left:
+        raise error(f"{what} tensors the checkpoint does not provide: {left[:10]}")
 
 
 class _Tree:

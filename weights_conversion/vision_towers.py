@@ -10,7 +10,7 @@ import torch
 
 from videolens.vision import FramePreprocessor, PllavaPreResize
 
-from .checkpoint import CheckpointError, Weights
+from .checkpoint import Weights, materialize_meta_buffers
 
 __all__ = ["build_vision_tower", "build_preprocessor"]
 
@@ -33,24 +33,8 @@ def build_vision_tower(vision_config: dict, weights: Weights, prefix: str, dtype
     if not own.startswith("vision_model.") and weights.has_prefix(prefix + "vision_model."):
         weights.rename([("^" + re.escape(prefix + "vision_model."), prefix)])
     weights.load_module(tower, prefix)  # assigns the checkpoint's tensors
-    materialize_derived_buffers(tower)
+    materialize_meta_buffers(tower, "vision tower")
     return tower.to(dtype).eval()
-
-
-def materialize_derived_buffers(module: torch.nn.Module) -> None:
-    """Real values for buffers a model built on the meta device derives rather than loads
-    (``position_ids``: ``arange`` over its last dimension).
-
-    Raises:
-        CheckpointError: a parameter or another buffer is still on the meta device.
-    """
-    for sub in module.modules():
-        for name, buf in list(sub._buffers.items()):
-            if buf is not None and buf.is_meta and name == "position_ids":
-                sub._buffers[name] = torch.arange(buf.shape[-1]).expand(tuple(buf.shape)).clone()
-    left = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
-    if left:
-        raise CheckpointError(f"vision tower tensors the checkpoint does not provide: {left[:10]}")
 
 
 def build_preprocessor(path: Path, image_size: int, pre_resize: bool = False) -> FramePreprocessor:
