@@ -152,8 +152,9 @@ class VideoQA:
         name = self.video.source if isinstance(self.video, Video) else os.fspath(self.video)
         return f"{Path(str(name)).name}::{self.question}"
 
-    def load(self, num_frames: int = 8) -> Video:
-        """Decode the video (or return it when already decoded; ``num_frames`` must then match)."""
+    def load(self, num_frames: int = 8, sampler: Optional[str] = None) -> Video:
+        """Decode the video (or return it when already decoded; ``num_frames`` must then match)
+        with ``sampler`` (``videolens.video.SAMPLERS``), None meaning the sample's own."""
         if self.invalid:
             raise InvalidSampleError(f"{self.sample_id}: {self.invalid}")
         if isinstance(self.video, Video):
@@ -162,7 +163,7 @@ class VideoQA:
                     f"sample holds a decoded video with {self.video.num_frames} frames, {num_frames} asked"
                 )
             return self.video
-        return load_video(self.video, num_frames=num_frames, start=self.start, end=self.end, sampler=self.sampler,
+        return load_video(self.video, num_frames=num_frames, start=self.start, end=self.end, sampler=sampler or self.sampler,
                           duration=self.extra.get("duration"))
 
 

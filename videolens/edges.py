@@ -65,9 +65,7 @@ class EdgePair:
 
 def _frame_ids(layout: TokenLayout, positions: torch.Tensor) -> torch.Tensor:
     """Frame of each position, -1 for non-video positions."""
-    lookup = torch.full((layout.seq_len,), -1, dtype=torch.long)
-    lookup[layout.video_positions] = layout.video_frame_index
-    return lookup[positions]
+    return layout.frame_lookup()[positions]
 
 
 def _rel_all(layout, q, k):
@@ -151,13 +149,14 @@ def check_rows(mask: Bool[torch.Tensor, "S S"]) -> None:
 def _frames_before(layout: TokenLayout, arg: str) -> torch.Tensor:
     """``frames_before:i``: video tokens of frames ``< i`` (negative i counts from the end)."""
     i = _frame_arg(layout, arg, "frames_before")
-    return layout.video_positions[layout.video_frame_index < i]
+    lookup = layout.frame_lookup()
+    return ((lookup >= 0) & (lookup < i)).nonzero().flatten()
 
 
 def _frames_after(layout: TokenLayout, arg: str) -> torch.Tensor:
     """``frames_after:i``: video tokens of frames ``> i``."""
     i = _frame_arg(layout, arg, "frames_after")
-    return layout.video_positions[layout.video_frame_index > i]
+    return (layout.frame_lookup() > i).nonzero().flatten()
 
 
 def _frame_arg(layout: TokenLayout, arg: str, name: str) -> int:

@@ -277,6 +277,12 @@ def tokenize_prompt(
             )
         option_ids[letter] = int(ext[-1])
 
+    frame_spans = None
+    if template.video_group == "block":
+        frame_spans = tuple(spans.pop(f"frame_block:{i}") for i in range(n_ph))
+    else:
+        for i in range(n_ph):
+            spans.pop(f"frame_block:{i}", None)
     layout = TokenLayout(
         seq_len=S,
         spans=spans,
@@ -284,5 +290,6 @@ def tokenize_prompt(
         video_positions=torch.tensor(video_positions, dtype=torch.long),
         letters=tuple(built.letters),
         true_letter=true_letter,
+        frame_spans=frame_spans,
     )
     return TokenizedPrompt(torch.tensor([new_ids], dtype=torch.long), layout, option_ids, built)

@@ -59,6 +59,10 @@ class TokenLayout:
         slot_frames: for each temporal slot of the video tokens, the sampled frames it holds
             (``slot_frames(num_frames, T)``); ``((0,), (1,), ...)`` when every slot is one frame.
             None for hand-made layouts.
+        frame_spans: for templates whose token groups count the per-frame text (``video_group
+            "block"``, the official VideoLLaMA3 analysis), the span of each frame with its
+            timestamp text and the separator before it; the groups ``video`` and ``frame:i`` and the
+            frame relations then use the whole block. None: groups hold video tokens only.
     """
 
     seq_len: int
@@ -68,6 +72,7 @@ class TokenLayout:
     letters: Tuple[str, ...]
     true_letter: str | None = None
     slot_frames: Optional[Tuple[Tuple[int, ...], ...]] = None
+    frame_spans: Optional[Tuple[Span, ...]] = None
 
     # ---- the named groups -------------------------------------------------------------------
     @property
@@ -81,7 +86,10 @@ class TokenLayout:
 
     @property
     def frames(self) -> List[Span]:
-        """Span of each frame's video tokens (temporal slot after pooling)."""
+        """Span of each frame's video tokens (temporal slot after pooling), or of each frame's
+        block (tokens and text) when the layout has ``frame_spans``."""
+        if self.frame_spans is not None:
+            return list(self.frame_spans)
         per = self.video_grid[1] * self.video_grid[2]
         pos = self.video_positions
         return [Span(int(pos[i * per]), int(pos[(i + 1) * per - 1]) + 1) for i in range(self.n_frames)]
@@ -132,6 +140,24 @@ class TokenLayout:
         i = int(hits[0])
         T, h, w = self.video_grid
         return i // (h * w), (i // w) % h, i % w
+
+    def frame_lookup(self) -> Int[torch.Tensor, "S"]:
+        """Frame of every position of the sequence (the frame's block with ``frame_spans``, its
+        video tokens otherwise), -1 outside the frames; used by the frame relations."""
+        lookup = torch.full((self.seq_len,), -1, dtype=torch.long)
+        if self.frame_spans is not None:
+            for i, span in enumerate(self.frame_spans):
+                lookup[span.slice] = i
+        else:
+            lookup[self.video_positions] = self.video_frame_index
+        return lookup
+
+    def video_group(self) -> Int[torch.Tensor, "n"]:
+        """Positions of the group ``video``: the video tokens, or the whole video block (text
+        included) when the layout has ``frame_spans``."""
+        if self.frame_spans is not None:
+            return self.spans["video"].positions()
+        return self.video_positions.clone()
 
     @property
     def video_frame_index(self) -> Int[torch.Tensor, "n_video"]:
@@ -210,7 +236,7 @@ def _explicit(layout: TokenLayout, arg: str) -> torch.Tensor:
 
 
 GROUP_RESOLVERS: Registry[Callable[[TokenLayout, str], torch.Tensor]] = Registry("token group", {
-    "video": lambda L, a: L.video_positions.clone(),
+    "video": lambda L, a: L.video_group(),
     "frame": _frame,
     "question": lambda L, a: L.question.positions(),
     "non_option_question": lambda L, a: L.non_option_question.positions(),

@@ -19,7 +19,7 @@ def _is_bias(key: str) -> bool:
 
 def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
                     dtype: torch.dtype = torch.float32, pooling_shape: Optional[Sequence[int]] = None,
-                    num_frames: Optional[int] = None):
+                    num_frames: Optional[int] = None, max_visual_tokens: Optional[int] = None):
     """``cls.from_pretrained`` without weight processing (see its docstring)."""
     from weights_conversion import convert_checkpoint
     from weights_conversion.checkpoint import CheckpointError, materialize_meta_buffers
@@ -30,7 +30,8 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     path = resolve_checkpoint(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None}
+    overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None,
+                 "max_visual_tokens": max_visual_tokens}
     conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
     if num_frames is None:
         num_frames = int(pooling_shape[0]) if pooling_shape is not None else int(conv.config.get("num_frames") or 8)
@@ -63,6 +64,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     if model.rope_switch is not None:
         model.rope_switch.to(device)
     model.default_num_frames = int(num_frames)
+    model.frame_sampler = conv.sampler
     model.checkpoint_path = str(path)
     model.fingerprint = model_fingerprint(path)
     return model.eval()

@@ -80,6 +80,7 @@ class HookedVideoLLM(HookedTransformer):
         self.checkpoint_path: Optional[str] = None  # set by from_pretrained
         self.fingerprint: Optional[Dict[str, str]] = None  # videolens.fingerprint.model_fingerprint of its files
         self.rope_switch = None  # videolens.rope.RopeSwitch for LongRoPE backbones
+        self.frame_sampler: Optional[str] = None  # a family's own frame sampler (videolens.video.SAMPLERS)
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
@@ -99,6 +100,7 @@ class HookedVideoLLM(HookedTransformer):
         center_unembed: bool = False,
         fold_value_biases: bool = False,
         refactor_factored_attn_matrices: bool = False,
+        max_visual_tokens: Optional[int] = None,
     ) -> "HookedVideoLLM":
         """Load a local VideoLLM checkpoint folder (any registered family).
 
@@ -119,6 +121,8 @@ class HookedVideoLLM(HookedTransformer):
                 the weights stay the checkpoint's (the paper's numbers). ``fold_ln=True`` folds
                 each RMSNorm's scale into the next weights (logits unchanged; then
                 ``cache.logit_attrs`` over ``decompose_resid`` sums to the logit difference).
+            max_visual_tokens: VideoLLaMA3's visual-token budget, in merged tokens per clip (the
+                official ``--max_visual_tokens``); None keeps the paper's 8 x 12 x 12 = 1152.
 
         Raises:
             FileNotFoundError: the folder does not exist (a hub id is named as such: no download).
@@ -131,7 +135,7 @@ class HookedVideoLLM(HookedTransformer):
         from .loading import load_pretrained
 
         model = load_pretrained(cls, path, device=device, dtype=dtype, pooling_shape=pooling_shape,
-                                num_frames=num_frames)
+                                num_frames=num_frames, max_visual_tokens=max_visual_tokens)
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
                                center_unembed=center_unembed, fold_value_biases=fold_value_biases,
                                refactor_factored_attn_matrices=refactor_factored_attn_matrices)
@@ -215,8 +219,13 @@ class HookedVideoLLM(HookedTransformer):
             num_frames = self.default_num_frames
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        grid = self.vision.output_grid(num_frames)
-        if grid[0] != num_frames:
+        video: Optional[Video] = None
+        if self.vision.frame_size_dependent:  # the token grid follows the decoded frames' size
+            video = sample.load(num_frames, sampler=self.frame_sampler)
+            grid = self.vision.output_grid(video.num_frames, tuple(video.frames.shape[1:3]))
+        else:
+            grid = self.vision.output_grid(num_frames)
+        if grid[0] != num_frames and not self.vision.frame_size_dependent:
             import warnings
 
             warnings.warn(
@@ -226,10 +235,10 @@ class HookedVideoLLM(HookedTransformer):
                 f"from_pretrained(pooling_shape=...)) for one frame a slot",
                 FramePoolingWarning, stacklevel=2)
         timestamps = None
-        video: Optional[Video] = None
         if self.template.frame_format is not None:
-            video = sample.load(num_frames)
-            timestamps = list(video.timestamps[:: max(1, num_frames // grid[0])][: grid[0]])
+            if video is None:
+                video = sample.load(num_frames, sampler=self.frame_sampler)
+            timestamps = list(video.timestamps[:: max(1, video.num_frames // grid[0])][: grid[0]])
         tp = tokenize_prompt(
             self.tokenizer,
             self.template,
@@ -247,14 +256,14 @@ class HookedVideoLLM(HookedTransformer):
                 f"more than the model's context of {self.cfg.n_ctx}"
             )
         if video is None:
-            video = sample.load(num_frames)
+            video = sample.load(num_frames, sampler=self.frame_sampler)
         pixels = self.vision.pixels(video.frames)
         with torch.no_grad():
             embeds = self.vision.encode(pixels)
         return VideoLLMInput(
             tokens=tp.tokens.to(self.device),
             video_embeds=embeds,
-            layout=dataclasses.replace(tp.layout, slot_frames=slot_frames(num_frames, grid[0])),
+            layout=dataclasses.replace(tp.layout, slot_frames=slot_frames(video.num_frames, grid[0])),
             option_token_ids=tp.option_token_ids,
             sample=sample,
             video=video,

@@ -36,6 +36,15 @@ class PromptTemplate:
     None), or one ``frame_format`` piece per frame joined by ``frame_separator`` where
     ``{placeholder}`` is replaced by that frame's tokens and ``{time}`` is the frame's timestamp (s).
     QUESTION_BLOCK is ``"Question: {question}\\nOptions:\\n(A) c0\\n(B) c1..."``.
+
+    ``video_group`` says what the token groups ``video`` and ``frame:i`` hold: ``"tokens"`` the
+    video tokens only (the PLLaVA / InternVL analyses), ``"block"`` the whole video block with its
+    per-frame text, frame i >= 1 starting at the separator before it (the official VideoLLaMA3
+    analysis: the video span between the first two newlines, frames split at the commas).
+
+    ``videollama3`` is VideoLLaMA3's chat template (official videollama3/model/processor.py) with the
+    official TVBench instruction (videollama3/evaluation/benchmarks/tvbench.py): no system prompt,
+    ``Time t.ts:`` before each frame's tokens, frames joined by ``,``, and no answer prefix.
     """
 
     name: str
@@ -48,6 +57,7 @@ class PromptTemplate:
     frame_separator: str = ""
     question_prefix: str = "Question: "
     options_header: str = "\nOptions:\n"
+    video_group: str = "tokens"
 
 
 TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
@@ -68,16 +78,18 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             after_question=" \nOnly give the best option. <|assistant|>\n",
         ),
         PromptTemplate(
-            name="eval_mvbench_videollama3",
-            system=SYSTEM_MVBENCH,
-            before_video=" USER: ",
-            after_video="\n USER: ",
+            name="videollama3",
+            system="",
+            before_video="<|im_start|>user\n",
+            after_video="\n",
             after_question=(
                 "\nAnswer with the option's letter from the given choices directly and only give the best"
-                " option. ASSISTANT:"
+                " option.<|im_end|>\n<|im_start|>assistant\n"
             ),
+            answer_prefix="",
             frame_format="Time {time:.1f}s:{placeholder}",
             frame_separator=",",
+            video_group="block",
         ),
     ]
 })
@@ -96,7 +108,7 @@ class BuiltPrompt:
     """A prompt string and the character spans ``[start, stop)`` of its named pieces.
 
     Span names: ``system``, ``video`` (the whole video block), ``frame:i`` (one per frame when the
-    template has per-frame pieces), ``placeholder:i`` (the placeholder text of frame i, or
+    template has per-frame pieces; ``frame_block:i`` is the same with the separator before it), ``placeholder:i`` (the placeholder text of frame i, or
     ``placeholder:0`` for a single video placeholder), ``question`` (question and options),
     ``question_text`` and ``non_option_question`` (the question alone, as the official code's
     ``question_without_options``), ``question_header`` (``Question: ... Options:``, the question
@@ -164,6 +176,7 @@ def build_prompt(
             w.write(placeholder, f"placeholder:{i}")
             w.write(tail.format(time=t))
             w.mark(f"frame:{i}", frame_start)
+            w.mark(f"frame_block:{i}", frame_start - (len(template.frame_separator) if i else 0))
     w.mark("video", video_start)
     w.write(template.after_video)
     q_start = w.n

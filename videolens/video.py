@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from jaxtyping import Float, Int, UInt8
@@ -28,7 +28,7 @@ from jaxtyping import Float, Int, UInt8
 from .errors import VideolensError
 
 __all__ = ["Video", "VideoDecodeError", "ShortClipWarning", "load_video", "sample_frame_indices",
-           "longvideobench_frame_indices"]
+           "longvideobench_frame_indices", "videollama3_frames", "SAMPLERS"]
 
 
 class VideoDecodeError(VideolensError, ValueError):
@@ -116,6 +116,42 @@ def longvideobench_frame_indices(n_frames: int, fps: float, num_frames: int, dur
     return np.clip(np.asarray(idx, dtype=np.int64), 0, n_frames - 1)
 
 
+def videollama3_frames(pts: Float[np.ndarray, "n"], seconds: float, num_frames: int,
+                       start: Optional[float] = None, end: Optional[float] = None
+                       ) -> Tuple[Int[np.ndarray, "k"], Float[np.ndarray, "k"]]:
+    """VideoLLaMA3's own sampling (official videollama3/mm_utils.py ``load_video`` with ``fps=None``,
+    ``precise_time=True``, as the *_videollama3 analysis scripts call it): every frame whose
+    presentation time lies in ``[start, start + duration)`` is decoded (the whole file without a
+    window), ``num_frames`` of those ``n`` are picked at ``linspace(0, n - 1, num_frames)`` floored,
+    and frame ``k`` of the window is stamped ``linspace(start, start + duration, n)[k]`` (not its
+    presentation time). ``duration = min(seconds - start, end - start)``. A window holding fewer
+    than ``num_frames`` frames keeps them all (the official code does not repeat frames).
+
+    Args:
+        pts: presentation time (s) of every frame of the file, ``[n_total]``.
+        seconds: the file's length (s); frames / average fps with decord.
+
+    Returns:
+        (indices into the file ``[k]``, timestamps in seconds ``[k]``), ``k = min(num_frames, n)``.
+    """
+    t0 = 0.0 if start is None else float(start)
+    duration = seconds - t0
+    if end is not None:
+        duration = min(duration, float(end) - t0)
+    eps = 1e-6
+    window = np.nonzero((pts >= t0 - eps) & (pts < t0 + duration - eps))[0]
+    if len(window) == 0:
+        window = np.array([int(np.argmin(np.abs(pts - t0)))])
+    stamps = np.linspace(t0, t0 + duration, len(window))
+    pick = np.linspace(0, len(window) - 1, num_frames, dtype=int) if len(window) > num_frames else np.arange(len(window))
+    return window[pick].astype(np.int64), stamps[pick]
+
+
+SAMPLERS = ("uniform", "longvideobench", "videollama3")
+"""Frame samplers ``load_video`` knows: the paper's MVBench/TVBench rule, LongVideoBench's own,
+and VideoLLaMA3's own (``videollama3_frames``)."""
+
+
 def load_video(
     path: Union[str, os.PathLike],
     num_frames: int = 8,
@@ -130,8 +166,10 @@ def load_video(
         path: video file (any container/codec decord's FFmpeg reads: mp4, webm, avi, ...).
         num_frames: frames to sample, >= 1 (the paper uses 8).
         start, end: optional window in seconds; ``0 <= start < end <=`` the clip's length.
-        sampler: ``"uniform"`` (the middle frame of equal segments, the paper's MVBench/TVBench rule)
-            or ``"longvideobench"`` (``longvideobench_frame_indices``, with the annotated ``duration``).
+        sampler: ``"uniform"`` (the middle frame of equal segments, the paper's MVBench/TVBench rule),
+            ``"longvideobench"`` (``longvideobench_frame_indices``, with the annotated ``duration``)
+            or ``"videollama3"`` (``videollama3_frames``: its timestamps are the official ones,
+            not presentation times).
 
     Returns:
         ``Video`` with frames uint8 ``[num_frames, H, W, 3]``, source indices and timestamps (s).
@@ -173,14 +211,21 @@ def load_video(
     if start is not None and end is not None and start >= end:
         raise ValueError(f"start={start} s must be before end={end} s for {path}")
 
-    if sampler == "longvideobench":
+    stamps = None
+    if sampler == "videollama3":
+        try:
+            pts = np.asarray(reader.get_frame_timestamp(list(range(n_total))), dtype=np.float64)[:, 0]
+        except Exception as exc:
+            raise VideoDecodeError(f"cannot read the frame times of {path}: {exc}") from exc
+        indices, stamps = videollama3_frames(pts, seconds, num_frames, start, end)
+    elif sampler == "longvideobench":
         if duration is None:
             raise ValueError(f"{path}: the longvideobench sampler needs the annotated duration")
         indices = longvideobench_frame_indices(n_total, fps, num_frames, float(duration))
     elif sampler == "uniform":
         indices = sample_frame_indices(n_total, fps, num_frames, start, end)
     else:
-        raise ValueError(f"unknown frame sampler {sampler!r} (uniform, longvideobench)")
+        raise ValueError(f"unknown frame sampler {sampler!r} ({', '.join(SAMPLERS)})")
     if len(np.unique(indices)) < num_frames:
         warnings.warn(
             f"{path}: the window holds fewer than {num_frames} distinct frames; sampled frames repeat "
@@ -190,7 +235,8 @@ def load_video(
         )
     try:
         frames = reader.get_batch(indices.tolist()).asnumpy()
-        stamps = np.asarray(reader.get_frame_timestamp(indices.tolist()), dtype=np.float64)[:, 0]
+        if stamps is None:
+            stamps = np.asarray(reader.get_frame_timestamp(indices.tolist()), dtype=np.float64)[:, 0]
     except Exception as exc:
         raise VideoDecodeError(f"cannot decode frames {indices.tolist()} of {path}: {exc}") from exc
     return Video(np.ascontiguousarray(frames, dtype=np.uint8), indices, stamps, fps, str(path))

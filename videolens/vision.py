@@ -321,8 +321,12 @@ class VisionFrontEnd(nn.Module):
         n = self.image_size // int(patch[0] if isinstance(patch, (tuple, list)) else patch)
         return n, n
 
-    def output_grid(self, num_frames: int) -> Tuple[int, int, int]:
-        """``(T', h, w)`` of the video tokens for ``num_frames`` input frames."""
+    frame_size_dependent = False
+    """True for front ends whose token grid depends on the frames' size (``videolens.navit``)."""
+
+    def output_grid(self, num_frames: int, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int]:
+        """``(T', h, w)`` of the video tokens for ``num_frames`` input frames (``frame_size``, the
+        frames' ``(H, W)``, matters only to front ends with ``frame_size_dependent``)."""
         grid = (num_frames, *self.patch_grid)
         for step in self.steps.values():
             if hasattr(step, "out_grid"):

@@ -39,6 +39,8 @@ class ConvertedModel:
         config: the checkpoint's config.json.
         rope_long: for LongRoPE, ``(threshold, (sin, cos))`` long-factor tables used when a
             forward's positions pass ``threshold`` (``videolens.rope.RopeSwitch``); else None.
+        sampler: the family's own frame sampler (``videolens.video.SAMPLERS``), used for every
+            sample in place of the dataset's; None keeps the dataset's.
     """
 
     cfg: HookedTransformerConfig
@@ -50,6 +52,7 @@ class ConvertedModel:
     family: str
     config: dict
     rope_long: Optional[Tuple[int, Tuple[torch.Tensor, torch.Tensor]]] = None
+    sampler: Optional[str] = None
 
 
 @dataclass(frozen=True)

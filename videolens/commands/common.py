@@ -208,5 +208,6 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
     ``settings``. ``videolens.runs.RecordWriter`` refuses to resume into a folder whose header differs."""
     return {"command": command, "model": str(Path(args.model).resolve()) if args.model else "bundled:tiny-videollm",
             "model_fingerprint": getattr(model, "fingerprint", None), "dtype": args.dtype,
-            "num_frames": args.num_frames, "video_grid": list(model.vision.output_grid(args.num_frames)),
+            "num_frames": args.num_frames, "video_grid": (None if model.vision.frame_size_dependent
+                                                            else list(model.vision.output_grid(args.num_frames))),
             **sample_source(args), **settings}
