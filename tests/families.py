@@ -24,6 +24,7 @@ from videolens.testing import (
     make_tiny_official_pllava,
     make_tiny_internvl,
     make_tiny_pllava,
+    make_tiny_videollama3,
 )
 
 
@@ -197,6 +198,47 @@ def internvl_reference(ckpt, model, inputs):
     return out.logits, out.hidden_states, hf.model.language_model.norm
 
 
+def videollama3_reference(ckpt, model, inputs):
+    """VideoLLaMA3 on transformers' own VideoLlama3ForConditionalGeneration (its NaViT tower, merge,
+    projector, Qwen2 and lm_head): the transformers-format folder through ``from_pretrained``, the
+    original format's tensors renamed by hand (REFERENCE section 8); pixels from videolens'
+    budgeted resize, flattened into patches as the official processor does."""
+    from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration
+
+    from videolens.navit import patchify
+
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    if cfg["model_type"] == "video_llama_3":
+        hf = VideoLlama3ForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    else:
+        text = {k: v for k, v in cfg.items() if k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "vocab_size", "max_position_embeddings", "rms_norm_eps",
+                "hidden_act", "tie_word_embeddings")}
+        text.update(model_type="qwen2", rope_parameters={"rope_type": "default", "rope_theta": cfg["rope_theta"]})
+        vision = {k: v for k, v in cfg["vision_encoder_config"].items() if k != "model_type"}
+        hf_cfg = VideoLlama3Config(text_config=text, vision_config=vision, video_token_id=cfg["image_token_index"],
+                                   image_token_id=cfg["image_token_index"] - 1)
+        hf_cfg._attn_implementation = "eager"
+        hf = VideoLlama3ForConditionalGeneration(hf_cfg).eval()
+        sd = {}
+        for k, t in load_file(str(Path(ckpt) / "model.safetensors")).items():
+            for a, b in (("model.vision_encoder.", "model.vision_model."), ("model.mm_projector.", "model.projector."),
+                         ("model.", "model.language_model.")):
+                if k.startswith(a):
+                    k = b + k[len(a):]
+                    break
+            sd[k] = t
+        missing, unexpected = hf.load_state_dict(sd, strict=False)
+        assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+    pixels = model.vision.pixels(inputs.video.frames)
+    T, _, H, W = pixels.shape
+    with torch.no_grad():
+        out = hf(input_ids=inputs.tokens, pixel_values_videos=patchify(pixels),
+                 video_grid_thw=torch.tensor([[T, H // 14, W // 14]]), video_merge_sizes=torch.tensor([2]),
+                 output_hidden_states=True)
+    return out.logits, out.hidden_states, hf.model.language_model.norm
+
+
 def _pllava(text):
     return FamilyCase(f"pllava-{text}", lambda p: make_tiny_pllava(p, text=text), _pllava_ref())
 
@@ -215,4 +257,8 @@ CASES = [
                load_kwargs={"pooling_shape": (4, 4, 4)}),
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
     FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), internvl_reference, video_grid=(8, 2, 2)),  # long factors
+    FamilyCase("videollama3-qwen2", lambda p: make_tiny_videollama3(p), videollama3_reference,
+               load_kwargs={"max_visual_tokens": 16}, num_frames=4, video_grid=(4, 2, 2)),
+    FamilyCase("videollama3-hf-qwen2", lambda p: make_tiny_videollama3(p, fmt="hf"), videollama3_reference,
+               load_kwargs={"max_visual_tokens": 16}, num_frames=4, video_grid=(4, 2, 2)),
 ]

@@ -66,12 +66,15 @@ def test_layout_spans_decode_to_their_text():
 
 
 def test_per_frame_template_records_each_frame():
-    tok, tp = _layout(template="eval_mvbench_videollama3", timestamps=[0.0, 1.5])
+    tok, tp = _layout(template="videollama3", timestamps=[0.0, 1.5])
     L = tp.layout
     assert len(L.video_positions) == 18 and len(L.frames) == 2
-    # the video span includes the timestamp text; frame spans hold only that frame's tokens
-    assert len(L.video) > 18
+    # the official VideoLLaMA3 groups: the video block includes the timestamp text and the frames
+    # partition it, frame 1 starting at the comma before it
+    assert len(L.video) > 18 and L.frames[0].start == L.video.start and L.frames[-1].stop == L.video.stop
+    assert L.frames[1].start == L.frames[0].stop and L.positions("video").tolist() == list(L.video)
     assert (tp.tokens[0, L.video_positions] == PLACEHOLDER).all()
+    assert tp.prompt.text.startswith("<|im_start|>user\nTime 0.0s:<image>,Time 1.5s:<image>\nQuestion: ")
 
 
 def test_multi_token_letter_raises():

@@ -80,7 +80,11 @@ def load_tokenizer(path: Path):
 
     if (Path(path) / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
-    return AutoTokenizer.from_pretrained(str(path))
+    import warnings
+
+    with warnings.catch_warnings():  # transformers' notes on config.json fields it reads for the tokenizer
+        warnings.simplefilter("ignore", FutureWarning)
+        return AutoTokenizer.from_pretrained(str(path))
 
 
 def load_backbone_weights(model, state_dict: Dict[str, torch.Tensor]) -> None:

@@ -68,7 +68,11 @@ class HookedVideoLLM(HookedTransformer):
         rope: Optional[tuple] = None,
         checkpoint_config: Optional[dict] = None,
     ):
-        super().__init__(cfg, tokenizer=tokenizer, move_to_device=False)
+        import warnings
+
+        with warnings.catch_warnings():  # TL reloads the tokenizer by path; transformers then notes config fields
+            warnings.simplefilter("ignore", FutureWarning)
+            super().__init__(cfg, tokenizer=tokenizer, move_to_device=False)
         self.tokenizer = tokenizer  # keep the checkpoint's tokenizer as given
         self.embed = VideoEmbed(self.cfg, int(placeholder_id))
         self.vision = vision
@@ -284,6 +288,10 @@ class HookedVideoLLM(HookedTransformer):
             embeds = embeds[None]
         embeds = self.vision.hook_video_embeds(embeds)
         flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])
+        if flat.shape[1] != inputs.video_positions.shape[-1]:
+            raise ValueError(f"the video gives {flat.shape[1]} video tokens ({tuple(embeds.shape[1:4])}) but the prompt's "
+                             f"layout has {inputs.video_positions.shape[-1]} video positions {inputs.layout.video_grid}; "
+                             "prepare the sample again with this video")
         self.embed.video = (inputs.video_positions.to(self.device), flat)
         try:
             yield

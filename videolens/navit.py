@@ -40,7 +40,7 @@ def resize_for_budget(height: int, width: int, num_frames: int, factor: int = 28
     of ``factor``; if over budget, both sides shrink by ``beta = sqrt(H W / budget)`` and are floored to
     multiples of ``factor``; if then under ``min_tokens * factor**2`` pixels, both grow by
     ``sqrt(min / (H W))`` and are ceiled. So a 720x1280 clip of 8 frames with ``max_tokens`` 1152 is
-    336x588 (12x21 merged tokens a frame) and with 128 it is 84x168 (the minimum rule).
+    252x448 (9x16 = 144 merged tokens a frame) and with 128 it is 84x168 (the minimum rule).
     """
     min_pixels = min_tokens * factor * factor
     budget = (max_tokens * factor * factor) // max(1, num_frames)

@@ -258,6 +258,32 @@ def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_posit
     return save_internvl_checkpoint(path, tower, mlp1, lm, tok, llm, PLACEHOLDER)
 
 
+def make_tiny_videollama3(path: Union[str, Path], fmt: str = "original", seed: int = 0, n_layers: int = 3,
+                          max_pos: int = 512, min_tokens: int = 4, randomize: bool = True, **sizes) -> Path:
+    """A random VideoLLaMA3 checkpoint in the original (``fmt="original"``) or transformers
+    (``"hf"``) layout, written from a ``transformers.VideoLlama3ForConditionalGeneration``: a
+    2-layer SigLIP-NaViT (patch 14), the projector and a Qwen2 text model (QKV bias, rope theta 1e6).
+    ``min_tokens`` 4 lets a 48x64 clip become 56x56 frames (2x2 merged tokens a frame) at
+    ``max_visual_tokens=16`` over 4 frames."""
+    from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration, VideoLlama3VisionConfig
+
+    from weights_conversion.writers import save_videollama3_checkpoint
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen2", **sizes)
+    text = tc.to_dict()
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6}
+    vc = VideoLlama3VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 patch_size=14)
+    cfg = VideoLlama3Config(text_config=text, vision_config=vc, video_token_id=PLACEHOLDER,
+                            image_token_id=PLACEHOLDER - 1)
+    model = VideoLlama3ForConditionalGeneration(cfg).eval()
+    if randomize:
+        _randomize(model, seed * 10 + 3)
+    return save_videollama3_checkpoint(path, model, tok, fmt, min_tokens=min_tokens)
+
+
 def reference_language_model(ckpt: Union[str, Path], attn_implementation: str = "eager"):
     """The transformers CausalLM of a PLLaVA-format checkpoint's ``language_model.*`` tensors (the
     reference the hooked backbone is compared with in tests and benchmarks).

@@ -104,7 +104,8 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     if config.get("token_compression"):
         raise CheckpointError(f"{where}: token compression (dropping merged tokens that barely change between "
                               "frames) is not supported; the paper runs VideoLLaMA3 without it")
-    max_tokens = config.get("max_visual_tokens") or PAPER_MAX_VISUAL_TOKENS
+    max_tokens = config.get("max_visual_tokens")
+    max_tokens = PAPER_MAX_VISUAL_TOKENS if max_tokens is None else max_tokens
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise CheckpointError(f"{where}: max_visual_tokens must be a positive integer, got {max_tokens!r}")
     text_config, vision_config, placeholder = _configs(config, where)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from videolens.vision import CLIP_MEAN, CLIP_STD
 
-__all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint"]
+__all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint", "save_videollama3_checkpoint"]
 
 
 def save_pllava_checkpoint(
@@ -181,5 +181,58 @@ def save_internvl_checkpoint(path, vision_tower, mlp1: torch.nn.Module, language
         "crop_size": {"height": size, "width": size}, "do_center_crop": True, "do_normalize": True, "do_rescale": True,
         "do_resize": True, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), "resample": 3,
         "rescale_factor": 1 / 255}, indent=2))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def save_videollama3_checkpoint(path, model, tokenizer, fmt: str = "original", min_tokens: int = 16,
+                                max_tokens: int = 16384, extra_config: Optional[dict] = None) -> Path:
+    """Save a ``transformers.VideoLlama3ForConditionalGeneration`` as a VideoLLaMA3 checkpoint.
+
+    Args:
+        fmt: ``"original"`` (the released remote-code layout, ``model_type "videollama3_qwen2"``:
+            Qwen2 fields at the top level, ``vision_encoder_config`` inline, ``model.vision_encoder.*``,
+            ``model.mm_projector.readout.*``, ``model.{embed_tokens,layers,norm}.*``, ``lm_head``) or
+            ``"hf"`` (transformers' ``save_pretrained``, ``model_type "video_llama_3"``).
+        min_tokens, max_tokens: the image processor's budget written to preprocessor_config.json.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if fmt == "hf":
+        model.save_pretrained(str(path))
+        config = json.loads((path / "config.json").read_text())
+    elif fmt == "original":
+        from .videollama3 import RENAMES  # noqa: F401  (the layout this writes is the one it reads)
+
+        out = {}
+        for k, v in model.state_dict().items():
+            for a, b in (("model.vision_model.", "model.vision_encoder."), ("model.projector.readout.", "model.mm_projector.readout."),
+                         ("model.language_model.", "model.")):
+                if k.startswith(a):
+                    k = b + k[len(a):]
+                    break
+            out[k] = v.contiguous().clone()
+        save_file(out, str(path / "model.safetensors"))
+        text = model.config.text_config.to_dict()
+        vision = model.config.vision_config.to_dict()
+        keep_v = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
+                  "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout")
+        keep_t = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                  "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act", "tie_word_embeddings")
+        params = text.get("rope_parameters") or {}
+        config = {"architectures": ["Videollama3Qwen2ForCausalLM"], "model_type": "videollama3_qwen2",
+                  **{k: text[k] for k in keep_t if k in text}, "rope_theta": params.get("rope_theta", 1e6),
+                  "rope_scaling": None, "image_token_index": model.config.video_token_id,
+                  "mm_projector_type": "mlp2x_gelu", "use_token_compression": True, "vision_encoder": None,
+                  "vision_encoder_config": {"model_type": "videollama3_vision_encoder",
+                                            **{k: vision[k] for k in keep_v if k in vision}}}
+    else:
+        raise ValueError(f"unknown VideoLLaMA3 checkpoint format {fmt!r} (original, hf)")
+    config.update(extra_config or {})
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    (path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Videollama3ImageProcessor", "do_resize": True, "do_rescale": True, "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "patch_size": 14, "resample": 3,
+        "rescale_factor": 1 / 255, "min_tokens": min_tokens, "max_tokens": max_tokens}, indent=2))
     tokenizer.save_pretrained(str(path))
     return path
