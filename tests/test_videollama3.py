@@ -110,3 +110,32 @@ def test_a_video_that_does_not_fit_the_layout_is_refused(ckpt, tmp_path):
         x.with_video_embeds(wide.video_embeds)
     with pytest.raises(ValueError, match="video tokens .* but the prompt's layout has"):
         model(dataclasses.replace(x, pixel_values=wide.pixel_values))
+
+
+QWEN = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers" / "qwen3"
+
+
+@pytest.mark.skipif(not (QWEN / "tokenizer.json").exists(), reason="../shared/tokenizers/qwen3 is absent")
+def test_layout_on_the_real_qwen_vocabulary():
+    """The Qwen2 base vocabulary plus VideoLLaMA3's added tokens (official train.py): the official
+    groups fall out of the tokenizer's offsets (each frame after the first opens with the comma token
+    11, the video block ends before the newline 198, letters are single tokens after the prompt)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from videolens.inputs import tokenize_prompt
+    from videolens.prompts import TEMPLATES
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(QWEN / "tokenizer.json"))
+    tok.add_tokens(["<image>", "<|stream_start|>", "<|stream_end|>"], special_tokens=True)
+    image = tok.convert_tokens_to_ids("<image>")
+    tp = tokenize_prompt(tok, TEMPLATES["videollama3"], "What did the person do first?",
+                         ["Put down the blanket.", "Took the towel."], image, (3, 2, 2), "A", [2.6, 3.9, 5.2])
+    ids, L = tp.tokens[0], tp.layout
+    assert tok.decode(ids[:3]) == "<|im_start|>user\n" and int(ids[L.video.stop]) == 198
+    for i in (1, 2):
+        assert int(ids[L.frames[i].start]) == 11
+    assert tok.decode(ids[L.frames[0].slice]) == "Time 2.6s:" + "<image>" * 4
+    assert tok.decode(ids[L.positions("non_option_question")]).strip() == "What did the person do first?"
+    assert tok.decode(ids[L.true_option.slice]) == "(A) Put down the blanket.\n"  # ".\n" is one Qwen token
+    assert tp.option_token_ids == {"A": tok.convert_tokens_to_ids("A"), "B": tok.convert_tokens_to_ids("B")}
+    assert tok.decode(ids[-2:]) == "assistant\n"

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
@@ -31,10 +30,9 @@ from .data import VideoQA
 from ._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
 from .embed import VideoEmbed
-from .inputs import VideoLLMInput, tokenize_prompt
-from .layout import slot_frames
+from .inputs import VideoLLMInput
+from .preparing import prepare_one
 from .prompts import PromptTemplate, get_template
-from .video import Video
 
 from .errors import ContextLengthError, FramePoolingWarning, MissingVideoError, NonFiniteError  # noqa: E402
 
@@ -221,59 +219,7 @@ class HookedVideoLLM(HookedTransformer):
             return stack_inputs([self.prepare(s, num_frames, keep_pixels) for s in sample])
         if num_frames is None:
             num_frames = self.default_num_frames
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        video: Optional[Video] = None
-        if self.vision.frame_size_dependent:  # the token grid follows the decoded frames' size
-            video = sample.load(num_frames, sampler=self.frame_sampler)
-            grid = self.vision.output_grid(video.num_frames, tuple(video.frames.shape[1:3]))
-        else:
-            grid = self.vision.output_grid(num_frames)
-        if grid[0] != num_frames and not self.vision.frame_size_dependent:
-            import warnings
-
-            warnings.warn(
-                f"num_frames={num_frames} sampled frames are pooled into {grid[0]} temporal slots (the pooling depth): "
-                f"token groups frame:0..{grid[0] - 1} are pooling slots of averaged or repeated frames, not sampled "
-                f"frames (layout.slot_frames lists them); pass num_frames={grid[0]} (or "
-                f"from_pretrained(pooling_shape=...)) for one frame a slot",
-                FramePoolingWarning, stacklevel=2)
-        timestamps = None
-        if self.template.frame_format is not None:
-            if video is None:
-                video = sample.load(num_frames, sampler=self.frame_sampler)
-            timestamps = list(video.timestamps[:: max(1, video.num_frames // grid[0])][: grid[0]])
-        tp = tokenize_prompt(
-            self.tokenizer,
-            self.template,
-            sample.question,
-            sample.candidates,
-            self.placeholder_id,
-            grid,
-            true_letter=sample.answer_letter,
-            timestamps=timestamps,
-        )
-        S = tp.layout.seq_len
-        if S > self.cfg.n_ctx:
-            raise ContextLengthError(
-                f"the prompt has {S} positions ({grid[0]}x{grid[1]}x{grid[2]} video tokens), "
-                f"more than the model's context of {self.cfg.n_ctx}"
-            )
-        if video is None:
-            video = sample.load(num_frames, sampler=self.frame_sampler)
-        pixels = self.vision.pixels(video.frames)
-        with torch.no_grad():
-            embeds = self.vision.encode(pixels)
-        return VideoLLMInput(
-            tokens=tp.tokens.to(self.device),
-            video_embeds=embeds,
-            layout=dataclasses.replace(tp.layout, slot_frames=slot_frames(video.num_frames, grid[0])),
-            option_token_ids=tp.option_token_ids,
-            sample=sample,
-            video=video,
-            prompt_text=tp.prompt.text,
-            pixel_values=pixels if keep_pixels else None,
-        )
+        return prepare_one(self, sample, num_frames, keep_pixels)
 
     @contextlib.contextmanager
     def _video_in(self, inputs: VideoLLMInput) -> Iterator[None]:

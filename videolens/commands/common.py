@@ -24,6 +24,9 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
     p.add_argument("--pooling-shape", type=parse_pooling_shape, default=None, metavar="T-H-W",
                    help="PLLaVA 3-D pooling shape overriding the checkpoint's, e.g. 8-12-12 (the official scripts' "
                         "--pooling_shape)")
+    p.add_argument("--max-visual-tokens", type=positive_int, default=None, metavar="N",
+                   help="VideoLLaMA3's visual-token budget per clip (the official --max_visual_tokens; default: the "
+                        "paper's 8x12x12 = 1152)")
 
 
 def positive_int(text: str) -> int:
@@ -73,13 +76,14 @@ def output_folder(text: str) -> str:
 
 def load_model(args, path=None):
     """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with
-    --device, --dtype, --pooling-shape and --num-frames applied."""
+    --device, --dtype, --pooling-shape, --max-visual-tokens and --num-frames applied."""
     from videolens.model import HookedVideoLLM
 
     path = path or args.model or str(default_model_path())
     model = HookedVideoLLM.from_pretrained(path, device=args.device, dtype=DTYPES[args.dtype],
                                            pooling_shape=getattr(args, "pooling_shape", None),
-                                           num_frames=getattr(args, "num_frames", None))
+                                           num_frames=getattr(args, "num_frames", None),
+                                           max_visual_tokens=getattr(args, "max_visual_tokens", None))
     if getattr(args, "num_frames", None) is None:
         args.num_frames = model.default_num_frames  # run configs record the frames actually used
     return model
@@ -208,6 +212,12 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
     ``settings``. ``videolens.runs.RecordWriter`` refuses to resume into a folder whose header differs."""
     return {"command": command, "model": str(Path(args.model).resolve()) if args.model else "bundled:tiny-videollm",
             "model_fingerprint": getattr(model, "fingerprint", None), "dtype": args.dtype,
-            "num_frames": args.num_frames, "video_grid": (None if model.vision.frame_size_dependent
-                                                            else list(model.vision.output_grid(args.num_frames))),
-            **sample_source(args), **settings}
+            "num_frames": args.num_frames, **_video_grid(model, args.num_frames), **sample_source(args), **settings}
+
+
+def _video_grid(model, num_frames: int) -> Dict[str, Any]:
+    """The run's video-token grid, or for a front end whose grid follows each video's frame size
+    (VideoLLaMA3) its visual-token budget."""
+    if model.vision.frame_size_dependent:
+        return {"video_grid": None, "max_visual_tokens": model.vision.preprocess.max_tokens}
+    return {"video_grid": list(model.vision.output_grid(num_frames))}
