@@ -24,6 +24,7 @@ from videolens.testing import (
     make_tiny_official_pllava,
     make_tiny_internvl,
     make_tiny_pllava,
+    make_tiny_llava_onevision,
     make_tiny_videollama3,
 )
 
@@ -239,6 +240,18 @@ def videollama3_reference(ckpt, model, inputs):
     return out.logits, out.hidden_states, hf.model.language_model.norm
 
 
+def onevision_reference(ckpt, model, inputs):
+    """LLaVA-OneVision on transformers' own LlavaOnevisionForConditionalGeneration (its SigLIP tower,
+    projector, apply_pooling, image_newline, Qwen2 and lm_head) with videolens' frame pixels."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    hf = LlavaOnevisionForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    pixels = model.vision.pixels(inputs.video.frames)[None]
+    with torch.no_grad():
+        out = hf(input_ids=inputs.tokens, pixel_values_videos=pixels, output_hidden_states=True)
+    return out.logits, out.hidden_states, hf.model.language_model.norm
+
+
 def _pllava(text):
     return FamilyCase(f"pllava-{text}", lambda p: make_tiny_pllava(p, text=text), _pllava_ref())
 
@@ -257,6 +270,7 @@ CASES = [
                load_kwargs={"pooling_shape": (4, 4, 4)}),
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
     FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), internvl_reference, video_grid=(8, 2, 2)),  # long factors
+    FamilyCase("llava-onevision-qwen2", lambda p: make_tiny_llava_onevision(p), onevision_reference, num_frames=4),
     FamilyCase("videollama3-qwen2", lambda p: make_tiny_videollama3(p), videollama3_reference,
                load_kwargs={"max_visual_tokens": 16}, num_frames=4, video_grid=(4, 2, 2)),
     FamilyCase("videollama3-hf-qwen2", lambda p: make_tiny_videollama3(p, fmt="hf"), videollama3_reference,

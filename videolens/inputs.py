@@ -196,12 +196,14 @@ def tokenize_prompt(
     video_grid: Tuple[int, int, int],
     true_letter: Optional[str] = None,
     timestamps: Optional[Sequence[float]] = None,
+    n_trailing: int = 0,
 ) -> TokenizedPrompt:
     """Tokenize a prompt once and read every span off the tokenizer's offset mapping.
 
     Each video placeholder in the prompt must be exactly one token with id ``placeholder_id``;
     it is expanded to ``T*h*w`` tokens (one placeholder for the whole video) or ``h*w`` tokens
-    (one per frame). A token belongs to the span that holds its first non-space character.
+    (one per frame), then ``n_trailing`` more after the last one (LLaVA-OneVision's newline vector:
+    span ``video_newline``). A token belongs to the span that holds its first non-space character.
 
     Raises:
         PromptTokenizationError: the tokenizer is not a fast tokenizer (no offsets), splits the
@@ -241,11 +243,15 @@ def tokenize_prompt(
     new_ids: List[int] = []
     new_pos: List[int] = []
     video_positions: List[int] = []
+    trailing: Optional[Span] = None
     for i, tid in enumerate(ids):
         new_pos.append(len(new_ids))
         if i in ph_tokens:
             video_positions.extend(range(len(new_ids), len(new_ids) + per_placeholder))
             new_ids.extend([placeholder_id] * per_placeholder)
+            if n_trailing and i == ph_tokens[-1]:
+                trailing = Span(len(new_ids), len(new_ids) + n_trailing)
+                new_ids.extend([placeholder_id] * n_trailing)
         else:
             new_ids.append(tid)
     S = len(new_ids)
@@ -255,7 +261,8 @@ def tokenize_prompt(
         if not inside:
             raise PromptTokenizationError(f"span {name!r} ({text[cs:ce]!r}) has no tokens")
         first, last = inside[0], inside[-1]
-        stop = new_pos[last] + (per_placeholder if last in ph_tokens else 1)
+        width = per_placeholder + (n_trailing if last == ph_tokens[-1] else 0)
+        stop = new_pos[last] + (width if last in ph_tokens else 1)
         return Span(new_pos[first], stop)
 
     spans: Dict[str, Span] = {}
@@ -263,6 +270,8 @@ def tokenize_prompt(
         if name.startswith("placeholder:") or ce <= cs:
             continue
         spans[name] = token_span(cs, ce, name)
+    if trailing is not None:
+        spans["video_newline"] = trailing
     specials = [i for i, (s, e) in enumerate(offsets) if e <= s]
     if specials and specials[0] == 0:
         spans["bos"] = Span(0, 1)

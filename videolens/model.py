@@ -234,11 +234,17 @@ class HookedVideoLLM(HookedTransformer):
             embeds = embeds[None]
         embeds = self.vision.hook_video_embeds(embeds)
         flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])
-        if flat.shape[1] != inputs.video_positions.shape[-1]:
+        positions = inputs.video_positions.to(self.device)
+        if flat.shape[1] != positions.shape[-1]:
             raise ValueError(f"the video gives {flat.shape[1]} video tokens ({tuple(embeds.shape[1:4])}) but the prompt's "
-                             f"layout has {inputs.video_positions.shape[-1]} video positions {inputs.layout.video_grid}; "
+                             f"layout has {positions.shape[-1]} video positions {inputs.layout.video_grid}; "
                              "prepare the sample again with this video")
-        self.embed.video = (inputs.video_positions.to(self.device), flat)
+        n = self.vision.n_trailing
+        if n:  # e.g. LLaVA-OneVision's newline, right after the last video token
+            tail = self.vision.trailing_embeds().to(flat.dtype)
+            flat = torch.cat([flat, tail[None].expand(flat.shape[0], -1, -1)], dim=1)
+            positions = torch.cat([positions, positions[..., -1:] + torch.arange(1, n + 1, device=positions.device)], -1)
+        self.embed.video = (positions, flat)
         try:
             yield
         finally:

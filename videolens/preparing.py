@@ -50,6 +50,7 @@ def prepare_one(model, sample: VideoQA, num_frames: int, keep_pixels: bool = Fal
         grid,
         true_letter=sample.answer_letter,
         timestamps=timestamps,
+        n_trailing=model.vision.n_trailing,
     )
     S = tp.layout.seq_len
     if S > model.cfg.n_ctx:

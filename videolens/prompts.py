@@ -42,6 +42,11 @@ class PromptTemplate:
     per-frame text, frame i >= 1 starting at the separator before it (the official VideoLLaMA3
     analysis: the video span between the first two newlines, frames split at the commas).
 
+    ``llava_onevision`` is LLaVA-OneVision's Qwen chat template with its multiple-choice instruction
+    (lmms-eval's ``Answer with the option's letter from the given choices directly.``);
+    ``llava_onevision_mvbench`` the paper's convention (MVBench system prompt, ``Only give the best
+    option.``, answer prefix ``Best option:(``) in that chat template.
+
     ``videollama3`` is VideoLLaMA3's chat template (official videollama3/model/processor.py) with the
     official TVBench instruction (videollama3/evaluation/benchmarks/tvbench.py): no system prompt,
     ``Time t.ts:`` before each frame's tokens, frames joined by ``,``, and no answer prefix.
@@ -76,6 +81,23 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             before_video=" <|user|>\n<img>",
             after_video="</img>\n <|user|>\n",
             after_question=" \nOnly give the best option. <|assistant|>\n",
+        ),
+        PromptTemplate(
+            name="llava_onevision",
+            system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
+            before_video="<|im_start|>user\n",
+            after_video="\n",
+            after_question=(
+                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
+            ),
+            answer_prefix="",
+        ),
+        PromptTemplate(
+            name="llava_onevision_mvbench",
+            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
+            before_video="<|im_start|>user\n",
+            after_video="\n",
+            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
         ),
         PromptTemplate(
             name="videollama3",

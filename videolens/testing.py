@@ -258,6 +258,30 @@ def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_posit
     return save_internvl_checkpoint(path, tower, mlp1, lm, tok, llm, PLACEHOLDER)
 
 
+def make_tiny_llava_onevision(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
+                              image_size: int = 28, randomize: bool = True, **sizes) -> Path:
+    """A random transformers ``LlavaOnevisionForConditionalGeneration`` (SigLIP 28 px / patch 4: a
+    7x7 grid, bilinear-resized to 4x4 tokens a frame; Qwen2 text) saved with ``save_pretrained``;
+    the video placeholder is ``<image>`` (``PLACEHOLDER``)."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, SiglipVisionConfig
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen2", **sizes)
+    vc = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=image_size, patch_size=4)
+    cfg = LlavaOnevisionConfig(text_config=tc.to_dict(), vision_config=vc.to_dict(), video_token_id=PLACEHOLDER,
+                               image_token_id=PLACEHOLDER - 1, vision_feature_layer=-1,
+                               vision_feature_select_strategy="full", tie_word_embeddings=False)
+    model = LlavaOnevisionForConditionalGeneration(cfg).eval()
+    if randomize:
+        _randomize(model, seed * 10 + 5)
+    path = Path(path)
+    model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
 def make_tiny_videollama3(path: Union[str, Path], fmt: str = "original", seed: int = 0, n_layers: int = 3,
                           max_pos: int = 512, min_tokens: int = 4, randomize: bool = True, **sizes) -> Path:
     """A random VideoLLaMA3 checkpoint in the original (``fmt="original"``) or transformers

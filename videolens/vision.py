@@ -280,6 +280,9 @@ class VisionFrontEnd(nn.Module):
         preprocess: turns uint8 frames into the tower's pixel values.
         extra: parameters stored with the front end but not used for videos (for example
             LLaVA-NeXT's ``image_newline``), kept so every checkpoint tensor has a home.
+        trailing: the name of an ``extra`` vector written as one more video-block token after
+            the video tokens (LLaVA-OneVision's ``image_newline``: ONE after the whole video);
+            the layout records it as the span ``video_newline``.
     """
 
     def __init__(
@@ -290,6 +293,7 @@ class VisionFrontEnd(nn.Module):
         drop_cls: bool,
         preprocess: FramePreprocessor,
         extra: Optional[Dict[str, torch.Tensor]] = None,
+        trailing: Optional[str] = None,
     ):
         super().__init__()
         self.tower = tower
@@ -298,6 +302,9 @@ class VisionFrontEnd(nn.Module):
         self.drop_cls = bool(drop_cls)
         self.preprocess = preprocess
         self.extra = nn.ParameterDict({k: nn.Parameter(v, requires_grad=False) for k, v in (extra or {}).items()})
+        if trailing is not None and trailing not in self.extra:
+            raise ValueError(f"trailing token {trailing!r} is not one of the extra parameters {sorted(self.extra)}")
+        self.trailing = trailing
         self.hook_pixel_values = HookPoint()
         self.hook_patch_features = HookPoint()
         self.hook_video_embeds = HookPoint()
@@ -322,6 +329,18 @@ class VisionFrontEnd(nn.Module):
         return n, n
 
     frame_size_dependent = False
+
+    @property
+    def n_trailing(self) -> int:
+        """Tokens written after the video tokens (``trailing``), 0 or 1."""
+        return 0 if self.trailing is None else 1
+
+    def trailing_embeds(self) -> Float[torch.Tensor, "n d_model"]:
+        """The ``trailing`` vector(s) ``[n_trailing, d_model]`` (empty when there are none)."""
+        if self.trailing is None:
+            param = next(self.parameters())
+            return torch.empty(0, 0, dtype=param.dtype, device=param.device)
+        return self.extra[self.trailing].reshape(1, -1)
     """True for front ends whose token grid depends on the frames' size (``videolens.navit``)."""
 
     def output_grid(self, num_frames: int, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int]:
