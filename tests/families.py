@@ -25,6 +25,7 @@ from videolens.testing import (
     make_tiny_internvl,
     make_tiny_pllava,
     make_tiny_llava_onevision,
+    make_tiny_qwen2_5_vl,
     make_tiny_videollama3,
 )
 
@@ -252,6 +253,27 @@ def onevision_reference(ckpt, model, inputs):
     return out.logits, out.hidden_states, hf.model.language_model.norm
 
 
+def qwen2_5_vl_reference(ckpt, model, inputs):
+    """Qwen2.5-VL on transformers' own Qwen2_5_VLForConditionalGeneration (its windowed vision
+    transformer and merger, its get_rope_index 3-D positions, M-RoPE, Qwen2 and lm_head) with
+    videolens' frame pixels. ``mm_token_type_ids`` is passed: without it transformers 5 builds 1-D
+    positions (REFERENCE section 12)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from videolens.qwen_vl import patchify_video, seconds_per_slot
+
+    hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    pp = model.vision.preprocess
+    pixels = model.vision.pixels(inputs.video.frames)
+    T, _, H, W = pixels.shape
+    with torch.no_grad():
+        out = hf(input_ids=inputs.tokens, pixel_values_videos=patchify_video(pixels),
+                 video_grid_thw=torch.tensor([[T // 2, H // 14, W // 14]]),
+                 second_per_grid_ts=torch.tensor([seconds_per_slot(inputs.video, pp)]),
+                 mm_token_type_ids=(inputs.tokens == hf.config.video_token_id).int() * 2, output_hidden_states=True)
+    return out.logits, out.hidden_states, hf.model.language_model.norm
+
+
 def _pllava(text):
     return FamilyCase(f"pllava-{text}", lambda p: make_tiny_pllava(p, text=text), _pllava_ref())
 
@@ -271,6 +293,8 @@ CASES = [
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
     FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), internvl_reference, video_grid=(8, 2, 2)),  # long factors
     FamilyCase("llava-onevision-qwen2", lambda p: make_tiny_llava_onevision(p), onevision_reference, num_frames=4),
+    FamilyCase("qwen2_5_vl", lambda p: make_tiny_qwen2_5_vl(p), qwen2_5_vl_reference, num_frames=4,
+               video_grid=(2, 2, 2)),
     FamilyCase("videollama3-qwen2", lambda p: make_tiny_videollama3(p), videollama3_reference,
                load_kwargs={"max_visual_tokens": 16}, num_frames=4, video_grid=(4, 2, 2)),
     FamilyCase("videollama3-hf-qwen2", lambda p: make_tiny_videollama3(p, fmt="hf"), videollama3_reference,

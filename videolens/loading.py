@@ -65,6 +65,8 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
         model.rope_switch.to(device)
     model.default_num_frames = int(num_frames)
     model.frame_sampler = conv.sampler
+    if conv.mrope is not None:
+        model.mrope = conv.mrope
     model.checkpoint_path = str(path)
     model.fingerprint = model_fingerprint(path)
     return model.eval()

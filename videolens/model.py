@@ -83,6 +83,7 @@ class HookedVideoLLM(HookedTransformer):
         self.fingerprint: Optional[Dict[str, str]] = None  # videolens.fingerprint.model_fingerprint of its files
         self.rope_switch = None  # videolens.rope.RopeSwitch for LongRoPE backbones
         self.frame_sampler: Optional[str] = None  # a family's own frame sampler (videolens.video.SAMPLERS)
+        self.mrope = None  # videolens.qwen_vl.MRope for Qwen-VL backbones
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
@@ -257,6 +258,9 @@ class HookedVideoLLM(HookedTransformer):
         over text targets only: predicting a video placeholder is not a language-model target
         (with ``loss_per_token=True`` those entries of ``[batch, pos - 1]`` are 0).
         """
+        if self.mrope is not None:  # Qwen-VL: this input's 3-D position tables (videolens.qwen_vl.MRope)
+            self.mrope.select(self, input, cached=kwargs.get("past_kv_cache") is not None
+                              or kwargs.get("start_at_layer") is not None)
         if self.rope_switch is not None:  # LongRoPE: short or long tables by the largest position
             entry = (getattr(kwargs.get("past_kv_cache"), "entries", None) or [None])[0]
             offset = int(entry.past_keys.shape[1]) if getattr(entry, "past_keys", None) is not None else 0

@@ -47,6 +47,9 @@ class PromptTemplate:
     ``llava_onevision_mvbench`` the paper's convention (MVBench system prompt, ``Only give the best
     option.``, answer prefix ``Best option:(``) in that chat template.
 
+    ``qwen2_5_vl`` is Qwen2.5-VL's chat template (the video between ``<|vision_start|>`` and
+    ``<|vision_end|>``) with the same multiple-choice instruction.
+
     ``videollama3`` is VideoLLaMA3's chat template (official videollama3/model/processor.py) with the
     official TVBench instruction (videollama3/evaluation/benchmarks/tvbench.py): no system prompt,
     ``Time t.ts:`` before each frame's tokens, frames joined by ``,``, and no answer prefix.
@@ -98,6 +101,16 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             before_video="<|im_start|>user\n",
             after_video="\n",
             after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        PromptTemplate(
+            name="qwen2_5_vl",
+            system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
+            before_video="<|im_start|>user\n<|vision_start|>",
+            after_video="<|vision_end|>",
+            after_question=(
+                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
+            ),
+            answer_prefix="",
         ),
         PromptTemplate(
             name="videollama3",

@@ -282,6 +282,44 @@ def make_tiny_llava_onevision(path: Union[str, Path], seed: int = 0, n_layers: i
     return path
 
 
+def make_tiny_qwen2_5_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
+                         min_pixels: int = 56 * 56, max_pixels: int = 56 * 56, randomize: bool = True) -> Path:
+    """A random transformers ``Qwen2_5_VLForConditionalGeneration`` saved with ``save_pretrained``:
+    a 2-block vision transformer (one windowed, one full attention block; patch 14, merge 2,
+    temporal patch 2) and a Qwen2 text model with ``mrope_section`` [2, 3, 3] (head_dim 16), plus a
+    ``video_preprocessor_config.json`` whose pixel bounds make every frame 56x56 (2x2 tokens a
+    temporal slot). The video placeholder is ``<image>`` (``PLACEHOLDER``)."""
+    import json
+
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen2")
+    text = {k: v for k, v in tc.to_dict().items() if k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act")}
+    text.update(model_type="qwen2_5_vl_text", rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                             "mrope_section": [2, 3, 3]})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=28, fullatt_block_indexes=[1], out_hidden_size=tc.hidden_size,
+                  tokens_per_second=2)
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, video_token_id=PLACEHOLDER,
+                           image_token_id=PLACEHOLDER - 1, vision_start_token_id=PLACEHOLDER - 2,
+                           vision_end_token_id=PLACEHOLDER - 3, tie_word_embeddings=False)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    if randomize:
+        _randomize(model, seed * 10 + 7)
+    path = Path(path)
+    model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    (path / "video_preprocessor_config.json").write_text(json.dumps(
+        {"video_processor_type": "Qwen2VLVideoProcessor", "size": {"shortest_edge": min_pixels,
+                                                                    "longest_edge": max_pixels},
+         "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}))
+    return path
+
+
 def make_tiny_videollama3(path: Union[str, Path], fmt: str = "original", seed: int = 0, n_layers: int = 3,
                           max_pos: int = 512, min_tokens: int = 4, randomize: bool = True, **sizes) -> Path:
     """A random VideoLLaMA3 checkpoint in the original (``fmt="original"``) or transformers

@@ -217,9 +217,10 @@ class SpatialPool2d(nn.Module):
 
 
 def _encoder_layers(tower: nn.Module) -> List[nn.Module]:
-    """The transformer layers of a transformers vision tower (CLIP, SigLIP: ``vision_model.encoder.layers``)."""
+    """The transformer layers of a vision tower: ``(vision_model.)encoder.layers`` (CLIP, SigLIP,
+    NaViT), ``encoder.layer`` (InternViT) or ``blocks`` (Qwen-VL)."""
     encoder = getattr(getattr(tower, "vision_model", tower), "encoder", None)
-    return list(getattr(encoder, "layers", None) or getattr(encoder, "layer", None) or [])  # CLIP/SigLIP, InternViT
+    return list(getattr(encoder, "layers", None) or getattr(encoder, "layer", None) or getattr(tower, "blocks", None) or [])
 
 
 HOOKED_ATTENTION = "videolens_hooked"
@@ -313,7 +314,7 @@ class VisionFrontEnd(nn.Module):
         self.blocks = nn.ModuleList([VisionBlockHooks() for _ in layers])  # vision.blocks.{i}.hook_resid_post
         for layer, hooks in zip(layers, self.blocks):
             layer.register_forward_hook(hooks.after_layer)
-            attn = getattr(layer, "self_attn", None) or getattr(layer, "attention", None)
+            attn = getattr(layer, "self_attn", None) or getattr(layer, "attention", None) or getattr(layer, "attn", None)
             if attn is not None:
                 object.__setattr__(attn, "_videolens_hooks", hooks)  # a reference, not a child module
 

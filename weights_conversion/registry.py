@@ -39,6 +39,8 @@ class ConvertedModel:
         config: the checkpoint's config.json.
         rope_long: for LongRoPE, ``(threshold, (sin, cos))`` long-factor tables used when a
             forward's positions pass ``threshold`` (``videolens.rope.RopeSwitch``); else None.
+        mrope: for Qwen-VL, the ``videolens.qwen_vl.MRope`` that writes each input's 3-D position
+            tables; else None.
         sampler: the family's own frame sampler (``videolens.video.SAMPLERS``), used for every
             sample in place of the dataset's; None keeps the dataset's.
     """
@@ -53,6 +55,7 @@ class ConvertedModel:
     config: dict
     rope_long: Optional[Tuple[int, Tuple[torch.Tensor, torch.Tensor]]] = None
     sampler: Optional[str] = None
+    mrope: Optional[object] = None
 
 
 @dataclass(frozen=True)

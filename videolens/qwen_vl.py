@@ -1,0 +1,209 @@
+"""Qwen2.5-VL's video path: frames resized by ``smart_resize``, paired in time (temporal patch 2),
+the vision transformer with its windowed attention and 2x2 merger, and the 3-D multimodal RoPE
+(M-RoPE) of the text model, computed from the layout and applied INSIDE the hooked attention.
+
+TransformerLens' attention reads rotary ``sin``/``cos`` tables by position index. ``MRope`` writes,
+before each forward of a ``VideoLLMInput``, tables whose row ``i`` is token ``i``'s M-RoPE angle: the
+frequency dimensions split in ``mrope_section`` parts taking the temporal, height and width position
+ids, as transformers' ``Qwen2_5_VLRotaryEmbedding`` does. Rows past the prompt continue the text
+positions (``max position + 1``, ...), so generation with the key-value cache stays right. So
+``blocks.{l}.attn.hook_rot_q`` / ``hook_rot_k`` carry the M-RoPE-rotated vectors, and a knockout
+masks the real model's attention.
+
+Position ids follow transformers 5 ``Qwen2_5_VLModel.get_rope_index``: text tokens count up; video
+tokens get ``(start + t * tokens_per_second * second_per_grid, start + row, start + col)``; the text
+after the video resumes at ``start + max(rows, cols)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from einops import rearrange
+from jaxtyping import Float, Int, UInt8
+
+from ._tl_compat import set_rotary_tables
+from .vision import CLIP_MEAN, CLIP_STD, VisionFrontEnd
+
+__all__ = ["QwenVLPreprocessor", "QwenVLFrontEnd", "MRope", "mrope_position_ids", "patchify_video", "seconds_per_slot"]
+
+
+def patchify_video(pixels: Float[torch.Tensor, "T C H W"], patch: int = 14, merge: int = 2, temporal: int = 2
+                   ) -> Float[torch.Tensor, "N D"]:
+    """``[T, C, H, W]`` -> ``[T/2 * (H/p) * (W/p), C * 2 * p * p]`` in the order Qwen2-VL's video
+    processor writes (``patchify``: time pair, merge-block row and column, row and column in the
+    block; each row channels, time, patch rows, patch columns)."""
+    return rearrange(pixels, "(gt tp) c (bh mh p) (bw mw q) -> (gt bh bw mh mw) (c tp p q)",
+                     tp=temporal, mh=merge, mw=merge, p=patch, q=patch)
+
+
+@dataclass
+class QwenVLPreprocessor:
+    """uint8 frames -> ``[T, 3, H', W']`` with ``(H', W') = smart_resize(H, W, 28, min_pixels,
+    max_pixels)`` (transformers' Qwen2-VL rule; PIL bicubic), rescaled and normalised (CLIP mean/std).
+
+    Attributes:
+        min_pixels, max_pixels: per frame (transformers' video processor defaults:
+            128 x 28 x 28 and 768 x 28 x 28).
+    """
+
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    min_pixels: int = 128 * 28 * 28
+    max_pixels: int = 768 * 28 * 28
+    mean: Tuple[float, float, float] = CLIP_MEAN
+    std: Tuple[float, float, float] = CLIP_STD
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+    def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
+
+        return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+
+    def __call__(self, frames: UInt8[np.ndarray, "T H W 3"]) -> Float[torch.Tensor, "T 3 h w"]:
+        from PIL import Image
+
+        h, w = self.frame_size(int(frames.shape[1]), int(frames.shape[2]))
+        out = np.empty((len(frames), h, w, 3), dtype=np.float32)
+        for i, f in enumerate(frames):
+            img = Image.fromarray(np.ascontiguousarray(f))
+            out[i] = np.asarray(img if img.size == (w, h) else img.resize((w, h), resample=3), dtype=np.float32)
+        out = (out / np.float32(255.0) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return rearrange(torch.from_numpy(out), "t h w c -> t c h w").contiguous()
+
+
+class QwenVLFrontEnd(VisionFrontEnd):
+    """Qwen2.5-VL's vision transformer (transformers' ``Qwen2_5_VisionTransformerPretrainedModel``:
+    windowed and full attention blocks, 2-D RoPE, the merger MLP that projects to the text width).
+
+    Frames are paired in time: ``T`` frames give ``T/2`` temporal slots of ``H'/28 x W'/28`` tokens.
+    ``vision.hook_patch_features`` carries the merger's output (already text-width) as a grid.
+
+    Attributes:
+        second_per_grid: seconds between temporal slots of the current video (set by ``prepare``
+            from the sampled frames' timestamps; used for the temporal position ids).
+    """
+
+    preprocess: QwenVLPreprocessor
+    frame_size_dependent = True
+
+    def __init__(self, tower: torch.nn.Module, preprocess: QwenVLPreprocessor, tokens_per_second: float):
+        super().__init__(tower, {}, feature_layer=-1, drop_cls=False, preprocess=preprocess)
+        self.tokens_per_second = float(tokens_per_second)
+
+    def output_grid(self, num_frames: int, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int]:
+        """``(T/2, H'/28, W'/28)``.
+
+        Raises:
+            ValueError: no ``frame_size``, or a frame count the temporal patch does not divide.
+        """
+        tp = self.preprocess.temporal_patch_size
+        if num_frames % tp:
+            raise ValueError(f"{num_frames} frames do not pair up into temporal patches of {tp}: sample a multiple "
+                             f"of {tp} (num_frames)")
+        if frame_size is None:
+            raise ValueError("the Qwen-VL front end needs the frame size to know its token grid")
+        h, w = self.preprocess.frame_size(int(frame_size[0]), int(frame_size[1]))
+        return num_frames // tp, h // self.preprocess.factor, w // self.preprocess.factor
+
+    def patch_features(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "t h w d"]:
+        pp = self.preprocess
+        T, _, H, W = pixel_values.shape
+        t, h, w = self.output_grid(T, (H, W))
+        if (h * pp.factor, w * pp.factor) != (H, W):
+            raise ValueError(f"frames of {H}x{W} pixels do not split into {pp.factor}-pixel merge blocks")
+        grid = torch.tensor([[t, H // pp.patch_size, W // pp.patch_size]], device=pixel_values.device)
+        flat = patchify_video(pixel_values, pp.patch_size, pp.merge_size, pp.temporal_patch_size)
+        out = self.tower(flat, grid_thw=grid)
+        return rearrange(out.pooler_output, "(t h w) d -> t h w d", t=t, h=h)
+
+
+def seconds_per_slot(video, preprocess: QwenVLPreprocessor) -> float:
+    """Seconds between temporal slots: ``temporal_patch_size`` x the sampled frames' spacing (the
+    processor's ``second_per_grid_ts = temporal_patch_size / fps``); 1 s a frame for in-memory
+    frames without timestamps."""
+    stamps = np.asarray(getattr(video, "timestamps", []), dtype=np.float64)
+    step = float((stamps[-1] - stamps[0]) / (len(stamps) - 1)) if len(stamps) > 1 else 1.0
+    return preprocess.temporal_patch_size * (step if step > 0 else 1.0)
+
+
+def mrope_position_ids(seq_len: int, video_start: int, video_grid: Tuple[int, int, int], interval: float
+                       ) -> Int[torch.Tensor, "3 S"]:
+    """3-D position ids ``[3, S]`` (temporal, height, width) of a prompt with one video of merged
+    grid ``(t, h, w)`` starting at ``video_start``; ``interval`` = tokens_per_second x seconds per
+    temporal slot (transformers 5 ``get_rope_index``; the temporal id is ``int(t * interval)``)."""
+    t, h, w = video_grid
+    n = t * h * w
+    pre = torch.arange(video_start).expand(3, -1)
+    tt, hh, ww = torch.meshgrid((torch.arange(t) * interval).long(), torch.arange(h), torch.arange(w), indexing="ij")
+    video = torch.stack([tt, hh, ww]).reshape(3, -1) + video_start
+    resume = video_start + max(h, w)
+    post = torch.arange(seq_len - video_start - n).expand(3, -1) + resume
+    return torch.cat([pre, video, post], dim=1)
+
+
+@dataclass
+class MRope:
+    """M-RoPE tables for a HookedTransformer (module doc).
+
+    Attributes:
+        inv_freq: ``[d_head / 2]`` inverse frequencies (rope theta).
+        sections: ``mrope_section`` (e.g. ``[16, 24, 24]``): frequency dimensions per axis.
+        plain: the 1-D ``(sin, cos)`` tables ``[n_ctx, d_head]`` used for inputs without a video.
+        current: a key of the tables in the blocks.
+    """
+
+    inv_freq: torch.Tensor
+    sections: Sequence[int]
+    plain: Tuple[torch.Tensor, torch.Tensor]
+    current: object = None
+
+    def tables(self, pos3: Int[torch.Tensor, "3 S"], n_ctx: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(sin, cos)`` ``[n_ctx, d_head]``: rows ``< S`` from ``pos3``, then text positions."""
+        S = pos3.shape[1]
+        tail = torch.arange(max(0, n_ctx - S)) + int(pos3.max()) + 1
+        pos = torch.cat([pos3, tail.expand(3, -1)], dim=1)[:, :n_ctx].float()  # [3, n_ctx]
+        freqs = pos[..., None] * self.inv_freq.float()  # [3, n_ctx, d/2]
+        parts = freqs.split(list(self.sections), dim=-1)
+        freqs = torch.cat([p[i % 3] for i, p in enumerate(parts)], dim=-1)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        dtype = self.plain[0].dtype
+        return emb.sin().to(dtype), emb.cos().to(dtype)
+
+    def select(self, model, inputs, cached: bool) -> None:
+        """Write the tables for this forward: the input's M-RoPE tables for a ``VideoLLMInput``,
+        the plain ones for bare tokens (or text) without a cache; unchanged while a cache is
+        extended or a residual stream is resumed at a later layer (the tables of the input it
+        came from stay).
+
+        Raises:
+            ValueError: a batch whose rows have different layouts (the tables are shared).
+        """
+        from .inputs import VideoLLMInput
+
+        if isinstance(inputs, VideoLLMInput):
+            layouts = inputs.row_layouts if inputs.row_layouts is not None else [inputs.layout]
+            first = layouts[0]
+            if any(L.video_grid != first.video_grid or L.video.start != first.video.start
+                   or L.seq_len != first.seq_len for L in layouts[1:]):
+                raise ValueError("M-RoPE tables are shared by the batch: batch only samples with the same layout")
+            interval = model.vision.tokens_per_second * seconds_per_slot(inputs.video, model.vision.preprocess)
+            key = (first.seq_len, first.video_positions[0].item(), first.video_grid, interval)
+            if key != self.current:
+                pos3 = mrope_position_ids(first.seq_len, int(first.video_positions[0]), first.video_grid, interval)
+                sin, cos = self.tables(pos3, model.cfg.n_ctx)
+                for block in model.blocks:
+                    set_rotary_tables(block.attn, sin, cos)
+                self.current = key
+        elif (isinstance(inputs, (str, list)) or (torch.is_tensor(inputs) and not inputs.is_floating_point())) \
+                and not cached and self.current != "plain":
+            for block in model.blocks:
+                set_rotary_tables(block.attn, *self.plain)
+            self.current = "plain"

@@ -1,0 +1,109 @@
+"""Qwen2.5-VL checkpoints with video (model_type "qwen2_5_vl"), both key layouts: the released one
+(``visual.*``, ``model.{embed_tokens,layers,norm}.*``, ``lm_head``, text fields at the top level,
+``rope_scaling {"type": "mrope", "mrope_section": ...}``) and transformers 5's (``model.visual.*``,
+``model.language_model.*``, ``lm_head``, ``text_config``).
+
+Vision: transformers' ``Qwen2_5_VisionTransformerPretrainedModel`` (windowed and full attention,
+2-D RoPE, the merger MLP into the text width); frames resized by ``smart_resize`` and paired in time
+(``videolens.qwen_vl``). Text: Qwen2 in HookedTransformer with the 3-D multimodal RoPE written per
+input into the rotary tables (``videolens.qwen_vl.MRope``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from videolens.qwen_vl import MRope, QwenVLFrontEnd, QwenVLPreprocessor
+
+from .checkpoint import CheckpointError, Weights, materialize_meta_buffers
+from .registry import ConvertedModel, Family, register
+from .text_backbones import convert_text_weights, hooked_config, rope_tables
+
+__all__ = ["convert", "FAMILY", "RENAMES"]
+
+RENAMES = [(r"^model\.visual\.", "vision."), (r"^model\.language_model\.", "text.model."), (r"^visual\.", "vision."),
+           (r"^model\.", "text.model."), (r"^lm_head\.", "text.lm_head.")]
+"""Both layouts -> ``vision.*`` (the transformers vision model's names) and ``text.{model,lm_head}.*``."""
+
+_TEXT_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act", "tie_word_embeddings",
+              "rope_theta", "rope_parameters", "rope_scaling", "attention_dropout")
+
+
+def _text_config(config: dict, where: str):
+    """(a Qwen2 text config dict with plain RoPE, the mrope sections, rope theta)."""
+    src = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text = {k: src[k] for k in _TEXT_KEYS if k in src}
+    rope = dict(text.pop("rope_parameters", None) or {})
+    rope.update(text.pop("rope_scaling", None) or {})
+    theta = float(rope.get("rope_theta", text.pop("rope_theta", 1e6)))
+    text.pop("rope_theta", None)
+    sections = rope.get("mrope_section")
+    if not sections:
+        raise CheckpointError(f"{where}: no mrope_section in the rope settings (rope_scaling / rope_parameters)")
+    text.update(model_type="qwen2", rope_parameters={"rope_type": "default", "rope_theta": theta})
+    return text, [int(s) for s in sections], theta
+
+
+def _vision(config: dict, weights: Weights, dtype: torch.dtype):
+    from transformers import Qwen2_5_VLConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (Qwen2_5_VisionTransformerPretrainedModel,
+                                                                   Qwen2_5_VLVisionRotaryEmbedding)
+
+    vc = Qwen2_5_VLConfig(vision_config=config["vision_config"]).vision_config
+    vc._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        tower = Qwen2_5_VisionTransformerPretrainedModel(vc)
+    weights.load_module(tower, "vision.")
+    tower.rotary_pos_emb = Qwen2_5_VLVisionRotaryEmbedding(vc)  # derived frequencies, built for real
+    materialize_meta_buffers(tower, "vision tower")
+    return tower.to(dtype).eval()
+
+
+def _preprocessor(path: Path, vc) -> QwenVLPreprocessor:
+    kw = {}
+    f = Path(path) / "video_preprocessor_config.json"
+    if f.is_file():
+        cfg = json.loads(f.read_text())
+        size = cfg.get("size") or {}
+        kw = {"min_pixels": int(cfg.get("min_pixels") or size.get("shortest_edge") or 128 * 28 * 28),
+              "max_pixels": int(cfg.get("max_pixels") or size.get("longest_edge") or 768 * 28 * 28)}
+    return QwenVLPreprocessor(patch_size=int(vc.patch_size), merge_size=int(vc.spatial_merge_size),
+                              temporal_patch_size=int(vc.temporal_patch_size), **kw)
+
+
+def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
+    where = f"{path}/config.json"
+    if not isinstance(config.get("vision_config"), dict):
+        raise CheckpointError(f"{where}: a qwen2_5_vl config needs 'vision_config'")
+    text_config, sections, theta = _text_config(config, where)
+    weights.rename(RENAMES)
+    cfg = hooked_config(text_config, dtype, device)
+    if sum(sections) * 2 != cfg.d_head:
+        raise CheckpointError(f"{where}: mrope_section {sections} does not cover head_dim {cfg.d_head} (sum x 2)")
+    state_dict = convert_text_weights(weights, "text.", text_config, cfg)
+    tower = _vision(config, weights, dtype)
+    vision = QwenVLFrontEnd(tower, _preprocessor(path, tower.config), tower.config.tokens_per_second)
+    plain = rope_tables(text_config, cfg.n_ctx, dtype)
+    inv_freq = 1.0 / (theta ** (torch.arange(0, cfg.d_head, 2, dtype=torch.float) / cfg.d_head))
+    placeholder = config.get("video_token_id", (config.get("text_config") or {}).get("video_token_id"))
+    if placeholder is None:
+        raise CheckpointError(f"{where}: no video_token_id")
+    return ConvertedModel(
+        cfg=cfg,
+        state_dict=state_dict,
+        rope=plain,
+        vision=vision,
+        placeholder_id=int(placeholder),
+        template=config.get("prompt_template", "qwen2_5_vl"),
+        family="qwen2_5_vl",
+        config=config,
+        mrope=MRope(inv_freq, sections, plain),
+    )
+
+
+FAMILY = register(Family("qwen2_5_vl", ("qwen2_5_vl",), convert,
+                         "Qwen2.5-VL (windowed ViT, 2x2 merger, Qwen2 with 3-D M-RoPE in the hooked attention)"))
