@@ -162,3 +162,18 @@ def test_stacked_inputs_equal_one_by_one(tiny_pllava, clip_path, tmp_path):
                        candidates=["It sleeps.", "It flies away."], answer="It sleeps.")
     padded = stack_inputs([inputs[0], tiny_pllava.prepare(short)])  # other lengths: left-padded with a mask
     assert padded.attention_mask is not None and padded.row_layouts is not None
+
+
+def test_qwen2_without_grouped_kv_heads(tmp_path, clip_path):
+    """A Qwen2 backbone whose key/value heads equal its query heads (LLaVA-OneVision-0.5B's shape)
+    loads and matches transformers (TransformerLens' Qwen2 converter needs n_key_value_heads set)."""
+    from families import pllava_reference
+    from videolens.testing import make_tiny_pllava
+
+    ckpt = make_tiny_pllava(tmp_path / "mha", text="qwen2", n_kv_heads=4)
+    model = vl.HookedVideoLLM.from_pretrained(ckpt, device="cpu")
+    x = model.prepare(vl.VideoQA(video=str(clip_path), question="What moves?", candidates=["A square.", "A dot."],
+                                 answer="A square."), num_frames=8)
+    ref, _, _ = pllava_reference(ckpt, x.video.frames, x.tokens, model.placeholder_id)
+    with torch.no_grad():
+        assert (model(x) - ref).abs().max() <= 1e-4

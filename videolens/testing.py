@@ -122,12 +122,13 @@ def make_tiny_pllava(path: Union[str, Path], seed: int = 0, pooling_shape=(4, 4,
     return Path(path)
 
 
-def make_tiny_llava_next_video(path: Path, seed: int = 0):
-    """A random transformers LlavaNextVideoForConditionalGeneration saved with save_pretrained."""
+def make_tiny_llava_next_video(path: Path, seed: int = 0, **sizes):
+    """A random transformers LlavaNextVideoForConditionalGeneration saved with save_pretrained
+    (``sizes`` go to ``tiny_configs``)."""
     from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
 
     torch.manual_seed(seed)
-    vc, tc = tiny_configs()
+    vc, tc = tiny_configs(**sizes)
     cfg = LlavaNextVideoConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), video_token_id=PLACEHOLDER,
                                image_token_id=PLACEHOLDER - 1, spatial_pool_stride=2)
     model = LlavaNextVideoForConditionalGeneration(cfg).eval()
@@ -283,24 +284,27 @@ def make_tiny_llava_onevision(path: Union[str, Path], seed: int = 0, n_layers: i
 
 
 def make_tiny_qwen2_5_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
-                         min_pixels: int = 56 * 56, max_pixels: int = 56 * 56, randomize: bool = True) -> Path:
+                         min_pixels: int = 56 * 56, max_pixels: int = 56 * 56, randomize: bool = True, **sizes) -> Path:
     """A random transformers ``Qwen2_5_VLForConditionalGeneration`` saved with ``save_pretrained``:
     a 2-block vision transformer (one windowed, one full attention block; patch 14, merge 2,
     temporal patch 2) and a Qwen2 text model with ``mrope_section`` [2, 3, 3] (head_dim 16), plus a
     ``video_preprocessor_config.json`` whose pixel bounds make every frame 56x56 (2x2 tokens a
-    temporal slot). The video placeholder is ``<image>`` (``PLACEHOLDER``)."""
+    temporal slot). The video placeholder is ``<image>`` (``PLACEHOLDER``); ``sizes`` go to
+    ``tiny_configs`` (the mrope sections then split the head's frequencies about 1:1.5:1.5)."""
     import json
 
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
-    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen2")
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen2", **sizes)
+    half = tc.hidden_size // tc.num_attention_heads // 2
+    sections = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
     text = {k: v for k, v in tc.to_dict().items() if k in (
         "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
         "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act")}
     text.update(model_type="qwen2_5_vl_text", rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                                             "mrope_section": [2, 3, 3]})
+                                                             "mrope_section": sections})
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, window_size=28, fullatt_block_indexes=[1], out_hidden_size=tc.hidden_size,
                   tokens_per_second=2)

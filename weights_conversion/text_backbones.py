@@ -141,6 +141,8 @@ def hooked_config(
         device=str(device),
     )
     kw.update(spec.config_overrides)
+    if spec.architecture == "Qwen2ForCausalLM" and kw["n_key_value_heads"] is None:
+        kw["n_key_value_heads"] = n_heads  # TransformerLens' Qwen2 converter needs it even without grouping
     return HookedTransformerConfig(**kw)
 
 
