@@ -258,19 +258,20 @@ def qwen2_5_vl_reference(ckpt, model, inputs):
     transformer and merger, its get_rope_index 3-D positions, M-RoPE, Qwen2 and lm_head) with
     videolens' frame pixels. ``mm_token_type_ids`` is passed: without it transformers 5 builds 1-D
     positions (REFERENCE section 12)."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    import transformers
 
     from videolens.qwen_vl import patchify_video, seconds_per_slot
 
-    hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
-    pp = model.vision.preprocess
+    qwen25 = json.loads((Path(ckpt) / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    cls = transformers.Qwen2_5_VLForConditionalGeneration if qwen25 else transformers.Qwen2VLForConditionalGeneration
+    hf = cls.from_pretrained(str(ckpt), attn_implementation="eager").eval()
     pixels = model.vision.pixels(inputs.video.frames)
     T, _, H, W = pixels.shape
+    extra = {"second_per_grid_ts": torch.tensor([seconds_per_slot(inputs.video, model.vision.preprocess)])} if qwen25 else {}
     with torch.no_grad():
         out = hf(input_ids=inputs.tokens, pixel_values_videos=patchify_video(pixels),
                  video_grid_thw=torch.tensor([[T // 2, H // 14, W // 14]]),
-                 second_per_grid_ts=torch.tensor([seconds_per_slot(inputs.video, pp)]),
-                 mm_token_type_ids=(inputs.tokens == hf.config.video_token_id).int() * 2, output_hidden_states=True)
+                 mm_token_type_ids=(inputs.tokens == hf.config.video_token_id).int() * 2, output_hidden_states=True, **extra)
     return out.logits, out.hidden_states, hf.model.language_model.norm
 
 
@@ -295,6 +296,8 @@ CASES = [
     FamilyCase("llava-onevision-qwen2", lambda p: make_tiny_llava_onevision(p), onevision_reference, num_frames=4),
     FamilyCase("qwen2_5_vl", lambda p: make_tiny_qwen2_5_vl(p), qwen2_5_vl_reference, num_frames=4,
                video_grid=(2, 2, 2)),
+    FamilyCase("qwen2_vl", lambda p: make_tiny_qwen2_5_vl(p, generation="qwen2_vl"), qwen2_5_vl_reference,
+               num_frames=4, video_grid=(2, 2, 2)),
     FamilyCase("videollama3-qwen2", lambda p: make_tiny_videollama3(p), videollama3_reference,
                load_kwargs={"max_visual_tokens": 16}, num_frames=4, video_grid=(4, 2, 2)),
     FamilyCase("videollama3-hf-qwen2", lambda p: make_tiny_videollama3(p, fmt="hf"), videollama3_reference,

@@ -61,7 +61,8 @@ def test_positions_equal_transformers_get_rope_index(setup):
     model, x, hf, kw = setup
     ref, _ = hf.model.get_rope_index(kw["input_ids"], kw["mm_token_type_ids"], video_grid_thw=kw["video_grid_thw"],
                                      second_per_grid_ts=kw["second_per_grid_ts"])
-    interval = model.vision.tokens_per_second * float(kw["second_per_grid_ts"][0])
+    interval = model.vision.temporal_interval(x.video)
+    assert interval == pytest.approx(model.vision.tokens_per_second * float(kw["second_per_grid_ts"][0]))
     ours = mrope_position_ids(x.seq_len, int(x.layout.video_positions[0]), x.layout.video_grid, interval)
     assert torch.equal(ours, ref[:, 0])
     assert len(set(ours[0, x.layout.video_positions].tolist())) == x.layout.video_grid[0] > 1  # real time ids

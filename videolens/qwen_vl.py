@@ -87,16 +87,22 @@ class QwenVLFrontEnd(VisionFrontEnd):
     ``vision.hook_patch_features`` carries the merger's output (already text-width) as a grid.
 
     Attributes:
-        second_per_grid: seconds between temporal slots of the current video (set by ``prepare``
-            from the sampled frames' timestamps; used for the temporal position ids).
+        tokens_per_second: Qwen2.5-VL's temporal id rate; None for Qwen2-VL (one id a slot).
     """
 
     preprocess: QwenVLPreprocessor
     frame_size_dependent = True
 
-    def __init__(self, tower: torch.nn.Module, preprocess: QwenVLPreprocessor, tokens_per_second: float):
+    def __init__(self, tower: torch.nn.Module, preprocess: QwenVLPreprocessor, tokens_per_second: Optional[float]):
         super().__init__(tower, {}, feature_layer=-1, drop_cls=False, preprocess=preprocess)
-        self.tokens_per_second = float(tokens_per_second)
+        self.tokens_per_second = None if tokens_per_second is None else float(tokens_per_second)
+
+    def temporal_interval(self, video) -> float:
+        """Temporal position-id step per slot: ``tokens_per_second`` x seconds per slot (Qwen2.5-VL),
+        or 1 (Qwen2-VL, ``tokens_per_second`` None)."""
+        if self.tokens_per_second is None:
+            return 1.0
+        return self.tokens_per_second * seconds_per_slot(video, self.preprocess)
 
     def output_grid(self, num_frames: int, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int]:
         """``(T/2, H'/28, W'/28)``.
@@ -194,7 +200,7 @@ class MRope:
             if any(L.video_grid != first.video_grid or L.video.start != first.video.start
                    or L.seq_len != first.seq_len for L in layouts[1:]):
                 raise ValueError("M-RoPE tables are shared by the batch: batch only samples with the same layout")
-            interval = model.vision.tokens_per_second * seconds_per_slot(inputs.video, model.vision.preprocess)
+            interval = model.vision.temporal_interval(inputs.video)
             key = (first.seq_len, first.video_positions[0].item(), first.video_grid, interval)
             if key != self.current:
                 pos3 = mrope_position_ids(first.seq_len, int(first.video_positions[0]), first.video_grid, interval)

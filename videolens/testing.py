@@ -284,16 +284,18 @@ def make_tiny_llava_onevision(path: Union[str, Path], seed: int = 0, n_layers: i
 
 
 def make_tiny_qwen2_5_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
-                         min_pixels: int = 56 * 56, max_pixels: int = 56 * 56, randomize: bool = True, **sizes) -> Path:
+                         min_pixels: int = 56 * 56, max_pixels: int = 56 * 56, randomize: bool = True,
+                         generation: str = "qwen2_5_vl", **sizes) -> Path:
     """A random transformers ``Qwen2_5_VLForConditionalGeneration`` saved with ``save_pretrained``:
     a 2-block vision transformer (one windowed, one full attention block; patch 14, merge 2,
     temporal patch 2) and a Qwen2 text model with ``mrope_section`` [2, 3, 3] (head_dim 16), plus a
     ``video_preprocessor_config.json`` whose pixel bounds make every frame 56x56 (2x2 tokens a
     temporal slot). The video placeholder is ``<image>`` (``PLACEHOLDER``); ``sizes`` go to
-    ``tiny_configs`` (the mrope sections then split the head's frequencies about 1:1.5:1.5)."""
+    ``tiny_configs`` (the mrope sections then split the head's frequencies about 1:1.5:1.5).
+    ``generation="qwen2_vl"`` writes a Qwen2-VL (full-attention ViT, temporal ids one a slot)."""
     import json
 
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    import transformers
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
@@ -303,15 +305,21 @@ def make_tiny_qwen2_5_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 
     text = {k: v for k, v in tc.to_dict().items() if k in (
         "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
         "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act")}
-    text.update(model_type="qwen2_5_vl_text", rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                                             "mrope_section": sections})
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
-                  temporal_patch_size=2, window_size=28, fullatt_block_indexes=[1], out_hidden_size=tc.hidden_size,
-                  tokens_per_second=2)
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, video_token_id=PLACEHOLDER,
-                           image_token_id=PLACEHOLDER - 1, vision_start_token_id=PLACEHOLDER - 2,
-                           vision_end_token_id=PLACEHOLDER - 3, tie_word_embeddings=False)
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    text.update(model_type=f"{generation}_text", rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                                  "mrope_section": sections})
+    if generation == "qwen2_5_vl":
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2, window_size=28, fullatt_block_indexes=[1],
+                      out_hidden_size=tc.hidden_size, tokens_per_second=2)
+        config_cls, model_cls = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLForConditionalGeneration
+    else:
+        vision = dict(depth=2, embed_dim=32, mlp_ratio=2, num_heads=2, patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2, hidden_size=tc.hidden_size)
+        config_cls, model_cls = transformers.Qwen2VLConfig, transformers.Qwen2VLForConditionalGeneration
+    cfg = config_cls(text_config=text, vision_config=vision, video_token_id=PLACEHOLDER,
+                     image_token_id=PLACEHOLDER - 1, vision_start_token_id=PLACEHOLDER - 2,
+                     vision_end_token_id=PLACEHOLDER - 3, tie_word_embeddings=False)
+    model = model_cls(cfg).eval()
     if randomize:
         _randomize(model, seed * 10 + 7)
     path = Path(path)

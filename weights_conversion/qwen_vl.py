@@ -1,12 +1,15 @@
-"""Qwen2.5-VL checkpoints with video (model_type "qwen2_5_vl"), both key layouts: the released one
+"""Qwen2.5-VL and Qwen2-VL checkpoints with video (model_type "qwen2_5_vl", "qwen2_vl"), both key
+layouts: the released one
 (``visual.*``, ``model.{embed_tokens,layers,norm}.*``, ``lm_head``, text fields at the top level,
 ``rope_scaling {"type": "mrope", "mrope_section": ...}``) and transformers 5's (``model.visual.*``,
 ``model.language_model.*``, ``lm_head``, ``text_config``).
 
 Vision: transformers' ``Qwen2_5_VisionTransformerPretrainedModel`` (windowed and full attention,
-2-D RoPE, the merger MLP into the text width); frames resized by ``smart_resize`` and paired in time
+2-D RoPE, the merger MLP into the text width) or ``Qwen2VisionTransformerPretrainedModel`` (full
+attention); frames resized by ``smart_resize`` and paired in time
 (``videolens.qwen_vl``). Text: Qwen2 in HookedTransformer with the 3-D multimodal RoPE written per
-input into the rotary tables (``videolens.qwen_vl.MRope``).
+input into the rotary tables (``videolens.qwen_vl.MRope``). Qwen2.5-VL's temporal position ids
+advance by ``tokens_per_second`` x seconds per slot, Qwen2-VL's by 1 a slot (``QWEN_VL_SPECS``).
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import torch
 
 from videolens.qwen_vl import MRope, QwenVLFrontEnd, QwenVLPreprocessor
 
+from dataclasses import dataclass
+
+from videolens.registry import Registry
+
 from .checkpoint import CheckpointError, Weights, materialize_meta_buffers
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 
-__all__ = ["convert", "FAMILY", "RENAMES"]
+__all__ = ["convert", "FAMILY", "RENAMES", "QWEN_VL_SPECS", "QwenVLSpec"]
 
 RENAMES = [(r"^model\.visual\.", "vision."), (r"^model\.language_model\.", "text.model."), (r"^visual\.", "vision."),
            (r"^model\.", "text.model."), (r"^lm_head\.", "text.lm_head.")]
@@ -48,17 +55,38 @@ def _text_config(config: dict, where: str):
     return text, [int(s) for s in sections], theta
 
 
-def _vision(config: dict, weights: Weights, dtype: torch.dtype):
-    from transformers import Qwen2_5_VLConfig
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (Qwen2_5_VisionTransformerPretrainedModel,
-                                                                   Qwen2_5_VLVisionRotaryEmbedding)
+@dataclass(frozen=True)
+class QwenVLSpec:
+    """One Qwen-VL generation: its transformers module (``transformers.models.<module>``), config,
+    vision model and vision rotary classes, and whether temporal ids scale with time."""
 
-    vc = Qwen2_5_VLConfig(vision_config=config["vision_config"]).vision_config
+    module: str
+    config: str
+    vision: str
+    rotary: str
+    timed: bool
+
+
+QWEN_VL_SPECS: Registry[QwenVLSpec] = Registry("Qwen-VL generation", {
+    "qwen2_5_vl": QwenVLSpec("qwen2_5_vl", "Qwen2_5_VLConfig", "Qwen2_5_VisionTransformerPretrainedModel",
+                             "Qwen2_5_VLVisionRotaryEmbedding", timed=True),
+    "qwen2_vl": QwenVLSpec("qwen2_vl", "Qwen2VLConfig", "Qwen2VisionTransformerPretrainedModel",
+                           "Qwen2VLVisionRotaryEmbedding", timed=False),
+})
+
+
+def _vision(spec: QwenVLSpec, config: dict, weights: Weights, dtype: torch.dtype):
+    import importlib
+
+    import transformers
+
+    mod = importlib.import_module(f"transformers.models.{spec.module}.modeling_{spec.module}")
+    vc = getattr(transformers, spec.config)(vision_config=config["vision_config"]).vision_config
     vc._attn_implementation = "sdpa"
     with torch.device("meta"):
-        tower = Qwen2_5_VisionTransformerPretrainedModel(vc)
+        tower = getattr(mod, spec.vision)(vc)
     weights.load_module(tower, "vision.")
-    tower.rotary_pos_emb = Qwen2_5_VLVisionRotaryEmbedding(vc)  # derived frequencies, built for real
+    tower.rotary_pos_emb = getattr(mod, spec.rotary)(vc)  # derived frequencies, built for real
     materialize_meta_buffers(tower, "vision tower")
     return tower.to(dtype).eval()
 
@@ -77,16 +105,18 @@ def _preprocessor(path: Path, vc) -> QwenVLPreprocessor:
 
 def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
     where = f"{path}/config.json"
+    spec = QWEN_VL_SPECS[config["model_type"]]
     if not isinstance(config.get("vision_config"), dict):
-        raise CheckpointError(f"{where}: a qwen2_5_vl config needs 'vision_config'")
+        raise CheckpointError(f"{where}: a {config['model_type']} config needs 'vision_config'")
     text_config, sections, theta = _text_config(config, where)
     weights.rename(RENAMES)
     cfg = hooked_config(text_config, dtype, device)
     if sum(sections) * 2 != cfg.d_head:
         raise CheckpointError(f"{where}: mrope_section {sections} does not cover head_dim {cfg.d_head} (sum x 2)")
     state_dict = convert_text_weights(weights, "text.", text_config, cfg)
-    tower = _vision(config, weights, dtype)
-    vision = QwenVLFrontEnd(tower, _preprocessor(path, tower.config), tower.config.tokens_per_second)
+    tower = _vision(spec, config, weights, dtype)
+    vision = QwenVLFrontEnd(tower, _preprocessor(path, tower.config),
+                            tower.config.tokens_per_second if spec.timed else None)
     plain = rope_tables(text_config, cfg.n_ctx, dtype)
     inv_freq = 1.0 / (theta ** (torch.arange(0, cfg.d_head, 2, dtype=torch.float) / cfg.d_head))
     placeholder = config.get("video_token_id", (config.get("text_config") or {}).get("video_token_id"))
@@ -99,11 +129,11 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
         vision=vision,
         placeholder_id=int(placeholder),
         template=config.get("prompt_template", "qwen2_5_vl"),
-        family="qwen2_5_vl",
+        family=config["model_type"],
         config=config,
         mrope=MRope(inv_freq, sections, plain),
     )
 
 
-FAMILY = register(Family("qwen2_5_vl", ("qwen2_5_vl",), convert,
-                         "Qwen2.5-VL (windowed ViT, 2x2 merger, Qwen2 with 3-D M-RoPE in the hooked attention)"))
+FAMILY = register(Family("qwen_vl", ("qwen2_5_vl", "qwen2_vl"), convert,
+                         "Qwen2.5-VL and Qwen2-VL (ViT, 2x2 merger, Qwen2 with 3-D M-RoPE in the hooked attention)"))
