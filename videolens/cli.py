@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command. A command with ``--out`` holds that folder's lock (``videolens.runs.folder_lock``)
+    """Run one command (under ``torchrun``, one rank of a sharded run: ``videolens.distributed``).
+    A command with ``--out`` holds that folder's lock (``videolens.runs.folder_lock``)
     from start to end, so a second run into it stops at once. User errors print one line and return 2;
     warnings print one line each."""
     parser = build_parser()
@@ -53,6 +54,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     def show(message, category, *_, **__):
         print(f"{prefix}: warning: {message}", file=sys.stderr)
 
+    from . import distributed
+
+    distributed.init()  # under torchrun: join the process group (videolens.distributed)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show
@@ -62,15 +66,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         # user errors: one clear line, no traceback
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.finish()
 
 
 def _out_lock(args, what: str):
     from contextlib import nullcontext
 
+    from .distributed import world
     from .runs import folder_lock
 
-    out = getattr(args, "out", None)
-    return folder_lock(out, what) if out else nullcontext()
+    out = getattr(args, "out", None)  # under torchrun rank 0 holds it; each rank locks its own rank folder
+    return folder_lock(out, what) if out and world()[0] == 0 else nullcontext()
 
 
 if __name__ == "__main__":

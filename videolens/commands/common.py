@@ -74,13 +74,38 @@ def output_folder(text: str) -> str:
     return text
 
 
+def sharded_run(out: Path, name: str, config: Dict[str, Any], samples, retry_skipped: bool, work):
+    """Run ``work(samples, writer)`` into ``out/<name>`` through a ``RecordWriter``; under torchrun on
+    this rank's share of ``samples`` into ``out/ranks/rank<r>/<name>``, then (rank 0, once every rank
+    finished) merged into ``out/<name>`` (``videolens.distributed``).
+
+    Returns:
+        ``(records, result of work)`` in a one-process run and on rank 0 (the records of the whole
+        file, or in a sharded run the merged records of ``samples``); None on the other ranks.
+    """
+    from videolens import distributed as dist
+    from videolens.runs import RecordWriter
+
+    rank, size = dist.world()
+    with RecordWriter(dist.rank_folder(out) / name, config, retry_skipped=retry_skipped) as writer:
+        result = work(dist.shard(samples), writer)
+        if size == 1:
+            return writer.records(), result
+    dist.barrier()
+    if rank != 0:
+        return None
+    return dist.merge_records(out, name, [s.sample_id for s in samples], config), result
+
+
 def load_model(args, path=None):
     """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with
     --device, --dtype, --pooling-shape, --max-visual-tokens and --num-frames applied."""
     from videolens.model import HookedVideoLLM
 
     path = path or args.model or str(default_model_path())
-    model = HookedVideoLLM.from_pretrained(path, device=args.device, dtype=DTYPES[args.dtype],
+    from videolens.distributed import rank_device
+
+    model = HookedVideoLLM.from_pretrained(path, device=rank_device(args.device), dtype=DTYPES[args.dtype],
                                            pooling_shape=getattr(args, "pooling_shape", None),
                                            num_frames=getattr(args, "num_frames", None),
                                            max_visual_tokens=getattr(args, "max_visual_tokens", None))

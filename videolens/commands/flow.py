@@ -67,13 +67,21 @@ def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) ->
     from videolens.knockout import run_dataset
     from videolens.runs import read_statuses
 
+    from videolens import distributed as dist
+
     config = run_config(args, model, NAME, method=args.method)
     if model_path != str(args.model or "bundled"):
         config["model"] = str(Path(model_path).resolve())
-    records = run_dataset(model, samples, targets, out, window=args.window, method=args.method,
-                          samples_mode=args.samples, num_frames=args.num_frames, heads=args.heads,
+    records = run_dataset(model, dist.shard(samples), targets, dist.rank_folder(out), window=args.window,
+                          method=args.method, samples_mode=args.samples, num_frames=args.num_frames, heads=args.heads,
                           self_edges=args.self_edges, config=config, progress=not args.no_progress,
                           retry_skipped=not args.no_retry_skipped)
+    rank, size = dist.world()
+    if size > 1:  # torchrun: rank 0 merges every rank's records once all finished
+        dist.barrier()
+        if rank != 0:
+            return None
+        records = dist.merge_records(out, "records.jsonl", [s.sample_id for s in samples], config)
     wanted = {s.sample_id for s in samples}
     statuses = [v for k, v in read_statuses(out / "records.jsonl").items() if k in wanted]
     print(f"{model_path}: samples: {len(wanted)}; "
@@ -116,6 +124,8 @@ def run(args) -> int:
     out = Path(args.out)
     main_name = str(args.model or "bundled")
     records = _sweep_dataset(model, samples, targets, args, out, main_name)
+    if records is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
+        return 0
     n_layers = model.cfg.n_layers
     runs = {Path(main_name).name or main_name: records}
     if args.compare_model is not None:
@@ -123,6 +133,8 @@ def run(args) -> int:
         other = load_model(args, path=args.compare_model)
         check_window(args.window, other.cfg.n_layers)
         compare = _sweep_dataset(other, samples, targets, args, out / "compare", str(args.compare_model))
+        if compare is None:
+            return 0
         label = Path(args.compare_model).name
         if label in runs:
             label = f"{label} (compare)"

@@ -15,7 +15,7 @@ import numpy as np
 
 from videolens.runner import run_samples
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_run
 
 NAME = "genprob"
 HELP = "answer-letter probability at the last position for every layer (logit lens), with a figure"
@@ -62,16 +62,18 @@ def curves(records: List[Dict[str, Any]], only_correct: bool = False):
 def run(args) -> int:
     from videolens.plots.lens import plot_answer_probability
     from videolens.stats import mean_ci
-    from videolens.runs import RecordWriter
 
     samples = load_samples(args, answer_required=True)
     model = load_model(args)
     out = Path(args.out)
     config = run_config(args, model, NAME, mode=args.mode)
-    with RecordWriter(out / "genprob.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
-        counts = run_samples(model, samples, writer, lambda s, inp: genprob_records(model, inp, args.mode),
-                             num_frames=args.num_frames, desc="genprob")
-        records = writer.records()
+    done = sharded_run(out, "genprob.jsonl", config, samples, not args.no_retry_skipped,
+                       lambda mine, writer: run_samples(model, mine, writer,
+                                                        lambda s, inp: genprob_records(model, inp, args.mode),
+                                                        num_frames=args.num_frames, desc="genprob"))
+    if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
+        return 0
+    records, counts = done
     print(f"genprob: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
           f"records in {out / 'genprob.jsonl'}")
     answers = [r for r in records if r.get("kind") == "answer"]

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 from videolens.runner import run_samples
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_run
 
 NAME = "lens"
 HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
@@ -91,8 +91,6 @@ def binned_from_records(records: List[Dict[str, Any]], n_layers: int, size: int)
 def run(args) -> int:
     from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_lens_layers
     from videolens.plots import lens as plots
-    from videolens.runs import RecordWriter
-
     if args.k < 1 or args.bin_size < 1 or args.chunk_size < 1:
         raise ValueError("--k, --bin-size and --chunk-size must be >= 1")
     samples = load_samples(args)
@@ -107,10 +105,13 @@ def run(args) -> int:
     out = Path(args.out)
     config = run_config(args, model, NAME, positions=args.positions, layers=args.layers, k=args.k, mode=args.mode,
                         keywords={c: list(w) for c, w in kwset.categories.items()}, save_topk=args.save_topk)
-    with RecordWriter(out / "lens.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
-        counts = run_samples(model, samples, writer, lambda s, inp: lens_records(model, inp, matcher, args),
-                             num_frames=args.num_frames, desc="lens")
-        records = writer.records()
+    done = sharded_run(out, "lens.jsonl", config, samples, not args.no_retry_skipped,
+                       lambda mine, writer: run_samples(model, mine, writer,
+                                                        lambda s, inp: lens_records(model, inp, matcher, args),
+                                                        num_frames=args.num_frames, desc="lens"))
+    if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
+        return 0
+    records, counts = done
     print(f"lens: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
           f"records in {out / 'lens.jsonl'}")
     binned = binned_from_records(records, L, args.bin_size)

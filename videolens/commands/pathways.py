@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_run
 
 NAME = "pathways"
 HELP = "accuracy with only a pathway spec's attention edges kept, vs full causal and vs random blocking"
@@ -47,7 +47,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from videolens.pathways import evaluate, load_spec, summarize, summary_markdown, write_summary
     from videolens.plots.pathways import plot_summary
-    from videolens.runs import RecordWriter
 
     spec = load_spec(args.spec)  # fail on a bad spec before loading the model
     samples = load_samples(args)
@@ -62,10 +61,15 @@ def run(args) -> int:
     config = run_config(args, model, NAME, spec=spec.name, spec_digest=spec.digest, n_layers=model.cfg.n_layers,
                         random_control=bool(args.random_control), random_match=args.random_match,
                         random_ratio=args.random_ratio, self_edges=args.self_edges, seed=args.seed)
-    with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
-        records = evaluate(model, samples, spec, random_control=args.random_control, seed=args.seed,
-                           match=args.random_match, num_frames=args.num_frames, writer=writer,
-                           progress=not args.no_progress, random_ratio=args.random_ratio, self_edges=args.self_edges)
+    done = sharded_run(out, "records.jsonl", config, samples, not args.no_retry_skipped,
+                       lambda mine, writer: evaluate(model, mine, spec, random_control=args.random_control,
+                                                     seed=args.seed, match=args.random_match,
+                                                     num_frames=args.num_frames, writer=writer,
+                                                     progress=not args.no_progress, random_ratio=args.random_ratio,
+                                                     self_edges=args.self_edges))
+    if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
+        return 0
+    records = done[0]
     wanted = {s.sample_id for s in samples}
     records = [r for r in records if r["sample_id"] in wanted]
     rows = summarize(records)
