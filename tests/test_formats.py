@@ -115,3 +115,54 @@ def test_longvideobench_entries_and_its_own_frame_sampling(shared_data, tmp_path
     bad.write_text(json.dumps([dict(LVB_ENTRY, correct_choice=7)]))
     with pytest.raises(AnnotationError, match="entry 0: 'correct_choice' must be an index"):
         load_annotations(bad, tmp_path)
+
+
+VIDEOMME_ROWS = [  # the official loader's fields (videomme/test-00000-of-00001.parquet)
+    {"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "Humanity & History",
+     "url": "https://www.youtube.com/watch?v=fFjv93ACGo8", "videoID": "fFjv93ACGo8", "question_id": "001-1",
+     "task_type": "Counting Problem", "question": "When demonstrating the Germany modern Christmas tree is "
+     "initially decorated with apples, candles and berries, which kind of the decoration has the largest number?",
+     "options": ["A. Apples.", "B. Candles.", "C. Berries.", "D. The three kinds are of the same number."],
+     "answer": "C"},
+    {"video_id": "002", "duration": "short", "domain": "Knowledge", "sub_category": "Humanity & History",
+     "url": "https://www.youtube.com/watch?v=sdfEW3bQyOY", "videoID": "sdfEW3bQyOY", "question_id": "002-1",
+     "task_type": "Object Recognition", "question": "What is shown first?",
+     "options": ["A. A tree.", "B. A car.", "C. A dog.", "D. A boat."], "answer": "A"},
+]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".json"])
+def test_videomme_rows_prompt_and_layout(tmp_path, suffix, clip_path, tiny_pllava):
+    import pandas as pd
+
+    path = tmp_path / f"videomme{suffix}"
+    if suffix == ".parquet":
+        pd.DataFrame(VIDEOMME_ROWS).to_parquet(path)
+    else:
+        path.write_text(json.dumps(VIDEOMME_ROWS))
+    shutil.copy(clip_path, tmp_path / "fFjv93ACGo8.mkv")  # the first existing extension is taken
+    assert detect_format(path) == "videomme"
+    s, t = load_annotations(path, tmp_path)
+    assert s.video == str(tmp_path / "fFjv93ACGo8.mkv") and t.video == str(tmp_path / "sdfEW3bQyOY.mp4")
+    assert s.candidates[2] == "Berries." and s.answer == "Berries." and s.answer_letter == "C"
+    assert (s.sample_id, s.task, s.extra["duration"]) == ("001-1", "Counting Problem", "short")
+    x = tiny_pllava.prepare(s, num_frames=8)
+    assert "\nOptions:\nA. Apples.\nB. Candles.\nC. Berries.\nD. The three kinds are of the same number. \n" \
+        in x.prompt_text  # the official block: options as written
+    assert tiny_pllava.tokenizer.decode(x.tokens[0, x.layout.true_option.slice]).replace(" ", "").startswith("C.")
+    assert x.layout.true_option == x.layout.options["C"] and x.option_token_ids["C"] != x.option_token_ids["A"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"options": ["Apples.", "B. Candles."]}, "option 0 must start with 'A. '"),
+    ({"answer": "E"}, "'answer' must be one of the option letters"),
+    ({"url": None, "videoID": None}, "needs 'url'"),
+    ({"question": None}, "question"),
+])
+def test_bad_videomme_rows_name_the_row(tmp_path, change, message):
+    rows = [dict(VIDEOMME_ROWS[0]), dict(VIDEOMME_ROWS[1], **change)]
+    path = tmp_path / "videomme.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(AnnotationError, match=message) as err:
+        load_annotations(path, tmp_path, format="videomme")
+    assert "row 1" in str(err.value)

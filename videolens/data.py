@@ -86,6 +86,8 @@ class VideoQA:
         question_id: optional identifier from the annotation file.
         sampler: frame sampling rule (``videolens.video.load_video``): ``"uniform"``, or
             ``"longvideobench"`` (with ``extra["duration"]``, the annotated duration).
+        option_format: how the prompt writes an option line (``"({letter}) {text}"``; Video-MME's
+            own options read ``"{letter}. {text}"``).
         invalid: why this sample cannot run (set by ``load_tvbench`` for a bad start/end);
             ``load`` then raises ``InvalidSampleError`` so a dataset run skips just this sample.
 
@@ -107,6 +109,7 @@ class VideoQA:
     extra: Dict[str, Any] = field(default_factory=dict)
     invalid: Optional[str] = None
     sampler: str = "uniform"
+    option_format: str = "({letter}) {text}"
 
     def __post_init__(self) -> None:
         _check_text("question", self.question)

@@ -13,6 +13,8 @@ gets one error naming the fields each format expects.
   ``tasks/eval/tomato/__init__.py``). Its question block (``Question: ...\\nOptions:\\n(A) ...``)
   is the one videolens writes for every multiple-choice sample.
 - ``longvideobench``: LongVideoBench (``load_longvideobench``), with its own frame sampling.
+- ``videomme``: Video-MME (``load_videomme``), its parquet file (``videomme/test-00000-of-00001.parquet``)
+  or the same rows as a JSON list; options shown as written (``A. text``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .data import AnnotationError, VideoQA, check_entry, check_times, claim_id, 
 from .registry import Registry
 
 __all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "load_annotation_files", "detect_format", "load_tomato",
-           "load_longvideobench", "TOMATO_TASKS"]
+           "load_longvideobench", "load_videomme", "TOMATO_TASKS"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -46,8 +48,8 @@ class AnnotationFormat:
     fields: str
 
 
-def _tvbench_matches(data) -> bool:
-    return isinstance(data, list) and not _longvideobench_matches(data)  # its loader names any entry lacking a field
+def _tvbench_matches(data) -> bool:  # its loader names any entry lacking a field
+    return isinstance(data, list) and not _longvideobench_matches(data) and not _videomme_matches(data)
 
 
 def _longvideobench_matches(data) -> bool:
@@ -129,6 +131,77 @@ def load_longvideobench(json_path: PathLike, video_root: PathLike) -> List[Video
     return samples
 
 
+VIDEOMME_EXTENSIONS = ("mp4", "avi", "mov", "mkv")  # tried in this order, as the official loader does
+
+
+def _read_rows(path: Path):
+    """A parquet file's rows as a list of dicts (pandas), or the parsed JSON of any other file."""
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise FileNotFoundError(f"annotation file not found: {path}")
+        import pandas as pd
+
+        try:
+            return [{k: (list(v) if hasattr(v, "tolist") and not isinstance(v, str) else v) for k, v in row.items()}
+                    for row in pd.read_parquet(path).to_dict("records")]
+        except Exception as exc:  # pyarrow's errors for a truncated or foreign file
+            raise AnnotationError(f"{path} is not a readable parquet file: {exc}") from exc
+    return read_annotation_json(path)
+
+
+def _videomme_matches(data) -> bool:
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and \
+        {"question_id", "task_type", "options"} <= set(data[0])
+
+
+def load_videomme(path: PathLike, video_root: PathLike) -> List[VideoQA]:
+    """Read Video-MME (map-the-flow ``tasks/eval/videomme``): rows ``{url (or videoID), question_id,
+    task_type, question, options ["A. ...", ...], answer (a letter), duration, domain}``; the video is
+    ``<video_root>/<YouTube id>.{mp4,avi,mov,mkv}`` (the first that exists), the id taken from the
+    url; subtitles are not used (as the paper). Options keep their own labels: the prompt writes
+    ``A. text`` lines (``VideoQA.option_format``), the official question block.
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationError: not a list of rows, a row without a field, an option not labelled ``<letter>.``
+            in order, or an answer letter with no option; the message names the file and the row.
+    """
+    path = Path(path)
+    data = _read_rows(path)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected Video-MME rows (a list), got {type(data).__name__}")
+    samples, seen = [], {}
+    for i, e in enumerate(data):
+        where = f"{path}: row {i}"
+        check_entry(e, where, ("question_id", "task_type", "question", "options", "answer"))
+        vid = str(e.get("videoID") or "") if not e.get("url") else str(e["url"]).split("watch?v=")[-1]
+        if not vid:
+            raise AnnotationError(f"{where}: needs 'url' (or 'videoID') to find its video")
+        opts, texts = e["options"], []
+        if not isinstance(opts, list) or len(opts) < 2:
+            raise AnnotationError(f"{where}: 'options' must be a list of 'A. ...' strings, got {opts!r}")
+        for j, o in enumerate(opts):
+            label = f"{chr(65 + j)}. "
+            if not isinstance(o, str) or not o.startswith(label):
+                raise AnnotationError(f"{where}: option {j} must start with {label!r}, got {o!r}")
+            texts.append(o[len(label):])
+        ans = e["answer"]
+        if not isinstance(ans, str) or len(ans) != 1 or not 0 <= ord(ans) - 65 < len(texts):
+            raise AnnotationError(f"{where}: 'answer' must be one of the option letters, got {ans!r}")
+        video = next((Path(video_root) / f"{vid}.{x}" for x in VIDEOMME_EXTENSIONS
+                      if (Path(video_root) / f"{vid}.{x}").exists()), Path(video_root) / f"{vid}.mp4")
+        sid = str(e["question_id"])
+        claim_id(seen, sid, i, path, "question_id")
+        try:
+            samples.append(VideoQA(video=str(video), question=e["question"], candidates=texts,
+                                   answer=texts[ord(ans) - 65], task=str(e["task_type"]), question_id=sid,
+                                   option_format="{letter}. {text}",
+                                   extra={k: e[k] for k in ("duration", "domain", "sub_category", "url") if k in e}))
+        except ValueError as exc:
+            raise AnnotationError(f"{where}: {exc}") from exc
+    return samples
+
+
 FORMATS: Registry[AnnotationFormat] = Registry("annotation format", {
     "tvbench": AnnotationFormat("tvbench", load_tvbench, _tvbench_matches,
                                 "a list of {video, question, candidates, answer}"),
@@ -136,6 +209,8 @@ FORMATS: Registry[AnnotationFormat] = Registry("annotation format", {
                                "an object of {question, options, answer, key, demonstration_type}"),
     "longvideobench": AnnotationFormat("longvideobench", load_longvideobench, _longvideobench_matches,
                                        "a list of {id, video_path, question, candidates, correct_choice, duration}"),
+    "videomme": AnnotationFormat("videomme", load_videomme, _videomme_matches,
+                                 "parquet or a list of {url, question_id, task_type, question, options, answer}"),
 })
 
 
@@ -147,7 +222,7 @@ def detect_format(path: PathLike) -> str:
         AnnotationError: not JSON, a folder, or no known format (the message names each format's fields).
     """
     path = Path(path)
-    data = read_annotation_json(path)
+    data = _read_rows(path)
     for name, fmt in FORMATS.items():
         if fmt.matches(data):
             return name

@@ -51,6 +51,7 @@ def prepare_one(model, sample: VideoQA, num_frames: int, keep_pixels: bool = Fal
         true_letter=sample.answer_letter,
         timestamps=timestamps,
         n_trailing=model.vision.n_trailing,
+        option_format=sample.option_format,
     )
     S = tp.layout.seq_len
     if S > model.cfg.n_ctx:

@@ -180,6 +180,7 @@ def build_prompt(
     candidates: Sequence[str],
     placeholder: str,
     timestamps: Optional[Sequence[float]] = None,
+    option_format: str = "({letter}) {text}",
 ) -> BuiltPrompt:
     """Write the prompt for one sample, recording the character span of each piece.
 
@@ -189,6 +190,8 @@ def build_prompt(
         candidates: the options, shown as (A), (B), ... in this order.
         placeholder: the text of the video placeholder token (``"<image>"`` for PLLaVA).
         timestamps: per-frame times in seconds; required by templates with ``frame_format``.
+        option_format: how an option line reads (``"({letter}) {text}"``, the paper's; Video-MME's
+            options are written ``"{letter}. {text}"``, ``VideoQA.option_format``).
 
     Raises:
         ValueError: a per-frame template without timestamps.
@@ -225,7 +228,7 @@ def build_prompt(
     for i, (letter, cand) in enumerate(zip(letters, candidates)):
         if i:
             w.write("\n")
-        w.write(f"({letter}) {cand}", f"option:{letter}")
+        w.write(option_format.format(letter=letter, text=cand), f"option:{letter}")
     w.mark("question", q_start)
     w.write(template.after_question)
     w.write(template.answer_prefix, "answer_prefix")

@@ -156,7 +156,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("samples (a TVBench-format file, or one video)")
     g.add_argument("--data", default=None, nargs="+", metavar="FILE",
                    help="annotation file(s): TVBench / MVBench, TOMATO or LongVideoBench format, detected from the content")
-    g.add_argument("--format", default="auto", choices=["auto", "tvbench", "tomato", "longvideobench"],
+    from videolens.formats import FORMATS
+
+    g.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="annotation format of --data (default: detected per file)")
     g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
     g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples of each --data file")
