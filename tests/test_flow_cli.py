@@ -141,3 +141,28 @@ def test_flow_errors(model_dir, dataset, tmp_path, capsys):
     assert all(name in err for name in TARGETS)
     assert flow(model_dir, dataset, tmp_path / "e2", "--target", "cross-frame", "--window", "7") == 2
     assert "window 7 is larger than the model's 6 layers" in capsys.readouterr().err
+
+
+def test_failure_diagnosis_figures(model_dir, dataset, tmp_path):
+    """``--samples all`` draws correct and incorrect samples side by side per target; ``--samples
+    incorrect`` keeps only the failures (the random model's argmax is never the true letter)."""
+    from videolens.plots.knockout import is_correct, plot_correct_incorrect
+
+    out = tmp_path / "all"
+    assert flow(model_dir, dataset, out, "--target", "cross-frame", "--window", "3", "--samples", "all") == 0
+    assert (out / "flow_cross-frame_correct_vs_incorrect.png").stat().st_size > 0
+    records = read_records(out / "records.jsonl")
+    rows = [r for r in records if r.get("target") == "cross-frame"]
+    assert rows and not any(is_correct(r) for r in rows)
+    first = rows[0]["sample_id"]
+    for r in rows:  # make one sample a correct one: its baseline answer is the truth
+        if r["sample_id"] == first:
+            r["true_t"] = r["base_answer_t"]
+    n_all = len({r["sample_id"] for r in rows})
+    fig = plot_correct_incorrect(rows, "cross-frame")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["correct samples (n = 1)", f"incorrect samples (n = {n_all - 1})"]
+    out2 = tmp_path / "incorrect"
+    assert flow(model_dir, dataset, out2, "--target", "cross-frame", "--window", "3", "--samples", "incorrect") == 0
+    assert {r["sample_id"] for r in read_records(out2 / "records.jsonl") if r.get("target")} == \
+        {r["sample_id"] for r in rows}

@@ -49,7 +49,8 @@ def add_arguments(p) -> None:
                         "when it has fewer layers)")
     p.add_argument("--samples", default="correct", choices=list(SAMPLE_MODES),
                    help="correct (default, the paper: the baseline's full-vocabulary argmax is the true letter), "
-                        "wrong, all, or correct_option (argmax among the option letters is the true one)")
+                        "wrong / incorrect (the failure cases), all (then also flow_<target>_correct_vs_incorrect.png, "
+                        "both groups side by side), or correct_option (argmax among the option letters is the true one)")
     p.add_argument("--self-edges", default="block", choices=["block", "keep"],
                    help="block (default, the paper's code: last->last blocks the last token's edge to itself) or "
                         "keep (never block a token's edge to itself)")
@@ -89,14 +90,17 @@ def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) ->
     return records
 
 
-def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str = "") -> None:
-    from videolens.plots.knockout import plot_target
+def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str = "", split: bool = False) -> None:
+    from videolens.plots.knockout import plot_correct_incorrect, plot_target
 
     for t in names:
         if any(r["target"] == t for r in records):
             n = len({r["sample_id"] for r in records if r["target"] == t})
             plot_target(records, t, path=out / f"flow_{t}.png",
                         title=f"{prefix}{t}: {n_layers} layers, window {window}, n = {n}")
+            if split:  # failure diagnosis: correct and incorrect samples side by side
+                plot_correct_incorrect(records, t, path=out / f"flow_{t}_correct_vs_incorrect.png",
+                                       title=f"{prefix}{t}: correct vs incorrect samples ({n_layers} layers, window {window})")
 
 
 def run(args) -> int:
@@ -148,7 +152,7 @@ def run(args) -> int:
         return 0
     write_summary_csv(records, out / "summary.csv")
     if not args.no_figures:
-        _figures(records, names, out, n_layers, args.window)
+        _figures(records, names, out, n_layers, args.window, split=args.samples == "all")
         if args.compare_model is not None and runs[list(runs)[1]]:
             for t in names:
                 plot_models(runs, t, path=out / f"flow_{t}_compare.png",

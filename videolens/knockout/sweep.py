@@ -31,9 +31,10 @@ from .targets import Target, get_target
 
 __all__ = ["layer_window", "check_window", "sweep", "Baseline", "baseline", "SAMPLE_MODES", "keep_sample"]
 
-SAMPLE_MODES = ("correct", "wrong", "all", "correct_option")
+SAMPLE_MODES = ("correct", "wrong", "incorrect", "all", "correct_option")
 """Which samples an analysis keeps (official ``--sample_mode``): ``correct`` (the baseline's
-full-vocabulary argmax token is the true letter; the paper's default), ``wrong`` (it is not),
+full-vocabulary argmax token is the true letter; the paper's default), ``wrong`` or ``incorrect``
+(it is not: the failure cases),
 ``all``, and ``correct_option`` (the argmax among the option letters is the true one: videolens'
 earlier rule, a difference from the paper)."""
 
@@ -104,7 +105,7 @@ def keep_sample(base: Baseline, samples: str) -> bool:
     """
     if samples not in SAMPLE_MODES:
         raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
-    return {"all": True, "correct": base.correct, "wrong": not base.correct,
+    return {"all": True, "correct": base.correct, "wrong": not base.correct, "incorrect": not base.correct,
             "correct_option": base.correct_option}[samples]
 
 

@@ -10,7 +10,7 @@ from typing import Dict, Iterable, List, Optional
 
 from ..knockout.summary import summarize
 
-__all__ = ["plot_target", "plot_models", "VALUES"]
+__all__ = ["plot_target", "plot_models", "plot_correct_incorrect", "is_correct", "VALUES"]
 
 VALUES = {
     "rel_change": "relative change of p(baseline prediction) (%)",
@@ -107,6 +107,46 @@ def plot_models(records_by_model: Dict[str, List[dict]], target: str, path=None,
     if not drawn:
         raise ValueError(f"no records of target {target!r} for any model")
     ax.set_title(title or f"{target}: " + " vs ".join(records_by_model))
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def is_correct(record: dict) -> bool:
+    """Whether a sweep record's sample was answered right: the baseline's full-vocabulary argmax is
+    the true letter (the paper's rule, ``videolens.knockout.sweep.SAMPLE_MODES`` ``"correct"``)."""
+    return record.get("true_t") is not None and record.get("base_answer_t") == record.get("true_t")
+
+
+def plot_correct_incorrect(records: Iterable[dict], target: str, path=None, value: str = "rel_change",
+                           title: Optional[str] = None):
+    """Failure diagnosis (paper Section 5): one target's curves for the correctly and the wrongly
+    answered samples side by side (``is_correct``), same axes, each panel titled with its n.
+
+    Returns:
+        the matplotlib Figure.
+
+    Raises:
+        ValueError: unknown ``value``, or no records of ``target``.
+    """
+    from matplotlib.figure import Figure
+
+    rows = [r for r in records if r["target"] == target]
+    if not rows:
+        raise ValueError(f"no records of target {target!r}")
+    fig = Figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (name, keep) in zip(axes, (("correct", True), ("incorrect", False))):
+        group = [r for r in rows if is_correct(r) == keep]
+        n = len({r["sample_id"] for r in group})
+        if group:
+            plot_target(group, target, ax=ax, value=value, title=f"{name} samples (n = {n})")
+        else:
+            ax.set_title(f"{name} samples (n = 0)")
+            ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title or f"{target}: correct vs incorrect")
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
