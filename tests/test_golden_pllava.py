@@ -63,7 +63,12 @@ def _golden():
 GOLD = _golden()
 SAMPLES = {s["sample_id"]: s for s in GOLD["samples"]}
 CASES = [(sid, ck) for sid, s in SAMPLES.items() for ck in s["checkpoints"]]
-KNOCKOUT_CASES = [(sid, ck, t) for sid, ck in CASES for t in SAMPLES[sid]["checkpoints"][ck]["knockout"]]
+QUICK_CENTRES = (0, 2, 8, 16, 24, 31)  # the default run; a sample with all 32 centre layers runs them under -m slow
+KNOCKOUT_CASES = [pytest.param(sid, ck, t, quick, id=f"{sid}-{ck}-{t}" + ("" if quick else "-all"),
+                               marks=() if quick else pytest.mark.slow)
+                  for sid, ck in CASES for t in SAMPLES[sid]["checkpoints"][ck]["knockout"]
+                  for quick in ((True, False) if len(SAMPLES[sid]["checkpoints"][ck]["knockout_centre_layers"])
+                                > len(QUICK_CENTRES) else (True,))]
 
 
 def close(a: float, b: float, rtol: float = PROB_RTOL) -> bool:
@@ -154,16 +159,17 @@ def test_embeddings_logits_and_probabilities(models, prepared, tensors, sid, ck)
     assert model.tokenizer.decode([g["argmax_token_id"]]) == g["argmax_token_decoded"]
 
 
-@pytest.mark.parametrize("sid,ck,target", KNOCKOUT_CASES)
-def test_knockout_every_centre_layer(models, prepared, sid, ck, target):
+@pytest.mark.parametrize("sid,ck,target,quick", KNOCKOUT_CASES)
+def test_knockout_every_centre_layer(models, prepared, sid, ck, target, quick):
     g = SAMPLES[sid]["checkpoints"][ck]
-    centres = g["knockout_centre_layers"]
+    centres = [c for c in g["knockout_centre_layers"] if not quick or c in QUICK_CENTRES]
     recs = vl.knockout.sweep(models[ck], prepared[sid, ck], target, window=9, layers=centres, samples="all")
     assert [p.label for p in get_target(target).pairs] == [PAIR_OF[b["block_desc"]] for b in g["knockout"][target]]
     for block in g["knockout"][target]:
         mine = {r["layer"]: r for r in recs if r["pair"] == PAIR_OF[block["block_desc"]]}
-        assert sorted(mine) == sorted(x["layer"] for x in block["per_layer"])
-        for x in block["per_layer"]:
+        expected = [x for x in block["per_layer"] if x["layer"] in centres]
+        assert sorted(mine) == sorted(x["layer"] for x in expected) and len(expected) == len(centres)
+        for x in expected:
             r = mine[x["layer"]]
             where = (block["block_desc"], x["layer"])
             assert r["n_blocked"] == block["blocked_edges"], where
