@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the paper's released code)")
     p.add_argument("--only-correct", action="store_true",
                    help="plot only samples the model answers correctly (all are recorded)")
+    p.add_argument("--exit-tolerance", type=float, default=1.0, metavar="POINTS",
+                   help="structural early exit: the earliest layer whose accuracy is within this many points of "
+                        "the final layer's (default 1); table in early_exit.csv, figure early_exit.png")
 
 
 def genprob_records(model, inputs, mode: str) -> List[Dict[str, Any]]:
@@ -60,7 +63,8 @@ def curves(records: List[Dict[str, Any]], only_correct: bool = False):
 
 
 def run(args) -> int:
-    from videolens.plots.lens import plot_answer_probability
+    from videolens.lens.early_exit import early_exit, table
+    from videolens.plots.lens import plot_answer_probability, plot_early_exit
     from videolens.stats import mean_ci
 
     samples = load_samples(args, answer_required=True)
@@ -91,4 +95,10 @@ def run(args) -> int:
             print(f"figure: {out / 'answer_probability.png'}")
     elif args.only_correct:
         print("no correctly answered sample: no figure")
+    exits = early_exit(records, args.exit_tolerance)
+    if exits:  # structural early exit: the answer read at layer k
+        print(f"early exit (earliest lens layer within {args.exit_tolerance:g} point(s) of the final accuracy):")
+        print(table(exits, out / "early_exit.csv"), end="")
+        if not args.no_figures:
+            plot_early_exit(exits, out / "early_exit.png")
     return 1 if samples and counts["errors"] == len(samples) else 0

@@ -31,6 +31,7 @@ from .core import (
     resolve_lens_layers,
     resolve_positions,
 )
+from .early_exit import EarlyExit, early_exit
 from .genprob import AnswerProbabilities, answer_probability_by_layer
 from .keywords import (
     KeywordCounts,
@@ -52,6 +53,8 @@ __all__ = [
     "resolve_lens_layers",
     "answer_probability_by_layer",
     "AnswerProbabilities",
+    "early_exit",
+    "EarlyExit",
     "KeywordSet",
     "KeywordMatcher",
     "KeywordCounts",

@@ -23,6 +23,7 @@ __all__ = [
     "plot_keyword_frequency",
     "plot_word_map",
     "plot_answer_probability",
+    "plot_early_exit",
 ]
 
 CATEGORY_COLORS = {"spatial": "tab:blue", "temporal": "tab:red", "true": "tab:green", "false": "tab:gray"}
@@ -199,4 +200,23 @@ def plot_answer_probability(
         ax.set_xticklabels(labels, rotation=90, fontsize=6)
     ax.set_title(f"{title} (n={n}, mean and 95% CI)", fontsize=10)
     ax.legend(frameon=False)
+    return _save(fig, path)
+
+
+def plot_early_exit(exits, path: Optional[Union[str, Path]] = None,
+                    title: str = "Accuracy when the answer is read at layer k (logit lens)") -> Figure:
+    """Accuracy by lens layer, a line per task (``videolens.lens.early_exit``), each task's exit
+    layer marked (the earliest within its tolerance of the final accuracy)."""
+    fig = Figure(figsize=(6.4, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    names = [e.task for e in exits]
+    for e in exits:
+        color = "black" if e.task == "all" else category_color(e.task, names)
+        (line,) = ax.plot(e.layers, e.accuracy, marker="o", ms=3, color=color,
+                          lw=2.2 if e.task == "all" else 1.2, label=f"{e.task} (n={e.n}, exit {e.exit_layer})")
+        ax.axvline(e.exit_layer, color=line.get_color(), ls=":", lw=0.8)
+    ax.set_xlabel("lens layer k (residual stream entering layer k)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=7)
     return _save(fig, path)
