@@ -15,7 +15,7 @@ import torch
 from videolens.vision import Projector, SpatialPool2d, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights
-from .registry import ConvertedModel, Family, register
+from .registry import ConvertedModel, Family, register, video_token_id
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 from .vision_towers import build_preprocessor, build_vision_tower
 
@@ -57,15 +57,12 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
         preprocess=build_preprocessor(path, tower.config.image_size),
         extra={"image_newline": newline.to(dtype)} if newline is not None else None,
     )
-    placeholder = config.get("video_token_id", config.get("video_token_index"))
-    if placeholder is None:
-        raise CheckpointError(f"{path}/config.json: no video_token_id")
     return ConvertedModel(
         cfg=cfg,
         state_dict=state_dict,
         rope=rope_tables(text_config, cfg.n_ctx, dtype),
         vision=vision,
-        placeholder_id=int(placeholder),
+        placeholder_id=video_token_id(config, f"{path}/config.json"),
         template=config.get("prompt_template", "eval_mvbench_vicuna"),
         family="llava_next_video",
         config=config,

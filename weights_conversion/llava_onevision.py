@@ -27,19 +27,13 @@ from torch import nn
 from videolens.vision import CLIP_MEAN, CLIP_STD, FramePreprocessor, Projector, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights
-from .registry import ConvertedModel, Family, register
+from .pllava import KEY_RENAMES  # LLaVA's transformers 5 names -> the classic ones
+from .registry import ConvertedModel, Family, register, video_token_id
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 from .vision_towers import build_vision_tower
 
 __all__ = ["convert", "FAMILY", "BilinearHalf"]
 
-KEY_RENAMES = [
-    (r"^model\.vision_tower\.", "vision_tower."),
-    (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
-    (r"^model\.language_model\.", "language_model.model."),
-    (r"^model\.image_newline$", "image_newline"),
-    (r"^lm_head\.", "language_model.lm_head."),
-]
 
 
 class BilinearHalf(nn.Module):
@@ -90,15 +84,12 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
         extra={"image_newline": weights.take("image_newline").to(dtype)},
         trailing="image_newline",
     )
-    placeholder = config.get("video_token_id", config.get("video_token_index"))
-    if placeholder is None:
-        raise CheckpointError(f"{where}: no video_token_id")
     return ConvertedModel(
         cfg=cfg,
         state_dict=state_dict,
         rope=rope_tables(text_config, cfg.n_ctx, dtype),
         vision=vision,
-        placeholder_id=int(placeholder),
+        placeholder_id=video_token_id(config, where),
         template=config.get("prompt_template", "llava_onevision"),
         family="llava_onevision",
         config=config,

@@ -17,7 +17,8 @@ from videolens.registry import Registry
 
 from .checkpoint import CheckpointError, Weights, read_config
 
-__all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "UnknownFamilyError"]
+__all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "UnknownFamilyError",
+           "video_token_id"]
 
 
 class UnknownFamilyError(CheckpointError):
@@ -79,6 +80,19 @@ class Family:
 FAMILIES: Registry[Family] = Registry("checkpoint family")
 """Registry key -> family: ``model_type`` alone, or ``"model_type/Architecture"`` for families that
 claim a shared model type by architecture."""
+
+
+def video_token_id(config: dict, where: str) -> int:
+    """The video placeholder id of a transformers VideoLLM config (``video_token_id``, or the older
+    ``video_token_index``).
+
+    Raises:
+        CheckpointError: neither is set.
+    """
+    placeholder = config.get("video_token_id", config.get("video_token_index"))
+    if placeholder is None:
+        raise CheckpointError(f"{where}: no video_token_id")
+    return int(placeholder)
 
 
 def _keys(family: Family) -> list:

@@ -202,8 +202,6 @@ def save_videollama3_checkpoint(path, model, tokenizer, fmt: str = "original", m
         model.save_pretrained(str(path))
         config = json.loads((path / "config.json").read_text())
     elif fmt == "original":
-        from .videollama3 import RENAMES  # noqa: F401  (the layout this writes is the one it reads)
-
         out = {}
         for k, v in model.state_dict().items():
             for a, b in (("model.vision_model.", "model.vision_encoder."), ("model.projector.readout.", "model.mm_projector.readout."),

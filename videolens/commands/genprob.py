@@ -74,7 +74,8 @@ def run(args) -> int:
     done = sharded_run(out, "genprob.jsonl", config, samples, not args.no_retry_skipped,
                        lambda mine, writer: run_samples(model, mine, writer,
                                                         lambda s, inp: genprob_records(model, inp, args.mode),
-                                                        num_frames=args.num_frames, desc="genprob"))
+                                                        num_frames=args.num_frames, desc="genprob",
+                                                        progress=not args.no_progress))
     if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     records, counts = done

@@ -108,7 +108,8 @@ def run(args) -> int:
     done = sharded_run(out, "lens.jsonl", config, samples, not args.no_retry_skipped,
                        lambda mine, writer: run_samples(model, mine, writer,
                                                         lambda s, inp: lens_records(model, inp, matcher, args),
-                                                        num_frames=args.num_frames, desc="lens"))
+                                                        num_frames=args.num_frames, desc="lens",
+                                                        progress=not args.no_progress))
     if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     records, counts = done
