@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
 
     add_model_arguments(p)
     add_sample_arguments(p)
-    p.add_argument("--target", required=True, nargs="+", metavar="NAME",
+    p.add_argument("--target", required=False, nargs="+", metavar="NAME", default=None,
                    help="knockout target(s): cross-frame, vql-to-ql, question-and-options-to-last, "
                         "vq-to-true-opt, any registered target, or 'all'")
     p.add_argument("--window", type=int, default=None,
@@ -58,6 +58,13 @@ def add_arguments(p) -> None:
                    help="knock out these heads only (default: every head)")
     p.add_argument("--method", default="fast", choices=["fast", "full"],
                    help="fast: incremental recomputation (default); full: a whole forward per condition")
+    p.add_argument("--open-ended", action="store_true",
+                   help="open-ended knockout (paper Sec. 4.3): the model writes its answer after 'Answer:' and the "
+                        "probability of its first --track answer tokens is traced (pairs video->question, video->last, "
+                        "question->last, response->last); --target is then 'open-ended'")
+    p.add_argument("--track", type=int, default=1, metavar="N", help="with --open-ended: answer tokens traced (default 1)")
+    p.add_argument("--max-new-tokens", type=int, default=24, metavar="N",
+                   help="with --open-ended: answer length generated (default 24)")
     p.add_argument("--compare-model", default=None, metavar="DIR",
                    help="a second checkpoint (e.g. the ImageLLM base) run on the same samples into OUT/compare; "
                         "each target's figure then draws both models (paper Finding 1)")
@@ -103,12 +110,51 @@ def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str 
                                        title=f"{prefix}{t}: correct vs incorrect samples ({n_layers} layers, window {window})")
 
 
+def _open_ended(model, samples, args, out: Path) -> int:
+    """``--open-ended``: ``videolens.knockout.open_ended`` on every unfinished sample, resumable records,
+    summary and the figure ``flow_open-ended.png``."""
+    from videolens.knockout.open_ended import answer_prefix, open_ended_sweep
+    from videolens.knockout.summary import write_summary_csv
+    from videolens.runner import prepare_or_skip, sample_record
+    from videolens.runs import RecordWriter
+
+    config = run_config(args, model, NAME, open_ended=True, track=args.track, max_new_tokens=args.max_new_tokens,
+                        window=args.window, method=args.method)
+    with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
+        for sample in samples:
+            if writer.is_done(sample.sample_id):
+                continue
+            with answer_prefix(model, "Answer:"):
+                inputs, status, message = prepare_or_skip(model, sample, args.num_frames)
+            if inputs is None:
+                writer.write_sample(sample.sample_id, [{"kind": "error", "message": message}], status, message)
+                continue
+            recs = open_ended_sweep(model, inputs, window=args.window, track=args.track,
+                                    max_new_tokens=args.max_new_tokens, method=args.method)
+            writer.write_sample(sample.sample_id, [sample_record(sample, inputs), *recs])
+        records = [r for r in writer.records() if r.get("target") == "open-ended"]
+    if records:
+        write_summary_csv(records, out / "summary.csv")
+        if not args.no_figures:
+            _figures(records, ["open-ended"], out, model.cfg.n_layers, args.window)
+    print(f"open-ended records ({len({r['sample_id'] for r in records})} sample(s)) in {out}", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from videolens.knockout import TARGETS, check_window, get_target
     from videolens.knockout.summary import write_summary_csv
     from videolens.plots.knockout import plot_models
 
+    if args.open_ended:
+        args.target = ["open-ended"]
+    if not args.target:
+        raise ValueError("--target is required (or --open-ended)")
+    if args.track < 1 or args.max_new_tokens < 1:
+        raise ValueError("--track and --max-new-tokens must be >= 1")
     names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
+    if args.open_ended:
+        names = []
     targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
     if args.window is not None and args.window < 1:
         raise ValueError(f"--window must be >= 1, got {args.window}")
@@ -126,6 +172,8 @@ def run(args) -> int:
         raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads")
 
     out = Path(args.out)
+    if args.open_ended:
+        return _open_ended(model, samples, args, out)
     main_name = str(args.model or "bundled")
     records = _sweep_dataset(model, samples, targets, args, out, main_name)
     if records is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws

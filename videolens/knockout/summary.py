@@ -34,7 +34,8 @@ def summarize(records: Iterable[dict]) -> List[dict]:
     rows = []
     for (target, pair, layer), rs in groups.items():
         m, lo, hi = mean_ci([r["rel_change"] for r in rs])
-        mt, lot, hit = mean_ci([r.get("rel_change_true") for r in rs])
+        trues = [r["rel_change_true"] for r in rs if r.get("rel_change_true") is not None]
+        mt, lot, hit = mean_ci(trues) if trues else (float("nan"),) * 3  # open-ended runs know no truth
         with_truth = [r for r in rs if r.get("true_letter")]
         rows.append(
             {
