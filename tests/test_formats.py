@@ -147,8 +147,8 @@ def test_videomme_rows_prompt_and_layout(tmp_path, suffix, clip_path, tiny_pllav
     assert s.candidates[2] == "Berries." and s.answer == "Berries." and s.answer_letter == "C"
     assert (s.sample_id, s.task, s.extra["duration"]) == ("001-1", "Counting Problem", "short")
     x = tiny_pllava.prepare(s, num_frames=8)
-    assert "\nOptions:\nA. Apples.\nB. Candles.\nC. Berries.\nD. The three kinds are of the same number. \n" \
-        in x.prompt_text  # the official block: options as written
+    assert x.prompt_text.endswith("\nOptions:\nA. Apples.\nB. Candles.\nC. Berries.\nD. The three kinds are of the same "
+                                  "number.\n \nOnly give the best option. ASSISTANT:Best option:")  # the official prompt
     assert tiny_pllava.tokenizer.decode(x.tokens[0, x.layout.true_option.slice]).replace(" ", "").startswith("C.")
     assert x.layout.true_option == x.layout.options["C"] and x.option_token_ids["C"] != x.option_token_ids["A"]
 

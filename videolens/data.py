@@ -88,6 +88,7 @@ class VideoQA:
             ``"longvideobench"`` (with ``extra["duration"]``, the annotated duration).
         option_format: how the prompt writes an option line (``"({letter}) {text}"``; Video-MME's
             own options read ``"{letter}. {text}"``).
+        options_end: text the prompt writes after the last option (Video-MME: ``"\n"``).
         invalid: why this sample cannot run (set by ``load_tvbench`` for a bad start/end);
             ``load`` then raises ``InvalidSampleError`` so a dataset run skips just this sample.
 
@@ -110,6 +111,7 @@ class VideoQA:
     invalid: Optional[str] = None
     sampler: str = "uniform"
     option_format: str = "({letter}) {text}"
+    options_end: str = ""
 
     def __post_init__(self) -> None:
         _check_text("question", self.question)

@@ -159,7 +159,8 @@ def load_videomme(path: PathLike, video_root: PathLike) -> List[VideoQA]:
     task_type, question, options ["A. ...", ...], answer (a letter), duration, domain}``; the video is
     ``<video_root>/<YouTube id>.{mp4,avi,mov,mkv}`` (the first that exists), the id taken from the
     url; subtitles are not used (as the paper). Options keep their own labels: the prompt writes
-    ``A. text`` lines (``VideoQA.option_format``), the official question block.
+    ``A. text`` lines (``VideoQA.option_format``) and keeps the block's final newline, and the answer
+    prompt is ``Best option:`` (official ``information_flow_analysis.py`` for ``videomme``).
 
     Raises:
         FileNotFoundError: no such file.
@@ -195,7 +196,7 @@ def load_videomme(path: PathLike, video_root: PathLike) -> List[VideoQA]:
         try:
             samples.append(VideoQA(video=str(video), question=e["question"], candidates=texts,
                                    answer=texts[ord(ans) - 65], task=str(e["task_type"]), question_id=sid,
-                                   option_format="{letter}. {text}",
+                                   option_format="{letter}. {text}", options_end="\n",
                                    extra={k: e[k] for k in ("duration", "domain", "sub_category", "url") if k in e}))
         except ValueError as exc:
             raise AnnotationError(f"{where}: {exc}") from exc

@@ -198,6 +198,7 @@ def tokenize_prompt(
     timestamps: Optional[Sequence[float]] = None,
     n_trailing: int = 0,
     option_format: str = "({letter}) {text}",
+    options_end: str = "",
 ) -> TokenizedPrompt:
     """Tokenize a prompt once and read every span off the tokenizer's offset mapping.
 
@@ -213,7 +214,7 @@ def tokenize_prompt(
     placeholder = tokenizer.convert_ids_to_tokens(int(placeholder_id))
     if placeholder is None:
         raise PromptTokenizationError(f"placeholder id {placeholder_id} is not in the tokenizer's vocabulary")
-    built = build_prompt(template, question, candidates, placeholder, timestamps, option_format)
+    built = build_prompt(template, question, candidates, placeholder, timestamps, option_format, options_end)
     text = built.text
     if not getattr(tokenizer, "is_fast", False):
         raise PromptTokenizationError("a fast tokenizer (with offset mapping) is required")

@@ -52,6 +52,7 @@ def prepare_one(model, sample: VideoQA, num_frames: int, keep_pixels: bool = Fal
         timestamps=timestamps,
         n_trailing=model.vision.n_trailing,
         option_format=sample.option_format,
+        options_end=sample.options_end,
     )
     S = tp.layout.seq_len
     if S > model.cfg.n_ctx:

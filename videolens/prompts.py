@@ -181,6 +181,7 @@ def build_prompt(
     placeholder: str,
     timestamps: Optional[Sequence[float]] = None,
     option_format: str = "({letter}) {text}",
+    options_end: str = "",
 ) -> BuiltPrompt:
     """Write the prompt for one sample, recording the character span of each piece.
 
@@ -191,7 +192,11 @@ def build_prompt(
         placeholder: the text of the video placeholder token (``"<image>"`` for PLLaVA).
         timestamps: per-frame times in seconds; required by templates with ``frame_format``.
         option_format: how an option line reads (``"({letter}) {text}"``, the paper's; Video-MME's
-            options are written ``"{letter}. {text}"``, ``VideoQA.option_format``).
+            options are written ``"{letter}. {text}"``, ``VideoQA.option_format``). With options not
+            opened by ``(`` a template answer prefix ending in ``(`` loses it (``Best option:``, the
+            official Video-MME answer prompt).
+        options_end: text after the last option line (Video-MME's official block keeps its final
+            newline: ``"\n"``).
 
     Raises:
         ValueError: a per-frame template without timestamps.
@@ -230,6 +235,10 @@ def build_prompt(
             w.write("\n")
         w.write(option_format.format(letter=letter, text=cand), f"option:{letter}")
     w.mark("question", q_start)
+    w.write(options_end)
     w.write(template.after_question)
-    w.write(template.answer_prefix, "answer_prefix")
+    prefix = template.answer_prefix
+    if prefix.endswith("(") and not option_format.startswith("("):
+        prefix = prefix[:-1]
+    w.write(prefix, "answer_prefix")
     return BuiltPrompt("".join(w.parts), w.spans, letters)
