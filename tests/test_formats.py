@@ -166,3 +166,41 @@ def test_bad_videomme_rows_name_the_row(tmp_path, change, message):
     with pytest.raises(AnnotationError, match=message) as err:
         load_annotations(path, tmp_path, format="videomme")
     assert "row 1" in str(err.value)
+
+
+VCG_ROWS = [  # Benchmarking_QA/generic_qa.json's fields (official tasks/eval/vcgbench)
+    {"Q": "What is the man doing in the video?", "A": "The man is fixing a bicycle wheel.", "video_name": "v_abc"},
+    {"Q": "What happens after the dog jumps?", "A": "It lands in the water.", "video_name": "v_def"},
+]
+
+
+def test_vcgbench_open_ended_samples_and_the_official_prompt(tmp_path, clip_path, tiny_pllava_dir):
+    from videolens.cli import main
+    from videolens.prompts import SYSTEM_VCG
+    from videolens.runs import read_records
+
+    path = tmp_path / "generic_qa.json"
+    path.write_text(json.dumps(VCG_ROWS))
+    shutil.copy(clip_path, tmp_path / "v_abc.mkv")
+    assert detect_format(path) == "vcgbench"
+    a, b = load_annotations(path, tmp_path)
+    assert a.open_ended and a.candidates == [] and a.answer_letter is None and a.task == "generic_qa"
+    assert a.video == str(tmp_path / "v_abc.mkv") and a.sample_id == "generic_qa_0"
+    built = build_prompt(get_template("eval_vcgbench"), a.question, [], "<image>")
+    assert built.text == f"{SYSTEM_VCG} USER: <image>\n USER: {a.question} ASSISTANT:"  # conv_eval_vcg.get_prompt()
+    base = ["flow", "--model", str(tiny_pllava_dir), "--data", str(path), "--video-root", str(tmp_path), "--device",
+            "cpu", "--no-progress", "--template", "eval_vcgbench"]
+    assert main(base + ["--out", str(tmp_path / "mc"), "--target", "cross-frame"]) == 2  # no options: refused
+    assert main(base + ["--out", str(tmp_path / "oe"), "--open-ended", "--answer-prefix", "", "--max-new-tokens",
+                        "2", "--window", "3"]) == 0
+    recs = read_records(tmp_path / "oe" / "records.jsonl")
+    assert {r["sample_id"] for r in recs if r.get("target") == "open-ended"} == {"generic_qa_0"}
+    assert any(r.get("status", "") == "missing_video" for r in [json.loads(l) for l in
+               (tmp_path / "oe" / "records.jsonl").read_text().splitlines()] if r.get("_done"))
+
+
+def test_bad_vcgbench_entries_name_the_entry(tmp_path):
+    path = tmp_path / "temporal_qa.json"
+    path.write_text(json.dumps([VCG_ROWS[0], {"Q": "Why?", "video_name": "v"}]))
+    with pytest.raises(AnnotationError, match="entry 1"):
+        load_annotations(path, tmp_path, format="vcgbench")

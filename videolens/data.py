@@ -89,6 +89,9 @@ class VideoQA:
         option_format: how the prompt writes an option line (``"({letter}) {text}"``; Video-MME's
             own options read ``"{letter}. {text}"``).
         options_end: text the prompt writes after the last option (Video-MME: ``"\n"``).
+        open_ended: a question without options (VCGBench): ``candidates`` is empty, ``answer`` is the
+            reference text, the prompt shows the question alone; only open-ended analyses
+            (``videolens flow --open-ended``) run it.
         invalid: why this sample cannot run (set by ``load_tvbench`` for a bad start/end);
             ``load`` then raises ``InvalidSampleError`` so a dataset run skips just this sample.
 
@@ -112,6 +115,7 @@ class VideoQA:
     sampler: str = "uniform"
     option_format: str = "({letter}) {text}"
     options_end: str = ""
+    open_ended: bool = False
 
     def __post_init__(self) -> None:
         _check_text("question", self.question)
@@ -119,6 +123,13 @@ class VideoQA:
             raise ValueError(f"candidates must be a list of strings, got {type(self.candidates).__name__} "
                              f"{self.candidates!r}")
         self.candidates = list(self.candidates)
+        if self.open_ended:
+            if self.candidates:
+                raise ValueError("an open-ended sample has no candidates")
+            _check_text("answer", self.answer)
+            if self.invalid is None:
+                self.start, self.end = check_times(self.start, self.end)
+            return
         for i, c in enumerate(self.candidates):
             _check_text(f"candidate {i}", c)
             if _OPTION_LINE.search(c):
@@ -142,12 +153,13 @@ class VideoQA:
         return [option_letters[i] for i in range(len(self.candidates))]
 
     @property
-    def answer_index(self) -> int:
-        return self.candidates.index(self.answer)
+    def answer_index(self) -> Optional[int]:
+        return None if self.open_ended else self.candidates.index(self.answer)
 
     @property
-    def answer_letter(self) -> str:
-        return option_letters[self.answer_index]
+    def answer_letter(self) -> Optional[str]:
+        """The right option's letter (None for an open-ended sample)."""
+        return None if self.open_ended else option_letters[self.answer_index]
 
     @property
     def sample_id(self) -> str:

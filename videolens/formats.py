@@ -15,6 +15,7 @@ gets one error naming the fields each format expects.
 - ``longvideobench``: LongVideoBench (``load_longvideobench``), with its own frame sampling.
 - ``videomme``: Video-MME (``load_videomme``), its parquet file (``videomme/test-00000-of-00001.parquet``)
   or the same rows as a JSON list; options shown as written (``A. text``).
+- ``vcgbench``: VCGBench (Video-ChatGPT's benchmark, ``load_vcgbench``), open-ended questions.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .data import AnnotationError, VideoQA, check_entry, check_times, claim_id, 
 from .registry import Registry
 
 __all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "load_annotation_files", "detect_format", "load_tomato",
-           "load_longvideobench", "load_videomme", "TOMATO_TASKS"]
+           "load_longvideobench", "load_videomme", "load_vcgbench", "TOMATO_TASKS"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -49,7 +50,8 @@ class AnnotationFormat:
 
 
 def _tvbench_matches(data) -> bool:  # its loader names any entry lacking a field
-    return isinstance(data, list) and not _longvideobench_matches(data) and not _videomme_matches(data)
+    return isinstance(data, list) and not any(m(data) for m in (_longvideobench_matches, _videomme_matches,
+                                                                  _vcgbench_matches))
 
 
 def _longvideobench_matches(data) -> bool:
@@ -203,15 +205,56 @@ def load_videomme(path: PathLike, video_root: PathLike) -> List[VideoQA]:
     return samples
 
 
+def _vcgbench_matches(data) -> bool:
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "video_name" in data[0] and \
+        ("Q" in data[0] or "Q1" in data[0])
+
+
+def load_vcgbench(path: PathLike, video_root: PathLike) -> List[VideoQA]:
+    """Read a VCGBench file (map-the-flow ``tasks/eval/vcgbench``: ``Benchmarking_QA/generic_qa.json``,
+    ``temporal_qa.json``, ``consistency_qa.json``): a JSON list of ``{Q, A, video_name}`` (consistency:
+    ``Q1``, ``Q2``; the first is asked, the second kept in ``extra``). Open-ended samples
+    (``VideoQA.open_ended``): the question alone, the reference answer in ``answer``; the video is
+    ``<video_root>/<video_name>.mp4`` (or ``.mkv``); the task is the file's stem, as the official keys.
+    The official prompt is the template ``eval_vcgbench`` (``--template eval_vcgbench``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationError: not a list, or an entry without ``video_name``, a question or ``A``; the
+            message names the file and the entry.
+    """
+    path = Path(path)
+    data = read_annotation_json(path)
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a JSON list of VCGBench entries, got {type(data).__name__}")
+    task = path.stem.replace("_sample", "")
+    samples = []
+    for i, e in enumerate(data):
+        where = f"{path}: entry {i}"
+        qkey = "Q1" if isinstance(e, dict) and "Q1" in e else "Q"
+        check_entry(e, where, (qkey, "A", "video_name"))
+        name = str(e["video_name"])
+        video = next((Path(video_root) / f"{name}.{x}" for x in ("mp4", "mkv") if (Path(video_root) / f"{name}.{x}").exists()),
+                     Path(video_root) / f"{name}.mp4")
+        try:
+            samples.append(VideoQA(video=str(video), question=e[qkey], candidates=[], answer=e["A"], task=task,
+                                   question_id=f"{task}_{i}", open_ended=True,
+                                   extra={k: v for k, v in e.items() if k not in (qkey, "A")}))
+        except ValueError as exc:
+            raise AnnotationError(f"{where}: {exc}") from exc
+    return samples
+
+
 FORMATS: Registry[AnnotationFormat] = Registry("annotation format", {
     "tvbench": AnnotationFormat("tvbench", load_tvbench, _tvbench_matches,
-                                "a list of {video, question, candidates, answer}"),
+                                "[{video, question, candidates, answer}]"),
     "tomato": AnnotationFormat("tomato", load_tomato, _tomato_matches,
-                               "an object of {question, options, answer, key, demonstration_type}"),
+                               "{key: {question, options, answer, key, demonstration_type}}"),
     "longvideobench": AnnotationFormat("longvideobench", load_longvideobench, _longvideobench_matches,
-                                       "a list of {id, video_path, question, candidates, correct_choice, duration}"),
+                                       "[{id, video_path, candidates, correct_choice, duration, ...}]"),
     "videomme": AnnotationFormat("videomme", load_videomme, _videomme_matches,
-                                 "parquet or a list of {url, question_id, task_type, question, options, answer}"),
+                                 "[{url, question_id, task_type, question, options, answer}] (or parquet)"),
+    "vcgbench": AnnotationFormat("vcgbench", load_vcgbench, _vcgbench_matches, "[{Q, A, video_name}]"),
 })
 
 

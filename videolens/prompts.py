@@ -20,6 +20,14 @@ from .registry import Registry
 
 __all__ = ["PromptTemplate", "BuiltPrompt", "TEMPLATES", "SYSTEM_MVBENCH", "build_prompt", "get_template"]
 
+SYSTEM_VCG = (
+    "You are Video-ChatGPT, a large vision-language assistant. You are able to understand the video content that "
+    "the user provides, and assist the user with a variety of tasks using natural language.Follow the instructions "
+    "carefully and explain your answers in detail based on the provided video."
+)
+"""The official VCGBench conversation's system prompt (map-the-flow ``tasks/eval/eval_utils.py``
+``conv_eval_vcg``; its sentences are joined without a space, as there)."""
+
 SYSTEM_MVBENCH = (
     "Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
     "movement of objects, and the action and pose of persons. Based on your observations, select the best "
@@ -41,6 +49,9 @@ class PromptTemplate:
     video tokens only (the PLLaVA / InternVL analyses), ``"block"`` the whole video block with its
     per-frame text, frame i >= 1 starting at the separator before it (the official VideoLLaMA3
     analysis: the video span between the first two newlines, frames split at the commas).
+
+    ``eval_vcgbench`` is the official open-ended VCGBench conversation (Vicuna roles, the Video-ChatGPT
+    system prompt, the raw question, no post-query, no answer prompt).
 
     ``llava_onevision`` is LLaVA-OneVision's Qwen chat template with its multiple-choice instruction
     (lmms-eval's ``Answer with the option's letter from the given choices directly.``);
@@ -84,6 +95,15 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             before_video=" <|user|>\n<img>",
             after_video="</img>\n <|user|>\n",
             after_question=" \nOnly give the best option. <|assistant|>\n",
+        ),
+        PromptTemplate(
+            name="eval_vcgbench",
+            system=SYSTEM_VCG,
+            before_video=" USER: ",
+            after_video="\n USER: ",
+            after_question=" ASSISTANT:",
+            answer_prefix="",
+            question_prefix="",
         ),
         PromptTemplate(
             name="llava_onevision",
@@ -226,6 +246,12 @@ def build_prompt(
     w.write(template.question_prefix)
     w.write(question, "question_text")
     w.mark("non_option_question", w.n - len(question))  # the paper's group: the raw question text only
+    if not candidates:  # an open-ended question: no options block
+        w.mark("question_header", q_start)
+        w.mark("question", q_start)
+        w.write(template.after_question)
+        w.write(template.answer_prefix, "answer_prefix")
+        return BuiltPrompt("".join(w.parts), w.spans, [])
     w.write(template.options_header.rstrip("\n"))
     w.mark("question_header", q_start)
     w.write(template.options_header[len(template.options_header.rstrip("\n")):])

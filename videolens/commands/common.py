@@ -24,6 +24,9 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
     p.add_argument("--pooling-shape", type=parse_pooling_shape, default=None, metavar="T-H-W",
                    help="PLLaVA 3-D pooling shape overriding the checkpoint's, e.g. 8-12-12 (the official scripts' "
                         "--pooling_shape)")
+    p.add_argument("--template", default=None, metavar="NAME",
+                   help="prompt template overriding the checkpoint's (videolens.prompts.TEMPLATES), e.g. eval_vcgbench "
+                        "for VCGBench's official open-ended prompt")
     p.add_argument("--max-visual-tokens", type=positive_int, default=None, metavar="N",
                    help="VideoLLaMA3's visual-token budget per clip (the official --max_visual_tokens; default: the "
                         "paper's 8x12x12 = 1152)")
@@ -111,7 +114,24 @@ def load_model(args, path=None):
                                            max_visual_tokens=getattr(args, "max_visual_tokens", None))
     if getattr(args, "num_frames", None) is None:
         args.num_frames = model.default_num_frames  # run configs record the frames actually used
+    if getattr(args, "template", None):
+        from videolens.prompts import get_template
+
+        model.template = get_template(args.template)
     return model
+
+
+def require_options(samples, command: str) -> None:
+    """Refuse open-ended samples (no options) in a multiple-choice analysis, naming the first.
+
+    Raises:
+        ValueError: ``<sample id> is an open-ended question (no options): <command> needs options ...``.
+    """
+    first = next((s for s in samples if getattr(s, "open_ended", False)), None)
+    if first is not None:
+        hint = "; run videolens flow --open-ended" if command == "flow" else ""
+        raise ValueError(f"{first.sample_id} is an open-ended question (no options): {command} needs multiple-choice "
+                         f"samples{hint}")
 
 
 def standin_model_path(folder: Path, seed: int = 0) -> Path:
@@ -239,7 +259,8 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
     ``settings``. ``videolens.runs.RecordWriter`` refuses to resume into a folder whose header differs."""
     return {"command": command, "model": str(Path(args.model).resolve()) if args.model else "bundled:tiny-videollm",
             "model_fingerprint": getattr(model, "fingerprint", None), "dtype": args.dtype,
-            "num_frames": args.num_frames, **_video_grid(model, args.num_frames), **sample_source(args), **settings}
+            "num_frames": args.num_frames, **_video_grid(model, args.num_frames), **sample_source(args), **settings,
+            **({"template": args.template} if getattr(args, "template", None) else {})}
 
 
 def _video_grid(model, num_frames: int) -> Dict[str, Any]:

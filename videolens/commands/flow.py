@@ -29,7 +29,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config
+from .common import (add_model_arguments, add_sample_arguments, load_model,
+                     load_samples, run_config, require_options)
 
 NAME = "flow"
 DEFAULT_WINDOW = 9  # the paper's knockout window
@@ -65,6 +66,9 @@ def add_arguments(p) -> None:
     p.add_argument("--track", type=int, default=1, metavar="N", help="with --open-ended: answer tokens traced (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=24, metavar="N",
                    help="with --open-ended: answer length generated (default 24)")
+    p.add_argument("--answer-prefix", default="Answer:", metavar="TEXT",
+                   help="with --open-ended: what the prompt ends with (default 'Answer:', the bundled model's; '' for "
+                        "VCGBench's official prompt)")
     p.add_argument("--compare-model", default=None, metavar="DIR",
                    help="a second checkpoint (e.g. the ImageLLM base) run on the same samples into OUT/compare; "
                         "each target's figure then draws both models (paper Finding 1)")
@@ -119,12 +123,12 @@ def _open_ended(model, samples, args, out: Path) -> int:
     from videolens.runs import RecordWriter
 
     config = run_config(args, model, NAME, open_ended=True, track=args.track, max_new_tokens=args.max_new_tokens,
-                        window=args.window, method=args.method)
+                        answer_prefix=args.answer_prefix, window=args.window, method=args.method)
     with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
         for sample in samples:
             if writer.is_done(sample.sample_id):
                 continue
-            with answer_prefix(model, "Answer:"):
+            with answer_prefix(model, args.answer_prefix):
                 inputs, status, message = prepare_or_skip(model, sample, args.num_frames)
             if inputs is None:
                 writer.write_sample(sample.sample_id, [{"kind": "error", "message": message}], status, message)
@@ -161,6 +165,8 @@ def run(args) -> int:
     if args.compare_model is not None and not (Path(args.compare_model) / "config.json").exists():
         raise FileNotFoundError(f"--compare-model {args.compare_model}: no checkpoint (config.json) there")
     samples = load_samples(args)
+    if not args.open_ended:
+        require_options(samples, NAME)
     model = load_model(args)
     if args.window is None:
         args.window = min(DEFAULT_WINDOW, model.cfg.n_layers)

@@ -15,7 +15,8 @@ import numpy as np
 
 from videolens.runner import run_samples
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_run
+from .common import (add_model_arguments, add_sample_arguments, load_model,
+                     load_samples, run_config, sharded_run, require_options)
 
 NAME = "genprob"
 HELP = "answer-letter probability at the last position for every layer (logit lens), with a figure"
@@ -68,6 +69,7 @@ def run(args) -> int:
     from videolens.stats import mean_ci
 
     samples = load_samples(args, answer_required=True)
+    require_options(samples, NAME)
     model = load_model(args)
     out = Path(args.out)
     config = run_config(args, model, NAME, mode=args.mode)

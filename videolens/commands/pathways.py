@@ -17,7 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_run
+from .common import (add_model_arguments, add_sample_arguments, load_model,
+                     load_samples, run_config, sharded_run, require_options)
 
 NAME = "pathways"
 HELP = "accuracy with only a pathway spec's attention edges kept, vs full causal and vs random blocking"
@@ -50,6 +51,7 @@ def run(args) -> int:
 
     spec = load_spec(args.spec)  # fail on a bad spec before loading the model
     samples = load_samples(args)
+    require_options(samples, NAME)
     model = load_model(args)
     plan = spec.plan(model.cfg.n_layers, self_edges=args.self_edges)
     mapped = "" if plan.n_layers == spec.n_layers else f" (mapped from {spec.n_layers} layers by relative depth)"
