@@ -204,3 +204,27 @@ def test_bad_vcgbench_entries_name_the_entry(tmp_path):
     path.write_text(json.dumps([VCG_ROWS[0], {"Q": "Why?", "video_name": "v"}]))
     with pytest.raises(AnnotationError, match="entry 1"):
         load_annotations(path, tmp_path, format="vcgbench")
+
+
+def test_tomato_flow_and_pathways_on_the_bundled_model(shared_data, tmp_path):
+    """TOMATO's real entries pointed at clips the synthetic generator draws (one per entry), run end to
+    end by flow and pathways on the bundled model."""
+    from test_bad_inputs import run_cli
+    from videolens.scenes import write_clip
+    from videolens.synthetic import make_samples
+
+    raw = json.loads((shared_data / "tomato" / "direction_sample.json").read_text())
+    for e, s in zip(raw.values(), make_samples("moving_direction", len(raw), seed=11)):
+        folder = tmp_path / "videos" / e["demonstration_type"]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_clip(folder / f"{e['key']}.mp4", s.scene)
+    data = tmp_path / "direction.json"
+    data.write_text(json.dumps(raw))
+    common = ["--data", str(data), "--video-root", str(tmp_path / "videos"), "--no-figures", "--no-progress",
+              "--device", "cpu"]
+    rc, _, err = run_cli(["flow", "--target", "cross-frame", "--samples", "all", "--out", str(tmp_path / "f"), *common])
+    assert rc == 0, err
+    rc, _, err = run_cli(["pathways", "--spec", "llava-next-7b-video-ft", "--out", str(tmp_path / "p"), *common])
+    assert rc == 0, err
+    for out in ("f", "p"):
+        assert vl.runs.read_statuses(tmp_path / out / "records.jsonl") == {f"Direction_{k}": "ok" for k in raw}
