@@ -44,7 +44,7 @@ def test_detection_and_one_error_for_an_unknown_format(shared_data, tmp_path):
     with pytest.raises(AnnotationError) as err:
         load_annotations(odd, tmp_path)
     msg = str(err.value)
-    assert "odd.json is in no known annotation format" in msg and all(n in msg for n in FORMATS)
+    assert "odd.json is in no known annotation format" in msg and all(n in msg for n, f in FORMATS.items() if f.detectable)
     assert "options, answer, key" in msg and "video, question, candidates, answer" in msg and "correct_choice" in msg
     with pytest.raises(AnnotationError, match="unknown annotation format 'csv'"):
         load_annotations(shared_data / "tvbench" / "action_sequence_sample.json", tmp_path, "csv")
@@ -228,3 +228,12 @@ def test_tomato_flow_and_pathways_on_the_bundled_model(shared_data, tmp_path):
     assert rc == 0, err
     for out in ("f", "p"):
         assert vl.runs.read_statuses(tmp_path / out / "records.jsonl") == {f"Direction_{k}": "ok" for k in raw}
+
+
+def test_videomme_open_ended_variant(tmp_path):
+    path = tmp_path / "videomme.json"
+    path.write_text(json.dumps(VIDEOMME_ROWS))
+    s = load_annotations(path, tmp_path, format="videomme_open")[0]
+    assert s.open_ended and s.candidates == [] and s.answer == "Berries."
+    built = build_prompt(get_template("eval_mvbench_open"), s.question, [], "<image>")
+    assert built.text.endswith(f" USER: <image>\n USER: Question: {s.question}\n ASSISTANT:")  # official open variant

@@ -41,12 +41,14 @@ TOMATO_TASKS = {"count": "Count", "direction": "Direction", "rotation": "Rotatio
 @dataclass(frozen=True)
 class AnnotationFormat:
     """One annotation format: ``load(path, video_root) -> [VideoQA]``, ``matches(parsed JSON)``,
-    and ``fields``, the shape an entry must have (said when a file matches no format)."""
+    and ``fields``, the shape an entry must have (said when a file matches no format);
+    ``detectable`` False: chosen by name only (``--format``), never detected."""
 
     name: str
     load: Callable[[Path, PathLike], List[VideoQA]]
     matches: Callable[[Any], bool]
     fields: str
+    detectable: bool = True
 
 
 def _tvbench_matches(data) -> bool:  # its loader names any entry lacking a field
@@ -156,13 +158,15 @@ def _videomme_matches(data) -> bool:
         {"question_id", "task_type", "options"} <= set(data[0])
 
 
-def load_videomme(path: PathLike, video_root: PathLike) -> List[VideoQA]:
+def load_videomme(path: PathLike, video_root: PathLike, open_ended: bool = False) -> List[VideoQA]:
     """Read Video-MME (map-the-flow ``tasks/eval/videomme``): rows ``{url (or videoID), question_id,
     task_type, question, options ["A. ...", ...], answer (a letter), duration, domain}``; the video is
     ``<video_root>/<YouTube id>.{mp4,avi,mov,mkv}`` (the first that exists), the id taken from the
     url; subtitles are not used (as the paper). Options keep their own labels: the prompt writes
     ``A. text`` lines (``VideoQA.option_format``) and keeps the block's final newline, and the answer
     prompt is ``Best option:`` (official ``information_flow_analysis.py`` for ``videomme``).
+    ``open_ended=True`` (format ``videomme_open``): the official open-ended variant, the question
+    alone with the right option's text as the reference answer (prompt template ``eval_mvbench_open``).
 
     Raises:
         FileNotFoundError: no such file.
@@ -196,9 +200,9 @@ def load_videomme(path: PathLike, video_root: PathLike) -> List[VideoQA]:
         sid = str(e["question_id"])
         claim_id(seen, sid, i, path, "question_id")
         try:
-            samples.append(VideoQA(video=str(video), question=e["question"], candidates=texts,
+            samples.append(VideoQA(video=str(video), question=e["question"], candidates=[] if open_ended else texts,
                                    answer=texts[ord(ans) - 65], task=str(e["task_type"]), question_id=sid,
-                                   option_format="{letter}. {text}", options_end="\n",
+                                   option_format="{letter}. {text}", options_end="\n", open_ended=open_ended,
                                    extra={k: e[k] for k in ("duration", "domain", "sub_category", "url") if k in e}))
         except ValueError as exc:
             raise AnnotationError(f"{where}: {exc}") from exc
@@ -255,6 +259,8 @@ FORMATS: Registry[AnnotationFormat] = Registry("annotation format", {
     "videomme": AnnotationFormat("videomme", load_videomme, _videomme_matches,
                                  "[{url, question_id, task_type, question, options, answer}] (or parquet)"),
     "vcgbench": AnnotationFormat("vcgbench", load_vcgbench, _vcgbench_matches, "[{Q, A, video_name}]"),
+    "videomme_open": AnnotationFormat("videomme_open", lambda p, r: load_videomme(p, r, open_ended=True),
+                                      _videomme_matches, "Video-MME's rows, asked open-ended", detectable=False),
 })
 
 
@@ -268,9 +274,9 @@ def detect_format(path: PathLike) -> str:
     path = Path(path)
     data = _read_rows(path)
     for name, fmt in FORMATS.items():
-        if fmt.matches(data):
+        if fmt.detectable and fmt.matches(data):
             return name
-    expected = "; ".join(f"{n}: {f.fields}" for n, f in FORMATS.items())
+    expected = "; ".join(f"{n}: {f.fields}" for n, f in FORMATS.items() if f.detectable)
     raise AnnotationError(f"{path} is in no known annotation format ({expected})")
 
 

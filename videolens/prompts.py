@@ -50,6 +50,9 @@ class PromptTemplate:
     per-frame text, frame i >= 1 starting at the separator before it (the official VideoLLaMA3
     analysis: the video span between the first two newlines, frames split at the commas).
 
+    ``eval_mvbench_open`` is the official open-ended variant of the MVBench conversation (TVBench and
+    Video-MME open-ended: ``Question: {q}\n`` and no post-query or answer prompt).
+
     ``eval_vcgbench`` is the official open-ended VCGBench conversation (Vicuna roles, the Video-ChatGPT
     system prompt, the raw question, no post-query, no answer prompt).
 
@@ -95,6 +98,14 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             before_video=" <|user|>\n<img>",
             after_video="</img>\n <|user|>\n",
             after_question=" \nOnly give the best option. <|assistant|>\n",
+        ),
+        PromptTemplate(
+            name="eval_mvbench_open",
+            system=SYSTEM_MVBENCH,
+            before_video=" USER: ",
+            after_video="\n USER: ",
+            after_question="\n ASSISTANT:",
+            answer_prefix="",
         ),
         PromptTemplate(
             name="eval_vcgbench",
