@@ -69,6 +69,10 @@ def add_arguments(p) -> None:
     p.add_argument("--answer-prefix", default="Answer:", metavar="TEXT",
                    help="with --open-ended: what the prompt ends with (default 'Answer:', the bundled model's; '' for "
                         "VCGBench's official prompt)")
+    p.add_argument("--attribution", action="store_true",
+                   help="gradient edge attribution instead of exact knockouts: first-order estimates of every pair "
+                        "of --target at every layer from one forward and one backward pass a sample "
+                        "(videolens.knockout.attribution; one-layer windows)")
     p.add_argument("--compare-model", default=None, metavar="DIR",
                    help="a second checkpoint (e.g. the ImageLLM base) run on the same samples into OUT/compare; "
                         "each target's figure then draws both models (paper Finding 1)")
@@ -145,6 +149,32 @@ def _open_ended(model, samples, args, out: Path) -> int:
     return 0
 
 
+def _attribution(model, samples, targets, args, out: Path) -> int:
+    """``--attribution``: first-order estimates for every sample into records.jsonl (as knockout
+    records of one-layer windows, ``rel_change`` the estimate), summary.csv and the figures."""
+    from videolens.knockout.attribution import edge_attribution
+    from videolens.knockout.summary import write_summary_csv
+    from videolens.runner import run_samples
+    from videolens.runs import RecordWriter
+
+    config = run_config(args, model, NAME, attribution=True, targets=[t.name for t in targets])
+
+    def records(sample, inputs):
+        return [dict(r, rel_change=r["est_rel_change"], layers=[r["layer"]], window=1, base_letter=None,
+                     ko_letter=None, true_letter=None) for r in edge_attribution(model, inputs, targets)]
+
+    with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
+        run_samples(model, samples, writer, records, num_frames=args.num_frames, desc="attribution",
+                    progress=not args.no_progress)
+        recs = [r for r in writer.records() if r.get("est_delta_logp") is not None]
+    if recs:
+        write_summary_csv(recs, out / "summary.csv")
+        if not args.no_figures:
+            _figures(recs, [t.name for t in targets], out, model.cfg.n_layers, 1, prefix="attribution: ")
+    print(f"attribution records and figures in {out}", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from videolens.knockout import TARGETS, check_window, get_target
     from videolens.knockout.summary import write_summary_csv
@@ -180,6 +210,8 @@ def run(args) -> int:
     out = Path(args.out)
     if args.open_ended:
         return _open_ended(model, samples, args, out)
+    if args.attribution:
+        return _attribution(model, samples, targets, args, out)
     main_name = str(args.model or "bundled")
     records = _sweep_dataset(model, samples, targets, args, out, main_name)
     if records is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
