@@ -104,8 +104,9 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def _load_weight_file(f: Path) -> Dict[str, torch.Tensor]:
-    """Tensors of one safetensors or torch file.
+def _load_weight_file(f: Path, device: str = "cpu") -> Dict[str, torch.Tensor]:
+    """Tensors of one safetensors or torch file, read straight onto ``device`` (safetensors reads
+    tensor by tensor from its memory map, so a CUDA load never holds the file in host memory).
 
     Raises:
         CheckpointError: the file is missing, a folder, truncated or corrupt (named in the message).
@@ -116,8 +117,8 @@ def _load_weight_file(f: Path) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"{f}: expected a weights file, found " + ("a folder" if f.is_dir() else "nothing"))
     try:
         if f.name.endswith(".safetensors"):
-            return load_file(str(f))
-        return torch.load(f, map_location="cpu", weights_only=True)
+            return load_file(str(f), device=str(device))
+        return torch.load(f, map_location=str(device), weights_only=True)
     except Exception as exc:  # safetensors and torch raise their own types for corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{f}: not a readable weights file (truncated or corrupt?): {first}") from exc
@@ -134,8 +135,8 @@ def _read_index(index: Path) -> Dict[str, str]:
     return weight_map
 
 
-def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """All tensors of a checkpoint folder: ``model.safetensors``, sharded safetensors
+def read_state_dict(path: Path, device: str = "cpu") -> Dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder on ``device``: ``model.safetensors``, sharded safetensors
     (``model.safetensors.index.json``), or ``pytorch_model.bin`` (sharded too).
 
     Raises:
@@ -151,21 +152,21 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
                 f = path / shard
                 if not f.exists():
                     raise CheckpointError(f"{index.name} names shard {shard}, which is missing from {path}")
-                out.update(_load_weight_file(f))
+                out.update(_load_weight_file(f, device))
             missing = sorted(set(weight_map) - set(out))
             if missing:
                 raise MissingWeightsError(f"{index}: tensors listed but not in their shards: {missing[:20]}")
             return out
     if (path / "model.safetensors").exists():
-        return _load_weight_file(path / "model.safetensors")
+        return _load_weight_file(path / "model.safetensors", device)
     singles = sorted(path.glob("*.safetensors"))
     if singles:
         out = {}
         for f in singles:
-            out.update(_load_weight_file(f))
+            out.update(_load_weight_file(f, device))
         return out
     if (path / "pytorch_model.bin").exists():
-        return _load_weight_file(path / "pytorch_model.bin")
+        return _load_weight_file(path / "pytorch_model.bin", device)
     raise CheckpointError(f"{path} holds no weights (model.safetensors, shards with an index, or pytorch_model.bin)")
 
 
@@ -227,8 +228,9 @@ class Weights:
         self.used: set[str] = set()
 
     @classmethod
-    def from_folder(cls, path: Path) -> "Weights":
-        return cls(read_state_dict(Path(path)), str(path))
+    def from_folder(cls, path: Path, device: str = "cpu") -> "Weights":
+        """The folder's tensors, read onto ``device`` (``read_state_dict``)."""
+        return cls(read_state_dict(Path(path), device), str(path))
 
     def rename(self, rules: Iterable[tuple[str, str]]) -> "Weights":
         """Apply regex renames (first matching rule wins) to every key; returns self."""

@@ -152,7 +152,7 @@ def convert_checkpoint(
     config = read_config(path)
     config.update({k: v for k, v in (overrides or {}).items() if v is not None})
     family = family_for_config(config, path)
-    weights = Weights.from_folder(path)
+    weights = Weights.from_folder(path, device)  # straight to the target device: no host copy of the model
     try:
         converted = family.convert(path, config, weights, dtype, device)
         weights.check_all_used()
