@@ -6,6 +6,8 @@ a window of layers and measure the answer probability at the last position.
 - ``TARGETS`` / ``register_target`` / ``Target``: the paper's four targets as data.
 - ``sweep(model, inputs, target, window=9, method="fast")``: one record per (pair, centre layer).
 - ``ENGINES``: ``"fast"`` (incremental recomputation) and ``"full"`` (whole forward per condition).
+- ``open_ended_sweep`` (the model's own answer traced under knockouts) and ``edge_attribution``
+  (first-order estimates of every pair x layer from one backward pass).
 - ``videolens.knockout.summary``: the numbers behind the figures and their CSV (figures:
   ``videolens.plots.knockout``).
 
@@ -17,9 +19,11 @@ Example::
     records = vl.knockout.sweep(model, inputs, "question-and-options-to-last", window=9)
 """
 
+from .attribution import edge_attribution
 from .dataset import run_dataset
 from .engine import ENGINES, CleanRun, Engine, FastEngine, FullEngine, get_engine, knockout_logits
 from .hooks import EdgeSet, KnockoutHook, as_pairs, hook_name, knockout_hooks, knockout_mask
+from .open_ended import open_ended_input, open_ended_sweep
 from .sweep import SAMPLE_MODES, Baseline, baseline, check_window, layer_window, sweep
 from .targets import TARGETS, Target, UnknownTargetError, get_target, register_target
 
@@ -28,5 +32,5 @@ from .targets import TARGETS, Target, UnknownTargetError, get_target, register_t
 __all__ = [
     "sweep", "run_dataset", "knockout_hooks", "knockout_mask", "knockout_logits", "EdgeSet", "KnockoutHook", "hook_name",
     "Target", "TARGETS", "register_target", "get_target", "UnknownTargetError", "SAMPLE_MODES", "ENGINES",
-    "layer_window", "check_window",
+    "layer_window", "check_window", "open_ended_input", "open_ended_sweep", "edge_attribution",
 ]
