@@ -26,9 +26,19 @@ HELP = "accuracy with only a pathway spec's attention edges kept, vs full causal
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
-    p.add_argument("--spec", required=True,
+    p.add_argument("--spec", default=None,
                    help="shipped spec name (llava-next-7b-video-ft, llava-next-13b-video-ft, "
-                        "mini-internvl-4b-video-ft, videollama3-7b) or a JSON/YAML spec file")
+                        "mini-internvl-4b-video-ft, videollama3-7b, tiny-videollm-discovered) or a JSON/YAML spec file")
+    p.add_argument("--discover", default=None, metavar="FLOW_DIR",
+                   help="derive the spec from a flow run's records (targets cross-frame and vql-to-ql; a small "
+                        "--window such as 1 localises the effects) and evaluate it: OUT/discovered_spec.json "
+                        "(videolens.pathways.discover)")
+    p.add_argument("--discover-threshold", type=float, default=5.0, metavar="PCT",
+                   help="with --discover: keep an edge type where blocking it lowers p(answer) by at least this many "
+                        "percent on average (default 5)")
+    p.add_argument("--discover-by", default="all", choices=["all", "task", "sample"],
+                   help="with --discover: one spec for all samples (evaluated), or also one per task / per sample "
+                        "(sample-adaptive), written to OUT/discovered_specs.json")
     add_sample_arguments(p)
     p.add_argument("--random-control", action="store_true",
                    help="also block the same number of edges per layer at random")
@@ -45,11 +55,40 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random-control seed (default 0)")
 
 
+def _discover(args):
+    """The spec of ``--discover FLOW_DIR`` (also written to OUT), per ``--discover-by`` groups too."""
+    import json
+
+    from videolens.pathways import load_spec
+    from videolens.pathways.discover import discover_spec_data, discover_specs
+    from videolens.runs import read_records
+
+    flow = Path(args.discover) / "records.jsonl"
+    if not flow.is_file():
+        raise FileNotFoundError(f"--discover {args.discover}: no flow records (records.jsonl) there")
+    header = json.loads(flow.read_text().splitlines()[0]).get("config", {})
+    n_layers = header.get("n_layers")
+    if not isinstance(n_layers, int):
+        raise ValueError(f"--discover {args.discover}: its records header does not say the model's n_layers")
+    records = read_records(flow)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = discover_spec_data(records, n_layers, "discovered", args.discover_threshold)
+    (out / "discovered_spec.json").write_text(json.dumps(data, indent=1))
+    if args.discover_by != "all":
+        groups = discover_specs(records, n_layers, args.discover_by, args.discover_threshold)
+        (out / "discovered_specs.json").write_text(json.dumps(
+            {g: {t: [list(r) for r in rs] for t, rs in s.kept.items()} for g, s in groups.items()}, indent=1))
+    return load_spec(out / "discovered_spec.json")
+
+
 def run(args) -> int:
     from videolens.pathways import evaluate, load_spec, summarize, summary_markdown, write_summary
     from videolens.plots.pathways import plot_summary
 
-    spec = load_spec(args.spec)  # fail on a bad spec before loading the model
+    if (args.spec is None) == (args.discover is None):
+        raise ValueError("give exactly one of --spec NAME and --discover FLOW_DIR")
+    spec = load_spec(args.spec) if args.spec else _discover(args)  # a bad spec fails before the model loads
     samples = load_samples(args)
     require_options(samples, NAME)
     model = load_model(args)
