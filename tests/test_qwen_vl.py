@@ -120,3 +120,23 @@ def test_generation_continues_the_text_positions_and_plain_text_gets_plain_ones(
     with torch.no_grad():
         model(model.to_tokens("Took the towel.", prepend_bos=False))
     assert model.mrope.current == "plain" and torch.equal(model.blocks[0].attn.rotary_sin.cpu(), model.mrope.plain[0])
+
+
+def test_cli_flow_on_a_qwen_checkpoint(setup, tmp_path, clip_path):
+    """A dataset command on a frame-size-dependent front end records its pixel budget in the run header."""
+    import json
+    import shutil
+
+    from videolens.cli import main
+    from videolens.runs import read_statuses
+
+    model, *_ = setup
+    shutil.copy(clip_path, tmp_path / "a.mp4")
+    (tmp_path / "t.json").write_text(json.dumps([dict(video="a.mp4", **SAMPLE)]))
+    out = tmp_path / "out"
+    assert main(["flow", "--model", model.checkpoint_path, "--data", str(tmp_path / "t.json"), "--video-root",
+                 str(tmp_path), "--target", "cross-frame", "--window", "2", "--samples", "all", "--num-frames", "4",
+                 "--out", str(out), "--device", "cpu", "--no-progress", "--no-figures"]) == 0
+    header = json.loads((out / "records.jsonl").read_text().splitlines()[0])["config"]
+    assert header["video_grid"] is None and header["frame_budget"]["max_pixels"] == 56 * 56
+    assert list(read_statuses(out / "records.jsonl").values()) == ["ok"]

@@ -265,7 +265,10 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
 
 def _video_grid(model, num_frames: int) -> Dict[str, Any]:
     """The run's video-token grid, or for a front end whose grid follows each video's frame size
-    (VideoLLaMA3) its visual-token budget."""
-    if model.vision.frame_size_dependent:
-        return {"video_grid": None, "max_visual_tokens": model.vision.preprocess.max_tokens}
+    (VideoLLaMA3, Qwen-VL) the budget that sets it."""
+    if model.vision.frame_size_dependent:  # VideoLLaMA3's token budget, Qwen-VL's pixel bounds
+        pp = model.vision.preprocess
+        return {"video_grid": None, "frame_budget": {k: getattr(pp, k) for k in
+                                                      ("min_tokens", "max_tokens", "min_pixels", "max_pixels")
+                                                      if hasattr(pp, k)}}
     return {"video_grid": list(model.vision.output_grid(num_frames))}
