@@ -139,3 +139,19 @@ def test_layout_on_the_real_qwen_vocabulary():
     assert tok.decode(ids[L.true_option.slice]) == "(A) Put down the blanket.\n"  # ".\n" is one Qwen token
     assert tp.option_token_ids == {"A": tok.convert_tokens_to_ids("A"), "B": tok.convert_tokens_to_ids("B")}
     assert tok.decode(ids[-2:]) == "assistant\n"
+
+
+def test_cli_flow_with_a_token_budget(ckpt, tmp_path):
+    import shutil
+
+    from videolens.cli import main
+    from videolens.runs import read_statuses
+
+    shutil.copy(write_clip(tmp_path / "c.mp4"), tmp_path / "a.mp4")
+    (tmp_path / "t.json").write_text(json.dumps([dict(video="a.mp4", **SAMPLE)]))
+    out = tmp_path / "out"
+    assert main(["flow", "--model", str(ckpt), "--max-visual-tokens", "16", "--num-frames", "4", "--data",
+                 str(tmp_path / "t.json"), "--video-root", str(tmp_path), "--target", "cross-frame", "--window", "2",
+                 "--samples", "all", "--out", str(out), "--device", "cpu", "--no-progress", "--no-figures"]) == 0
+    header = json.loads((out / "records.jsonl").read_text().splitlines()[0])["config"]
+    assert header["frame_budget"]["max_tokens"] == 16 and list(read_statuses(out / "records.jsonl").values()) == ["ok"]
