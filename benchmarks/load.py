@@ -7,7 +7,7 @@ The checkpoint is a LLaVA (transformers layout, bf16) with a Llama-7B-width text
 Each load runs in a fresh process (peak RSS is that process's); loads alternate, medians over
 ``--reps``. The last line is the time ratio videolens / transformers.
 
-    python benchmarks/load.py [--layers 2] [--reps 2]
+    python benchmarks/load.py [--layers 2] [--reps 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from pathlib import Path
 CHILD = r"""
 import json, sys, time
 import torch
-which, path = sys.argv[1], sys.argv[2]
+which, path, device = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 if which == "videolens":
     import videolens as vl
     t0 = time.perf_counter()
-    model = vl.HookedVideoLLM.from_pretrained(path, device="cpu", dtype=torch.bfloat16, pooling_shape=(4, 4, 4))
+    model = vl.HookedVideoLLM.from_pretrained(path, device=device, dtype=torch.bfloat16, pooling_shape=(4, 4, 4))
 else:
     from transformers import LlavaForConditionalGeneration
     t0 = time.perf_counter()
-    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.bfloat16)
+    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.bfloat16, device_map=device)
+if device.startswith("cuda"):
+    torch.cuda.synchronize()
 dt = time.perf_counter() - t0
 # VmHWM: this process's peak resident set (ru_maxrss would carry the parent's peak across exec)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
@@ -40,8 +42,9 @@ print(json.dumps({"s": dt, "peak_rss_gb": hwm / 2**20}))
 """
 
 
-def load_once(which: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, which, str(path)], capture_output=True, text=True, check=True)
+def load_once(which: str, path: Path, device: str = "cpu") -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, which, str(path), device], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -49,6 +52,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: with cuda, peak host RSS shows whether the weights "
+                                                    "pass through host memory")
     args = ap.parse_args(argv)
     import torch
 
@@ -62,7 +67,7 @@ def main(argv=None) -> None:
         runs = {"transformers": [], "videolens": []}
         for _ in range(args.reps):
             for which in runs:
-                runs[which].append(load_once(which, ck))
+                runs[which].append(load_once(which, ck, args.device))
         print(f"checkpoint: {size_gb:.2f} GiB bf16, Llama-7B width, {args.layers} layers")
         med = {}
         for which, rs in runs.items():

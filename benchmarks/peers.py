@@ -7,11 +7,11 @@ attention knockout over two layers (every video token blocked from the frames be
 sweep of that knockout in a 3-layer window around every layer (the shape of the paper's analysis):
 transformers with the float 4-D mask on those layers (the paper's method, eager and SDPA), the
 Bridge with ``-inf`` added at ``hook_attn_scores`` (and whether that changes the output), videolens'
-fast engine (one clean run per sweep). Times are medians of interleaved repetitions (CPU here). The
+fast engine (one clean run per sweep). Times are medians of interleaved repetitions (one warm-up rep on CUDA is included in the count). The
 last lines are videolens' speedups over the fastest peer that really knocks out (its output moves and
 equals transformers' masked eager run), for one knockout and for the sweep.
 
-    python benchmarks/peers.py [--width 256] [--layers 4] [--reps 3] [--families lnv,onevision,qwen2_5_vl]
+    python benchmarks/peers.py [--width 256] [--layers 4] [--reps 3] [--families lnv,onevision,qwen2_5_vl] [--device cuda]
 
 Peers are optional (``pip install -e ".[peers]"``); a missing one is named and skipped. The Bridge
 boots on the HF model object with its tokenizer; its processor loader would otherwise ``pip install
@@ -53,29 +53,41 @@ def no_installs():
         subprocess.check_call = saved
 
 
-def build(family: str, tmp: Path, width: int, layers: int):
+def frames(n: int, h: int = 48, w: int = 64):
+    """A white square moving right over a coloured background, ``n`` uint8 frames (in memory: no codec)."""
+    import numpy as np
+
+    out = np.zeros((n, h, w, 3), dtype=np.uint8)
+    out[..., 0], out[..., 2] = 40, 120
+    for i in range(n):
+        x = 4 + i * (w - 16) // max(1, n - 1)
+        out[i, h // 2 - 6:h // 2 + 6, x:x + 12] = 255
+    return out
+
+
+def build(family: str, tmp: Path, width: int, layers: int, device: str = "cpu"):
     """(checkpoint, HF class, videolens model, prepared input with pixels, HF video kwargs)."""
     import transformers
 
     import videolens as vl
     from videolens.qwen_vl import patchify_video, seconds_per_slot
-    from videolens.testing import (make_tiny_llava_next_video, make_tiny_llava_onevision, make_tiny_qwen2_5_vl,
-                                   write_clip)
+    from videolens.testing import make_tiny_llava_next_video, make_tiny_llava_onevision, make_tiny_qwen2_5_vl
+    from videolens.video import Video
 
     sizes = dict(n_layers=layers, max_pos=2048, d_model=width, d_mlp=width * 11 // 4, n_heads=width // 32,
                  n_kv_heads=width // 32)
     if family == "lnv":  # CLIP 96 px / patch 4: 24x24 -> pooled 12x12 a frame, 8 frames
         ck = make_tiny_llava_next_video(tmp / family, image_size=96, patch_size=4, d_vision=32, vision_layers=2, **sizes)
-        cls, frames = transformers.LlavaNextVideoForConditionalGeneration, 8
+        cls, n_frames = transformers.LlavaNextVideoForConditionalGeneration, 8
     elif family == "onevision":  # SigLIP 108 px / patch 4: 27x27 -> 14x14 a frame, 6 frames, one newline
         ck = make_tiny_llava_onevision(tmp / family, image_size=108, **sizes)
-        cls, frames = transformers.LlavaOnevisionForConditionalGeneration, 6
+        cls, n_frames = transformers.LlavaOnevisionForConditionalGeneration, 6
     else:  # frames resized to 420x560: 15x20 tokens a temporal slot, 8 frames -> 4 slots
         ck = make_tiny_qwen2_5_vl(tmp / family, min_pixels=420 * 560, max_pixels=420 * 560, **sizes)
-        cls, frames = transformers.Qwen2_5_VLForConditionalGeneration, 8
-    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
-    clip = write_clip(tmp / "clip.mp4", n_frames=16)
-    x = model.prepare(vl.VideoQA(video=str(clip), **SAMPLE), num_frames=frames, keep_pixels=True)
+        cls, n_frames = transformers.Qwen2_5_VLForConditionalGeneration, 8
+    model = vl.HookedVideoLLM.from_pretrained(ck, device=device)
+    x = model.prepare(vl.VideoQA(video=Video.from_frames(frames(n_frames), fps=4.0), **SAMPLE), num_frames=n_frames,
+                      keep_pixels=True)
     pixels = model.vision.pixels(x.video.frames)
     if family == "qwen2_5_vl":
         T, _, H, W = pixels.shape
@@ -84,6 +96,7 @@ def build(family: str, tmp: Path, width: int, layers: int):
                   mm_token_type_ids=(x.tokens == model.placeholder_id).int() * 2)
     else:
         kw = dict(pixel_values_videos=pixels[None])
+    kw = {k: v.to(device) for k, v in kw.items()}
     return ck, cls, model, x, kw
 
 
@@ -91,7 +104,7 @@ def hf_knockout(hf, tokens, kw, blocked, layers):
     """transformers' forward with the float 4-D mask (0 allowed, -inf blocked or future) on ``layers``."""
     S = blocked.shape[0]
     allowed = torch.ones(S, S, dtype=torch.bool).tril() & ~blocked
-    mask = torch.zeros(S, S).masked_fill(~allowed, float("-inf"))[None, None]
+    mask = torch.zeros(S, S).masked_fill(~allowed, float("-inf"))[None, None].to(tokens.device)
     handles = []
     for l in layers:
         def pre(module, args, kwargs):
@@ -105,7 +118,7 @@ def hf_knockout(hf, tokens, kw, blocked, layers):
             h.remove()
 
 
-def boot_bridge(ck, hf):
+def boot_bridge(ck, hf, device="cpu"):
     """(bridge, None) or (None, why it was skipped)."""
     try:
         from transformer_lens.model_bridge import TransformerBridge
@@ -116,7 +129,7 @@ def boot_bridge(ck, hf):
     try:
         with no_installs():
             return TransformerBridge.boot_transformers(str(ck), hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(ck),
-                                                       device="cpu"), None
+                                                       device=device), None
     except Exception as exc:  # an adapter needing torchvision, an unsupported architecture label, ...
         return None, " ".join(str(exc).split())[:140]
 
@@ -125,23 +138,23 @@ def bridge_logits(out):
     return (out if torch.is_tensor(out) else out.logits)[0, -1]
 
 
-def run_family(family: str, tmp: Path, width: int, layers: int, reps: int):
+def run_family(family: str, tmp: Path, width: int, layers: int, reps: int, device: str = "cpu"):
     from videolens.edges import parse_pair
     from videolens.knockout import knockout_logits, knockout_mask, layer_window
     from videolens.knockout.engine import get_engine
 
-    ck, cls, model, x, kw = build(family, tmp, width, layers)
+    ck, cls, model, x, kw = build(family, tmp, width, layers, device)
     x_embeds = dataclasses.replace(x, pixel_values=None)  # the knockout engine reuses the prepared video tokens
     ko_layers = [1, 2]
     blocked = knockout_mask(x.layout, [parse_pair(KO_PAIR)])
     fns, notes = {}, {}
     windows = [layer_window(c, 3, layers) for c in range(layers)]  # the sweep: window 3 around every layer
     for impl in ("sdpa", "eager"):
-        hf = cls.from_pretrained(str(ck), attn_implementation=impl).eval()
+        hf = cls.from_pretrained(str(ck), attn_implementation=impl).to(device).eval()
         fns[f"HF {impl}: forward"] = lambda hf=hf: hf(input_ids=x.tokens, **kw).logits[0, -1]
         fns[f"HF {impl}: knockout"] = lambda hf=hf: hf_knockout(hf, x.tokens, kw, blocked, ko_layers)
         fns[f"HF {impl}: sweep"] = lambda hf=hf: torch.stack([hf_knockout(hf, x.tokens, kw, blocked, w) for w in windows])
-    bridge, why = boot_bridge(ck, cls.from_pretrained(str(ck), attn_implementation="eager").eval())
+    bridge, why = boot_bridge(ck, cls.from_pretrained(str(ck), attn_implementation="eager").to(device).eval(), device)
     if bridge is None:
         notes["Bridge"] = f"skipped: {why}"
     else:
@@ -164,12 +177,19 @@ def run_family(family: str, tmp: Path, width: int, layers: int, reps: int):
 
     fns["videolens: sweep"] = ours_sweep
     times = {k: [] for k in fns}
+
+    def sync():
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
     outs = {}
     with torch.no_grad():
         for _ in range(reps):
             for k, fn in fns.items():
+                sync()
                 t0 = time.perf_counter()
                 outs[k] = fn()
+                sync()
                 times[k].append(time.perf_counter() - t0)
     clean = outs["HF eager: forward"]
     rows = []
@@ -187,12 +207,13 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--families", default="lnv,onevision,qwen2_5_vl")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.manual_seed(0)
     best_speedups = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families.split(","):
-            S, rows, notes = run_family(family, Path(tmp), args.width, args.layers, args.reps)
+            S, rows, notes = run_family(family, Path(tmp), args.width, args.layers, args.reps, args.device)
             print(f"\n{family}: {S} positions, width {args.width}, {args.layers} layers, knockout {KO_PAIR} on layers 1-2")
             print(f"{'tool':<12} {'run':<9} {'ms':>9} {'max |d| vs HF eager':>20} {'knockout moves logits':>22}")
             for tool, what, ms, diff, moved in rows:
