@@ -23,7 +23,7 @@ import torch
 
 
 
-def build(tmp: Path, layers: int, width: int, family: str = "pllava"):
+def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: str = "cpu"):
     import videolens as vl
     from videolens.testing import make_tiny_internvl, make_tiny_pllava, reference_language_model, write_clip
 
@@ -34,10 +34,17 @@ def build(tmp: Path, layers: int, width: int, family: str = "pllava"):
         ck = make_tiny_pllava(tmp / "bench", pooling_shape=(8, 12, 12), n_layers=layers, max_pos=2048, randomize=False,
                               d_model=width, d_mlp=width * 11 // 4, n_heads=width // 32, n_kv_heads=width // 32,
                               image_size=48, patch_size=4, d_vision=32, vision_layers=2)
-    model = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
-    lm = reference_language_model(ck)
-    clip = write_clip(tmp / "clip.mp4", n_frames=16)
-    sample = vl.VideoQA(video=str(clip), question="Which direction does the purple sphere move in the video?",
+    model = vl.HookedVideoLLM.from_pretrained(ck, device=device)
+    lm = reference_language_model(ck).to(device)
+    if device == "cpu":
+        video = str(write_clip(tmp / "clip.mp4", n_frames=16))
+    else:  # in memory: the GPU machine may have no video codec
+        from peers import frames
+
+        from videolens.video import Video
+
+        video = Video.from_frames(frames(8), fps=4.0)
+    sample = vl.VideoQA(video=video, question="Which direction does the purple sphere move in the video?",
                         candidates=["Up and to the right.", "Up and to the left.", "Down and to the left.",
                                     "Down and to the right."], answer="Up and to the right.")
     inputs = model.prepare(sample)

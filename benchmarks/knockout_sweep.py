@@ -16,7 +16,7 @@ Each method also runs its baseline once (and (2), (3) their vision front end onc
 counted in the overall time and, split evenly, in the per-target times. Targets are interleaved
 ((1), (2), (3) for one target, then the next) so machine load hits all three alike.
 
-    python benchmarks/knockout_sweep.py [--layers 16] [--width 256] [--window 9] [--stride 8]
+    python benchmarks/knockout_sweep.py [--layers 16] [--width 256] [--window 9] [--stride 8] [--device cuda]
 
 ``--stride s`` sweeps every s-th centre layer (``s//2, s//2 + s, ...``; 1 = every layer, the
 paper's full sweep). Prints each time, the ratios (1)/(3) and (2)/(3) per target and overall, and
@@ -41,8 +41,8 @@ TARGET_NAMES = ("cross-frame", "vql-to-ql", "question-and-options-to-last", "vq-
 def float_mask(blocked: torch.Tensor) -> torch.Tensor:
     """``[1, 1, S, S]``: 0 where allowed, -inf where blocked or non-causal (REFERENCE section 2)."""
     S = blocked.shape[0]
-    allowed = torch.ones(S, S, dtype=torch.bool).tril() & ~blocked
-    return torch.zeros(S, S).masked_fill(~allowed, float("-inf"))[None, None]
+    allowed = torch.ones(S, S, dtype=torch.bool, device=blocked.device).tril() & ~blocked
+    return torch.zeros(S, S, device=blocked.device).masked_fill(~allowed, float("-inf"))[None, None]
 
 
 class PaperMethod:
@@ -53,7 +53,7 @@ class PaperMethod:
         self.masks = [None] * len(lm.model.layers)
         for i, layer in enumerate(lm.model.layers):
             layer.register_forward_pre_hook(self._pre(i), with_kwargs=True)
-        self.ids = torch.tensor([inputs.option_token_ids[L] for L in inputs.layout.letters])
+        self.ids = torch.tensor([inputs.option_token_ids[L] for L in inputs.layout.letters], device=inputs.tokens.device)
 
     def _pre(self, i):
         def hook(module, args, kwargs):
@@ -67,11 +67,12 @@ class PaperMethod:
         video = self.model.vision(inputs.video.frames)  # the vision front end, every condition
         emb = lm.model.embed_tokens(inputs.tokens.clamp(max=lm.config.vocab_size - 1))
         emb[0, inputs.layout.video_positions] = video.reshape(-1, emb.shape[-1]).to(emb.dtype)
+        blocked = blocked.to(emb.device)
         causal = float_mask(torch.zeros_like(blocked))
         ko = float_mask(blocked)
         self.masks = [ko if l in layers else causal for l in range(len(self.masks))]
         logits = lm(inputs_embeds=emb).logits[0, -1]
-        return logits.float().softmax(-1)[self.ids]
+        return logits.float().softmax(-1)[self.ids].cpu()  # .cpu() waits for the GPU
 
 
 def main(argv=None) -> None:
@@ -80,6 +81,7 @@ def main(argv=None) -> None:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--window", type=int, default=9)
     ap.add_argument("--stride", type=int, default=8, help="sweep every s-th centre layer (default 8; 1: all)")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
 
@@ -90,7 +92,7 @@ def main(argv=None) -> None:
     from videolens.knockout.engine import FastEngine, FullEngine
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, lm, inputs, _ = build(Path(tmp), args.layers, args.width)
+        model, lm, inputs, _ = build(Path(tmp), args.layers, args.width, device=args.device)
         lm.set_attn_implementation("eager")
         sample, L = inputs.sample, model.cfg.n_layers
         centres = list(range(args.stride // 2, L, args.stride))
