@@ -29,6 +29,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from videolens.distributed import world as dist_world
+
 from .common import (add_model_arguments, add_sample_arguments, load_model,
                      load_samples, run_config, require_options)
 
@@ -208,6 +210,8 @@ def run(args) -> int:
         raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads")
 
     out = Path(args.out)
+    if (args.open_ended or args.attribution) and dist_world()[1] > 1:
+        raise ValueError("--open-ended and --attribution run in one process (not sharded by torchrun yet)")
     if args.open_ended:
         return _open_ended(model, samples, args, out)
     if args.attribution:
