@@ -140,3 +140,12 @@ def test_cli_flow_on_a_qwen_checkpoint(setup, tmp_path, clip_path):
     header = json.loads((out / "records.jsonl").read_text().splitlines()[0])["config"]
     assert header["video_grid"] is None and header["frame_budget"]["max_pixels"] == 56 * 56
     assert list(read_statuses(out / "records.jsonl").values()) == ["ok"]
+
+
+def test_the_papers_convention_in_the_qwen_chat_template():
+    from videolens.prompts import build_prompt, get_template
+
+    built = build_prompt(get_template("qwen2_5_vl_mvbench"), SAMPLE["question"], SAMPLE["candidates"], "<|video_pad|>")
+    assert built.text.startswith("<|im_start|>system\nCarefully watch the video")
+    assert "<|vision_start|><|video_pad|><|vision_end|>Question: What did the person do first?\nOptions:\n(A)" in built.text
+    assert built.text.endswith("(B) Took the towel. \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\nBest option:(")

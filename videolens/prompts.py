@@ -62,7 +62,8 @@ class PromptTemplate:
     option.``, answer prefix ``Best option:(``) in that chat template.
 
     ``qwen2_5_vl`` is Qwen2.5-VL's chat template (the video between ``<|vision_start|>`` and
-    ``<|vision_end|>``) with the same multiple-choice instruction.
+    ``<|vision_end|>``) with the same multiple-choice instruction; ``qwen2_5_vl_mvbench`` the paper's
+    convention in it.
 
     ``videollama3`` is VideoLLaMA3's chat template (official videollama3/model/processor.py) with the
     official TVBench instruction (videollama3/evaluation/benchmarks/tvbench.py): no system prompt,
@@ -142,6 +143,13 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
                 "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
             ),
             answer_prefix="",
+        ),
+        PromptTemplate(
+            name="qwen2_5_vl_mvbench",
+            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
+            before_video="<|im_start|>user\n<|vision_start|>",
+            after_video="<|vision_end|>",
+            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
         ),
         PromptTemplate(
             name="videollama3",
