@@ -153,6 +153,13 @@ def _read_rows(path: Path):
     return read_annotation_json(path)
 
 
+def _first_existing(root: PathLike, stem: str, extensions: Sequence[str]) -> Path:
+    """``root/stem.<ext>`` for the first extension that exists (the official loaders' order), else
+    the first extension's path (the run then records the sample as missing its video)."""
+    paths = [Path(root) / f"{stem}.{x}" for x in extensions]
+    return next((p for p in paths if p.exists()), paths[0])
+
+
 def _videomme_matches(data) -> bool:
     return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and \
         {"question_id", "task_type", "options"} <= set(data[0])
@@ -195,8 +202,7 @@ def load_videomme(path: PathLike, video_root: PathLike, open_ended: bool = False
         ans = e["answer"]
         if not isinstance(ans, str) or len(ans) != 1 or not 0 <= ord(ans) - 65 < len(texts):
             raise AnnotationError(f"{where}: 'answer' must be one of the option letters, got {ans!r}")
-        video = next((Path(video_root) / f"{vid}.{x}" for x in VIDEOMME_EXTENSIONS
-                      if (Path(video_root) / f"{vid}.{x}").exists()), Path(video_root) / f"{vid}.mp4")
+        video = _first_existing(video_root, vid, VIDEOMME_EXTENSIONS)
         sid = str(e["question_id"])
         claim_id(seen, sid, i, path, "question_id")
         try:
@@ -238,8 +244,7 @@ def load_vcgbench(path: PathLike, video_root: PathLike) -> List[VideoQA]:
         qkey = "Q1" if isinstance(e, dict) and "Q1" in e else "Q"
         check_entry(e, where, (qkey, "A", "video_name"))
         name = str(e["video_name"])
-        video = next((Path(video_root) / f"{name}.{x}" for x in ("mp4", "mkv") if (Path(video_root) / f"{name}.{x}").exists()),
-                     Path(video_root) / f"{name}.mp4")
+        video = _first_existing(video_root, name, ("mp4", "mkv"))
         try:
             samples.append(VideoQA(video=str(video), question=e[qkey], candidates=[], answer=e["A"], task=task,
                                    question_id=f"{task}_{i}", open_ended=True,

@@ -9,13 +9,13 @@ import torch
 from ._tl_compat import new_kv_cache
 from .inputs import VideoLLMInput
 
-__all__ = ["greedy_decode"]
+__all__ = ["greedy_decode", "greedy_tokens"]
 
 
 @torch.no_grad()
-def greedy_decode(model, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_at_eos: bool = True) -> str:
-    """The decoded greedy continuation of one prompt (it ends with ``Best option:(``, so a trained
-    model continues with the letter); stops at EOS, ``max_new_tokens`` or the context's end."""
+def greedy_tokens(model, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_at_eos: bool = True) -> List[int]:
+    """The greedy continuation of one prompt as token ids, with TransformerLens' key-value cache;
+    stops at EOS (not included), ``max_new_tokens`` or the context's end."""
     cache = new_kv_cache(model.cfg, model.device, 1)
     mask = torch.ones_like(inputs.tokens)
     logits = model(inputs, past_kv_cache=cache, attention_mask=mask)
@@ -30,4 +30,10 @@ def greedy_decode(model, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_a
             break
         tok = torch.tensor([[nxt]], device=model.device)
         logits = model(tok, past_kv_cache=cache, attention_mask=torch.ones_like(tok))
-    return model.tokenizer.decode(out)
+    return out
+
+
+def greedy_decode(model, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_at_eos: bool = True) -> str:
+    """The decoded greedy continuation of one prompt (it ends with ``Best option:(``, so a trained
+    model continues with the letter); ``greedy_tokens`` decoded."""
+    return model.tokenizer.decode(greedy_tokens(model, inputs, max_new_tokens, stop_at_eos))

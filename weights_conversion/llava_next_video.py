@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from videolens.vision import Projector, SpatialPool2d, VisionFrontEnd
+from videolens.vision import SpatialPool2d, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights
 from .registry import ConvertedModel, Family, register, video_token_id
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
-from .vision_towers import build_preprocessor, build_vision_tower
+from .vision_towers import build_preprocessor, build_vision_tower, feature_layer, load_projector
 
 # transformers 5 in-memory names -> the classic on-disk names
 KEY_RENAMES = [
@@ -39,19 +39,15 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     cfg = hooked_config(text_config, dtype, device)
     state_dict = convert_text_weights(weights, "language_model.", text_config, cfg)
     tower = build_vision_tower(config["vision_config"], weights, "vision_tower.", dtype)
-    layer = config.get("vision_feature_layer", -2)
-    if not isinstance(layer, int):
-        raise CheckpointError(f"{path}/config.json: several vision_feature_layer values {layer} are not supported")
+    layer = feature_layer(config, -2, f"{path}/config.json")
     mode = config.get("spatial_pool_mode", "average")
     if mode not in ("average", "max"):
         raise CheckpointError(f"{path}/config.json: spatial_pool_mode {mode!r} is not supported (average, max)")
-    bias = config.get("multimodal_projector_bias", True)
-    projector = Projector(tower.config.hidden_size, cfg.d_model, config.get("projector_hidden_act", "gelu"), bias)
-    weights.load_module(projector, "multi_modal_projector.")
+    projector = load_projector(config, tower.config.hidden_size, cfg.d_model, weights, dtype)
     newline = weights.take_optional("image_newline")  # used by image inputs only; kept with the model
     vision = VisionFrontEnd(
         tower,
-        {"pool": SpatialPool2d(config.get("spatial_pool_stride", 2), mode), "projector": projector.to(dtype)},
+        {"pool": SpatialPool2d(config.get("spatial_pool_stride", 2), mode), "projector": projector},
         feature_layer=layer,
         drop_cls=config.get("vision_feature_select_strategy", "default") == "default",
         preprocess=build_preprocessor(path, tower.config.image_size),

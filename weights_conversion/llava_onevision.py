@@ -24,13 +24,13 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import nn
 
-from videolens.vision import CLIP_MEAN, CLIP_STD, FramePreprocessor, Projector, VisionFrontEnd
+from videolens.vision import CLIP_MEAN, CLIP_STD, FramePreprocessor, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights
 from .pllava import KEY_RENAMES  # LLaVA's transformers 5 names -> the classic ones
 from .registry import ConvertedModel, Family, register, video_token_id
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
-from .vision_towers import build_vision_tower
+from .vision_towers import build_vision_tower, feature_layer, load_projector
 
 __all__ = ["convert", "FAMILY", "BilinearHalf"]
 
@@ -63,21 +63,17 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     vision_config = dict(config["vision_config"])
     vision_config.setdefault("model_type", "siglip_vision_model")
     tower = build_vision_tower(vision_config, weights, "vision_tower.", dtype)
-    layer = config.get("vision_feature_layer", -1)
-    if not isinstance(layer, int):
-        raise CheckpointError(f"{where}: several vision_feature_layer values {layer} are not supported")
+    layer = feature_layer(config, -1, where)
     strategy = config.get("vision_feature_select_strategy", "full")
     if strategy not in ("full", "default"):
         raise CheckpointError(f"{where}: vision_feature_select_strategy {strategy!r} is not supported (full, default)")
-    projector = Projector(tower.config.hidden_size, cfg.d_model, config.get("projector_hidden_act", "gelu"),
-                          config.get("multimodal_projector_bias", True))
-    weights.load_module(projector, "multi_modal_projector.")
+    projector = load_projector(config, tower.config.hidden_size, cfg.d_model, weights, dtype)
     size = int(tower.config.image_size)
     preprocess = FramePreprocessor(size, CLIP_MEAN, CLIP_STD, options={
         "size": {"height": size, "width": size}, "do_center_crop": False, "resample": 3})
     vision = VisionFrontEnd(
         tower,
-        {"projector": projector.to(dtype), "pool": BilinearHalf()},
+        {"projector": projector, "pool": BilinearHalf()},
         feature_layer=layer,
         drop_cls=strategy == "default",
         preprocess=preprocess,

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from videolens.vision import AdaptivePool3d, Projector, VisionFrontEnd
+from videolens.vision import AdaptivePool3d, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
-from .vision_towers import build_preprocessor, build_vision_tower
+from .vision_towers import build_preprocessor, build_vision_tower, load_projector
 
 
 PAPER_POOLING_SHAPE = (8, 12, 12)
@@ -58,12 +58,11 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     state_dict = convert_text_weights(weights, "language_model.", text_config, cfg)
     tower = build_vision_tower(config["vision_config"], weights, "vision_tower.", dtype)
     bias = "multi_modal_projector.linear_1.bias" in weights.tensors
-    projector = Projector(tower.config.hidden_size, cfg.d_model, config.get("projector_hidden_act", "gelu"), bias)
-    weights.load_module(projector, "multi_modal_projector.")
+    projector = load_projector(config, tower.config.hidden_size, cfg.d_model, weights, dtype, bias=bias)
     newline = weights.take_optional("image_newline")  # LLaVA-NeXT image checkpoints: kept, unused for videos
     vision = VisionFrontEnd(
         tower,
-        {"projector": projector.to(dtype), "pool": AdaptivePool3d(pooling_shape)},
+        {"projector": projector, "pool": AdaptivePool3d(pooling_shape)},
         feature_layer=config.get("vision_feature_layer", -2),
         drop_cls=config.get("vision_feature_select_strategy", "default") == "default",
         preprocess=build_preprocessor(path, tower.config.image_size, pre_resize=True),

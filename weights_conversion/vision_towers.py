@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from videolens.vision import FramePreprocessor, PllavaPreResize
+from videolens.vision import FramePreprocessor, PllavaPreResize, Projector
 
-from .checkpoint import Weights, materialize_meta_buffers
+from .checkpoint import CheckpointError, Weights, materialize_meta_buffers
 
-__all__ = ["build_vision_tower", "build_preprocessor"]
+__all__ = ["build_vision_tower", "build_preprocessor", "feature_layer", "load_projector"]
 
 
 def build_vision_tower(vision_config: dict, weights: Weights, prefix: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -45,3 +45,26 @@ def build_preprocessor(path: Path, image_size: int, pre_resize: bool = False) ->
     if f.exists():
         return FramePreprocessor.from_processor_config(json.loads(f.read_text()), image_size, pre_resize)
     return FramePreprocessor(image_size, pre_resize=PllavaPreResize(image_size) if pre_resize else None)
+
+
+def feature_layer(config: dict, default: int, where: str) -> int:
+    """``vision_feature_layer`` of a LLaVA-style config (``default`` when absent).
+
+    Raises:
+        CheckpointError: a list of layers (concatenated features are not supported).
+    """
+    layer = config.get("vision_feature_layer", default)
+    if not isinstance(layer, int):
+        raise CheckpointError(f"{where}: several vision_feature_layer values {layer} are not supported")
+    return layer
+
+
+def load_projector(config: dict, d_vision: int, d_model: int, weights: Weights, dtype: torch.dtype,
+                   bias: bool | None = None, prefix: str = "multi_modal_projector.") -> Projector:
+    """LLaVA's two-layer projector (``projector_hidden_act``) with the tensors under ``prefix``;
+    ``bias`` defaults to the config's ``multimodal_projector_bias`` (True)."""
+    if bias is None:
+        bias = config.get("multimodal_projector_bias", True)
+    projector = Projector(d_vision, d_model, config.get("projector_hidden_act", "gelu"), bias)
+    weights.load_module(projector, prefix)
+    return projector.to(dtype)

@@ -125,23 +125,17 @@ def _open_ended(model, samples, args, out: Path) -> int:
     summary and the figure ``flow_open-ended.png``."""
     from videolens.knockout.open_ended import answer_prefix, open_ended_sweep
     from videolens.knockout.summary import write_summary_csv
-    from videolens.runner import prepare_or_skip, sample_record
+    from videolens.runner import run_samples
     from videolens.runs import RecordWriter
 
     config = run_config(args, model, NAME, open_ended=True, track=args.track, max_new_tokens=args.max_new_tokens,
                         answer_prefix=args.answer_prefix, window=args.window, method=args.method)
     with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
-        for sample in samples:
-            if writer.is_done(sample.sample_id):
-                continue
-            with answer_prefix(model, args.answer_prefix):
-                inputs, status, message = prepare_or_skip(model, sample, args.num_frames)
-            if inputs is None:
-                writer.write_sample(sample.sample_id, [{"kind": "error", "message": message}], status, message)
-                continue
-            recs = open_ended_sweep(model, inputs, window=args.window, track=args.track,
-                                    max_new_tokens=args.max_new_tokens, method=args.method)
-            writer.write_sample(sample.sample_id, [sample_record(sample, inputs), *recs])
+        with answer_prefix(model, args.answer_prefix):  # prepare() ends every prompt with it
+            run_samples(model, samples, writer,
+                        lambda sample, inputs: open_ended_sweep(model, inputs, window=args.window, track=args.track,
+                                                                max_new_tokens=args.max_new_tokens, method=args.method),
+                        num_frames=args.num_frames, desc="open-ended", progress=not args.no_progress)
         records = [r for r in writer.records() if r.get("target") == "open-ended"]
     if records:
         write_summary_csv(records, out / "summary.csv")

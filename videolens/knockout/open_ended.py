@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..edges import parse_pair
+from ..generation import greedy_tokens
 from ..inputs import VideoLLMInput
 from ..layout import Span
 from .engine import get_engine, knockout_logits
@@ -97,12 +98,7 @@ def open_ended_sweep(model, inputs: VideoLLMInput, window: int = 9, track: int =
         ValueError: an offset outside the generated answer.
     """
     _register_response_group()
-    answer: List[int] = [int(model(inputs)[0, -1].argmax())]  # greedy, one whole forward a token
-    eos = getattr(model.tokenizer, "eos_token_id", None)
-    while len(answer) < max_new_tokens and answer[-1] != eos:
-        answer.append(int(model(extend_with_answer(inputs, answer))[0, -1].argmax()))
-    if answer[-1] == eos:
-        answer = answer[:-1]
+    answer = greedy_tokens(model, inputs, max_new_tokens)  # with the key-value cache
     if not answer:
         return []
     offsets = list(range(min(track, len(answer)))) if offsets is None else list(offsets)
