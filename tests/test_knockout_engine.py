@@ -117,3 +117,48 @@ def test_sweep_argument_errors(model8, inputs8):
         sweep(model8, inputs8, "cross-frame", window=3, method="fastest")
     with pytest.raises(ValueError, match="samples"):
         sweep(model8, inputs8, "cross-frame", window=3, samples="some")
+
+
+@pytest.mark.parametrize("plain_attention", [False, True])
+def test_batched_conditions_equal_one_by_one(model8, inputs8, plain_attention):
+    """``batch_conditions``: staggered batches of conditions (every target, windows of 1 and 8 on
+    SDPA, 3 on the plain path, batches that split groups) equal the one-by-one fast engine (itself == the plain full forward,
+    above), on the SDPA path and on TransformerLens' own attention (4-D per-row masks through the
+    score hook); one target also against the plain full forward directly."""
+    with fast_attention(model8, not plain_attention):
+        for target in sorted(TARGETS):
+            for window, batch in (((3, 5),) if plain_attention else ((1, 3), (8, 64))):
+                single = sweep(model8, inputs8, target, window=window)
+                batched = sweep(model8, inputs8, target, window=window, batch_conditions=batch)
+                assert [(r["pair"], r["layer"]) for r in batched] == [(r["pair"], r["layer"]) for r in single]
+                err = max(abs(a["ko_probs"][L] - b["ko_probs"][L]) for a, b in zip(batched, single)
+                          for L in a["ko_probs"])
+                assert err < TOL, (target, window, batch)
+        # heads: per-row masks of n_heads
+        single = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2])
+        batched = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2], batch_conditions=7)
+        assert max(abs(a["ko_prob"] - b["ko_prob"]) for a, b in zip(batched, single)) < TOL
+    full = _plain_full(model8, inputs8, "vql-to-ql", 3)
+    batched = sweep(model8, inputs8, "vql-to-ql", window=3, batch_conditions=16)
+    assert max(abs(a["ko_prob"] - b["ko_prob"]) for a, b in zip(batched, full)) < TOL
+    assert max(abs(r["rel_change"]) for r in batched) > 1.0  # the knockouts do something
+
+
+def test_batched_conditions_run_each_condition_in_its_own_window(model8, inputs8):
+    """A batch holds conditions of different windows and pairs; swapping one's window changes only it."""
+    from videolens.knockout import knockout_hooks
+    from videolens.knockout.batched import run_batched
+    from videolens.knockout.engine import FastEngine
+
+    eng = FastEngine()
+    clean = eng.clean(model8, inputs8)
+    hook = knockout_hooks(model8, "video->last", [0], layout=inputs8)[0][1]
+    other = knockout_hooks(model8, "question->last", [0], layout=inputs8)[0][1]
+    conds = [(hook, [0, 1]), (other, [2, 3, 4]), (hook, [5]), (hook, [])]
+    got = run_batched(model8, clean, conds, batch_size=8)
+    for (h, layers), g in zip(conds, got):
+        assert torch.allclose(g, eng.run(model8, clean, h, layers), atol=TOL, rtol=0)
+    assert torch.equal(got[3], clean.logits)  # nothing blocked: the clean logits
+    assert (got[0] - got[2]).abs().max() > 1e-4  # windows differ, so the results do
+    with pytest.raises(ValueError, match="positive"):
+        sweep(model8, inputs8, "cross-frame", window=3, batch_conditions=0)

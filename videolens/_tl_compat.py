@@ -107,12 +107,14 @@ def new_kv_cache(cfg, device, batch: int = 1) -> TransformerLensKeyValueCache:
 
 
 def frozen_kv_cache(keys: Sequence[Optional[torch.Tensor]], values: Sequence[Optional[torch.Tensor]],
-                    n_cached: int, device) -> TransformerLensKeyValueCache:
+                    n_cached: int, device, batch: int = 1) -> TransformerLensKeyValueCache:
     """A frozen cache holding, per layer, pre-rotary keys / values ``[1, n_cached, kv_heads, d_head]``
-    (None for layers that are not run)."""
+    (None for layers that are not run), shared by ``batch`` rows (expanded, not copied)."""
     entries: List[Optional[TransformerLensKeyValueCacheEntry]] = [
-        None if k is None else TransformerLensKeyValueCacheEntry(k, v, frozen=True) for k, v in zip(keys, values)]
-    seen = torch.ones(1, n_cached, dtype=torch.int, device=device)
+        None if k is None else TransformerLensKeyValueCacheEntry(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1),
+                                                                 frozen=True)
+        for k, v in zip(keys, values)]
+    seen = torch.ones(batch, n_cached, dtype=torch.int, device=device)
     return TransformerLensKeyValueCache(entries, seen, frozen=True)
 
 

@@ -51,7 +51,8 @@ class ScoreMaskHook:
     """A ``hook_attn_scores`` hook that only sets some scores to -inf, and can say which.
 
     Subclasses implement ``blocked(q_offset, n_query, n_key, n_heads, device)``: a bool tensor
-    ``[1 or n_heads, n_query, n_key]``, True where the score of (query ``q_offset + i``, key ``j``)
+    ``[1 or n_heads, n_query, n_key]`` (the same for every batch row) or
+    ``[batch, 1 or n_heads, n_query, n_key]`` (one mask per row), True where the score of (query ``q_offset + i``, key ``j``)
     is blocked. Called as a TransformerLens hook it applies that mask to the scores
     ``[batch, head, query, key]`` (queries are the last ``n_query`` of the ``n_key`` positions, as
     with a key-value cache); the fast attention path reads ``blocked`` instead and passes the mask
@@ -63,13 +64,13 @@ class ScoreMaskHook:
     no_empty_rows: bool = False
 
     def blocked(self, q_offset: int, n_query: int, n_key: int, n_heads: int,
-                device: torch.device) -> Bool[torch.Tensor, "h_or_1 query key"]:
+                device: torch.device) -> Bool[torch.Tensor, "*b_or_none h_or_1 query key"]:
         raise NotImplementedError
 
     def __call__(self, scores: Float[torch.Tensor, "batch head query key"], hook=None):
         Q, K = scores.shape[-2], scores.shape[-1]
         mask = self.blocked(K - Q, Q, K, scores.shape[1], scores.device)
-        return scores.masked_fill(mask[None], float("-inf"))
+        return scores.masked_fill(mask if mask.ndim == 4 else mask[None], float("-inf"))
 
 
 def sdpa_supported(cfg) -> bool:
@@ -142,10 +143,11 @@ def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry
         z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
         qpos = torch.arange(offset, offset + Q, device=q.device)
-        allowed = (torch.arange(K, device=q.device)[None, :] <= qpos[:, None])[None]  # [1, Q, K]
+        allowed = (torch.arange(K, device=q.device)[None, :] <= qpos[:, None])[None, None]  # [1, 1, Q, K]
         for m in masks:
-            allowed = allowed & ~m.blocked(offset, Q, K, H, q.device)
-        z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed[None], scale=scale, enable_gqa=gqa)
+            blocked = m.blocked(offset, Q, K, H, q.device)
+            allowed = allowed & ~(blocked if blocked.ndim == 4 else blocked[None])
+        z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
         if not all(m.no_empty_rows for m in masks) and not bool(allowed.any(-1).all()):
             z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing
     return project_z(attn, z.transpose(1, 2))  # z: [batch, pos, head_index, d_head]

@@ -262,7 +262,8 @@ class HookedVideoLLM(HookedTransformer):
             self.mrope.select(self, input, cached=kwargs.get("past_kv_cache") is not None
                               or kwargs.get("start_at_layer") is not None)
         if self.rope_switch is not None:  # LongRoPE: short or long tables by the largest position
-            entry = (getattr(kwargs.get("past_kv_cache"), "entries", None) or [None])[0]
+            entries = getattr(kwargs.get("past_kv_cache"), "entries", None) or []
+            entry = next((e for e in entries if e is not None), None)  # a cache may skip the layers not run
             offset = int(entry.past_keys.shape[1]) if getattr(entry, "past_keys", None) is not None else 0
             self.rope_switch.select(self, offset + self._n_positions(input))
         if isinstance(input, VideoLLMInput):

@@ -40,8 +40,11 @@ class SampleResult:
 
 def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int = 9, method: str = "fast",
                  samples: str = "correct", num_frames: Optional[int] = None, heads: Optional[Sequence[int]] = None,
-                 self_edges: str = "block") -> SampleResult:
+                 self_edges: str = "block", batch_conditions: int = 1) -> SampleResult:
     """Prepare one sample (vision front end once), run its clean forward once, and sweep every target.
+
+    ``batch_conditions``: knockout conditions per batch (``videolens.knockout.sweep``); a speed
+    setting only (the numbers agree up to float rounding), so it is not part of a run's identity.
 
     A sample that cannot run (``videolens.runner.prepare_or_skip``) gives a skipped
     ``SampleResult``, a non-finite clean forward a ``"non_finite"`` one (never an exception).
@@ -64,7 +67,7 @@ def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int 
     records = []
     for t in targets:
         for r in sweep(model, inputs, t, window=window, method=method, samples="all", heads=heads, clean=clean,
-                       self_edges=self_edges):
+                       self_edges=self_edges, batch_conditions=batch_conditions):
             records.append({"task": sample.task, **r})
     return SampleResult("ok", records)
 
@@ -72,7 +75,7 @@ def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int 
 def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], out, window: int = 9,
                 method: str = "fast", samples_mode: str = "correct", num_frames: Optional[int] = None,
                 heads: Optional[Sequence[int]] = None, self_edges: str = "block", config: Optional[dict] = None,
-                progress: bool = True, log=None, retry_skipped: bool = True) -> List[dict]:
+                progress: bool = True, log=None, retry_skipped: bool = True, batch_conditions: int = 1) -> List[dict]:
     """Knockout sweeps over a dataset into ``out/records.jsonl``, resumable (``videolens flow``'s runner).
 
     Each sample goes through ``sweep_sample``; its records (or its skip status) are written as it
@@ -84,7 +87,8 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
         samples: the dataset (``videolens.data.load_tvbench``).
         targets: knockout targets (``get_target``).
         out: the output folder.
-        window, method, samples_mode, num_frames, heads, self_edges: as ``sweep_sample``.
+        window, method, samples_mode, num_frames, heads, self_edges, batch_conditions: as
+            ``sweep_sample``.
         config: the run's settings stored in the records header (a resume with other settings is
             refused by ``videolens.runs.RecordWriter``); targets, window, mode and the model's
             fingerprint (``model.fingerprint``, set by ``from_pretrained``) are added. Put what
@@ -122,7 +126,8 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
             if writer.is_done(sid):
                 continue
             res = sweep_sample(model, sample, targets, window=window, method=method, samples=samples_mode,
-                               num_frames=num_frames, heads=heads, self_edges=self_edges)
+                               num_frames=num_frames, heads=heads, self_edges=self_edges,
+                               batch_conditions=batch_conditions)
             if res.status not in ("ok", "baseline_incorrect", "baseline_correct"):
                 log(f"warning: {sid}: {res.status}: {res.message}")
             status = writer.write_sample(sid, res.records, status=res.status, message=res.message or None)

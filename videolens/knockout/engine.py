@@ -17,7 +17,7 @@ Both reuse the sample's video embeddings, so the vision front end runs once per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
@@ -61,6 +61,19 @@ class Engine:
     def run(self, model, clean: CleanRun, hook: KnockoutHook, layers: Sequence[int]) -> Float[torch.Tensor, "d_vocab"]:
         """Last-position logits ``[d_vocab]`` with ``hook``'s edges blocked in ``layers``."""
         raise NotImplementedError
+
+    def run_many(self, model, clean: CleanRun, conditions: Sequence[Tuple[KnockoutHook, Sequence[int]]],
+                 batch_size: int = 1, on_done: Optional[Callable[[int], object]] = None
+                 ) -> List[Float[torch.Tensor, "d_vocab"]]:
+        """``run`` for each ``(hook, layers)`` condition, in order; ``batch_size`` conditions at a time
+        where the engine can batch them (this one runs them one by one). ``on_done(n)`` is called
+        as each ``n`` conditions finish (a progress bar's ``update``)."""
+        out = []
+        for hook, layers in conditions:
+            out.append(self.run(model, clean, hook, layers))
+            if on_done is not None:
+                on_done(1)
+        return out
 
 
 class FullEngine(Engine):
@@ -117,6 +130,15 @@ class FastEngine(Engine):
         with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]):
             out = model(resid, start_at_layer=a, stop_at_layer=L, past_kv_cache=kv)
         return _unembed_last(model, out)
+
+    def run_many(self, model, clean, conditions, batch_size=1, on_done=None):
+        """Conditions sharing their first blocked query run ``batch_size`` at a time, each joining
+        the batch at its own first layer (``videolens.knockout.batched``); 1 runs them one by one."""
+        if batch_size == 1:
+            return super().run_many(model, clean, conditions, on_done=on_done)
+        from .batched import run_batched
+
+        return run_batched(model, clean, conditions, batch_size, on_done=on_done)
 
 
 ENGINES: Registry[Engine] = Registry("knockout method", {e.name: e for e in (FastEngine(), FullEngine())})
