@@ -23,7 +23,7 @@ import torch
 
 
 
-def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: str = "cpu"):
+def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: str = "cpu", dtype=torch.float32):
     import videolens as vl
     from videolens.testing import make_tiny_internvl, make_tiny_pllava, reference_language_model, write_clip
 
@@ -34,8 +34,8 @@ def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: st
         ck = make_tiny_pllava(tmp / "bench", pooling_shape=(8, 12, 12), n_layers=layers, max_pos=2048, randomize=False,
                               d_model=width, d_mlp=width * 11 // 4, n_heads=width // 32, n_kv_heads=width // 32,
                               image_size=48, patch_size=4, d_vision=32, vision_layers=2)
-    model = vl.HookedVideoLLM.from_pretrained(ck, device=device)
-    lm = reference_language_model(ck).to(device)
+    model = vl.HookedVideoLLM.from_pretrained(ck, device=device, dtype=dtype)
+    lm = reference_language_model(ck).to(device, dtype)
     if device == "cpu":
         video = str(write_clip(tmp / "clip.mp4", n_frames=16))
     else:  # in memory: the GPU machine may have no video codec

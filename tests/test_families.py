@@ -76,6 +76,23 @@ def test_fast_attention_equals_the_plain_path(case):
     assert (fast - plain).abs().max() <= 1e-5
 
 
+def test_vision_tower_attention_equals_eager(case):
+    """The tower runs its own (SDPA) attention; eager attention, the plain path, gives the same tokens."""
+    _, _, model, inputs = case
+    cfg = getattr(model.vision.tower, "config", None)
+    if cfg is None:
+        pytest.skip("this tower has no transformers config")
+    pixels = model.vision.pixels(inputs.video.frames)
+    with torch.no_grad():
+        own = model.vision.encode(pixels)
+        before, cfg._attn_implementation = cfg._attn_implementation, "eager"
+        try:
+            eager = model.vision.encode(pixels)
+        finally:
+            cfg._attn_implementation = before
+    assert (own - eager).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize("pairs", ["video->video[cross_frame]", "last->last", "video->question"])
 def test_knockout_fast_equals_full(case, pairs):
     _, _, model, inputs = case

@@ -46,6 +46,10 @@ __all__ = [
 
 _FALLBACK_ARCHITECTURES = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
 
+MASKED_SDPA_BACKENDS: Optional[List] = None
+"""SDPA backends (``torch.nn.attention.SDPBackend``) allowed for masked calls (knockouts) on CUDA;
+None lets torch choose."""
+
 
 class ScoreMaskHook:
     """A ``hook_attn_scores`` hook that only sets some scores to -inf, and can say which.
@@ -147,7 +151,13 @@ def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry
         for m in masks:
             blocked = m.blocked(offset, Q, K, H, q.device)
             allowed = allowed & ~(blocked if blocked.ndim == 4 else blocked[None])
-        z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
+        if MASKED_SDPA_BACKENDS is not None and qh.is_cuda:
+            from torch.nn.attention import sdpa_kernel
+
+            with sdpa_kernel(MASKED_SDPA_BACKENDS):
+                z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
+        else:
+            z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
         if not all(m.no_empty_rows for m in masks) and not bool(allowed.any(-1).all()):
             z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing
     return project_z(attn, z.transpose(1, 2))  # z: [batch, pos, head_index, d_head]

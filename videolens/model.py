@@ -104,6 +104,7 @@ class HookedVideoLLM(HookedTransformer):
         fold_value_biases: bool = False,
         refactor_factored_attn_matrices: bool = False,
         max_visual_tokens: Optional[int] = None,
+        preprocessing: str = "pil",
     ) -> "HookedVideoLLM":
         """Load a local VideoLLM checkpoint folder (any registered family).
 
@@ -126,6 +127,9 @@ class HookedVideoLLM(HookedTransformer):
                 ``cache.logit_attrs`` over ``decompose_resid`` sums to the logit difference).
             max_visual_tokens: VideoLLaMA3's visual-token budget, in merged tokens per clip (the
                 official ``--max_visual_tokens``); None keeps the paper's 8 x 12 x 12 = 1152.
+            preprocessing: ``"pil"`` (transformers' PIL processor frame by frame, the paper's) or
+                ``"torch"`` (batched on ``device``, within 2 uint8 levels: ``videolens.tensor_preprocess``;
+                CLIP-style front ends only).
 
         Raises:
             FileNotFoundError: the folder does not exist (a hub id is named as such: no download).
@@ -133,15 +137,25 @@ class HookedVideoLLM(HookedTransformer):
             weights_conversion.CheckpointError (and its MissingWeightsError / UnexpectedWeightsError):
                 an unreadable file, a wrongly typed config field, tensors missing, left unused or
                 of the wrong shape (named in the message).
-            ValueError: ``center_writing_weights`` on an RMSNorm model.
+            ValueError: ``center_writing_weights`` on an RMSNorm model; ``preprocessing`` unknown or
+                ``"torch"`` for a front end without CLIP-style preprocessing.
         """
         from .loading import load_pretrained
+        from .tensor_preprocess import BACKENDS
+
+        if preprocessing not in BACKENDS:
+            raise ValueError(f"preprocessing must be one of {BACKENDS}, got {preprocessing!r}")
 
         model = load_pretrained(cls, path, device=device, dtype=dtype, pooling_shape=pooling_shape,
                                 num_frames=num_frames, max_visual_tokens=max_visual_tokens)
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
                                center_unembed=center_unembed, fold_value_biases=fold_value_biases,
                                refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        if preprocessing != "pil":
+            if not hasattr(model.vision.preprocess, "backend"):
+                raise ValueError(f"preprocessing={preprocessing!r}: this family's front end "
+                                 f"({type(model.vision.preprocess).__name__}) has no CLIP-style preprocessing to batch")
+            model.vision.preprocess.backend = preprocessing
         return model
 
     def process_weights_(self, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
