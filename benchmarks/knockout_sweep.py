@@ -99,8 +99,9 @@ def main(argv=None) -> None:
                          "condition is the same whole forward; default 1: all)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                     help="weights and activations of every method (default float32)")
-    ap.add_argument("--masked-sdpa", default=None, choices=["efficient", "math", "cudnn"],
-                    help="SDPA backend for masked calls on CUDA (videolens.attention.MASKED_SDPA_BACKENDS; default: torch's)")
+    ap.add_argument("--masked-sdpa", default=None, choices=["torch", "efficient", "math", "cudnn"],
+                    help="SDPA backend for masked calls on CUDA (videolens.attention.MASKED_SDPA_BACKENDS; default: "
+                         "videolens' (memory-efficient, then math); torch: torch's own choice)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     if args.masked_sdpa:
@@ -108,8 +109,9 @@ def main(argv=None) -> None:
 
         import videolens.attention as attention
 
-        attention.MASKED_SDPA_BACKENDS = [{"efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH,
-                                           "cudnn": SDPBackend.CUDNN_ATTENTION}[args.masked_sdpa]]
+        attention.MASKED_SDPA_BACKENDS = None if args.masked_sdpa == "torch" else [
+            {"efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH,
+             "cudnn": SDPBackend.CUDNN_ATTENTION}[args.masked_sdpa]]
     if args.paper:
         args.layers, args.stride, args.window = 32, 1, 9
     run_plain = args.plain or not args.paper
