@@ -34,8 +34,12 @@ def _plain_full(model, inputs, target, window, **kw):
         return sweep(model, inputs, target, window=window, method="full", **kw)
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
-@pytest.mark.parametrize("window", [1, 2, 5, 8])
+_DEFAULT_GRID = {("cross-frame", 1), ("vql-to-ql", 2), ("question-and-options-to-last", 5), ("vq-to-true-opt", 8)}
+_GRID = [(t, w) if (t, w) in _DEFAULT_GRID else pytest.param(t, w, marks=pytest.mark.slow)
+         for t in sorted(TARGETS) for w in (1, 2, 5, 8)]  # each target and window once by default, all under -m slow
+
+
+@pytest.mark.parametrize("target,window", _GRID)
 def test_fast_equals_full(model8, inputs8, target, window):
     fast = sweep(model8, inputs8, target, window=window, method="fast")
     full = _plain_full(model8, inputs8, target, window)
@@ -121,19 +125,21 @@ def test_sweep_argument_errors(model8, inputs8):
 
 @pytest.mark.parametrize("plain_attention", [False, True])
 def test_batched_conditions_equal_one_by_one(model8, inputs8, plain_attention):
-    """``batch_conditions``: staggered batches of conditions (every target, windows of 1 and 8 on
-    SDPA, 3 on the plain path, batches that split groups) equal the one-by-one fast engine (itself == the plain full forward,
+    """``batch_conditions``: staggered batches of conditions (every target in one-layer windows and
+    two in whole-model windows on SDPA; two targets, window 3 on the plain path; batches that split
+    groups) equal the one-by-one fast engine (itself == the plain full forward,
     above), on the SDPA path and on TransformerLens' own attention (4-D per-row masks through the
     score hook); one target also against the plain full forward directly."""
     with fast_attention(model8, not plain_attention):
-        for target in sorted(TARGETS):
-            for window, batch in (((3, 5),) if plain_attention else ((1, 3), (8, 64))):
-                single = sweep(model8, inputs8, target, window=window)
-                batched = sweep(model8, inputs8, target, window=window, batch_conditions=batch)
-                assert [(r["pair"], r["layer"]) for r in batched] == [(r["pair"], r["layer"]) for r in single]
-                err = max(abs(a["ko_probs"][L] - b["ko_probs"][L]) for a, b in zip(batched, single)
-                          for L in a["ko_probs"])
-                assert err < TOL, (target, window, batch)
+        grid = ([("cross-frame", 3, 5), ("vql-to-ql", 3, 5)] if plain_attention else
+                [(t, 1, 3) for t in sorted(TARGETS)] + [("cross-frame", 8, 64), ("vq-to-true-opt", 8, 64)])
+        for target, window, batch in grid:
+            single = sweep(model8, inputs8, target, window=window)
+            batched = sweep(model8, inputs8, target, window=window, batch_conditions=batch)
+            assert [(r["pair"], r["layer"]) for r in batched] == [(r["pair"], r["layer"]) for r in single]
+            err = max(abs(a["ko_probs"][L] - b["ko_probs"][L]) for a, b in zip(batched, single)
+                      for L in a["ko_probs"])
+            assert err < TOL, (target, window, batch)
         # heads: per-row masks of n_heads
         single = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2])
         batched = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2], batch_conditions=7)

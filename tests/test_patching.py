@@ -146,7 +146,8 @@ def test_groups(clean):
         patch_groups(clean.layout, ["nowhere"])
 
 
-@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("activation", [a if a in ("resid_pre", "z") else pytest.param(a, marks=pytest.mark.slow)
+                                        for a in ACTS])  # two by default, every activation under -m slow
 def test_patching_a_run_into_itself_changes_nothing(model, clean, runs, activation):
     lc, cc, _, _ = runs
     metric = logit_diff(clean)

@@ -13,7 +13,7 @@ import torch
 from videolens import synthetic as S
 import tiny_lab as T
 from tiny_lab.batches import _colour_words
-from tiny_lab.config import _parser, _task_step, _task_weight
+from tiny_lab.config import _task_step, _task_weight
 
 
 @pytest.fixture(scope="module")
@@ -199,15 +199,12 @@ def test_no_knockout_tasks_run_their_knockout_draws_in_last_mode():
 
 
 def test_every_recipe_phase_parses_and_the_last_is_the_bundled_checkpoints_config(tmp_path):
-    """RECIPE is run by ``--recipe``: each phase must parse, and the last phase's config must be the
-    one the committed checkpoint was trained with (its model card; paths and wall-clock budget aside)."""
+    """The recipe file is run by ``--recipe``: each phase must parse, and the last phase's config must be
+    the one the committed checkpoint was trained with (its model card; paths and wall-clock budget aside)."""
     import json
 
-    p = _parser()
-    cfgs = []
-    for name, args in T.RECIPE:
-        argv = [x.replace("{prev}", str(tmp_path / "prev.pt")) for x in args] + ["--out", str(tmp_path / name)]
-        cfgs.append(T.config_from_args(p, p.parse_args(argv)))
+    cfgs = [cfg for _, cfg in T.recipe_configs(T.RECIPE_FILE, tmp_path)]
+    assert len(cfgs) == 11 and cfgs[1].init_from == str(tmp_path / "p1_curriculum" / "state.pt")
     last = cfgs[-1]
     assert (last.letter_weight, last.no_knockout, last.video_targets_layer) == (5.0, ("moving_direction",), 3)
     card = Path(S.__file__).parent / "assets" / "tiny-videollm" / "model_card.json"

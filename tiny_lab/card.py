@@ -1,4 +1,5 @@
-"""The model card (MODEL_CARD.md and model_card.json) of an evaluated checkpoint."""
+"""The model card (MODEL_CARD.md, a huggingface_hub ModelCard, and model_card.json) of an evaluated
+checkpoint."""
 
 from __future__ import annotations
 
@@ -81,8 +82,8 @@ option line predicts `Yes` (the right option) or `No`, and the positions just be
 predict the words of the answer. The logit lens shows both.
 
 ## Training recipe
-`{recipe}` (CPU, seed 0, fp32; the phases are listed in `tiny_lab.RECIPE`, each
-starting from the previous one's weights). Stage 1 (alignment, as LLaVA's stage 1): tower and
+`{recipe}` (CPU, seed 0, fp32; the phases are listed in `tiny_lab/recipes/tiny-videollm.json`,
+each starting from the previous one's weights). Stage 1 (alignment, as LLaVA's stage 1): tower and
 projector alone regress every video token to the word embedding of the colour its region shows
 (the padding embedding for black), plus a cyclic code of the region's row and column, so that
 video tokens carry colour and position in the language model's own space. Stage 2: tower and
@@ -97,6 +98,17 @@ words (`Up`/`Down`, `left`/`right`), read through the logit lens after block
 mode).
 Config: `{json.dumps(train_cfg)}`
 """
-    (folder / "MODEL_CARD.md").write_text(text)
-    return folder / "MODEL_CARD.md"
+    return save_card(folder / "MODEL_CARD.md", text)
+
+
+def save_card(path: Path, text: str) -> Path:
+    """``text`` as a huggingface_hub ``ModelCard`` with its metadata header (library, tags, the
+    base format), written to ``path``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(library_name="videolens", tags=["video-llm", "interpretability", "synthetic", "pllava"],
+                         pipeline_tag="video-text-to-text")
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
+    card.save(path)
+    return Path(path)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -166,6 +165,17 @@ def sample_mode(cfg: TrainConfig, rng: np.random.Generator, step: int, task: str
     return mode
 
 
+def lr_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    """``step -> learning rate``: transformers' cosine schedule with linear warmup and a floor of
+    0.1 x ``lr`` (``get_cosine_with_min_lr_schedule_with_warmup``), read per step so a resumed or
+    ``stop_at``-ended phase keeps its place on it. (Before: the lab's own formula, which warmed up
+    from ``lr / warmup`` at step 0 instead of 0: one step earlier, the same curve after.)"""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    factor = get_cosine_with_min_lr_schedule_with_warmup(opt, cfg.warmup, cfg.max_steps, min_lr_rate=0.1).lr_lambdas[0]
+    return lambda step: cfg.lr * factor(min(step, cfg.max_steps))
+
+
 @torch.enable_grad()
 def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     """Train, evaluating and checkpointing every ``eval_every`` steps; returns the last evaluation."""
@@ -179,11 +189,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
     ref = FramePreprocessor(cfg.image_size)(probe)
     if not torch.equal(ref, model.pixels(probe)):
         raise RuntimeError("fast pixel normalisation differs from FramePreprocessor")
-    def lr_at(step):
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        p = min(1.0, (step - cfg.warmup) / max(1, cfg.max_steps - cfg.warmup))
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
     step = 0
     state_path = out / "state.pt"
@@ -202,6 +207,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Dict:
                             weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     if st is not None:
         opt.load_state_dict(st["opt"])
+    lr_at = lr_schedule(opt, cfg)
     rng = np.random.default_rng([cfg.seed, step, 7])
     names = [t for t, _ in cfg.task_weights]
     w = np.array([x for _, x in cfg.task_weights], float)

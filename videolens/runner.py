@@ -1,6 +1,7 @@
 """The per-sample loop of dataset runs: prepare each unfinished sample, analyse it, write its records
-(resumable through ``videolens.runs.RecordWriter``). ``videolens lens`` and ``videolens genprob``
-are thin wrappers over it; ``videolens.knockout.run_dataset`` shares its skip rule.
+(resumable through ``videolens.runs.RecordWriter``). Every dataset run goes through it:
+``videolens.knockout.run_dataset`` (flow), ``videolens.pathways.evaluate``, and the ``lens``,
+``genprob``, open-ended and attribution commands.
 
 Example::
 
@@ -11,15 +12,16 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .data import InvalidSampleError, VideoQA
 from .inputs import PromptTokenizationError, VideoLLMInput
 from .model import ContextLengthError, NonFiniteError
 from .video import VideoDecodeError
 
-__all__ = ["SKIP_ERRORS", "run_samples", "sample_record", "prepare_or_skip"]
+__all__ = ["SKIP_ERRORS", "SampleOutcome", "FILTERED", "MemoryWriter", "run_samples", "sample_record", "prepare_or_skip"]
 
 SKIP_ERRORS = (FileNotFoundError, VideoDecodeError, ContextLengthError, PromptTokenizationError, InvalidSampleError)
 """Per-sample problems that skip the sample (recorded with a status) instead of ending a run."""
@@ -53,39 +55,98 @@ def sample_record(sample: VideoQA, inputs: VideoLLMInput) -> Dict[str, Any]:
     }
 
 
-def run_samples(model, samples: Sequence[VideoQA], writer, fn: Callable[[VideoQA, VideoLLMInput], List[dict]],
-                num_frames: Optional[int] = None, desc: str = "samples", progress: bool = True) -> Dict[str, int]:
-    """Prepare each unfinished sample and write ``[sample_record, *fn(sample, inputs)]``.
+@dataclass
+class SampleOutcome:
+    """What an analysis made of one sample, when it is more than records: its ``status`` (``"ok"``,
+    a ``FILTERED`` status, ``"non_finite"``, ...), its records, and a message."""
 
-    A sample that cannot run (``prepare_or_skip``) is marked done with its skip status and an
-    ``error`` record; one whose analysis gives non-finite numbers (``NonFiniteError``, or NaN/inf in
-    its records) gets status ``"non_finite"`` (``RecordWriter.write_sample``).
+    status: str
+    records: List[dict] = field(default_factory=list)
+    message: str = ""
+
+
+FILTERED = ("baseline_incorrect", "baseline_correct")
+"""Statuses of samples a run leaves out on purpose (a sample mode's filter), not problems."""
+
+
+class MemoryWriter:
+    """A ``RecordWriter`` stand-in that keeps records in memory (a run without an output file)."""
+
+    def __init__(self):
+        self.done: set = set()
+        self._records: List[dict] = []
+
+    def is_done(self, sample_id: str) -> bool:
+        return sample_id in self.done
+
+    def write_sample(self, sample_id: str, records, status: str = "ok", message: Optional[str] = None) -> str:
+        from .runs import _non_finite_fields
+
+        records = list(records)
+        if _non_finite_fields(records):
+            status, records = "non_finite", []
+        self._records += [{"sample_id": sample_id, **r} for r in records]
+        self.done.add(sample_id)
+        return status
+
+    def records(self) -> List[dict]:
+        return list(self._records)
+
+
+def run_samples(model, samples: Sequence[VideoQA], writer,
+                fn: Callable[[VideoQA, VideoLLMInput], Union[List[dict], SampleOutcome]],
+                num_frames: Optional[int] = None, desc: str = "samples", progress: bool = True,
+                sample_records: bool = True, log: Optional[Callable[[str], object]] = None) -> Dict[str, int]:
+    """Prepare each unfinished sample and write its records: ``[sample_record, *fn(sample, inputs)]``.
+
+    Args:
+        writer: a ``videolens.runs.RecordWriter`` (finished samples are skipped: resumable) or a
+            ``MemoryWriter``.
+        fn: the analysis of one prepared sample: its records, or a ``SampleOutcome`` (a status of its
+            own, e.g. ``FILTERED``, with records and a message).
+        sample_records: open each sample's records with ``sample_record`` and record a skip as an
+            ``error`` record (lens, genprob); False writes ``fn``'s records only (flow, pathways).
+        log: ``log(message)`` for samples that did not run as they should (default: tqdm.write).
+
+    A sample that cannot run (``prepare_or_skip``) is marked done with its skip status; one whose
+    analysis gives non-finite numbers (``NonFiniteError``, or NaN/inf in its records) gets status
+    ``"non_finite"`` (``RecordWriter.write_sample``).
 
     Returns:
-        counts ``{"done": ..., "skipped": ... (finished earlier), "errors": ... (skips and non-finite)}``.
+        counts ``{"done": ..., "filtered": ..., "skipped": ... (finished earlier), "errors": ... (skips
+        and non-finite)}``.
     """
     from tqdm.auto import tqdm
 
-    counts = {"done": 0, "skipped": 0, "errors": 0}
-    for sample in tqdm(samples, desc=desc, unit="sample", disable=not progress):
+    log = log or tqdm.write
+    counts = {"done": 0, "filtered": 0, "skipped": 0, "errors": 0}
+    bar = tqdm(samples, desc=desc, unit="sample", disable=not progress)
+    for sample in bar:
         sid = sample.sample_id
         if writer.is_done(sid):
             counts["skipped"] += 1
             continue
         inputs, status, message = prepare_or_skip(model, sample, num_frames)
         if inputs is None:
-            tqdm.write(f"{sid}: {status}: {message}")
-            writer.write_sample(sid, [{"kind": "error", "message": message}], status=status, message=message)
+            log(f"warning: {sid}: {status}: {message}")
+            writer.write_sample(sid, [{"kind": "error", "message": message}] if sample_records else [],
+                                status=status, message=message)
             counts["errors"] += 1
             continue
         try:
-            records = [sample_record(sample, inputs), *fn(sample, inputs)]
+            out = fn(sample, inputs)
         except NonFiniteError as exc:
-            records, status, message = [], "non_finite", str(exc)
-        status = writer.write_sample(sid, records, status=status, message=message or None)
-        if status != "ok":
-            tqdm.write(f"{sid}: {status}")
-            counts["errors"] += 1
-        else:
+            out = SampleOutcome("non_finite", message=str(exc))
+        if not isinstance(out, SampleOutcome):
+            out = SampleOutcome("ok", list(out))
+        records = ([sample_record(sample, inputs)] if sample_records and out.status == "ok" else []) + out.records
+        status = writer.write_sample(sid, records, status=out.status, message=out.message or None)
+        if status == "ok":
             counts["done"] += 1
+        elif status in FILTERED:
+            counts["filtered"] += 1
+        else:
+            log(f"warning: {sid}: {status}" + (f": {out.message}" if out.message else ""))
+            counts["errors"] += 1
+        bar.set_postfix(ok=counts["done"], skipped=counts["filtered"] + counts["errors"])
     return counts

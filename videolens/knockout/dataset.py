@@ -6,36 +6,26 @@ Used by ``videolens flow``; kept apart from the CLI so notebooks can loop over s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..data import VideoQA
-from ..runner import SKIP_ERRORS, prepare_or_skip
+from ..runner import SKIP_ERRORS, SampleOutcome, prepare_or_skip, run_samples
 from .engine import get_engine
 from .sweep import SAMPLE_MODES, baseline, keep_sample, sweep
 from .targets import Target
 
-__all__ = ["SampleResult", "sweep_sample", "run_dataset", "SKIP_ERRORS"]
+__all__ = ["SampleResult", "sweep_sample", "sweep_prepared", "run_dataset", "SKIP_ERRORS"]
 
 
 
-@dataclass
-class SampleResult:
-    """Outcome of one sample.
-
-    Attributes:
-        status: ``"ok"``, ``"baseline_incorrect"`` / ``"baseline_correct"`` (the sample mode
-            leaves it out: a wrong baseline in the paper's ``"correct"`` mode, a right one in ``"wrong"``),
-            ``"missing_video"``, ``"skipped: <error>"`` (unreadable video, bad start/end, prompt too
-            long, ...), or ``"non_finite"`` (NaN/inf logits: never scored).
-        records: sweep records of every target (``task`` added), empty unless status is ok.
-        message: why it was skipped.
-    """
-
-    status: str
-    records: List[dict] = field(default_factory=list)
-    message: str = ""
+SampleResult = SampleOutcome
+"""Outcome of one sample (``videolens.runner.SampleOutcome``): ``status`` is ``"ok"``,
+``"baseline_incorrect"`` / ``"baseline_correct"`` (the sample mode leaves it out: a wrong baseline
+in the paper's ``"correct"`` mode, a right one in ``"wrong"``), ``"missing_video"``,
+``"skipped: <error>"`` (unreadable video, bad start/end, prompt too long, ...), or ``"non_finite"``
+(NaN/inf logits: never scored); ``records`` are the sweep records of every target (``task``
+added), empty unless status is ok; ``message`` says why it was left out."""
 
 
 def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int = 9, method: str = "fast",
@@ -55,6 +45,15 @@ def sweep_sample(model, sample: VideoQA, targets: Sequence[Target], window: int 
     inputs, status, message = prepare_or_skip(model, sample, num_frames)
     if inputs is None:
         return SampleResult(status, message=message)
+    return sweep_prepared(model, sample, inputs, targets, window=window, method=method, samples=samples, heads=heads,
+                          self_edges=self_edges, batch_conditions=batch_conditions)
+
+
+def sweep_prepared(model, sample: VideoQA, inputs, targets: Sequence[Target], window: int = 9, method: str = "fast",
+                   samples: str = "correct", heads: Optional[Sequence[int]] = None, self_edges: str = "block",
+                   batch_conditions: int = 1) -> SampleResult:
+    """``sweep_sample`` for a sample already prepared (``inputs``): the clean forward once, the sample
+    filter, every target."""
     engine = get_engine(method)
     clean = engine.clean(model, inputs)
     base = baseline(inputs, clean, getattr(model, "tokenizer", None))
@@ -78,7 +77,8 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
                 progress: bool = True, log=None, retry_skipped: bool = True, batch_conditions: int = 1) -> List[dict]:
     """Knockout sweeps over a dataset into ``out/records.jsonl``, resumable (``videolens flow``'s runner).
 
-    Each sample goes through ``sweep_sample``; its records (or its skip status) are written as it
+    Each sample goes through ``sweep_prepared`` in ``videolens.runner.run_samples`` (the loop every
+    dataset run shares); its records (or its skip status) are written as it
     finishes, and samples already finished in ``out`` are not run again. Figures and summaries are
     left to the caller (``videolens.knockout.summary``, ``videolens.plots.knockout``).
 
@@ -105,7 +105,6 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
         videolens.runs.RunConfigMismatch: ``out`` holds a run with other settings.
     """
     import sys
-    from collections import Counter
 
     from tqdm.auto import tqdm
 
@@ -117,21 +116,15 @@ def run_dataset(model, samples: Sequence[VideoQA], targets: Sequence[Target], ou
     cfg.setdefault("model_fingerprint", getattr(model, "fingerprint", None))  # new weights never mix in
     cfg.update(targets=names, window=window, samples=samples_mode, self_edges=self_edges, heads=heads,
                n_layers=model.cfg.n_layers)
+    if samples_mode not in SAMPLE_MODES:
+        raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples_mode!r}")
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    counts: Counter = Counter()
     with RecordWriter(out / "records.jsonl", cfg, retry_skipped=retry_skipped) as writer:
-        bar = tqdm(samples, desc=f"flow {','.join(names)}", unit="sample", disable=not progress)
-        for sample in bar:
-            sid = sample.sample_id
-            if writer.is_done(sid):
-                continue
-            res = sweep_sample(model, sample, targets, window=window, method=method, samples=samples_mode,
-                               num_frames=num_frames, heads=heads, self_edges=self_edges,
-                               batch_conditions=batch_conditions)
-            if res.status not in ("ok", "baseline_incorrect", "baseline_correct"):
-                log(f"warning: {sid}: {res.status}: {res.message}")
-            status = writer.write_sample(sid, res.records, status=res.status, message=res.message or None)
-            counts[status] += 1
-            bar.set_postfix(ok=counts["ok"], skipped=sum(v for k, v in counts.items() if k != "ok"))
+        run_samples(model, samples, writer,
+                    lambda sample, inputs: sweep_prepared(model, sample, inputs, targets, window=window, method=method,
+                                                          samples=samples_mode, heads=heads, self_edges=self_edges,
+                                                          batch_conditions=batch_conditions),
+                    num_frames=num_frames, desc=f"flow {','.join(names)}", progress=progress, sample_records=False,
+                    log=log)
     wanted = {s.sample_id for s in samples}
     return [r for r in read_records(out / "records.jsonl") if r["sample_id"] in wanted]

@@ -214,38 +214,15 @@ def evaluate(
     Returns:
         The records of this call (with ``sample_id``), plus, with a writer, those already written.
     """
-    from tqdm.auto import tqdm
-
-    from ..errors import NonFiniteError
-    from ..runner import prepare_or_skip
+    from ..runner import MemoryWriter, run_samples
 
     plan = load_spec(spec).plan(model.cfg.n_layers, self_edges=self_edges)
-    out: List[Dict[str, Any]] = []
-    bar = tqdm(samples, desc=f"pathways {plan.spec_name}", unit="sample", disable=not progress)
-    for sample in bar:
-        sid = sample.sample_id
-        if writer is not None and writer.is_done(sid):
-            continue
-        inputs, status, message = prepare_or_skip(model, sample, num_frames)
-        if inputs is None:
-            tqdm.write(f"{sid}: {status}: {message}")
-            if writer is not None:
-                writer.write_sample(sid, [], status=status, message=message)
-            continue
-        try:
-            recs = [{"sample_id": sid, **r} for r in evaluate_sample(model, inputs, plan, random_control, seed, match,
-                                                                       sid, random_ratio)]
-        except NonFiniteError as exc:
-            tqdm.write(f"{sid}: non_finite: {exc}")
-            if writer is not None:
-                writer.write_sample(sid, [], status="non_finite", message=str(exc))
-            continue
-        if writer is not None:
-            writer.write_sample(sid, recs)
-        out.extend(recs)
-    if writer is not None:
-        return writer.records()
-    return out
+    mine = writer if writer is not None else MemoryWriter()
+    run_samples(model, samples, mine,
+                lambda sample, inputs: [{"sample_id": sample.sample_id, **r} for r in evaluate_sample(
+                    model, inputs, plan, random_control, seed, match, sample.sample_id, random_ratio)],
+                num_frames=num_frames, desc=f"pathways {plan.spec_name}", progress=progress, sample_records=False)
+    return mine.records()
 
 
 # ---- summary ------------------------------------------------------------------------------------
