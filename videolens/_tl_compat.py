@@ -30,7 +30,7 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 __all__ = [
     "ActivationCache", "HookedTransformer", "HookedTransformerConfig", "Embed", "HookPoint", "get_act_name",
     "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "attn_scale", "project_z", "frozen_kv_cache",
-    "new_kv_cache", "final_logits", "set_rotary_tables", "swap_class",
+    "new_kv_cache", "final_logits", "set_rotary_tables", "rotary_tables", "swap_class",
 ]
 
 SUPPORTED = ((3, 9), (4, 0))
@@ -132,3 +132,9 @@ def set_rotary_tables(attn, sin: torch.Tensor, cos: torch.Tensor) -> None:
     dev = attn.rotary_sin.device  # a model built on the meta device takes the tables where they are
     attn.rotary_sin = sin if dev.type == "meta" else sin.to(dev)
     attn.rotary_cos = cos if dev.type == "meta" else cos.to(dev)
+
+
+def rotary_tables(attn) -> Tuple[torch.Tensor, torch.Tensor]:
+    """An attention module's RoPE tables ``(sin, cos)`` ``[n_ctx, d_head]``, as TransformerLens reads
+    them (``rotary_sin[offset:offset + pos]`` when no padding mask is given)."""
+    return attn.rotary_sin, attn.rotary_cos

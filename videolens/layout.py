@@ -244,6 +244,7 @@ GROUP_RESOLVERS: Registry[Callable[[TokenLayout, str], torch.Tensor]] = Registry
     "true_option": lambda L, a: L.true_option.positions(),
     "false_options": lambda L, a: _cat(L.false_options),
     "last": lambda L, a: torch.tensor([L.last]),
+    "after_video": lambda L, a: torch.arange(int(L.video_group().max()) + 1, L.seq_len),
     "span": _explicit,
 })
 

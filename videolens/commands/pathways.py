@@ -53,6 +53,10 @@ def add_arguments(p) -> None:
                    help="block (default, the paper's code: blocked edge types include the diagonal) or keep "
                         "(never block a token's edge to itself)")
     p.add_argument("--seed", type=int, default=0, help="random-control seed (default 0)")
+    p.add_argument("--prune", action="store_true",
+                   help="pathway-pruned inference: evaluate the spec's prunable variant (<name>+prunable: the video's "
+                        "edges to all later text also blocked after the spec's last video-reading layer; a difference "
+                        "from the paper) and drop the video rows from that layer on (videolens.pathways.pruned)")
 
 
 def _discover(args):
@@ -89,6 +93,10 @@ def run(args) -> int:
     if (args.spec is None) == (args.discover is None):
         raise ValueError("give exactly one of --spec NAME and --discover FLOW_DIR")
     spec = load_spec(args.spec) if args.spec else _discover(args)  # a bad spec fails before the model loads
+    if args.prune:
+        from videolens.pathways.pruned import prunable
+
+        spec = prunable(spec)
     samples = load_samples(args)
     require_options(samples, NAME)
     model = load_model(args)
@@ -101,13 +109,14 @@ def run(args) -> int:
     out = Path(args.out)
     config = run_config(args, model, NAME, spec=spec.name, spec_digest=spec.digest, n_layers=model.cfg.n_layers,
                         random_control=bool(args.random_control), random_match=args.random_match,
-                        random_ratio=args.random_ratio, self_edges=args.self_edges, seed=args.seed)
+                        random_ratio=args.random_ratio, self_edges=args.self_edges, seed=args.seed,
+                        **({"pruned": True} if args.prune else {}))
     done = sharded_run(out, "records.jsonl", config, samples, not args.no_retry_skipped,
                        lambda mine, writer: evaluate(model, mine, spec, random_control=args.random_control,
                                                      seed=args.seed, match=args.random_match,
                                                      num_frames=args.num_frames, writer=writer,
                                                      progress=not args.no_progress, random_ratio=args.random_ratio,
-                                                     self_edges=args.self_edges))
+                                                     self_edges=args.self_edges, pruned=args.prune))
     if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     records = done[0]

@@ -132,6 +132,7 @@ def evaluate_sample(
     match: str = "official",
     key: Optional[str] = None,
     random_ratio: Optional[float] = None,
+    pruned: bool = False,
 ) -> List[Dict[str, Any]]:
     """Answer one sample under full causal attention, the pathway spec, and (optionally) the random
     control; one record per condition (official analysis/effective_pathway_analysis.py).
@@ -148,6 +149,8 @@ def evaluate_sample(
         key: sample key for the random draw (default: the sample id).
         random_ratio: the official ``--random_block_ratio``; None: the spec's, else the plan's
             blocked fraction.
+        pruned: compute the pathway condition with ``videolens.pathways.pruned.pruned_logits``
+            (video rows dropped where no kept position reads them; the same answer, less work).
 
     Returns:
         Records with ``condition``, ``task``, ``truth``, ``answer`` (argmax option letter),
@@ -173,10 +176,17 @@ def evaluate_sample(
     records = [_record(model, inputs, model(inputs), "full", full, counts.full)]
     base_t = records[0]["argmax_t"]
 
-    masker = PathwayMasker(layout, plan)
-    logits = model.run_with_hooks(inputs, fwd_hooks=masker.fwd_hooks())
-    masker.release()
+    if pruned:
+        from .pruned import prune_layer, pruned_logits
+
+        logits = pruned_logits(model, inputs, plan)
+    else:
+        masker = PathwayMasker(layout, plan)
+        logits = model.run_with_hooks(inputs, fwd_hooks=masker.fwd_hooks())
+        masker.release()
     records.append(_record(model, inputs, logits, "pathways", full, counts.kept, base_t))
+    if pruned:
+        records[-1]["pruned_from_layer"] = prune_layer(layout, plan)
 
     if random_control:
         ratio = random_ratio if random_ratio is not None else plan.random_block_ratio
@@ -201,11 +211,13 @@ def evaluate(
     progress: bool = True,
     random_ratio: Optional[float] = None,
     self_edges: str = "block",
+    pruned: bool = False,
 ) -> List[Dict[str, Any]]:
     """``evaluate_sample`` over a dataset (``videolens.data.load_tvbench``), with a tqdm bar.
 
     Args:
         self_edges: ``"block"`` (official) or ``"keep"`` (``PathwaySpec.plan``).
+        pruned: as ``evaluate_sample``.
         writer: optional ``videolens.runs.RecordWriter``; finished samples are skipped and each
             sample's records are written as it finishes (resumable). A sample that cannot run
             (``videolens.runner.prepare_or_skip``) is recorded with its skip status; one with
@@ -220,7 +232,7 @@ def evaluate(
     mine = writer if writer is not None else MemoryWriter()
     run_samples(model, samples, mine,
                 lambda sample, inputs: [{"sample_id": sample.sample_id, **r} for r in evaluate_sample(
-                    model, inputs, plan, random_control, seed, match, sample.sample_id, random_ratio)],
+                    model, inputs, plan, random_control, seed, match, sample.sample_id, random_ratio, pruned)],
                 num_frames=num_frames, desc=f"pathways {plan.spec_name}", progress=progress, sample_records=False)
     return mine.records()
 
