@@ -12,6 +12,10 @@ from videolens.testing import make_tiny_llava_next_video, make_tiny_pllava, writ
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
+              answer="Took the towel.")
+"""The two-option question most tests ask of a clip (``from conftest import SAMPLE``)."""
+
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
@@ -64,3 +68,12 @@ def direction_inputs(tiny_pllava, clip_path):
     sample = vl.VideoQA(video=str(clip_path), question=DIRECTION_QUESTION, candidates=DIRECTION_CANDIDATES,
                         answer=DIRECTION_CANDIDATES[1])
     return tiny_pllava.prepare(sample, num_frames=8)
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_pllava, clip_path):
+    """``SAMPLE`` on the moving-square clip, prepared by the tiny PLLaVA model (a test module may
+    define its own ``inputs``)."""
+    import videolens as vl
+
+    return tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))

@@ -6,18 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import videolens as vl
 from videolens.attention import ScoreMaskHook, fast_attention, has_fast_attention, sdpa_supported
 from videolens.knockout import knockout_hooks
 
 TOL = 1e-5
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
-
-
-@pytest.fixture(scope="module")
-def inputs(tiny_pllava, clip_path):
-    return tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
 
 
 def paths(model):

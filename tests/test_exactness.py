@@ -11,8 +11,7 @@ import videolens as vl
 from families import pllava_reference
 
 TOL = 1e-4
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
 
 def compare(model, inputs, ref_logits, ref_hidden, ref_norm):

@@ -19,8 +19,7 @@ from videolens.inputs import stack_inputs
 from videolens.knockout import knockout_logits
 
 TOL = 1e-4
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 # TransformerLens hooks that only fire under config flags these models do not set
 CONDITIONAL = re.compile(r"hook_result|hook_attn_in|hook_[qkv]_input|hook_mlp_in|attn\.hook_rot_|hook_tokens|"
                          r"vision\.hook_pixel_values|vision\.hook_patch_features|hook_pos_embed|hook_attn_out_")

@@ -5,20 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import videolens as vl
 from videolens.edges import EdgePair, EmptyRowError
 from videolens.knockout import (
     TARGETS, KnockoutHook, Target, UnknownTargetError, get_target, knockout_hooks, knockout_mask,
     layer_window, register_target,
 )
 
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
-
-
-@pytest.fixture(scope="module")
-def inputs(tiny_pllava, clip_path):
-    return tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
 
 
 @pytest.mark.parametrize("centre,window,n,expected", [

@@ -12,8 +12,7 @@ from videolens.attention import fast_attention
 from videolens.knockout import TARGETS, knockout_logits, sweep
 
 TOL = 1e-5
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,7 @@ from videolens.lens import (
 )
 from videolens.lens import core as lens_core
 
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import videolens as vl
 from videolens.prompts import TEMPLATES, get_template
 from videolens.testing import make_tiny_llava_onevision, write_clip
 
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
 
 @pytest.fixture(scope="module")

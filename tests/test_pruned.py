@@ -15,8 +15,7 @@ from videolens.pathways import pruned as P
 from videolens.pathways.hooks import PathwayMasker
 from videolens.testing import make_tiny_pllava, make_tiny_qwen2_5_vl
 
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 SPEC = {"name": "early-video", "n_layers": 6, "kept": {"cross_frame": [[0, 1]], "video_to_question": [[0, 2]],
                                                         "question_to_last": [[2, 5]]},
         "always_blocked": {"video_to_last": "all", "video_to_video": {"after": "video_to_question"}}}

@@ -14,8 +14,7 @@ from videolens.knockout import knockout_logits, knockout_mask
 from videolens.qwen_vl import mrope_position_ids, patchify_video, seconds_per_slot
 from videolens.testing import make_tiny_qwen2_5_vl, write_clip
 
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import videolens as vl
 from videolens import _tl_compat as tlc
 from videolens.attention import fast_attention
 
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
 
 @pytest.fixture(scope="module")

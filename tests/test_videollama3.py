@@ -21,8 +21,7 @@ from videolens.video import videollama3_frames
 from weights_conversion import CheckpointError
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-SAMPLE = dict(question="What did the person do first?", candidates=["Put down the blanket.", "Took the towel."],
-              answer="Took the towel.")
+from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
 
 @pytest.fixture(scope="module")
