@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ SAMPLE = dict(question="What did the person do first?", candidates=["Put down th
               answer="Took the towel.")
 """The two-option question most tests ask of a clip (``from conftest import SAMPLE``)."""
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# one torch thread per pytest-xdist worker (two workers on two cores; more threads oversubscribe)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture(scope="session")

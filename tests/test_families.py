@@ -102,6 +102,25 @@ def test_knockout_fast_equals_full(case, pairs):
     assert (full - model(inputs)[0, -1]).abs().max() > 1e-6  # the knockout changed something
 
 
+def test_batched_knockout_conditions_equal_one_by_one(case):
+    """Conditions of different windows and pairs in one staggered batch (videolens.knockout.batched)
+    give the one-by-one fast engine's logits, with each family's own positions (M-RoPE, LongRoPE...)."""
+    from videolens.knockout import knockout_hooks
+    from videolens.knockout.engine import FastEngine
+
+    _, _, model, inputs = case
+    L = model.cfg.n_layers
+    eng = FastEngine()
+    clean = eng.clean(model, inputs)
+    conds = [(knockout_hooks(model, pair, [0], layout=inputs)[0][1], layers)
+             for pair in ("video->video[cross_frame]", "video->last", "question->last")
+             for layers in ([0], list(range(1, L)))]
+    batched = eng.run_many(model, clean, conds, batch_size=4)
+    single = eng.run_many(model, clean, conds)
+    assert max(float((a - b).abs().max()) for a, b in zip(batched, single)) <= 1e-5
+    assert max(float((a - clean.logits).abs().max()) for a in batched) > 1e-6  # the knockouts change something
+
+
 def test_batched_equals_single(case, tmp_path):
     c, _, model, inputs = case
     other = write_clip(tmp_path / "other.mp4", seed=3)

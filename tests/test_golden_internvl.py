@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import videolens as vl
-from test_golden_pllava import EDGE_TYPE_OF, LOGIT_ATOL, PAIR_OF, PROB_RTOL, close
+from test_golden_pllava import EDGE_TYPE_OF, LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
 from videolens.knockout.hooks import knockout_mask
 from videolens.pathways import PathwayMasker, count_edges, load_spec
@@ -153,8 +153,8 @@ def test_knockout_centre_layers(model, prepared, i, target):
             assert r["base_answer_t"] == s["baseline"]["argmax_t"], where
             assert close(r["ko_prob"], x["new_score"]) and close(r["ko_true_prob"], x["new_score_gt"]), where
             assert r["ko_answer_t"] == x["new_answer_t"], where
-            assert r["rel_change"] == pytest.approx(x["relative_diff"], rel=PROB_RTOL, abs=1e-3), where
-            assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=1e-3), where
+            assert r["rel_change"] == pytest.approx(x["relative_diff"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
+            assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
 
 
 @pytest.mark.parametrize("i", list(SAMPLES))

@@ -27,6 +27,10 @@ pytestmark = pytest.mark.skipif(not (GOLDEN / "golden.json").exists() or not VID
 
 PROB_RTOL = 1e-3
 LOGIT_ATOL = 1e-4
+REL_CHANGE_ATOL = 5e-3
+"""Percentage points of a relative change: 5e-5 of the knockout/baseline probability ratio, fp32
+rounding through 32 layers (InternVL's Video -/-> Last at layer 4 moves by 1.5e-3 points between
+one and two torch threads); far inside what PROB_RTOL allows the probabilities themselves."""
 
 # the official block descriptions -> videolens' target pair labels (information_flow_analysis.py)
 PAIR_OF = {
@@ -178,8 +182,8 @@ def test_knockout_every_centre_layer(models, prepared, sid, ck, target, quick):
             assert close(r["ko_prob"], x["new_score"]), where
             assert close(r["ko_true_prob"], x["new_score_gt"]), where
             assert r["ko_answer_t"] == x["new_answer_t"] and close(r["ko_max_prob"], x["new_max_prob"]), where
-            assert r["rel_change"] == pytest.approx(x["relative_diff"], rel=PROB_RTOL, abs=1e-3), where
-            assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=1e-3), where
+            assert r["rel_change"] == pytest.approx(x["relative_diff"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
+            assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
 
 
 @pytest.mark.parametrize("sid,ck", CASES)

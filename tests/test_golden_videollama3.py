@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import videolens as vl
-from test_golden_pllava import LOGIT_ATOL, PAIR_OF, PROB_RTOL, close
+from test_golden_pllava import LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
 from videolens.knockout.hooks import knockout_mask
 from videolens.navit import patchify
@@ -132,8 +132,8 @@ def test_knockout_every_centre_layer(model, prepared, i, target, centres):
         assert r["layers"] == x["layers"] and r["base_answer_t"] == s["baseline"]["argmax_token_id"], where
         assert close(r["base_prob"], x["base_score"]) and close(r["ko_prob"], x["new_score"]), where
         assert close(r["ko_true_prob"], x["new_score_gt"]) and r["ko_answer_t"] == x["new_answer_t"], where
-        assert r["rel_change"] == pytest.approx(x["relative_diff"], rel=PROB_RTOL, abs=1e-3), where
-        assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=1e-3), where
+        assert r["rel_change"] == pytest.approx(x["relative_diff"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
+        assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
 
 
 @pytest.mark.parametrize("i", list(SAMPLES))
