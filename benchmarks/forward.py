@@ -23,6 +23,12 @@ import torch
 
 
 
+def sync(device: str) -> None:
+    """Wait for the device (a timing's end)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: str = "cpu", dtype=torch.float32):
     import videolens as vl
     from videolens.testing import make_tiny_internvl, make_tiny_pllava, reference_language_model, write_clip

@@ -119,14 +119,14 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype)
 
     from forward import build
+    from forward import sync as wait
 
     from videolens.attention import fast_attention
     from videolens.knockout import TARGETS, knockout_mask, layer_window, sweep
     from videolens.knockout.engine import FastEngine, FullEngine
 
     def sync():
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        wait(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
         model, lm, inputs, _ = build(Path(tmp), args.layers, args.width, device=args.device, dtype=dtype)

@@ -40,13 +40,13 @@ def main(argv=None) -> None:
     torch.set_grad_enabled(False)
 
     from forward import build
+    from forward import sync as wait
 
     from videolens.pathways.hooks import PathwayMasker
     from videolens.pathways.pruned import kept_positions, prunable, prune_layer, pruned_logits
 
     def sync():
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        wait(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
         model, _, inputs, _ = build(Path(tmp), args.layers, args.width, device=args.device)

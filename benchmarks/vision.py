@@ -60,14 +60,14 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype)
 
     import transformers
+    from forward import sync as wait
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     import videolens as vl
     from videolens.testing import make_tiny_llava_next_video
 
     def sync():
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        wait(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
         ck = make_tiny_llava_next_video(Path(tmp) / "lnv", image_size=336, patch_size=14, d_vision=args.d_vision,
