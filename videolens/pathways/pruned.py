@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from jaxtyping import Bool, Float
@@ -36,7 +36,7 @@ from ..attention import ScoreMaskHook
 from ..inputs import VideoLLMInput
 from ..knockout.hooks import hook_name
 from ..layout import TokenLayout
-from .hooks import LayerMaskHook, PathwayMasker
+from .hooks import PathwayMasker
 from .spec import LayerPlan, PathwaySpec
 
 __all__ = ["prune_layer", "pruned_logits", "kept_positions", "prunable", "PRUNABLE_SUFFIX"]
@@ -77,23 +77,39 @@ def kept_positions(layout: TokenLayout) -> torch.Tensor:
     return keep.nonzero().flatten()
 
 
-def prune_layer(layout: TokenLayout, plan: LayerPlan) -> Optional[int]:
+def _masks(layout: TokenLayout, plan: LayerPlan) -> Dict[Tuple[str, ...], torch.Tensor]:
+    """Each distinct set of blocked edge types of ``plan`` -> its ``bool [S, S]`` mask, built once."""
+    masker = PathwayMasker(layout, plan)
+    out: Dict[Tuple[str, ...], torch.Tensor] = {}
+    for layer in range(plan.n_layers):
+        key = plan.blocked_types(layer)
+        if key and key not in out:
+            out[key] = masker.mask(layer).clone()
+    masker.release()
+    return out
+
+
+def prune_layer(layout: TokenLayout, plan: LayerPlan,
+                masks: Optional[Dict[Tuple[str, ...], torch.Tensor]] = None) -> Optional[int]:
     """The first layer from which no kept position reads a video key in that layer or any later one
     (``plan``'s masks on ``layout``); None when the last layer still reads the video.
+
+    Args:
+        masks: ``plan``'s masks by blocked types, when already built.
 
     Raises:
         videolens.edges.EmptyRowError: a mask would empty some query's row.
     """
-    masker = PathwayMasker(layout, plan)
+    masks = _masks(layout, plan) if masks is None else masks
     keep, video = kept_positions(layout), layout.video_positions
     causal = keep[:, None] >= video[None, :]  # [kept, video]: kept queries that can see each video key
+    reads = {key: bool((causal & ~m[keep][:, video]).any()) for key, m in masks.items()}
     cut = plan.n_layers
     for layer in reversed(range(plan.n_layers)):
-        blocked = masker.mask(layer)[keep][:, video] if masker.active(layer) else torch.zeros_like(causal)
-        if bool((causal & ~blocked).any()):
+        key = plan.blocked_types(layer)
+        if not key or reads[key]:
             break
         cut = layer
-    masker.release()
     return None if cut >= plan.n_layers else cut
 
 
@@ -150,22 +166,21 @@ def pruned_logits(model, inputs: VideoLLMInput, plan: LayerPlan) -> Float[torch.
     if plan.n_layers != model.cfg.n_layers:
         raise ValueError(f"plan is for {plan.n_layers} layers, the model has {model.cfg.n_layers}")
     layout, L = inputs.layout, model.cfg.n_layers
-    cut = prune_layer(layout, plan)
-    masker = PathwayMasker(layout, plan)
-    try:
-        if cut is None:
-            return model.run_with_hooks(inputs, fwd_hooks=masker.fwd_hooks())[:, -1:]
-        below = [(hook_name(l), LayerMaskHook(masker, l)) for l in range(cut) if masker.active(l)]
-        with model.hooks(fwd_hooks=below):
-            resid = model(inputs, stop_at_layer=cut)  # cut 0: the embeddings
-        keep = kept_positions(layout)
-        resid = resid[:, keep.to(resid.device)]
-        above = [(hook_name(l), _FixedMask(masker.mask(l)[keep][:, keep].clone()))
-                 for l in range(cut, L) if masker.active(l)]
-        layers = list(range(cut, L))
-        with _reindexed_rotary(model, layers, keep), model.hooks(fwd_hooks=above):
-            for l in layers:
-                resid = model.blocks[l](resid)
-        return final_logits(model, resid[:, -1:])
-    finally:
-        masker.release()
+    masks = _masks(layout, plan)
+    cut = prune_layer(layout, plan, masks)
+    cut = L if cut is None else cut
+    fixed = {key: _FixedMask(m) for key, m in masks.items()}
+    below = [(hook_name(l), fixed[plan.blocked_types(l)]) for l in range(cut) if plan.blocked_types(l)]
+    with model.hooks(fwd_hooks=below):
+        if cut == L:  # the video is read to the end: the masked run
+            return model(inputs)[:, -1:]
+        resid = model(inputs, stop_at_layer=cut)  # cut 0: the embeddings
+    keep = kept_positions(layout)
+    resid = resid[:, keep.to(resid.device)]
+    reduced = {key: _FixedMask(m[keep][:, keep]) for key, m in masks.items()}
+    above = [(hook_name(l), reduced[plan.blocked_types(l)]) for l in range(cut, L) if plan.blocked_types(l)]
+    layers = list(range(cut, L))
+    with _reindexed_rotary(model, layers, keep), model.hooks(fwd_hooks=above):
+        for l in layers:
+            resid = model.blocks[l](resid)
+    return final_logits(model, resid[:, -1:])
