@@ -9,24 +9,17 @@ Tolerances (the golden README's): logits <= 1e-4, probabilities <= 1e-3 relative
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 import videolens as vl
+from golden import golden, last_logits, prepare_all
 from test_golden_pllava import EDGE_TYPE_OF, LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
 from videolens.knockout.hooks import knockout_mask
 from videolens.pathways import PathwayMasker, count_edges, load_spec
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "internvl"
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-pytestmark = pytest.mark.skipif(not (GOLDEN / "golden.json").exists() or not VIDEOS.exists(),
-                                reason="../shared/golden/internvl or ../shared/data/videos is absent")
-
-GOLD = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.json").exists() else {"samples": []}
+GOLDEN, GOLD, pytestmark = golden("internvl")
 SAMPLES = dict(enumerate(GOLD["samples"]))
 KO = [(i, t) for i in GOLD.get("knockout_samples", []) for t in SAMPLES[i]["knockouts"]]
 
@@ -45,19 +38,12 @@ def tensors():
 
 @pytest.fixture(scope="module")
 def prepared(model):
-    out = {}
-    for i, s in SAMPLES.items():
-        e = s["entry"]
-        sample = vl.VideoQA(video=str(VIDEOS / s["video_file"]), question=e["question"], candidates=e["candidates"],
-                            answer=e["answer"])
-        out[i] = model.prepare(sample, num_frames=GOLD["num_frames"])
-    return out
+    return prepare_all(model, SAMPLES, GOLD["num_frames"])
 
 
 @pytest.fixture(scope="module")
 def clean_logits(model, prepared):
-    with torch.no_grad():
-        return {i: model(x)[0, -1] for i, x in prepared.items()}
+    return last_logits(model, prepared)
 
 
 def test_family_and_config(model):

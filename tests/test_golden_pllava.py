@@ -8,22 +8,18 @@ Tolerances (the golden README's): logits <= 1e-4, probabilities <= 1e-3 relative
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 import videolens as vl
+from golden import golden, video_qa
 from videolens.knockout import get_target
 from videolens.pathways import PathwayMasker, count_edges, load_spec, lower_triangle_size
 from videolens.pathways.evaluate import random_block_counts
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "pllava"
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-pytestmark = pytest.mark.skipif(not (GOLDEN / "golden.json").exists() or not VIDEOS.exists(),
-                                reason="../shared/golden/pllava or ../shared/data/videos is absent")
+GOLDEN, GOLD, pytestmark = golden("pllava")
 
 PROB_RTOL = 1e-3
 LOGIT_ATOL = 1e-4
@@ -58,13 +54,6 @@ EDGE_TYPE_OF = {
 }
 
 
-def _golden():
-    if not (GOLDEN / "golden.json").exists():
-        return {"samples": []}
-    return json.loads((GOLDEN / "golden.json").read_text())
-
-
-GOLD = _golden()
 SAMPLES = {s["sample_id"]: s for s in GOLD["samples"]}
 CASES = [(sid, ck) for sid, s in SAMPLES.items() for ck in s["checkpoints"]]
 QUICK_CENTRES = (0, 16, 31)  # the default run (both clipped ends and a full window); a sample with all 32 centre layers runs them under -m slow
@@ -97,10 +86,7 @@ def models():
 def prepared(models):
     out = {}
     for sid, ck in CASES:
-        entry = SAMPLES[sid]["annotation_entry"]
-        sample = vl.VideoQA(video=str(VIDEOS / SAMPLES[sid]["video_file"]), question=entry["question"],
-                            candidates=entry["candidates"], answer=entry["answer"])
-        out[sid, ck] = models[ck].prepare(sample)
+        out[sid, ck] = models[ck].prepare(video_qa(SAMPLES[sid]["annotation_entry"], SAMPLES[sid]["video_file"]))
     return out
 
 

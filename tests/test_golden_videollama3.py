@@ -10,25 +10,18 @@ Tolerances (the golden README's): logits <= 1e-4, probabilities <= 1e-3 relative
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 import videolens as vl
+from golden import golden, last_logits, prepare_all
 from test_golden_pllava import LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
 from videolens.knockout.hooks import knockout_mask
 from videolens.navit import patchify
 from videolens.pathways import PathwayMasker, count_edges, load_spec
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "videollama3"
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-pytestmark = pytest.mark.skipif(not (GOLDEN / "golden.json").exists() or not VIDEOS.exists(),
-                                reason="../shared/golden/videollama3 or ../shared/data/videos is absent")
-
-GOLD = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.json").exists() else {"samples": []}
+GOLDEN, GOLD, pytestmark = golden("videollama3")
 SAMPLES = dict(enumerate(GOLD["samples"]))
 QUICK_CENTRES = (0, 14, 27)  # the default run (both clipped ends and a full window); every centre layer under -m slow
 KO = [pytest.param(i, t, centres, id=f"{i}-{t}-{name}", marks=marks)
@@ -51,19 +44,12 @@ def tensors():
 
 @pytest.fixture(scope="module")
 def prepared(model):
-    out = {}
-    for i, s in SAMPLES.items():
-        e = s["entry"]
-        sample = vl.VideoQA(video=str(VIDEOS / s["video_file"]), question=e["question"], candidates=e["candidates"],
-                            answer=e["answer"], start=e.get("start"), end=e.get("end"))
-        out[i] = model.prepare(sample, num_frames=GOLD["config"]["max_frames"])
-    return out
+    return prepare_all(model, SAMPLES, GOLD["config"]["max_frames"])
 
 
 @pytest.fixture(scope="module")
 def clean_logits(model, prepared):
-    with torch.no_grad():
-        return {i: model(x)[0, -1] for i, x in prepared.items()}
+    return last_logits(model, prepared)
 
 
 def test_family_and_config(model):

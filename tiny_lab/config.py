@@ -14,6 +14,8 @@ from videolens import synthetic
 from videolens.edges import parse_pair
 
 MODES = ("last", "full", "knockout")
+RECIPE_FILE = Path(__file__).resolve().parent / "recipes" / "tiny-videollm.json"
+"""The bundled checkpoint's recipe (``tiny_lab.recipe``)."""
 CROSS_FRAME = parse_pair("video->video[cross_frame]")
 
 
@@ -121,8 +123,7 @@ class LabOptions:
                                              "re-weight them)")
     bench: int = _help(0, "time N training steps and exit")
     recipe: bool = _help(False, "run every phase of --recipe-file under --out (the bundled model)")
-    recipe_file: Path = _help(Path(__file__).resolve().parent / "recipes" / "tiny-videollm.json",
-                              "the phases, as data (default: the bundled checkpoint's)")
+    recipe_file: Path = _help(RECIPE_FILE, "the phases, as data (default: the bundled checkpoint's)")
     evaluate: Optional[Path] = _help(None, "evaluate a saved checkpoint folder, write --out/eval.json")
     n_eval: int = 100
 

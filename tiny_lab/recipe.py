@@ -12,10 +12,7 @@ import json
 from pathlib import Path
 from typing import List, Tuple, Union
 
-from .config import TrainConfig, phase_config
-
-RECIPE_FILE = Path(__file__).resolve().parent / "recipes" / "tiny-videollm.json"
-"""The bundled checkpoint's recipe."""
+from .config import RECIPE_FILE, TrainConfig, phase_config
 
 
 def load_recipe(path: Union[str, Path] = RECIPE_FILE) -> List[dict]:

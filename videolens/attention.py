@@ -154,10 +154,9 @@ def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry
         for m in masks:
             blocked = m.blocked(offset, Q, K, H, q.device)
             allowed = allowed & ~(blocked if blocked.ndim == 4 else blocked[None])
-        if MASKED_SDPA_BACKENDS is not None and qh.is_cuda:
-            with sdpa_kernel(MASKED_SDPA_BACKENDS):
-                z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
-        else:
+        backends = (sdpa_kernel(MASKED_SDPA_BACKENDS) if MASKED_SDPA_BACKENDS is not None and qh.is_cuda
+                    else contextlib.nullcontext())
+        with backends:
             z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
         if not all(m.no_empty_rows for m in masks) and not bool(allowed.any(-1).all()):
             z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing

@@ -88,6 +88,19 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(0.08 * torch.randn(p.shape, generator=g))
 
 
+def _save_hf(model: torch.nn.Module, tokenizer, path: Union[str, Path], seed: Optional[int] = None,
+             dtype: Optional[torch.dtype] = None) -> Path:
+    """Randomise ``model`` with ``seed`` (None: keep its init), cast it to ``dtype``, and save it and
+    ``tokenizer`` with ``save_pretrained`` into ``path``."""
+    if seed is not None:
+        _randomize(model, seed)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return Path(path)
+
+
 def make_tiny_pllava(path: Union[str, Path], seed: int = 0, pooling_shape=(4, 4, 4), max_shard_bytes=None,
                      n_layers=3, max_pos=512, text: str = "llama", tokenizer=None, placeholder_id: int = PLACEHOLDER,
                      randomize: bool = True, extra_config: Optional[dict] = None, **sizes) -> Path:
@@ -132,10 +145,7 @@ def make_tiny_llava_next_video(path: Path, seed: int = 0, **sizes):
     cfg = LlavaNextVideoConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), video_token_id=PLACEHOLDER,
                                image_token_id=PLACEHOLDER - 1, spatial_pool_stride=2)
     model = LlavaNextVideoForConditionalGeneration(cfg).eval()
-    _randomize(model, seed + 7)
-    model.save_pretrained(str(path))
-    tiny_tokenizer("<video>", PLACEHOLDER).save_pretrained(str(path))
-    return Path(path)
+    return _save_hf(model, tiny_tokenizer("<video>", PLACEHOLDER), path, seed + 7)
 
 
 def write_clip(path: Union[str, Path], n_frames: int = 16, size=(48, 64), fps: int = 8, seed: int = 0) -> Path:
@@ -217,10 +227,7 @@ def make_tiny_llava_next_hf(path: Path, seed: int = 0):
     cfg = LlavaNextConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), image_token_id=PLACEHOLDER,
                           image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]])
     model = LlavaNextForConditionalGeneration(cfg).eval()
-    _randomize(model, seed + 13)
-    model.save_pretrained(str(path))
-    tiny_tokenizer("<image>", PLACEHOLDER).save_pretrained(str(path))
-    return Path(path)
+    return _save_hf(model, tiny_tokenizer("<image>", PLACEHOLDER), path, seed + 13)
 
 
 def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_positions: int = 64, image_size: int = 56,
@@ -275,12 +282,7 @@ def make_tiny_llava_onevision(path: Union[str, Path], seed: int = 0, n_layers: i
                                image_token_id=PLACEHOLDER - 1, vision_feature_layer=-1,
                                vision_feature_select_strategy="full", tie_word_embeddings=False)
     model = LlavaOnevisionForConditionalGeneration(cfg).eval()
-    if randomize:
-        _randomize(model, seed * 10 + 5)
-    path = Path(path)
-    model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return path
+    return _save_hf(model, tok, path, seed * 10 + 5 if randomize else None)
 
 
 def make_tiny_qwen2_5_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
@@ -320,11 +322,7 @@ def make_tiny_qwen2_5_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 
                      image_token_id=PLACEHOLDER - 1, vision_start_token_id=PLACEHOLDER - 2,
                      vision_end_token_id=PLACEHOLDER - 3, tie_word_embeddings=False)
     model = model_cls(cfg).eval()
-    if randomize:
-        _randomize(model, seed * 10 + 7)
-    path = Path(path)
-    model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
+    path = _save_hf(model, tok, path, seed * 10 + 7 if randomize else None)
     (path / "video_preprocessor_config.json").write_text(json.dumps(
         {"video_processor_type": "Qwen2VLVideoProcessor", "size": {"shortest_edge": min_pixels,
                                                                     "longest_edge": max_pixels},
@@ -395,10 +393,4 @@ def make_tiny_llava_hf(path: Union[str, Path], seed: int = 0, dtype: Optional[to
     vc, tc = tiny_configs(**sizes)
     cfg = LlavaConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), image_token_id=PLACEHOLDER)
     model = LlavaForConditionalGeneration(cfg).eval()
-    if randomize:
-        _randomize(model, seed + 17)
-    if dtype is not None:
-        model = model.to(dtype)
-    model.save_pretrained(str(path))
-    tiny_tokenizer("<image>", PLACEHOLDER).save_pretrained(str(path))
-    return Path(path)
+    return _save_hf(model, tiny_tokenizer("<image>", PLACEHOLDER), path, seed + 17 if randomize else None, dtype)

@@ -29,10 +29,16 @@ from .._tl_compat import final_logits, frozen_kv_cache
 from ..attention import ScoreMaskHook
 from .hooks import KnockoutHook, hook_name
 
-__all__ = ["RowMasks", "run_batched", "Condition"]
+__all__ = ["RowMasks", "run_batched", "check_batch_conditions", "Condition"]
 
 Condition = Tuple[KnockoutHook, Sequence[int]]
 """One knockout condition: the hook (its mask) and the layers where it applies."""
+
+
+def check_batch_conditions(n) -> None:
+    """Raises ValueError unless ``n`` (conditions per batch) is an integer >= 1."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"batch_conditions must be a positive number of conditions, got {n!r}")
 
 
 class RowMasks(ScoreMaskHook):
@@ -112,8 +118,7 @@ def run_batched(model, clean, conditions: Sequence[Condition], batch_size: int,
     Raises:
         ValueError: ``batch_size`` < 1, or a ``clean`` run without the fast engine's cache.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_conditions must be a positive number of conditions, got {batch_size!r}")
+    check_batch_conditions(batch_size)
     if clean.resid_pre is None:
         raise ValueError("batched knockout needs a CleanRun made by FastEngine.clean")
     out: List[Optional[torch.Tensor]] = [None] * len(conditions)

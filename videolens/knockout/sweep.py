@@ -25,6 +25,7 @@ from jaxtyping import Float
 
 from ..inputs import VideoLLMInput
 from ..stats import relative_change
+from .batched import check_batch_conditions
 from .engine import CleanRun, get_engine
 from .hooks import KnockoutHook, knockout_mask
 from .targets import Target, get_target
@@ -193,8 +194,7 @@ def sweep(
     n_layers = model.cfg.n_layers
     tgt = get_target(target)
     check_window(window, n_layers)
-    if not isinstance(batch_conditions, int) or isinstance(batch_conditions, bool) or batch_conditions < 1:
-        raise ValueError(f"batch_conditions must be a positive number of conditions, got {batch_conditions!r}")
+    check_batch_conditions(batch_conditions)
     engine = get_engine(method)
     if samples not in SAMPLE_MODES:
         raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")

@@ -177,16 +177,16 @@ def evaluate_sample(
     base_t = records[0]["argmax_t"]
 
     if pruned:
-        from .pruned import prune_layer, pruned_logits
+        from .pruned import pruned_forward
 
-        logits = pruned_logits(model, inputs, plan)
+        logits, pruned_from = pruned_forward(model, inputs, plan)
     else:
         masker = PathwayMasker(layout, plan)
         logits = model.run_with_hooks(inputs, fwd_hooks=masker.fwd_hooks())
         masker.release()
     records.append(_record(model, inputs, logits, "pathways", full, counts.kept, base_t))
     if pruned:
-        records[-1]["pruned_from_layer"] = prune_layer(layout, plan)
+        records[-1]["pruned_from_layer"] = pruned_from
 
     if random_control:
         ratio = random_ratio if random_ratio is not None else plan.random_block_ratio
@@ -231,8 +231,8 @@ def evaluate(
     plan = load_spec(spec).plan(model.cfg.n_layers, self_edges=self_edges)
     mine = writer if writer is not None else MemoryWriter()
     run_samples(model, samples, mine,
-                lambda sample, inputs: [{"sample_id": sample.sample_id, **r} for r in evaluate_sample(
-                    model, inputs, plan, random_control, seed, match, sample.sample_id, random_ratio, pruned)],
+                lambda sample, inputs: evaluate_sample(model, inputs, plan, random_control, seed, match,
+                                                       sample.sample_id, random_ratio, pruned),
                 num_frames=num_frames, desc=f"pathways {plan.spec_name}", progress=progress, sample_records=False)
     return mine.records()
 

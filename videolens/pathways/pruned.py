@@ -29,17 +29,16 @@ import json
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 
 from .._tl_compat import final_logits, rotary_tables, set_rotary_tables
-from ..attention import ScoreMaskHook
 from ..inputs import VideoLLMInput
-from ..knockout.hooks import hook_name
+from ..knockout.hooks import KnockoutHook, hook_name
 from ..layout import TokenLayout
 from .hooks import PathwayMasker
 from .spec import LayerPlan, PathwaySpec
 
-__all__ = ["prune_layer", "pruned_logits", "kept_positions", "prunable", "PRUNABLE_SUFFIX"]
+__all__ = ["prune_layer", "pruned_logits", "pruned_forward", "kept_positions", "prunable", "PRUNABLE_SUFFIX"]
 
 PRUNABLE_SUFFIX = "+prunable"
 
@@ -113,20 +112,6 @@ def prune_layer(layout: TokenLayout, plan: LayerPlan,
     return None if cut >= plan.n_layers else cut
 
 
-class _FixedMask(ScoreMaskHook):
-    """A precomputed ``[S', S']`` blocked-edge mask over the kept rows (True = blocked)."""
-
-    no_empty_rows = True  # rows of a PathwayMasker mask, checked there
-
-    def __init__(self, mask: Bool[torch.Tensor, "S S"]):
-        self.mask = mask
-
-    def blocked(self, q_offset, n_query, n_key, n_heads, device):
-        if n_key != self.mask.shape[0] or q_offset + n_query != n_key:
-            raise ValueError(f"pruned mask for {self.mask.shape[0]} positions, forward has {n_key} keys")
-        return self.mask[q_offset:].to(device)[None]
-
-
 @contextlib.contextmanager
 def _reindexed_rotary(model, layers: List[int], positions: torch.Tensor) -> Iterator[None]:
     """Rows ``i`` of ``layers`` rotate as positions ``positions[i]`` (tables re-indexed), then restored."""
@@ -144,10 +129,10 @@ def _reindexed_rotary(model, layers: List[int], positions: torch.Tensor) -> Iter
             set_rotary_tables(model.blocks[l].attn, sin, cos)
 
 
-@torch.no_grad()
 def pruned_logits(model, inputs: VideoLLMInput, plan: LayerPlan) -> Float[torch.Tensor, "1 1 d_vocab"]:
     """The last position's logits under ``plan``'s masks, with the video rows dropped from
     ``prune_layer`` on (module doc); the masked full run when the plan never lets them go.
+    ``pruned_forward`` also returns the prune layer.
 
     Args:
         model: a ``HookedVideoLLM`` (one unpadded input).
@@ -161,26 +146,33 @@ def pruned_logits(model, inputs: VideoLLMInput, plan: LayerPlan) -> Float[torch.
         ValueError: a batch or padded input, or a plan for another depth.
         videolens.edges.EmptyRowError: a mask would empty some query's row.
     """
+    return pruned_forward(model, inputs, plan)[0]
+
+
+@torch.no_grad()
+def pruned_forward(model, inputs: VideoLLMInput, plan: LayerPlan
+                   ) -> Tuple[Float[torch.Tensor, "1 1 d_vocab"], Optional[int]]:
+    """``(pruned_logits, prune_layer)`` from one build of the plan's masks."""
     if inputs.tokens.shape[0] != 1 or inputs.attention_mask is not None:
         raise ValueError("pruned_logits takes one unpadded input (use batch[i])")
     if plan.n_layers != model.cfg.n_layers:
         raise ValueError(f"plan is for {plan.n_layers} layers, the model has {model.cfg.n_layers}")
     layout, L = inputs.layout, model.cfg.n_layers
     masks = _masks(layout, plan)
-    cut = prune_layer(layout, plan, masks)
-    cut = L if cut is None else cut
-    fixed = {key: _FixedMask(m) for key, m in masks.items()}
+    found = prune_layer(layout, plan, masks)
+    cut = L if found is None else found
+    fixed = {key: KnockoutHook(m) for key, m in masks.items()}
     below = [(hook_name(l), fixed[plan.blocked_types(l)]) for l in range(cut) if plan.blocked_types(l)]
     with model.hooks(fwd_hooks=below):
         if cut == L:  # the video is read to the end: the masked run
-            return model(inputs)[:, -1:]
+            return model(inputs)[:, -1:], None
         resid = model(inputs, stop_at_layer=cut)  # cut 0: the embeddings
     keep = kept_positions(layout)
     resid = resid[:, keep.to(resid.device)]
-    reduced = {key: _FixedMask(m[keep][:, keep]) for key, m in masks.items()}
+    reduced = {key: KnockoutHook(m[keep][:, keep]) for key, m in masks.items()}
     above = [(hook_name(l), reduced[plan.blocked_types(l)]) for l in range(cut, L) if plan.blocked_types(l)]
     layers = list(range(cut, L))
     with _reindexed_rotary(model, layers, keep), model.hooks(fwd_hooks=above):
         for l in layers:
             resid = model.blocks[l](resid)
-    return final_logits(model, resid[:, -1:])
+    return final_logits(model, resid[:, -1:]), found
