@@ -31,6 +31,38 @@ def test_the_assumed_pattern_change_is_the_knockouts(direction_inputs, tiny_plla
     assert mask.any() and (seen["p"][0] - A).abs().max() > 1e-4
 
 
+def test_estimate_is_the_derivative_of_the_answer_log_odds(direction_inputs, tiny_pllava):
+    """Moving layer l's pattern a small step eps toward the knockout's pattern changes the answer's
+    log-odds by eps * est_delta_logodds (finite difference), and est_rel_change is the sigmoid map of
+    that change (so a near-certain answer can still be estimated to fall)."""
+    import math
+
+    model, x, l, eps = tiny_pllava, direction_inputs, 1, 1e-2
+    recs = edge_attribution(model, x, ["vql-to-ql"], layers=[l])
+    a = recs[0]["answer_t"]
+
+    def log_odds(z):
+        return float(z[a] - torch.cat([z[:a], z[a + 1:]]).logsumexp(-1))
+
+    with torch.no_grad():
+        m = log_odds(model(x)[0, -1].float())
+    checked = 0
+    for r in recs:
+        mask = knockout_mask(x.layout, r["pair"])
+
+        def toward_knockout(A, hook):
+            s = (A * mask).sum(-1, keepdim=True)
+            return A + eps * (torch.where(mask, torch.zeros_like(A), A / (1 - s)) - A)
+
+        with torch.no_grad(), model.hooks(fwd_hooks=[(get_act_name("pattern", l), toward_knockout)]):
+            fd = (log_odds(model(x)[0, -1].float()) - m) / eps
+        assert fd == pytest.approx(r["est_delta_logodds"], rel=0.1, abs=1e-3), r["pair"]
+        checked += abs(fd) > 1e-2
+        p_ko = 1 / (1 + math.exp(-(m + r["est_delta_logodds"])))
+        assert r["est_rel_change"] == pytest.approx(100 * (p_ko / (1 / (1 + math.exp(-m))) - 1), rel=1e-6, abs=1e-9)
+    assert checked >= 2
+
+
 def test_estimates_follow_exact_knockouts_on_the_bundled_model(tmp_path):
     from scipy.stats import spearmanr
 
@@ -49,7 +81,7 @@ def test_estimates_follow_exact_knockouts_on_the_bundled_model(tmp_path):
         est += [e[q] for q in sorted(e)]
         exact += [k[q] for q in sorted(e)]
     rho = spearmanr(est, exact).statistic
-    assert rho > 0.6, rho  # measured 0.74 pooled over 10 clips (benchmarks/attribution.py)
+    assert rho > 0.6, rho  # first order: 0.68-0.80 pooled over 10 clips by seed (benchmarks/attribution.py)
 
 
 def test_cli_attribution(tiny_pllava_dir, clip_path, tmp_path):
