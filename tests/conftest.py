@@ -5,11 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-from videolens.testing import make_tiny_llava_next_video, make_tiny_pllava, write_clip  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -17,8 +14,16 @@ SAMPLE = dict(question="What did the person do first?", candidates=["Put down th
               answer="Took the towel.")
 """The two-option question most tests ask of a clip (``from conftest import SAMPLE``)."""
 
-# one torch thread per pytest-xdist worker (two workers on two cores; more threads oversubscribe)
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
+
+
+def pytest_sessionstart(session):
+    """One torch thread per pytest-xdist worker (two workers on two cores; more threads oversubscribe).
+    Nothing heavy is imported at module level: under xdist the controlling process only schedules,
+    and importing torch/TransformerLens there (~10 s) would delay the workers' start."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(session.config.option, "numprocesses", None):
+        import torch
+
+        torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture(scope="session")
@@ -38,16 +43,22 @@ def cockatoo(shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def clip_path(tmp_path_factory) -> Path:
+    from videolens.testing import write_clip
+
     return write_clip(tmp_path_factory.mktemp("clips") / "moving_square.mp4")
 
 
 @pytest.fixture(scope="session")
 def tiny_pllava_dir(tmp_path_factory) -> Path:
+    from videolens.testing import make_tiny_pllava
+
     return make_tiny_pllava(tmp_path_factory.mktemp("ckpt") / "pllava")
 
 
 @pytest.fixture(scope="session")
 def tiny_lnv_dir(tmp_path_factory) -> Path:
+    from videolens.testing import make_tiny_llava_next_video
+
     return make_tiny_llava_next_video(tmp_path_factory.mktemp("ckpt") / "lnv")
 
 
@@ -79,3 +90,4 @@ def inputs(tiny_pllava, clip_path):
     import videolens as vl
 
     return tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
+

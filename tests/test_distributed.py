@@ -1,6 +1,10 @@
 """Sharded sweeps: ``torchrun --nproc-per-node 2 -m videolens flow ...`` on CPU over gloo writes, after
 rank 0's merge, the same records (and statuses, in the same order) as a one-process run; the merge
-resumes; each rank's share is every second sample."""
+resumes; each rank's share is every second sample.
+
+The default run plays the two ranks one after the other in this process (rank 1, then rank 0, which
+merges; no process group, so the barrier is a no-op): sharding, rank folders and the merge. The real
+torchrun over gloo (three more interpreters importing TransformerLens, ~15 s) runs under ``-m slow``."""
 
 from __future__ import annotations
 
@@ -50,6 +54,18 @@ def test_shard_takes_every_kth_sample(monkeypatch, tmp_path):
     assert distributed.shard([1, 2]) == [1, 2] and distributed.rank_folder(tmp_path) == tmp_path
 
 
+def test_two_ranks_in_one_process_merge_to_the_one_process_records(setup, tmp_path, monkeypatch):
+    root, model = setup
+    assert main(_args(root, model, tmp_path / "one")) == 0
+    monkeypatch.setattr(distributed, "init", lambda: None)  # no process group: barrier() does nothing
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):  # rank 0 last: it merges what both wrote
+        monkeypatch.setenv("RANK", rank)
+        assert main(_args(root, model, tmp_path / "two")) == 0
+    _same_as_one_process(tmp_path)
+
+
+@pytest.mark.slow
 def test_two_ranks_merge_to_the_one_process_records(setup, tmp_path):
     root, model = setup
     assert main(_args(root, model, tmp_path / "one")) == 0
@@ -58,6 +74,10 @@ def test_two_ranks_merge_to_the_one_process_records(setup, tmp_path):
            "-m", "videolens", *_args(root, model, tmp_path / "two")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    _same_as_one_process(tmp_path)
+
+
+def _same_as_one_process(tmp_path):
     one, two = tmp_path / "one" / "records.jsonl", tmp_path / "two" / "records.jsonl"
     assert read_records(two) == read_records(one) and len(read_records(one)) > 0
     assert list(read_statuses(two).items()) == list(read_statuses(one).items())  # same samples, same order

@@ -143,7 +143,8 @@ def test_knockout_centre_layers(model, prepared, i, target):
             assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
 
 
-@pytest.mark.parametrize("i", list(SAMPLES))
+@pytest.mark.parametrize("i", [pytest.param(i, marks=() if i == 0 else pytest.mark.slow)
+                               for i in SAMPLES])  # one in the default run, all under -m slow
 def test_effective_pathway(model, prepared, tensors, i):
     g, x = SAMPLES[i]["effective_pathway"], prepared[i]
     assert g["target"] == "effective-pathway-internvl"

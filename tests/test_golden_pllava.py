@@ -57,11 +57,24 @@ EDGE_TYPE_OF = {
 SAMPLES = {s["sample_id"]: s for s in GOLD["samples"]}
 CASES = [(sid, ck) for sid, s in SAMPLES.items() for ck in s["checkpoints"]]
 QUICK_CENTRES = (0, 16, 31)  # the default run (both clipped ends and a full window); a sample with all 32 centre layers runs them under -m slow
-KNOCKOUT_CASES = [pytest.param(sid, ck, t, quick, id=f"{sid}-{ck}-{t}" + ("" if quick else "-all"),
-                               marks=() if quick else pytest.mark.slow)
-                  for sid, ck in CASES for t in SAMPLES[sid]["checkpoints"][ck]["knockout"]
-                  for quick in ((True, False) if len(SAMPLES[sid]["checkpoints"][ck]["knockout_centre_layers"])
-                                > len(QUICK_CENTRES) else (True,))]
+
+
+def _knockout_cases():
+    """Default run: every target on the first (sample, checkpoint) and cross-frame on the first
+    checkpoint of another sample, at the quick centres; under -m slow every target on every
+    checkpoint, and every centre where the golden has more (the targets share one code path, and so
+    do the checkpoints: their weights and layouts are checked by the logits tests on every case)."""
+    other = next(i for i, (sid, _) in enumerate(CASES) if sid != CASES[0][0])
+    for i, (sid, ck) in enumerate(CASES):
+        g = SAMPLES[sid]["checkpoints"][ck]
+        for t in g["knockout"]:
+            default = i == 0 or (i == other and t == "cross-frame")
+            yield pytest.param(sid, ck, t, True, id=f"{sid}-{ck}-{t}", marks=() if default else pytest.mark.slow)
+            if len(g["knockout_centre_layers"]) > len(QUICK_CENTRES):
+                yield pytest.param(sid, ck, t, False, id=f"{sid}-{ck}-{t}-all", marks=pytest.mark.slow)
+
+
+KNOCKOUT_CASES = list(_knockout_cases())
 
 
 def close(a: float, b: float, rtol: float = PROB_RTOL) -> bool:
@@ -172,7 +185,8 @@ def test_knockout_every_centre_layer(models, prepared, sid, ck, target, quick):
             assert r["rel_change_true"] == pytest.approx(x["relative_diff_gt"], rel=PROB_RTOL, abs=REL_CHANGE_ATOL), where
 
 
-@pytest.mark.parametrize("sid,ck", CASES)
+@pytest.mark.parametrize("sid,ck", [pytest.param(*c, marks=() if i == 0 else pytest.mark.slow)
+                                    for i, c in enumerate(CASES)])  # one in the default run, all under -m slow
 def test_effective_pathway(models, prepared, tensors, sid, ck):
     model, inp = models[ck], prepared[sid, ck]
     g = SAMPLES[sid]["checkpoints"][ck]["effective_pathway"]

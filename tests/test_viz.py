@@ -241,10 +241,20 @@ def test_patch_pages_pool_themselves_to_stay_small(paper_layout, tmp_path):
     page = save_html(tmp_path / "auto.html", [heads_panel(auto)])
     assert page.stat().st_size < 2_000_000
     assert len(page_html([heads_panel(fine)])) > 10_000_000  # what the default avoids
+
+
+@pytest.mark.slow
+def test_pooled_patch_page_draws_in_chromium(paper_layout, tmp_path):
+    """A browser draws the default (pooled) page at the paper's layout in seconds (Chromium, headless;
+    ~5 s of CPU, so under -m slow)."""
+    import time
+
+    model, inputs = paper_layout
     browser = _chromium()
     if browser is None:
         pytest.skip("no Chromium here: the page was not drawn")
-    import time
+    auto = video_attention(model, inputs, query="last", layers=0, heads="mean", video="patch")
+    page = save_html(tmp_path / "auto.html", [heads_panel(auto)])
 
     t0 = time.perf_counter()
     out = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000",
