@@ -3,6 +3,7 @@ its estimates follow the exact knockouts on the bundled model, and the CLI write
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformer_lens.utilities import get_act_name
@@ -80,8 +81,10 @@ def test_estimates_follow_exact_knockouts_on_the_bundled_model(tmp_path):
         assert set(e) == set(k)
         est += [e[q] for q in sorted(e)]
         exact += [k[q] for q in sorted(e)]
-    rho = spearmanr(est, exact).statistic
-    assert rho > 0.6, rho  # first order: 0.68-0.80 pooled over 10 clips by seed (benchmarks/attribution.py)
+    importance = spearmanr(np.abs(est), np.abs(exact)).statistic  # which conditions matter
+    signed = spearmanr(est, exact).statistic
+    # measured 0.95 / 0.68 here; 0.94-0.95 / 0.68-0.80 pooled over 10 clips by seed (benchmarks/attribution.py)
+    assert importance >= 0.85 and signed > 0.6, (importance, signed)
 
 
 def test_cli_attribution(tiny_pllava_dir, clip_path, tmp_path):

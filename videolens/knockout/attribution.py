@@ -20,10 +20,13 @@ log-odds estimate can (on the bundled model it lifts the Spearman correlation of
 means over clips with the exact sweep from 0.50 to 0.74, ``benchmarks/attribution.py``).
 
 Cost: every (pair, layer) at once for the price of one forward and one backward, against one
-(incremental) forward per condition for the exact sweep. First order only: large knockouts whose
-effect passes through saturated downstream layers (a blocked pair that removes the only route of the
-answer's evidence) are where the estimate is worst; rank with it, then verify the top conditions
-with ``knockout.sweep``.
+(incremental) forward per condition for the exact sweep. First order only. On the bundled model
+(``benchmarks/attribution.py``, 10 fresh clips, 66 one-layer conditions each) the estimate ranks the
+conditions by importance well (Spearman of magnitudes with the exact relative change 0.94-0.95
+pooled over clips) but its sign is unreliable for small effects (signed Spearman 0.68-0.80): the
+derivative is exact (tested against finite differences), while whole knockouts act far from the
+linear regime (a pair whose derivative is +3.8 log-odds can lower them by 1.6 when blocked). Rank
+with it, then measure the top conditions with ``knockout.sweep``.
 """
 
 from __future__ import annotations
