@@ -15,7 +15,6 @@ SAMPLE = dict(question="What did the person do first?", candidates=["Put down th
 """The two-option question most tests ask of a clip (``from conftest import SAMPLE``)."""
 
 
-
 def pytest_sessionstart(session):
     """One torch thread per pytest-xdist worker (two workers on two cores; more threads oversubscribe).
     Nothing heavy is imported at module level: under xdist the controlling process only schedules,
@@ -90,4 +89,3 @@ def inputs(tiny_pllava, clip_path):
     import videolens as vl
 
     return tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
-

@@ -16,8 +16,8 @@ percent is comparable to a knockout record's ``rel_change`` for a one-layer wind
 Why log-odds rather than ``log p(a)``: ``d log p = (1 - p) dm``, so within one sample both rank the
 conditions alike, but when ``p`` is near 1 the gradient of ``log p`` vanishes with ``1 - p`` and the
 estimate ``exp(d log p)`` cannot leave the neighbourhood of ``p``; mapped through the sigmoid the
-log-odds estimate can (on the bundled model it lifts the Spearman correlation of the per-condition
-means over clips with the exact sweep from 0.50 to 0.74, ``benchmarks/attribution.py``).
+log-odds estimate can (on the bundled model it lifts the signed Spearman correlation of the
+per-condition means over clips with the exact sweep from 0.50 to 0.74, ``benchmarks/attribution.py``).
 
 Cost: every (pair, layer) at once for the price of one forward and one backward, against one
 (incremental) forward per condition for the exact sweep. First order only. On the bundled model
