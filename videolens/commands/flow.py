@@ -156,7 +156,9 @@ def _attribution(model, samples, targets, args, out: Path) -> int:
     from videolens.runner import run_samples
     from videolens.runs import RecordWriter
 
-    config = run_config(args, model, NAME, attribution=True, targets=[t.name for t in targets])
+    # the linearised metric is part of the run: an older folder (log p estimates) is not resumed into
+    config = run_config(args, model, NAME, attribution=True, attribution_metric="log-odds",
+                        targets=[t.name for t in targets])
 
     def records(sample, inputs):
         return [dict(r, rel_change=r["est_rel_change"], layers=[r["layer"]], window=1, base_letter=None,
