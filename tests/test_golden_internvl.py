@@ -21,7 +21,11 @@ from videolens.pathways import PathwayMasker, count_edges, load_spec
 
 GOLDEN, GOLD, pytestmark = golden("internvl")
 SAMPLES = dict(enumerate(GOLD["samples"]))
-KO = [(i, t) for i in GOLD.get("knockout_samples", []) for t in SAMPLES[i]["knockouts"]]
+# knockout probabilities: cross-frame and one question target by default, every target under -m slow (the
+# blocked edges of every target are counted against the golden by default, test_blocked_edge_counts)
+DEFAULT_KO = ("cross-frame", "question-and-options-to-last")
+KO = [pytest.param(i, t, marks=() if t in DEFAULT_KO else pytest.mark.slow)
+      for i in GOLD.get("knockout_samples", []) for t in SAMPLES[i]["knockouts"]]
 
 
 @pytest.fixture(scope="module")
