@@ -64,7 +64,7 @@ def _knockout_cases():
     checkpoint of another sample, at the quick centres; under -m slow every target on every
     checkpoint, and every centre where the golden has more (the targets share one code path, and so
     do the checkpoints: their weights and layouts are checked by the logits tests on every case)."""
-    other = next(i for i, (sid, _) in enumerate(CASES) if sid != CASES[0][0])
+    other = next((i for i, (sid, _) in enumerate(CASES) if sid != CASES[0][0]), None)
     for i, (sid, ck) in enumerate(CASES):
         g = SAMPLES[sid]["checkpoints"][ck]
         for t in g["knockout"]:
