@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -98,6 +98,28 @@ def sharded_run(out: Path, name: str, config: Dict[str, Any], samples, retry_ski
     if rank != 0:
         return None
     return dist.merge_records(out, name, [s.sample_id for s in samples], config), result
+
+
+def sharded_samples(args, model, out: Path, name: str, config: Dict[str, Any], samples, per_sample,
+                    desc: str) -> Optional[Tuple[List[Dict[str, Any]], Dict[str, int]]]:
+    """``sharded_run`` of ``videolens.runner.run_samples(per_sample)`` with the command's --num-frames,
+    --no-progress and --no-retry-skipped, and its counts line printed (``desc: N sample(s) done, ...``).
+
+    Returns:
+        ``(records of out/<name>, this process's counts)`` (one-process run and rank 0), or None on
+        the other ranks of a torchrun run (their share is written; rank 0 merges).
+    """
+    from videolens.runner import run_samples
+
+    done = sharded_run(out, name, config, samples, not args.no_retry_skipped,
+                       lambda mine, writer: run_samples(model, mine, writer, per_sample, num_frames=args.num_frames,
+                                                        desc=desc, progress=not args.no_progress))
+    if done is None:
+        return None
+    records, counts = done
+    print(f"{desc}: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
+          f"records in {out / name}")
+    return records, counts
 
 
 def load_model(args, path=None):

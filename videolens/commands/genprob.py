@@ -13,10 +13,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from videolens.runner import run_samples
-
 from .common import (add_model_arguments, add_sample_arguments, load_model,
-                     load_samples, run_config, sharded_run, require_options)
+                     load_samples, run_config, sharded_samples, require_options)
 
 NAME = "genprob"
 HELP = "answer-letter probability at the last position for every layer (logit lens), with a figure"
@@ -73,16 +71,11 @@ def run(args) -> int:
     model = load_model(args)
     out = Path(args.out)
     config = run_config(args, model, NAME, mode=args.mode)
-    done = sharded_run(out, "genprob.jsonl", config, samples, not args.no_retry_skipped,
-                       lambda mine, writer: run_samples(model, mine, writer,
-                                                        lambda s, inp: genprob_records(model, inp, args.mode),
-                                                        num_frames=args.num_frames, desc="genprob",
-                                                        progress=not args.no_progress))
+    done = sharded_samples(args, model, out, "genprob.jsonl", config, samples,
+                           lambda s, inp: genprob_records(model, inp, args.mode), "genprob")
     if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     records, counts = done
-    print(f"genprob: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
-          f"records in {out / 'genprob.jsonl'}")
     answers = [r for r in records if r.get("kind") == "answer"]
     if answers:
         print(f"accuracy (final layer argmax): {np.mean([a['correct'] for a in answers]):.3f} over {len(answers)}")

@@ -13,9 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List
 
-from videolens.runner import run_samples
-
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_run
+from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_samples
 
 NAME = "lens"
 HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
@@ -105,16 +103,11 @@ def run(args) -> int:
     out = Path(args.out)
     config = run_config(args, model, NAME, positions=args.positions, layers=args.layers, k=args.k, mode=args.mode,
                         keywords={c: list(w) for c, w in kwset.categories.items()}, save_topk=args.save_topk)
-    done = sharded_run(out, "lens.jsonl", config, samples, not args.no_retry_skipped,
-                       lambda mine, writer: run_samples(model, mine, writer,
-                                                        lambda s, inp: lens_records(model, inp, matcher, args),
-                                                        num_frames=args.num_frames, desc="lens",
-                                                        progress=not args.no_progress))
+    done = sharded_samples(args, model, out, "lens.jsonl", config, samples,
+                           lambda s, inp: lens_records(model, inp, matcher, args), "lens")
     if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     records, counts = done
-    print(f"lens: {counts['done']} sample(s) done, {counts['skipped']} already done, {counts['errors']} error(s); "
-          f"records in {out / 'lens.jsonl'}")
     binned = binned_from_records(records, L, args.bin_size)
     n_ok = len({r["sample_id"] for r in records if r.get("kind") == "sample"})
     for name, v in binned.items():
