@@ -29,11 +29,20 @@ __all__ = [
     "check_config_fields",
     "materialize_meta_buffers",
     "read_state_dict",
+    "require_sections",
 ]
 
 
 class CheckpointError(VideolensError, ValueError):
     """A checkpoint folder that cannot be read as the family it claims to be."""
+
+
+def require_sections(path: Path, config: dict, sections) -> None:
+    """Raise CheckpointError naming ``path/config.json``, the model type and the first of
+    ``sections`` (sub-configs such as ``"vision_config"``) that ``config`` lacks."""
+    for key in sections:
+        if key not in config:
+            raise CheckpointError(f"{path}/config.json: the {config.get('model_type')} config needs {key!r}")
 
 
 class MissingWeightsError(CheckpointError):

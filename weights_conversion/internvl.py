@@ -23,7 +23,7 @@ from torch import nn
 
 from videolens.vision import PixelShuffle, VisionFrontEnd
 
-from .checkpoint import CheckpointError, Weights
+from .checkpoint import CheckpointError, Weights, require_sections
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, longrope_switch, rope_tables
 from .vision_towers import build_preprocessor
@@ -97,9 +97,7 @@ def build_internvit(vision_config: dict, weights: Weights, prefix: str, dtype: t
 
 def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
     where = f"{path}/config.json"
-    for key in ("vision_config", "llm_config"):
-        if key not in config:
-            raise CheckpointError(f"{where}: an internvl_chat config needs {key!r}")
+    require_sections(path, config, ("vision_config", "llm_config"))
     if config.get("ps_version", "v2") != "v2":
         raise CheckpointError(f"{where}: ps_version {config['ps_version']!r} is not supported (v2)")
     if float(config.get("downsample_ratio", 0.5)) != 0.5:

@@ -14,7 +14,7 @@ import torch
 
 from videolens.vision import SpatialPool2d, VisionFrontEnd
 
-from .checkpoint import CheckpointError, Weights
+from .checkpoint import CheckpointError, Weights, require_sections
 from .registry import ConvertedModel, Family, register, video_token_id
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 from .vision_towers import build_preprocessor, build_vision_tower, feature_layer, load_projector
@@ -31,9 +31,7 @@ KEY_RENAMES = [
 
 
 def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
-    for key in ("vision_config", "text_config"):
-        if key not in config:
-            raise CheckpointError(f"{path}/config.json: a llava_next_video config needs {key!r}")
+    require_sections(path, config, ("vision_config", "text_config"))
     weights.rename(KEY_RENAMES)
     text_config = config["text_config"]
     cfg = hooked_config(text_config, dtype, device)

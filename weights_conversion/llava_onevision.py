@@ -26,7 +26,7 @@ from torch import nn
 
 from videolens.vision import CLIP_MEAN, CLIP_STD, FramePreprocessor, VisionFrontEnd
 
-from .checkpoint import CheckpointError, Weights
+from .checkpoint import CheckpointError, Weights, require_sections
 from .pllava import KEY_RENAMES  # LLaVA's transformers 5 names -> the classic ones
 from .registry import ConvertedModel, Family, register, video_token_id
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
@@ -52,9 +52,7 @@ class BilinearHalf(nn.Module):
 
 def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
     where = f"{path}/config.json"
-    for key in ("vision_config", "text_config"):
-        if key not in config:
-            raise CheckpointError(f"{where}: a llava_onevision config needs {key!r}")
+    require_sections(path, config, ("vision_config", "text_config"))
     weights.rename(KEY_RENAMES)
     text_config = dict(config["text_config"])
     text_config.setdefault("model_type", "qwen2")

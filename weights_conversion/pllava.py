@@ -25,7 +25,7 @@ import torch
 
 from videolens.vision import AdaptivePool3d, VisionFrontEnd
 
-from .checkpoint import CheckpointError, Weights
+from .checkpoint import CheckpointError, Weights, require_sections
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 from .vision_towers import build_preprocessor, build_vision_tower, load_projector
@@ -44,9 +44,7 @@ KEY_RENAMES = [
 
 
 def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
-    for key in ("vision_config", "text_config"):
-        if key not in config:
-            raise CheckpointError(f"{path}/config.json: a {config.get('model_type')} config needs {key!r}")
+    require_sections(path, config, ("vision_config", "text_config"))
     weights.rename(KEY_RENAMES)
     pooling_shape = tuple(config.get("pooling_shape") or PAPER_POOLING_SHAPE)
     if len(pooling_shape) != 3:
