@@ -15,19 +15,13 @@ import torch
 from videolens.vision import SpatialPool2d, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights, require_sections
+from .pllava import KEY_RENAMES as LLAVA_KEY_RENAMES
 from .registry import ConvertedModel, Family, register, video_token_id
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 from .vision_towers import build_preprocessor, build_vision_tower, feature_layer, load_projector
 
-# transformers 5 in-memory names -> the classic on-disk names
-KEY_RENAMES = [
-    (r"^model\.vision_tower\.", "vision_tower."),
-    (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
-    (r"^model\.vision_resampler\.", "vision_resampler."),
-    (r"^model\.language_model\.", "language_model.model."),
-    (r"^model\.image_newline$", "image_newline"),
-    (r"^lm_head\.", "language_model.lm_head."),
-]
+# transformers 5 in-memory names -> the classic on-disk names: LLaVA's, and the video resampler's
+KEY_RENAMES = [*LLAVA_KEY_RENAMES, (r"^model\.vision_resampler\.", "vision_resampler.")]
 
 
 def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, device: str) -> ConvertedModel:
