@@ -32,7 +32,7 @@ from pathlib import Path
 from videolens.distributed import world as dist_world
 
 from .common import (positive_int, add_model_arguments, add_sample_arguments, load_model,
-                     load_samples, run_config, require_options)
+                     load_samples, run_config, require_options, sharded_samples)
 
 NAME = "flow"
 DEFAULT_WINDOW = 9  # the paper's knockout window
@@ -128,18 +128,17 @@ def _open_ended(model, samples, args, out: Path) -> int:
     summary and the figure ``flow_open-ended.png``."""
     from videolens.knockout.open_ended import answer_prefix, open_ended_sweep
     from videolens.knockout.summary import write_summary_csv
-    from videolens.runner import run_samples
-    from videolens.runs import RecordWriter
-
     config = run_config(args, model, NAME, open_ended=True, track=args.track, max_new_tokens=args.max_new_tokens,
                         answer_prefix=args.answer_prefix, window=args.window, method=args.method)
-    with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
-        with answer_prefix(model, args.answer_prefix):  # prepare() ends every prompt with it
-            run_samples(model, samples, writer,
-                        lambda sample, inputs: open_ended_sweep(model, inputs, window=args.window, track=args.track,
-                                                                max_new_tokens=args.max_new_tokens, method=args.method),
-                        num_frames=args.num_frames, desc="open-ended", progress=not args.no_progress)
-        records = [r for r in writer.records() if r.get("target") == "open-ended"]
+    with answer_prefix(model, args.answer_prefix):  # prepare() ends every prompt with it
+        done = sharded_samples(args, model, out, "records.jsonl", config, samples,
+                               lambda sample, inputs: open_ended_sweep(model, inputs, window=args.window,
+                                                                       track=args.track,
+                                                                       max_new_tokens=args.max_new_tokens,
+                                                                       method=args.method), "open-ended")
+    if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
+        return 0
+    records = [r for r in done[0] if r.get("target") == "open-ended"]
     if records:
         write_summary_csv(records, out / "summary.csv")
         if not args.no_figures:
@@ -153,9 +152,6 @@ def _attribution(model, samples, targets, args, out: Path) -> int:
     records of one-layer windows, ``rel_change`` the estimate), summary.csv and the figures."""
     from videolens.knockout.attribution import edge_attribution
     from videolens.knockout.summary import write_summary_csv
-    from videolens.runner import run_samples
-    from videolens.runs import RecordWriter
-
     # the linearised metric is part of the run: an older folder (log p estimates) is not resumed into
     config = run_config(args, model, NAME, attribution=True, attribution_metric="log-odds",
                         targets=[t.name for t in targets])
@@ -164,10 +160,10 @@ def _attribution(model, samples, targets, args, out: Path) -> int:
         return [dict(r, rel_change=r["est_rel_change"], layers=[r["layer"]], window=1, base_letter=None,
                      ko_letter=None, true_letter=None) for r in edge_attribution(model, inputs, targets)]
 
-    with RecordWriter(out / "records.jsonl", config, retry_skipped=not args.no_retry_skipped) as writer:
-        run_samples(model, samples, writer, records, num_frames=args.num_frames, desc="attribution",
-                    progress=not args.no_progress)
-        recs = [r for r in writer.records() if r.get("est_delta_logp") is not None]
+    done = sharded_samples(args, model, out, "records.jsonl", config, samples, records, "attribution")
+    if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
+        return 0
+    recs = [r for r in done[0] if r.get("est_delta_logp") is not None]
     if recs:
         write_summary_csv(recs, out / "summary.csv")
         if not args.no_figures:
