@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -19,11 +20,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from .data import InvalidSampleError, VideoQA
 from .inputs import PromptTokenizationError, VideoLLMInput
 from .model import ContextLengthError, NonFiniteError
-from .video import VideoDecodeError
+from .video import VideoDecodeError, VideoWindowError
 
 __all__ = ["SKIP_ERRORS", "SampleOutcome", "FILTERED", "MemoryWriter", "run_samples", "sample_record", "prepare_or_skip"]
 
-SKIP_ERRORS = (FileNotFoundError, VideoDecodeError, ContextLengthError, PromptTokenizationError, InvalidSampleError)
+SKIP_ERRORS = (FileNotFoundError, VideoDecodeError, VideoWindowError, ContextLengthError, PromptTokenizationError, InvalidSampleError)
 """Per-sample problems that skip the sample (recorded with a status) instead of ending a run."""
 
 
@@ -31,7 +32,8 @@ def prepare_or_skip(model, sample: VideoQA, num_frames: Optional[int] = None
                     ) -> Tuple[Optional[VideoLLMInput], str, str]:
     """``(inputs, "ok", "")``, or ``(None, status, message)`` for a sample that cannot run:
     ``"missing_video"`` (no file), ``"skipped: <Error>"`` (``SKIP_ERRORS``: unreadable video, bad
-    start/end, prompt too long or not tokenizable). Every dataset loop uses this one rule, and
+    start/end window (``VideoWindowError``: past the video's end, ...), prompt too long or not
+    tokenizable). Every dataset loop uses this one rule, and
     ``videolens.runs.is_skip_status`` marks both statuses for a retry on resume."""
     if isinstance(sample.video, (str, Path)) and not Path(sample.video).exists():
         return None, "missing_video", f"video not found: {sample.video}"
@@ -106,7 +108,7 @@ def run_samples(model, samples: Sequence[VideoQA], writer,
             own, e.g. ``FILTERED``, with records and a message).
         sample_records: open each sample's records with ``sample_record`` and record a skip as an
             ``error`` record (lens, genprob); False writes ``fn``'s records only (flow, pathways).
-        log: ``log(message)`` for samples that did not run as they should (default: tqdm.write).
+        log: ``log(message)`` for samples that did not run as they should (default: ``tqdm.write`` to stderr, so stdout keeps results only).
 
     A sample that cannot run (``prepare_or_skip``) is marked done with its skip status; one whose
     analysis gives non-finite numbers (``NonFiniteError``, or NaN/inf in its records) gets status
@@ -118,7 +120,7 @@ def run_samples(model, samples: Sequence[VideoQA], writer,
     """
     from tqdm.auto import tqdm
 
-    log = log or tqdm.write
+    log = log or (lambda message: tqdm.write(message, file=sys.stderr))
     counts = {"done": 0, "filtered": 0, "skipped": 0, "errors": 0}
     bar = tqdm(samples, desc=desc, unit="sample", disable=not progress)
     for sample in bar:

@@ -27,12 +27,17 @@ from jaxtyping import Float, Int, UInt8
 
 from .errors import VideolensError
 
-__all__ = ["Video", "VideoDecodeError", "ShortClipWarning", "load_video", "sample_frame_indices",
+__all__ = ["Video", "VideoDecodeError", "VideoWindowError", "ShortClipWarning", "load_video", "sample_frame_indices",
            "longvideobench_frame_indices", "videollama3_frames", "SAMPLERS"]
 
 
 class VideoDecodeError(VideolensError, ValueError):
     """A file exists but cannot be decoded as a video."""
+
+
+class VideoWindowError(VideolensError, ValueError):
+    """An annotation's ``start``/``end`` window does not fit its video (negative, past the end, or
+    ``start >= end``): that sample cannot run, the others can (dataset runs record it as skipped)."""
 
 
 class ShortClipWarning(UserWarning):
@@ -177,8 +182,8 @@ def load_video(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         VideoDecodeError: the file is not a decodable video, or has no frames.
-        ValueError: ``num_frames < 1``; ``start``/``end`` negative, past the clip's end, or
-            ``start >= end``.
+        VideoWindowError: ``start``/``end`` negative, past the clip's end, or ``start >= end``.
+        ValueError: ``num_frames < 1``.
 
     Warns:
         ShortClipWarning: the window holds fewer frames than ``num_frames``; frames repeat.
@@ -203,13 +208,13 @@ def load_video(
     seconds = n_total / fps  # the file's length (``duration`` is an annotation's, for the longvideobench sampler)
     tol = 1.0 / fps
     if start is not None and start < 0:
-        raise ValueError(f"start={start} s is negative for {path}")
+        raise VideoWindowError(f"start={start} s is negative for {path}")
     if end is not None and end > seconds + tol:
-        raise ValueError(f"end={end} s is past the end of {path} ({seconds:.3f} s)")
+        raise VideoWindowError(f"end={end} s is past the end of {path} ({seconds:.3f} s)")
     if start is not None and start >= seconds:
-        raise ValueError(f"start={start} s is past the end of {path} ({seconds:.3f} s)")
+        raise VideoWindowError(f"start={start} s is past the end of {path} ({seconds:.3f} s)")
     if start is not None and end is not None and start >= end:
-        raise ValueError(f"start={start} s must be before end={end} s for {path}")
+        raise VideoWindowError(f"start={start} s must be before end={end} s for {path}")
 
     stamps = None
     if sampler == "videollama3":
