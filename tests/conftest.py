@@ -15,6 +15,13 @@ SAMPLE = dict(question="What did the person do first?", candidates=["Put down th
 """The two-option question most tests ask of a clip (``from conftest import SAMPLE``)."""
 
 
+def pytest_configure(config):
+    """Weight digests are cached in a folder of the test run's own, never the user's ~/.cache."""
+    import tempfile
+
+    os.environ.setdefault("VIDEOLENS_CACHE", tempfile.mkdtemp(prefix="videolens-cache-"))
+
+
 def pytest_sessionstart(session):
     """One torch thread per pytest-xdist worker (two workers on two cores; more threads oversubscribe).
     Nothing heavy is imported at module level: under xdist the controlling process only schedules,

@@ -4,55 +4,132 @@ A run stores them in its records header (``videolens.runs.RecordWriter``) and a 
 them: new weights saved at the same path, or other annotations with the same file names, are then
 refused instead of mixing into the old results.
 
-- ``file_digest``: size plus SHA-256 of the first and last MiB; cheap on multi-GB shards and it
-  changes whenever a file is rewritten with other tensors (safetensors headers sit at the start).
-- ``model_fingerprint``: ``config.json``'s full hash and every weight file's digest.
-- ``data_fingerprint``: each annotation file's full hash, and the video root.
+- ``file_digest``: size plus SHA-256 of the whole file. Hashing a 14 GB checkpoint takes seconds
+  to a minute, so digests are cached by (resolved path, size, mtime, ctime, inode) in
+  ``$VIDEOLENS_CACHE`` (default ``~/.cache/videolens``) ``/digests.json``: a resume does not read
+  the weights again, and any write to a file (even one that keeps its size, or puts its mtime
+  back) changes its ctime and so is hashed anew.
+- ``model_fingerprint``: every config and weight file's digest.
+- ``data_fingerprint``: each annotation file's digest, and the video root.
+- ``video_stamp``: a video file's size and modification time, stored with each sample's records
+  (``videolens.runs.RecordWriter``) so a video replaced under the same name reruns its sample.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 from pathlib import Path
-from typing import Dict, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
-__all__ = ["file_digest", "model_fingerprint", "data_fingerprint", "WEIGHT_SUFFIXES"]
+__all__ = ["file_digest", "model_fingerprint", "data_fingerprint", "video_stamp", "cache_dir", "WEIGHT_SUFFIXES",
+           "FINGERPRINT_METHOD"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_EDGE = 1 << 20  # bytes hashed at each end of a weight file
+FINGERPRINT_METHOD = "sha256 of every whole file"
+"""What a digest covers; run headers store it beside the fingerprints."""
+_CACHE_NAME = "digests.json"
+_MEMORY: Dict[str, str] = {}
+_PROGRESS_BYTES = 1 << 30  # files above 1 GiB show a progress bar while hashed
 
 
-def file_digest(path: Union[str, os.PathLike], full: bool = False) -> str:
-    """``"<size>:<sha256 prefix>"`` of a file: the whole file when ``full``, else its first and
-    last MiB (with the size, enough to tell rewritten weights apart at no real cost)."""
-    path = Path(path)
-    size = path.stat().st_size
+def cache_dir() -> Path:
+    """``$VIDEOLENS_CACHE``, else ``$XDG_CACHE_HOME/videolens``, else ``~/.cache/videolens``."""
+    if os.environ.get("VIDEOLENS_CACHE"):
+        return Path(os.environ["VIDEOLENS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "videolens"
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
+def _sha256(path: Path, size: int) -> str:
+    from tqdm.auto import tqdm
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if full or size <= 2 * _EDGE:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        else:
-            h.update(f.read(_EDGE))
-            f.seek(size - _EDGE)
-            h.update(f.read(_EDGE))
-    return f"{size}:{h.hexdigest()[:16]}"
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"fingerprint {path.name}",
+                                     disable=size < _PROGRESS_BYTES, file=sys.stderr, leave=False) as bar:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+            bar.update(len(block))
+    return h.hexdigest()[:16]
+
+
+def _cached(key: str) -> Optional[str]:
+    if key in _MEMORY:
+        return _MEMORY[key]
+    try:
+        return json.loads((cache_dir() / _CACHE_NAME).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _remember(key: str, digest: str) -> None:
+    """Store a digest in the cache file (under its lock); an unwritable cache is only slower."""
+    from filelock import FileLock
+
+    _MEMORY[key] = digest
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / (_CACHE_NAME + ".lock")), timeout=10):
+            try:
+                table = json.loads((folder / _CACHE_NAME).read_text())
+                table = table if isinstance(table, dict) else {}
+            except (OSError, ValueError):
+                table = {}
+            path = key.split("|", 1)[0] + "|"
+            table = {k: v for k, v in table.items() if not k.startswith(path)}  # one entry a file: its newest
+            table[key] = digest
+            tmp = folder / f"{_CACHE_NAME}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(table))
+            os.replace(tmp, folder / _CACHE_NAME)
+    except Exception:  # read-only home, full disk, lock timeout: the digest is still right, only not kept
+        pass
+
+
+def file_digest(path: Union[str, os.PathLike]) -> str:
+    """``"<size>:<sha256 prefix>"`` of the whole file (cached; see the module's docstring).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    key = _key(path)
+    digest = _cached(key)
+    if digest is None:
+        digest = f"{path.stat().st_size}:{_sha256(path, path.stat().st_size)}"
+        _remember(key, digest)
+    return digest
+
+
+def video_stamp(path: Union[str, os.PathLike, None]) -> Optional[str]:
+    """``"<size>:<mtime ns>"`` of a video file, or None for frames in memory or a missing file."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def model_fingerprint(folder: Union[str, os.PathLike]) -> Dict[str, str]:
-    """``{file name: digest}`` for config.json (full hash) and every weight file of a checkpoint."""
+    """``{file name: digest}`` (``file_digest``: whole files) for config.json, shard indexes and every
+    weight file of a checkpoint."""
     folder = Path(folder)
     out = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and (f.name == "config.json" or f.name.endswith(".index.json")):
-            out[f.name] = file_digest(f, full=True)
-        elif f.is_file() and f.name.endswith(WEIGHT_SUFFIXES):
+        if f.is_file() and (f.name == "config.json" or f.name.endswith((".index.json", *WEIGHT_SUFFIXES))):
             out[f.name] = file_digest(f)
     return out
 
 
 def data_fingerprint(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike, None]) -> Dict:
     """``{"files": {resolved path: digest}, "video_root": resolved path}`` of a dataset's annotations."""
-    return {"files": {str(Path(f).resolve()): file_digest(f, full=True) for f in files},
+    return {"files": {str(Path(f).resolve()): file_digest(f) for f in files},
             "video_root": str(Path(video_root).resolve()) if video_root is not None else None}

@@ -185,13 +185,17 @@ class RecordWriter:
     """
 
     def __init__(self, path: Path | str, run_config: Optional[Dict[str, Any]] = None, retry_skipped: bool = True):
+        from .fingerprint import FINGERPRINT_METHOD
+
         self.path = Path(path)
-        self.run_config = run_config or {}
+        self.run_config = dict(run_config or {})
+        if "model_fingerprint" in self.run_config:  # what its digests cover, so a change of method reads as one
+            self.run_config.setdefault("fingerprint_method", FINGERPRINT_METHOD)
         self._lock = folder_lock(self.path.parent, what=str(self.run_config.get("command", "videolens run")))
         self._lock.__enter__()
         self._f = None
         try:
-            self._open(run_config, retry_skipped)
+            self._open(self.run_config if run_config is not None else None, retry_skipped)
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
