@@ -60,3 +60,62 @@ def test_a_run_header_says_what_the_fingerprint_covers(world, tmp_path):
     assert run_cli(flow_argv(world, data, tmp_path / "out"))[0] == 0
     header = json.loads((tmp_path / "out" / "records.jsonl").read_text().splitlines()[0])["config"]
     assert header["fingerprint_method"] == "sha256 of every whole file"
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def test_a_damaged_middle_line_reruns_its_sample(world, tmp_path):
+    data = write_data(tmp_path / "d.json", [GOOD, dict(GOOD, question="What else moves?"), GOOD])
+    out = tmp_path / "out"
+    argv = flow_argv(world, data, out)
+    assert run_cli(argv)[0] == 0
+    path = out / "records.jsonl"
+    before = read_records(path)
+    per_sample = {sid: sum(r["sample_id"] == sid for r in before) for sid in ("d_0", "d_1", "d_2")}
+    lines = _lines(path)
+    i = next(i for i, l in enumerate(lines) if json.loads(l).get("sample_id") == "d_1" and not json.loads(l).get("_done"))
+    lines[i + 1] = lines[i + 1][: len(lines[i + 1]) // 2]  # a damaged record inside d_1
+    path.write_text("".join(l + "\n" for l in lines))
+    with pytest.warns(UserWarning, match="d_1"):
+        assert "d_1" not in read_statuses(path)  # never read as finished with a record missing
+    rc, _, err = run_cli(argv)
+    assert rc == 0, err
+    assert "damaged" in err and "d_1" in err
+    after = read_records(path)
+    assert {sid: sum(r["sample_id"] == sid for r in after) for sid in per_sample} == per_sample
+
+
+def test_a_damaged_header_is_refused(world, tmp_path):
+    from videolens.runs import RecordWriter, RunConfigMismatch
+
+    p = tmp_path / "r.jsonl"
+    with RecordWriter(p, {"a": 1}) as w:
+        w.write_sample("x", [{"v": 1}])
+    lines = _lines(p)
+    p.write_text("".join(l + "\n" for l in ["{oops", *lines[1:]]))
+    with pytest.raises(RunConfigMismatch, match="first line"):
+        RecordWriter(p, {"a": 1})
+
+
+def test_a_replaced_video_reruns_its_samples(world, tmp_path):
+    import os
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    write_clip(root / "clip.mp4", n_frames=8)
+    write_clip(root / "other.mp4", n_frames=8)
+    data = write_data(tmp_path / "d.json", [GOOD, dict(GOOD, video="other.mp4")])
+    out = tmp_path / "out"
+    argv = flow_argv(dict(world, root=root), data, out)
+    assert run_cli(argv)[0] == 0
+    write_clip(root / "other.mp4", n_frames=8, seed=5)
+    st = (root / "other.mp4").stat()
+    os.utime(root / "other.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    rc, _, err = run_cli(argv)
+    assert rc == 0, err
+    assert "d_1: its video changed" in err and "d_0" not in err
+    recs = read_records(out / "records.jsonl")
+    ids = [r["sample_id"] for r in recs]
+    assert ids.count("d_0") == ids.count("d_1")  # the old records of d_1 are gone, not mixed in

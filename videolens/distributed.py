@@ -94,8 +94,9 @@ def merge_records(out: Path, name: str, sample_ids: Sequence[str], config: Optio
                 records.setdefault(row["sample_id"], []).append({k: v for k, v in row.items() if k != "sample_id"})
     with RecordWriter(Path(out) / name, config, retry_skipped=True) as w:
         for sid in sample_ids:
-            if sid in parts and not w.is_done(sid):
+            if sid in parts and not w.is_done(sid, video_stamp=parts[sid][1].get("video_stamp")):
                 recs, marker = parts[sid]
-                w.write_sample(sid, recs, status=marker.get("status", "ok"), message=marker.get("message"))
+                w.write_sample(sid, recs, status=marker.get("status", "ok"), message=marker.get("message"),
+                               video_stamp=marker.get("video_stamp"))
     wanted = set(sample_ids)
     return [r for r in read_records(Path(out) / name) if r.get("sample_id") in wanted]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .data import InvalidSampleError, VideoQA
+from .fingerprint import video_stamp
 from .inputs import PromptTokenizationError, VideoLLMInput
 from .model import ContextLengthError, NonFiniteError
 from .video import VideoDecodeError, VideoWindowError
@@ -78,10 +79,11 @@ class MemoryWriter:
         self.done: set = set()
         self._records: List[dict] = []
 
-    def is_done(self, sample_id: str) -> bool:
+    def is_done(self, sample_id: str, video_stamp: Optional[str] = None) -> bool:
         return sample_id in self.done
 
-    def write_sample(self, sample_id: str, records, status: str = "ok", message: Optional[str] = None) -> str:
+    def write_sample(self, sample_id: str, records, status: str = "ok", message: Optional[str] = None,
+                     video_stamp: Optional[str] = None) -> str:
         from .runs import _non_finite_fields
 
         records = list(records)
@@ -110,7 +112,9 @@ def run_samples(model, samples: Sequence[VideoQA], writer,
             ``error`` record (lens, genprob); False writes ``fn``'s records only (flow, pathways).
         log: ``log(message)`` for samples that did not run as they should (default: ``tqdm.write`` to stderr, so stdout keeps results only).
 
-    A sample that cannot run (``prepare_or_skip``) is marked done with its skip status; one whose
+    Each sample's video stamp (size and modification time) is stored with its records; on resume a
+    sample whose video file changed since is run again. A sample that cannot run
+    (``prepare_or_skip``) is marked done with its skip status; one whose
     analysis gives non-finite numbers (``NonFiniteError``, or NaN/inf in its records) gets status
     ``"non_finite"`` (``RecordWriter.write_sample``).
 
@@ -125,14 +129,15 @@ def run_samples(model, samples: Sequence[VideoQA], writer,
     bar = tqdm(samples, desc=desc, unit="sample", disable=not progress)
     for sample in bar:
         sid = sample.sample_id
-        if writer.is_done(sid):
+        stamp = video_stamp(sample.video)  # a video replaced since a sample ran reruns that sample
+        if writer.is_done(sid, video_stamp=stamp):
             counts["skipped"] += 1
             continue
         inputs, status, message = prepare_or_skip(model, sample, num_frames)
         if inputs is None:
             log(f"warning: {sid}: {status}: {message}")
             writer.write_sample(sid, [{"kind": "error", "message": message}] if sample_records else [],
-                                status=status, message=message)
+                                status=status, message=message, video_stamp=stamp)
             counts["errors"] += 1
             continue
         try:
@@ -142,7 +147,7 @@ def run_samples(model, samples: Sequence[VideoQA], writer,
         if not isinstance(out, SampleOutcome):
             out = SampleOutcome("ok", list(out))
         records = ([sample_record(sample, inputs)] if sample_records and out.status == "ok" else []) + out.records
-        status = writer.write_sample(sid, records, status=out.status, message=out.message or None)
+        status = writer.write_sample(sid, records, status=out.status, message=out.message or None, video_stamp=stamp)
         if status == "ok":
             counts["done"] += 1
         elif status in FILTERED:

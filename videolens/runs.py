@@ -26,14 +26,16 @@ import json
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .errors import VideolensError
 
 __all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch", "FolderInUseError", "folder_lock",
-           "is_skip_status", "config_differences"]
+           "is_skip_status", "config_differences",
+           "RecordsDamagedWarning", "VideoChangedWarning"]
 
 
 class RunConfigMismatch(VideolensError, ValueError):
@@ -42,6 +44,14 @@ class RunConfigMismatch(VideolensError, ValueError):
 
 class FolderInUseError(VideolensError, RuntimeError):
     """Another process is writing into the output folder."""
+
+
+class RecordsDamagedWarning(UserWarning):
+    """A records file holds damaged lines inside finished samples; those samples run again."""
+
+
+class VideoChangedWarning(UserWarning):
+    """A finished sample's video file changed since it ran; the sample runs again."""
 
 
 LOCK_NAME = ".videolens.lock"
@@ -139,30 +149,64 @@ def _clean_tail(path: Path) -> None:
         f.truncate()
 
 
-def _rows(path: Path) -> Iterator[Dict[str, Any]]:
-    """Parsed lines of a records file; partial or corrupt lines are skipped."""
+def _parse(line: str) -> Optional[Dict[str, Any]]:
+    """A records line as its row, or None when it is damaged (not JSON, or not a header/sample row)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(row, dict) and (row.get("_run") or isinstance(row.get("sample_id"), str)):
+        return row
+    return None
+
+
+def _scan(path: Path) -> Tuple[List[Dict[str, Any]], set]:
+    """Parsed rows of a records file, and the samples owning a damaged line: a line that is not a
+    JSON object belongs to the sample of the row before it, unless that row ended its sample (a
+    done marker, or the header), in which case to the sample of the row after it."""
+    rows: List[Dict[str, Any]] = []
+    damaged: set = set()
+    pending = False
     if not path.exists():
-        return
+        return rows, damaged
     for line in path.read_text().splitlines():
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
+        row = _parse(line)
+        if row is None:
+            prev = rows[-1] if rows else None
+            if prev is not None and not prev.get("_done") and not prev.get("_run"):
+                damaged.add(prev["sample_id"])
+            else:
+                pending = True
             continue
+        if pending and not row.get("_run"):
+            damaged.add(row["sample_id"])
+        pending = False
+        rows.append(row)
+    return rows, damaged
+
+
+def _finished_rows(path: Path) -> Tuple[List[Dict[str, Any]], set]:
+    """Rows of a records file and its finished samples; a finished sample with a damaged line counts
+    as unfinished (``RecordsDamagedWarning``), so its remaining records are never read as whole."""
+    rows, damaged = _scan(path)
+    done = {r["sample_id"] for r in rows if r.get("_done")}
+    if damaged & done:
+        warnings.warn(f"{path}: damaged line(s) in finished sample(s) {sorted(damaged & done)[:5]}; left out "
+                      f"(a resume runs them again)", RecordsDamagedWarning, stacklevel=3)
+    return rows, done - damaged
 
 
 def read_statuses(path: Path | str) -> Dict[str, str]:
     """sample_id -> status ("ok", "missing_video", "non_finite", ...) of every finished sample."""
-    return {r["sample_id"]: r.get("status", "ok") for r in _rows(Path(path)) if r.get("_done")}
+    rows, done = _finished_rows(Path(path))
+    return {r["sample_id"]: r.get("status", "ok") for r in rows if r.get("_done") and r["sample_id"] in done}
 
 
 def read_records(path: Path | str, include_unfinished: bool = False) -> List[Dict[str, Any]]:
-    """Records of finished samples (marker lines dropped); partial or corrupt lines are skipped."""
-    rows, done = [], set()
-    for row in _rows(Path(path)):
-        if row.get("_done"):
-            done.add(row["sample_id"])
-        elif not row.get("_run"):
-            rows.append(row)
+    """Records of finished samples (marker lines dropped). Damaged lines are skipped, and a finished
+    sample holding one is left out with a ``RecordsDamagedWarning`` (never read with records missing)."""
+    rows, done = _finished_rows(Path(path))
+    rows = [r for r in rows if not r.get("_done") and not r.get("_run")]
     if include_unfinished:
         return rows
     return [r for r in rows if r.get("sample_id") in done]
@@ -194,6 +238,7 @@ class RecordWriter:
         self._lock = folder_lock(self.path.parent, what=str(self.run_config.get("command", "videolens run")))
         self._lock.__enter__()
         self._f = None
+        self.stamps: Dict[str, str] = {}
         try:
             self._open(self.run_config if run_config is not None else None, retry_skipped)
         except BaseException:
@@ -204,18 +249,30 @@ class RecordWriter:
         _clean_tail(self.path)
         statuses: Dict[str, str] = {}
         header = None
-        for row in _rows(self.path):
+        rows, damaged = _scan(self.path)
+        for row in rows:
             if row.get("_run"):
                 header = row.get("config", {})
             elif row.get("_done"):
                 statuses[row["sample_id"]] = row.get("status", "ok")
+                if row.get("video_stamp") is not None:
+                    self.stamps[row["sample_id"]] = row["video_stamp"]
+        if damaged and header is None:
+            raise RunConfigMismatch(f"{self.path}: its first line (the run's settings) is damaged, so a resume cannot "
+                                    f"tell which run it holds; choose a new --out folder, or delete {self.path}")
         if header is not None and run_config is not None:
             diff = config_differences(header, json.loads(json.dumps(run_config)))
             if diff:
                 raise RunConfigMismatch(
                     f"{self.path} holds a run with other settings ({'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}); "
                     f"choose a new --out folder, or delete {self.path} to start over")
-        self.done: set[str] = {k for k, v in statuses.items() if not (retry_skipped and is_skip_status(v))}
+        self.damaged = sorted(damaged & set(statuses))
+        if self.damaged:
+            warnings.warn(f"{self.path}: damaged line(s) in the records of {len(self.damaged)} finished sample(s) "
+                          f"({', '.join(self.damaged[:5])}{' ...' if len(self.damaged) > 5 else ''}); "
+                          f"they will be run again", RecordsDamagedWarning, stacklevel=3)
+        self.done: set[str] = {k for k, v in statuses.items()
+                               if not (retry_skipped and is_skip_status(v)) and k not in damaged}
         self.retried = sorted(set(statuses) - self.done)
         self._drop_unfinished()
         self._f = open(self.path, "a")
@@ -230,12 +287,8 @@ class RecordWriter:
         lines = self.path.read_text().splitlines()
         keep, dropped = [], False
         for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                dropped = True
-                continue
-            if row.get("_run") or row.get("sample_id") in self.done:
+            row = _parse(line)
+            if row is not None and (row.get("_run") or row.get("sample_id") in self.done):
                 keep.append(line)
             else:
                 dropped = True
@@ -247,11 +300,25 @@ class RecordWriter:
     def _write(self, row: Dict[str, Any]) -> None:
         self._f.write(json.dumps(row) + "\n")
 
-    def is_done(self, sample_id: str) -> bool:
-        return sample_id in self.done
+    def is_done(self, sample_id: str, video_stamp: Optional[str] = None) -> bool:
+        """Whether ``sample_id`` finished earlier; given the video's current ``video_stamp``
+        (``videolens.fingerprint.video_stamp``), a sample whose video changed since is not done: its
+        old lines are removed (it will be run again) and a ``VideoChangedWarning`` says so."""
+        if sample_id not in self.done:
+            return False
+        old = self.stamps.get(sample_id)
+        if video_stamp is None or old is None or old == video_stamp:
+            return True
+        warnings.warn(f"{sample_id}: its video changed since it was run (size:mtime {old} -> {video_stamp}); "
+                      f"running it again", VideoChangedWarning, stacklevel=2)
+        self.done.discard(sample_id)
+        self._f.close()
+        self._drop_unfinished()
+        self._f = open(self.path, "a")
+        return False
 
     def write_sample(self, sample_id: str, records: Iterable[Dict[str, Any]], status: str = "ok",
-                     message: Optional[str] = None) -> str:
+                     message: Optional[str] = None, video_stamp: Optional[str] = None) -> str:
         """Write all records of one sample, then its done marker, and flush to disk.
 
         Records holding NaN or infinite numbers are not written: the sample gets status
@@ -269,6 +336,8 @@ class RecordWriter:
         marker = {"_done": True, "sample_id": sample_id, "status": status}
         if message:
             marker["message"] = message
+        if video_stamp is not None:
+            marker["video_stamp"] = self.stamps[sample_id] = video_stamp
         self._write(marker)
         self._f.flush()
         os.fsync(self._f.fileno())
