@@ -119,3 +119,36 @@ def test_a_replaced_video_reruns_its_samples(world, tmp_path):
     recs = read_records(out / "records.jsonl")
     ids = [r["sample_id"] for r in recs]
     assert ids.count("d_0") == ids.count("d_1")  # the old records of d_1 are gone, not mixed in
+
+
+def _edit_vocab(model_dir, change):
+    tj = json.loads((model_dir / "tokenizer.json").read_text())
+    change(tj["model"]["vocab"])
+    (model_dir / "tokenizer.json").write_text(json.dumps(tj))
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda v: [v.pop(L) for L in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"], "are the unknown token"),
+    (lambda v: v.update(What=10_000), "lie outside the embedding"),
+], ids=["letters-unknown", "ids-past-embedding"])
+def test_a_tokenizer_that_does_not_fit_is_refused_at_load(world, tmp_path, change, expected):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(world["model"], d)
+    _edit_vocab(d, change)
+    rc, out, err = run_cli(["answer", "--model", str(d), "--video", str(world["root"] / "clip.mp4"),
+                            "--question", "What moves?", "--candidates", "left", "right"])
+    assert rc == 2 and "the tokenizer does not fit the model" in err and expected in err, err
+    assert "Traceback" not in err
+
+
+def test_token_ids_past_the_embedding_raise_in_one_line(world):
+    import torch
+
+    import videolens as vl
+    from videolens.errors import TokenizerMismatchError
+
+    m = vl.HookedVideoLLM.from_pretrained(world["model"], device="cpu")
+    with pytest.raises(TokenizerMismatchError, match="outside the embedding"):
+        m(torch.tensor([[1, m.cfg.d_vocab + 3]]))

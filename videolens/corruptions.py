@@ -79,9 +79,12 @@ def check_same_layout(clean: VideoLLMInput, other: VideoLLMInput) -> None:
 
 # ---- video corruptions -----------------------------------------------------------------------
 def _n_slots(inputs: VideoLLMInput, level: str) -> int:
+    """Temporal slots (``level="embeds"``; a stacked batch's ``[B, T, h, w, d]`` counts dim 1) or
+    sampled frames (``"pixels"``, one row only: a batch keeps one decoded video)."""
     if level == "embeds":
-        return int(inputs.video_embeds.shape[0])
+        return int(inputs.video_embeds.shape[1 if inputs.video_embeds.dim() == 5 else 0])
     if level == "pixels":
+        inputs.one_row("level='pixels'")
         if inputs.video is None:
             raise ValueError("level='pixels' needs inputs.video (the decoded frames); this input has none")
         return inputs.video.num_frames
@@ -106,7 +109,8 @@ def permute_frames(
     """Frames in the given order: new frame ``i`` is old frame ``order[i]``.
 
     Args:
-        inputs: the clean input.
+        inputs: the clean input; a stacked batch (``level="embeds"``) has every row's frames
+            permuted the same way, each row keeping its own video.
         order: a permutation of ``range(T)`` (T = temporal slots for ``level="embeds"``, sampled
             frames for ``level="pixels"``).
         level: ``"embeds"`` (rearrange video tokens ``[T', h, w, d]``) or ``"pixels"`` (rearrange
@@ -125,7 +129,8 @@ def permute_frames(
         raise ValueError(f"order must be a permutation of range({T}), got {order}")
     if level == "embeds":
         idx = torch.tensor(order, device=inputs.video_embeds.device)
-        return inputs.with_video_embeds(inputs.video_embeds[idx].clone())
+        embeds = inputs.video_embeds
+        return inputs.with_video_embeds((embeds[:, idx] if embeds.dim() == 5 else embeds[idx]).clone())
     return _reencode(model, inputs, inputs.video.frames[order])
 
 
@@ -183,7 +188,9 @@ def replace_frame(
 
     Raises:
         ValueError: ``frame`` out of range, or ``source`` of the wrong shape.
+        videolens.errors.BatchedInputError: a batch (pass ``batch[i]``).
     """
+    inputs.one_row("replace_frame")
     T = _n_slots(inputs, level)
     if not -T <= frame < T:
         raise ValueError(f"frame {frame} out of range for {T} frames")
@@ -238,9 +245,11 @@ def counterfactual_question(
     Raises:
         LayoutMismatchError: the new prompt's layout differs (the message names the spans).
         ValueError: ``inputs`` has no sample.
+        videolens.errors.BatchedInputError: a batch (pass ``batch[i]``).
     """
     from .data import VideoQA
 
+    inputs.one_row("counterfactual_question")
     if inputs.sample is None:
         raise ValueError("counterfactual_question needs inputs.sample (inputs made by model.prepare)")
     old = inputs.sample

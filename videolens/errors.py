@@ -7,7 +7,9 @@ from a bug. Each subclass also derives from the built-in type it replaced (``Val
 
 from __future__ import annotations
 
-__all__ = ["VideolensError", "ContextLengthError", "NonFiniteError", "MissingVideoError", "FramePoolingWarning"]
+__all__ = ["VideolensError", "ContextLengthError", "NonFiniteError", "MissingVideoError", "FramePoolingWarning",
+           "TokenizerMismatchError",
+           "BatchedInputError"]
 
 
 class VideolensError(Exception):
@@ -29,3 +31,11 @@ class FramePoolingWarning(UserWarning):
 class MissingVideoError(VideolensError, ValueError):
     """Tokens with video placeholders were run without their video (``model(inputs.tokens)``,
     ``model(prompt_text)``): the placeholders' embeddings would stand in for the video silently."""
+
+
+class TokenizerMismatchError(VideolensError, ValueError):
+    """A tokenizer that does not fit the model: ids past the embedding, option letters unknown or shared."""
+
+
+class BatchedInputError(VideolensError, ValueError):
+    """An analysis that takes one sample was given a batch: pass its rows one at a time (``batch[i]``)."""

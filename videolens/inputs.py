@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 
 from .data import VideoQA
-from .errors import VideolensError
+from .errors import BatchedInputError, VideolensError
 from .layout import Span, TokenLayout
 from .prompts import BuiltPrompt, PromptTemplate, build_prompt
 from .video import Video
@@ -93,6 +93,17 @@ class VideoLLMInput:
 
     def __len__(self) -> int:
         return self.batch_size
+
+    def one_row(self, what: str) -> "VideoLLMInput":
+        """``self`` when it holds one row; analyses that read one sample call it first.
+
+        Raises:
+            BatchedInputError: a batch (``"<what> takes one sample: pass batch[i] ..."``).
+        """
+        if self.batch_size != 1:
+            raise BatchedInputError(f"{what} takes one sample, got a batch of {self.batch_size} rows: pass batch[i] "
+                                    f"(each row keeps its own video)")
+        return self
 
     def __getitem__(self, rows) -> "VideoLLMInput":
         """Rows of a batch (an int or a slice), each with its own video: ``stacked[1]``,
@@ -209,7 +220,8 @@ def tokenize_prompt(
 
     Raises:
         PromptTokenizationError: the tokenizer is not a fast tokenizer (no offsets), splits the
-            placeholder, or an option letter is not a single token after the prompt.
+            placeholder, or an option letter is not a single token after the prompt, is the unknown
+            token, or shares its id with another letter.
     """
     placeholder = tokenizer.convert_ids_to_tokens(int(placeholder_id))
     if placeholder is None:
@@ -287,6 +299,12 @@ def tokenize_prompt(
                 f"option letter {letter!r} is not a single token after {template.answer_prefix!r}"
             )
         option_ids[letter] = int(ext[-1])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in option_ids.values():
+        raise PromptTokenizationError(f"option letter(s) {[L for L, i in option_ids.items() if i == unk]} are the unknown "
+                                      f"token {tokenizer.unk_token!r}: the tokenizer does not fit this model")
+    if len(set(option_ids.values())) < len(option_ids):
+        raise PromptTokenizationError(f"option letters share token ids ({option_ids}): the tokenizer does not fit this model")
 
     frame_spans = None
     if template.video_group == "block":

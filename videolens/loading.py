@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["load_pretrained", "load_backbone_weights", "process_weights"]
+__all__ = ["load_pretrained", "load_backbone_weights", "process_weights", "check_tokenizer"]
 
 _BIAS_NAMES = ("b_in", "b_out", "b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_U", "b")
 
@@ -67,9 +67,36 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     model.frame_sampler = conv.sampler
     if conv.mrope is not None:
         model.mrope = conv.mrope
+    check_tokenizer(model, path)
     model.checkpoint_path = str(path)
     model.fingerprint = model_fingerprint(path)
     return model.eval()
+
+
+def check_tokenizer(model, path) -> None:
+    """Refuse a tokenizer that does not fit the model, before anything runs: a two-option prompt of
+    the model's template must tokenize with a single-token placeholder, option letters that are
+    distinct known tokens, and every other id inside the embedding.
+
+    Raises:
+        weights_conversion.CheckpointError: naming the folder and what does not fit.
+    """
+    from weights_conversion.checkpoint import CheckpointError
+
+    from .inputs import PromptTokenizationError, tokenize_prompt
+
+    try:
+        tp = tokenize_prompt(model.tokenizer, model.template, "What happens?", ["first", "second"], model.placeholder_id,
+                             (2, 1, 1), timestamps=[0.0, 1.0], n_trailing=model.vision.n_trailing)
+    except PromptTokenizationError as exc:
+        raise CheckpointError(f"{path}: the tokenizer does not fit the model: {exc}") from None
+    ids = tp.tokens[tp.tokens != model.placeholder_id]
+    ids = ids.tolist() + list(tp.option_token_ids.values())
+    rows = model.cfg.d_vocab
+    outside = sorted({i for i in ids if not 0 <= i < rows})
+    if outside:
+        raise CheckpointError(f"{path}: the tokenizer does not fit the model: token id(s) {outside[:8]} lie outside "
+                              f"the embedding ({rows} rows)")
 
 
 def load_tokenizer(path: Path):

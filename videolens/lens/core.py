@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from transformer_lens import ActivationCache
 from transformer_lens.utilities import get_act_name
 
+from ..errors import NonFiniteError
 from ..inputs import VideoLLMInput
 from ..layers import LayerSpec, resolve_layers
 from ..layout import TokenLayout
@@ -271,13 +272,19 @@ def _resid_from_cache(cache, layer: int, n_layers: int, batch_index: int) -> tor
 
 
 # ---- the lens ----------------------------------------------------------------------------------
-def _topk_rows(model, x: torch.Tensor, mode: str, k: int, chunk_size: Optional[int]):
-    """Top-k of the lens on rows ``x [P, d]`` in chunks of ``chunk_size`` rows."""
+def _topk_rows(model, x: torch.Tensor, mode: str, k: int, chunk_size: Optional[int], label: str = ""):
+    """Top-k of the lens on rows ``x [P, d]`` in chunks of ``chunk_size`` rows.
+
+    Raises:
+        NonFiniteError: NaN or infinite lens scores (``label`` names the lens layer)."""
     n = x.shape[0]
     step = n if not chunk_size else int(chunk_size)
     toks, probs = [], []
     for s in range(0, n, step):
         logits = lens_logits(model, x[s : s + step], mode).float()  # [c, V] fp32
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteError(f"the logit lens at {label or 'a lens layer'} holds NaN/inf scores "
+                                 f"(the model's residual stream is not finite there)")
         top, idx = logits.topk(k, dim=-1)
         probs.append((top - logits.logsumexp(-1, keepdim=True)).exp())
         toks.append(idx)
@@ -341,6 +348,9 @@ def logit_lens(
         ValueError: unknown mode, bad ``k`` / ``chunk_size`` / layers / positions, or a cache
             missing a needed residual hook (the message names it).
         KeyError: an unknown position group name.
+        videolens.errors.BatchedInputError: a batched ``VideoLLMInput`` (pass ``batch[i]``; a
+            cache with a batch dimension takes ``batch_index``).
+        videolens.errors.NonFiniteError: NaN or infinite lens scores.
     """
     _mode(mode)
     L = model.cfg.n_layers
@@ -358,8 +368,9 @@ def logit_lens(
 
         def on_layer(l: int, resid: torch.Tensor) -> None:
             i = sel_layers.index(l)
-            toks[i], probs[i] = _topk_rows(model, resid[pos.to(resid.device)], mode, k, chunk_size)
+            toks[i], probs[i] = _topk_rows(model, resid[pos.to(resid.device)], mode, k, chunk_size, resid_label(l, L))
 
+        inputs_or_cache.one_row("logit_lens")
         capture_resid(model, inputs_or_cache, sel_layers, on_layer)
     else:
         cache = inputs_or_cache
@@ -368,5 +379,6 @@ def logit_lens(
         with torch.no_grad():
             for i, l in enumerate(sel_layers):
                 resid = _resid_from_cache(cache, l, L, batch_index)
-                toks[i], probs[i] = _topk_rows(model, resid[pos.to(resid.device)], mode, k, chunk_size)
+                toks[i], probs[i] = _topk_rows(model, resid[pos.to(resid.device)], mode, k, chunk_size,
+                                               resid_label(l, L))
     return LensResult(sel_layers, pos.cpu(), torch.stack(toks), torch.stack(probs), L, mode)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from jaxtyping import Bool, Float
 
+from ..errors import NonFiniteError
 from ..inputs import VideoLLMInput
 from .core import _mode, capture_resid, resid_label, lens_logits
 
@@ -107,8 +108,11 @@ def answer_probability_by_layer(model, inputs: VideoLLMInput, mode: str = "final
 
     Raises:
         ValueError: unknown mode.
+        videolens.errors.BatchedInputError: a batch (pass ``batch[i]``).
+        videolens.errors.NonFiniteError: NaN or infinite lens scores (the layers are named).
     """
     _mode(mode)
+    inputs.one_row("answer_probability_by_layer")
     L = model.cfg.n_layers
     layers = list(range(L + 1))
     last = inputs.layout.last
@@ -117,6 +121,9 @@ def answer_probability_by_layer(model, inputs: VideoLLMInput, mode: str = "final
     x = torch.stack([resid[l] for l in layers])  # [L+1, d]
     with torch.no_grad():
         logp = lens_logits(model, x, mode).float().log_softmax(-1)
+    bad = [resid_label(l, L) for l in layers if not bool(torch.isfinite(logp[l]).all())]
+    if bad:
+        raise NonFiniteError(f"answer probability by layer: NaN/inf lens scores at {', '.join(bad[:6])}")
     letters = list(inputs.layout.letters)
     ids = torch.tensor([inputs.option_token_ids[c] for c in letters], device=logp.device)
     return AnswerProbabilities(layers, letters, logp[:, ids].exp().cpu(), inputs.layout.true_letter, L, mode)
