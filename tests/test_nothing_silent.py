@@ -152,3 +152,98 @@ def test_token_ids_past_the_embedding_raise_in_one_line(world):
     m = vl.HookedVideoLLM.from_pretrained(world["model"], device="cpu")
     with pytest.raises(TokenizerMismatchError, match="outside the embedding"):
         m(torch.tensor([[1, m.cfg.d_vocab + 3]]))
+
+
+# ---- NaN, batches, clean runs (items 5-7) ---------------------------------------------------------
+NAN_HOOK = [("blocks.0.hook_resid_post", lambda act, hook: act * float("nan"))]
+
+
+@pytest.fixture(scope="module")
+def two(tiny_pllava, clip_path):
+    """Two prepared samples of one length whose true answers differ, and a shorter third."""
+    import videolens as vl
+    from conftest import DIRECTION_CANDIDATES, DIRECTION_QUESTION
+
+    a = tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), question=DIRECTION_QUESTION,
+                                       candidates=DIRECTION_CANDIDATES, answer=DIRECTION_CANDIDATES[0]))
+    b = tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), question=DIRECTION_QUESTION,
+                                       candidates=DIRECTION_CANDIDATES, answer=DIRECTION_CANDIDATES[2]))
+    b = b.with_video_embeds(b.video_embeds.flip(0).contiguous())  # another video
+    short = tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), question="What moves?",
+                                           candidates=["left", "right", "up"], answer="up"))
+    return a, b, short
+
+
+@pytest.mark.parametrize("analysis", ["logit_lens", "answer_probability_by_layer", "sweep"])
+def test_non_finite_analyses_raise(tiny_pllava, two, analysis):
+    import videolens as vl
+    from videolens.errors import NonFiniteError
+
+    fn = {"logit_lens": lambda: vl.lens.logit_lens(tiny_pllava, two[0], positions="video"),
+          "answer_probability_by_layer": lambda: vl.lens.answer_probability_by_layer(tiny_pllava, two[0]),
+          "sweep": lambda: vl.knockout.sweep(tiny_pllava, two[0], "cross-frame", window=1, layers=[0])}[analysis]
+    with tiny_pllava.hooks(fwd_hooks=NAN_HOOK), pytest.raises(NonFiniteError, match="NaN/inf"):
+        fn()
+
+
+@pytest.mark.parametrize("analysis", ["logit_lens", "answer_probability_by_layer", "sweep"])
+def test_one_sample_analyses_refuse_a_batch(tiny_pllava, two, analysis):
+    import videolens as vl
+    from videolens.errors import BatchedInputError
+    from videolens.inputs import stack_inputs
+
+    batch = stack_inputs(two[:2])
+    fn = {"logit_lens": lambda: vl.lens.logit_lens(tiny_pllava, batch),
+          "answer_probability_by_layer": lambda: vl.lens.answer_probability_by_layer(tiny_pllava, batch),
+          "sweep": lambda: vl.knockout.sweep(tiny_pllava, batch, "cross-frame", window=1, layers=[0])}[analysis]
+    with pytest.raises(BatchedInputError, match=r"pass batch\[i\]"):
+        fn()
+
+
+def test_frame_corruptions_permute_each_rows_frames(tiny_pllava, two):
+    import torch
+
+    from videolens import corruptions
+    from videolens.inputs import stack_inputs
+
+    batch = stack_inputs(two[:2])
+    for corrupt in (corruptions.reverse_frames, lambda x: corruptions.shuffle_frames(x, seed=1),
+                    lambda x: corruptions.permute_frames(x, [1, 0] + list(range(2, x.layout.video_grid[0])))):
+        both = corrupt(batch)
+        for i in range(2):
+            assert torch.equal(both.video_embeds[i], corrupt(two[i]).video_embeds)
+            assert torch.allclose(tiny_pllava(both)[i], tiny_pllava(corrupt(two[i]))[0], atol=1e-4)
+    with pytest.raises(Exception, match=r"batch\[i\]"):
+        corruptions.replace_frame(batch, 1)
+
+
+def test_rows_of_a_batch_keep_their_own_sample_and_labels(tiny_pllava, two):
+    from videolens.inputs import stack_inputs
+
+    a, b, short = two
+    batch = stack_inputs([a, b])
+    assert batch[1].layout.true_letter == b.layout.true_letter != a.layout.true_letter
+    assert batch[1].sample is b.sample
+    padded = stack_inputs([short, a])
+    rows = tiny_pllava.to_str_tokens(padded)
+    for i, x in enumerate((short, a)):
+        own = tiny_pllava.to_str_tokens(x)
+        assert rows[i][padded.seq_len - x.seq_len:] == own  # each row's video labels at its own positions
+    assert padded[0].layout.true_letter == short.layout.true_letter
+
+
+def test_a_clean_run_of_another_input_or_model_is_refused(tiny_pllava, two):
+    import videolens as vl
+    from videolens.knockout.engine import get_engine
+
+    a, b, _ = two
+    clean_b = get_engine("fast").clean(tiny_pllava, b)
+    with pytest.raises(ValueError, match="another input"):
+        vl.knockout.sweep(tiny_pllava, a, "cross-frame", window=1, layers=[0], clean=clean_b)
+    with pytest.raises(ValueError, match="engine"):
+        vl.knockout.sweep(tiny_pllava, b, "cross-frame", window=1, layers=[0], clean=clean_b, method="full")
+    same = vl.knockout.sweep(tiny_pllava, b, "cross-frame", window=1, layers=[0], clean=clean_b)
+    assert same == vl.knockout.sweep(tiny_pllava, b, "cross-frame", window=1, layers=[0])
+    other = vl.HookedVideoLLM.from_pretrained(tiny_pllava.checkpoint_path, device="cpu")
+    with pytest.raises(ValueError, match="another model"):
+        vl.knockout.sweep(other, b, "cross-frame", window=1, layers=[0], clean=clean_b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float, Int
@@ -50,6 +50,9 @@ class VideoLLMInput:
             lengths (``stack_inputs``); None when no row is padded.
         row_layouts: each row's own layout (positions counted in that row's unpadded tokens) in a
             padded batch; ``layout`` is then the longest row's.
+        row_meta: in a stacked batch, each row's own ``sample``, ``video``, ``prompt_text``,
+            ``layout`` and ``option_token_ids``, so ``batch[i]`` is row i's input (its true answer,
+            its spans), not the first row's.
     """
 
     tokens: Int[torch.Tensor, "1 seq"]
@@ -62,6 +65,7 @@ class VideoLLMInput:
     pixel_values: Optional[torch.Tensor] = None
     attention_mask: Optional[torch.Tensor] = None
     row_layouts: Optional[List[TokenLayout]] = None
+    row_meta: Optional[List[Dict[str, Any]]] = None
 
     @property
     def video_positions(self) -> torch.Tensor:
@@ -122,6 +126,14 @@ class VideoLLMInput:
         pixels = self.pixel_values
         if pixels is not None:
             pixels = (pixels if pixels.dim() == 5 else pixels[None])[keep]
+        if self.row_meta is not None:  # a stacked batch: each row is its own sample
+            chosen = list(range(self.batch_size))[keep]
+            if len(chosen) > 1 or not isinstance(rows, int):
+                return stack_inputs([self[i] for i in chosen])
+            meta = self.row_meta[chosen[0]]
+            L = meta["layout"]
+            return VideoLLMInput(tokens[:, self.seq_len - L.seq_len:], embeds[keep], L, meta["option_token_ids"],
+                                 meta["sample"], meta["video"], meta["prompt_text"], pixels)
         if self.row_layouts is not None:  # a padded batch
             layouts = self.row_layouts[keep]
             if len(layouts) == 1:  # one row: its own tokens, unpadded
@@ -154,7 +166,7 @@ def stack_inputs(inputs: Sequence[VideoLLMInput], pad_id: int = 0) -> VideoLLMIn
     inputs run one by one (within 1e-4); ``option_probs`` / ``answer`` give one result per row.
 
     Inputs of one layout stack as they are (the layout, option ids and sample of the first stand
-    for all). Prompts of different lengths are left-padded with ``pad_id`` to the longest, with an
+    for the batch; ``stacked[i]`` gives back row i's own, ``row_meta``). Prompts of different lengths are left-padded with ``pad_id`` to the longest, with an
     ``attention_mask`` (0 on padding; TransformerLens then masks those keys and starts each row's
     rotary positions at its first real token) and each row's own layout in ``row_layouts``; the
     last position is every row's answer position. Analyses that need one layout (knockout,
@@ -174,10 +186,12 @@ def stack_inputs(inputs: Sequence[VideoLLMInput], pad_id: int = 0) -> VideoLLMIn
                for x in rows)
     pixels = (torch.stack([x.pixel_values for x in rows]) if all(x.pixel_values is not None for x in rows) else None)
     embeds = torch.stack([x.video_embeds for x in rows])
+    meta = [{"sample": x.sample, "video": x.video, "prompt_text": x.prompt_text, "layout": x.layout,
+             "option_token_ids": x.option_token_ids} for x in rows]
     if same:
         return VideoLLMInput(tokens=torch.cat([x.tokens for x in rows]), video_embeds=embeds, layout=first.layout,
                              option_token_ids=first.option_token_ids, sample=first.sample, video=first.video,
-                             prompt_text=first.prompt_text, pixel_values=pixels)
+                             prompt_text=first.prompt_text, pixel_values=pixels, row_meta=meta)
     S = max(x.seq_len for x in rows)
     tokens = torch.full((len(rows), S), int(pad_id), dtype=first.tokens.dtype, device=first.tokens.device)
     mask = torch.zeros((len(rows), S), dtype=torch.long, device=first.tokens.device)
@@ -187,7 +201,7 @@ def stack_inputs(inputs: Sequence[VideoLLMInput], pad_id: int = 0) -> VideoLLMIn
     longest = max(rows, key=lambda x: x.seq_len)
     return VideoLLMInput(tokens=tokens, video_embeds=embeds, layout=longest.layout, option_token_ids=first.option_token_ids,
                          sample=first.sample, video=first.video, prompt_text=first.prompt_text, pixel_values=pixels,
-                         attention_mask=mask, row_layouts=[x.layout for x in rows])
+                         attention_mask=mask, row_layouts=[x.layout for x in rows], row_meta=meta)
 
 
 def _content_start(text: str, start: int, end: int) -> Optional[int]:

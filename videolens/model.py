@@ -323,10 +323,12 @@ class HookedVideoLLM(HookedTransformer):
             return super().to_str_tokens(input, *args, **kwargs)
         T, h, w = input.layout.video_grid
         labels = [f"f{t}[{r},{c}]" for t in range(T) for r in range(h) for c in range(w)]
+        positions = input.video_positions  # [n], or [B, n] in a left-padded batch: each row its own
+        positions = positions.expand(input.batch_size, -1) if positions.dim() == 1 else positions
         rows = []
-        for row in input.tokens:
+        for row, row_positions in zip(input.tokens, positions):
             strs = list(super().to_str_tokens(row.cpu(), *args, **kwargs))
-            for p, lab in zip(input.layout.video_positions.tolist(), labels):
+            for p, lab in zip(row_positions.tolist(), labels):
                 strs[p] = lab
             rows.append(strs)
         return rows[0] if len(rows) == 1 else rows

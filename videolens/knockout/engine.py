@@ -17,7 +17,8 @@ Both reuse the sample's video embeddings, so the vision front end runs once per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+import weakref
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
@@ -48,6 +49,29 @@ class CleanRun:
     resid_pre: Optional[List[torch.Tensor]] = None
     keys: Optional[List[torch.Tensor]] = None
     values: Optional[List[torch.Tensor]] = None
+    model: Optional[Any] = None  # weakref.ref to the model it was computed with
+    engine: Optional[str] = None
+
+    def check(self, model, inputs: VideoLLMInput, engine: str) -> None:
+        """Refuse a clean run made from another model, another input or by another engine.
+
+        Raises:
+            ValueError: naming which of the three differs.
+        """
+        if self.model is not None and self.model() is not model:
+            raise ValueError("clean= was computed with another model; let sweep compute it, or pass "
+                             "get_engine(method).clean(model, inputs) of this model")
+        if self.engine is not None and self.engine != engine:
+            raise ValueError(f"clean= was made by the {self.engine!r} engine, this sweep runs {engine!r}")
+        if self.inputs is not inputs and not _same_input(self.inputs, inputs):
+            raise ValueError("clean= was computed from another input (other tokens or video); a CleanRun serves "
+                             "only the input it was made from")
+
+
+def _same_input(a: VideoLLMInput, b: VideoLLMInput) -> bool:
+    return (a.tokens.shape == b.tokens.shape and bool(torch.equal(a.tokens.cpu(), b.tokens.cpu()))
+            and a.video_embeds.shape == b.video_embeds.shape
+            and bool(torch.equal(a.video_embeds, b.video_embeds.to(a.video_embeds.device))))
 
 
 class Engine:
@@ -83,7 +107,7 @@ class FullEngine(Engine):
 
     @torch.no_grad()
     def clean(self, model, inputs):
-        return CleanRun(inputs, model(inputs)[0, -1])
+        return CleanRun(inputs, model(inputs)[0, -1], model=weakref.ref(model), engine=self.name)
 
     @torch.no_grad()
     def run(self, model, clean, hook, layers):
@@ -113,6 +137,8 @@ class FastEngine(Engine):
             resid_pre=[cache[get_act_name("resid_pre", l)] for l in range(L)],
             keys=[cache[get_act_name("k", l)] for l in range(L)],
             values=[cache[get_act_name("v", l)] for l in range(L)],
+            model=weakref.ref(model),
+            engine=self.name,
         )
 
     @torch.no_grad()

@@ -23,6 +23,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import torch
 from jaxtyping import Float
 
+from ..errors import NonFiniteError
 from ..inputs import VideoLLMInput
 from ..stats import relative_change
 from .batched import check_batch_conditions
@@ -191,6 +192,9 @@ def sweep(
         videolens.edges.EmptyRowError: a pair would leave a query with no key (before running).
         KeyError: a pair names an unknown token group.
     """
+    if not isinstance(inputs, VideoLLMInput):
+        raise TypeError(f"inputs must be a VideoLLMInput (model.prepare(sample)), got {type(inputs).__name__}")
+    inputs.one_row("knockout.sweep")
     n_layers = model.cfg.n_layers
     tgt = get_target(target)
     check_window(window, n_layers)
@@ -212,6 +216,10 @@ def sweep(
 
     if clean is None:
         clean = engine.clean(model, inputs)
+    else:
+        clean.check(model, inputs, engine.name)
+    if not bool(torch.isfinite(clean.logits).all()):
+        raise NonFiniteError("knockout.sweep: the clean run's logits hold NaN/inf")
     base = baseline(inputs, clean, getattr(model, "tokenizer", None))
     if not keep_sample(base, samples):
         return []
@@ -229,6 +237,9 @@ def sweep(
     finally:
         if bar is not None:
             bar.close()
+    bad = [f"{pair.label}@{c}" for (pair, _, c), logits in zip(conditions, results) if not bool(torch.isfinite(logits).all())]
+    if bad:
+        raise NonFiniteError(f"knockout.sweep: NaN/inf logits under {len(bad)} condition(s) ({', '.join(bad[:4])})")
     records = []
     for (pair, hook, c), logits in zip(conditions, results):
         ko = _option_probs(inputs, logits)
