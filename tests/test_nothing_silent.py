@@ -247,3 +247,25 @@ def test_a_clean_run_of_another_input_or_model_is_refused(tiny_pllava, two):
     other = vl.HookedVideoLLM.from_pretrained(tiny_pllava.checkpoint_path, device="cpu")
     with pytest.raises(ValueError, match="another model"):
         vl.knockout.sweep(other, b, "cross-frame", window=1, layers=[0], clean=clean_b)
+
+
+def test_lens_cli_on_a_non_finite_model_records_non_finite(world, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "nan"
+    shutil.copytree(world["model"], d)
+    sd = load_file(str(d / "model.safetensors"))
+    k = next(k for k in sd if k.endswith("layers.0.input_layernorm.weight"))
+    sd[k] = torch.full_like(sd[k], float("nan"))
+    save_file(sd, str(d / "model.safetensors"))
+    data = write_data(tmp_path / "d.json", [GOOD])
+    rc, _, err = run_cli(["lens", "--model", str(d), "--data", str(data), "--video-root", str(world["root"]),
+                          "--positions", "video", "--out", str(tmp_path / "out"), "--no-figures", "--no-progress"])
+    assert rc == 1 and "non_finite" in err  # every sample failed: exit 1, as the command documents
+    statuses = {}
+    for f in (tmp_path / "out").glob("*.jsonl"):
+        statuses.update(read_statuses(f))
+    assert statuses == {"d_0": "non_finite"}
