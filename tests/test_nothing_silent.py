@@ -269,3 +269,55 @@ def test_lens_cli_on_a_non_finite_model_records_non_finite(world, tmp_path):
     for f in (tmp_path / "out").glob("*.jsonl"):
         statuses.update(read_statuses(f))
     assert statuses == {"d_0": "non_finite"}
+
+
+def test_text_runs_start_with_bos_as_the_tokenizer_adds_it(tiny_pllava, two):
+    """A Llama-family tokenizer adds <s>: model(text) and to_tokens(text) start with it, as every video prompt does."""
+    import torch
+
+    tok = tiny_pllava.tokenizer
+    assert two[0].tokens[0, 0] == tok.bos_token_id
+    tokens = tiny_pllava.to_tokens("What moves ?")
+    assert tokens[0, 0] == tok.bos_token_id and tokens.shape[1] == 4
+    with_bos = torch.tensor([tok("What moves ?")["input_ids"]])
+    assert torch.allclose(tiny_pllava("What moves ?"), tiny_pllava(with_bos), atol=1e-5)
+
+
+def test_a_tokenizer_without_bos_gets_none_prepended():
+    from pathlib import Path
+
+    from transformers import PreTrainedTokenizerFast
+
+    from videolens.tokenizers import adds_bos
+
+    qwen = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "qwen3"
+    if not qwen.exists():
+        pytest.skip("../shared/tokenizers is absent")
+    assert not adds_bos(PreTrainedTokenizerFast.from_pretrained(str(qwen)))
+    assert adds_bos(PreTrainedTokenizerFast.from_pretrained(str(qwen.parent / "llama")))
+
+
+# ---- DLA conventions (item 9) ------------------------------------------------------------------------
+def test_dla_on_an_unfolded_model_warns_and_a_folded_one_does_not(tiny_pllava_dir, two):
+    import warnings
+
+    import videolens as vl
+    from videolens.conventions import UnfoldedNormWarning
+
+    plain = vl.HookedVideoLLM.from_pretrained_no_processing(tiny_pllava_dir, device="cpu")
+    folded = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", fold_ln=True)
+    a, b = (two[0].option_token_ids[L] for L in "AB")
+    _, cache = plain.run_with_cache(two[0])
+    with pytest.warns(UnfoldedNormWarning, match="fold_ln=True"):
+        cache.logit_attrs(cache.decompose_resid(apply_ln=True), tokens=a, incorrect_tokens=b)
+    _, cache = folded.run_with_cache(two[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnfoldedNormWarning)
+        cache.logit_attrs(cache.decompose_resid(apply_ln=True), tokens=a, incorrect_tokens=b)
+
+
+def test_refactor_factored_attn_matrices_is_refused_in_one_line(tiny_pllava_dir):
+    import videolens as vl
+
+    with pytest.raises(ValueError, match="not defined for rotary attention"):
+        vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", refactor_factored_attn_matrices=True)

@@ -152,7 +152,8 @@ def process_weights(model, fold_ln: bool = False, center_writing_weights: bool =
     front end passes through untouched); nothing happens when every option is False.
 
     Raises:
-        ValueError: ``center_writing_weights`` on an RMSNorm backbone.
+        ValueError: ``center_writing_weights`` on an RMSNorm backbone; ``refactor_factored_attn_matrices``
+            on a rotary backbone (every family here).
     """
     opts = dict(fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
                 fold_value_biases=fold_value_biases, refactor_factored_attn_matrices=refactor_factored_attn_matrices)
@@ -161,6 +162,9 @@ def process_weights(model, fold_ln: bool = False, center_writing_weights: bool =
     if center_writing_weights and model.cfg.normalization_type in ("RMS", "RMSPre"):
         raise ValueError("center_writing_weights needs LayerNorm; this backbone uses RMSNorm, where centring the "
                          "residual writes changes the outputs (TransformerLens skips it for such models)")
+    if refactor_factored_attn_matrices and model.cfg.positional_embedding_type == "rotary":
+        raise ValueError("refactor_factored_attn_matrices is not defined for rotary attention (TransformerLens "
+                         "refuses it): W_Q W_K^T is not a fixed bilinear form once keys and queries are rotated")
     if fold_ln and model.cfg.normalization_type in ("RMSPre", "LNPre"):
         opts["fold_ln"] = False  # already folded
     model.load_and_process_state_dict(model.state_dict(), **opts)

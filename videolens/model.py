@@ -29,10 +29,12 @@ from jaxtyping import Float
 from .data import VideoQA
 from ._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
+from .conventions import ConventionsMixin
 from .embed import VideoEmbed
 from .inputs import VideoLLMInput
 from .preparing import prepare_one
 from .prompts import PromptTemplate, get_template
+from .tokenizers import adds_bos
 
 from .errors import ContextLengthError, FramePoolingWarning, MissingVideoError, NonFiniteError  # noqa: E402
 
@@ -40,7 +42,7 @@ __all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoEr
            "NonFiniteError"]
 
 
-class HookedVideoLLM(HookedTransformer):
+class HookedVideoLLM(ConventionsMixin, HookedTransformer):
     """A VideoLLM whose language backbone is a TransformerLens ``HookedTransformer``.
 
     Build it with ``from_pretrained(path)``; ``prepare(sample)`` gives a ``VideoLLMInput`` that
@@ -72,6 +74,9 @@ class HookedVideoLLM(HookedTransformer):
             warnings.simplefilter("ignore", FutureWarning)
             super().__init__(cfg, tokenizer=tokenizer, move_to_device=False)
         self.tokenizer = tokenizer  # keep the checkpoint's tokenizer as given
+        # BOS as the checkpoint's tokenizer adds it (its add_bos_token / post-processor), as transformers
+        # and TL's pretrained Llama do: text runs (model(text), to_tokens) start like every video prompt
+        self.cfg.tokenizer_prepends_bos = self.cfg.default_prepend_bos = adds_bos(tokenizer)
         self.embed = VideoEmbed(self.cfg, int(placeholder_id))
         self.vision = vision
         self.placeholder_id = int(placeholder_id)

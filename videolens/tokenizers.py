@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from .prompts import TEMPLATES
 
-__all__ = ["build_word_level_tokenizer", "SPECIAL_TOKENS"]
+__all__ = ["build_word_level_tokenizer", "adds_bos", "SPECIAL_TOKENS"]
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
@@ -92,3 +92,10 @@ def build_word_level_tokenizer(
     )
     fast.add_special_tokens({"additional_special_tokens": [placeholder]})
     return fast
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether ``tokenizer(text)`` starts with its BOS token (Llama/Vicuna: yes; Qwen: no)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("a")["input_ids"]
+    return bos is not None and len(ids) > 0 and ids[0] == bos
