@@ -79,6 +79,16 @@ def flow(*args, data=None):
     return build
 
 
+def command(name, *args):
+    """``name`` (genprob, pathways, lens) on a one-entry data file, with the given extra args."""
+    def build(w, tmp):
+        (tmp / "d.json").write_text(json.dumps([GOOD]))
+        spec = ["--spec", "llava-next-7b-video-ft"] if name == "pathways" else []
+        return [name, "--model", str(w["base"]), "--data", str(tmp / "d.json"), "--video-root", str(w["root"]),
+                *spec, "--out", str(tmp / "out"), "--no-figures", *args]
+    return build
+
+
 GOOD = {"video": "clip.mp4", "question": "What moves?", "candidates": ["left", "right"], "answer": "left"}
 
 
@@ -137,6 +147,12 @@ CASES = [
     ("int32-tensor", tensor_edit(int32), "'language_model.model.layers.0.mlp.up_proj.weight' has dtype torch.int32", True),
     ("shape-mismatch", tensor_edit(q_shape),
      "language_model.model.layers.1.self_attn.q_proj.weight has shape (32, 31), expected (32, 32) from config.json", True),
+    ("absurd-depth", config_edit(lambda c: c["text_config"].update(num_hidden_layers=1_000_000)),
+     "config.json text_config.num_hidden_layers=1000000, but the weights hold 2 layer(s)", True),
+    ("absurd-width", config_edit(lambda c: c["text_config"].update(hidden_size=1_000_000)),
+     "text_config.hidden_size=1000000 is larger than every tensor of the checkpoint", True),
+    ("absurd-context", config_edit(lambda c: c["text_config"].update(max_position_embeddings=1_000_000_000)),
+     "text_config.max_position_embeddings=1000000000 is above", True),
     ("missing-config-field", config_edit(lambda c: c["text_config"].pop("num_hidden_layers")),
      "config.json leaves text_config.num_hidden_layers unset", True),
     ("no-tokenizer", ckpt(lambda d: [f.unlink() for f in d.glob("tokenizer*")]), "cannot load the tokenizer", False),
@@ -180,8 +196,21 @@ CASES = [
     ("video-root-missing", lambda w, tmp: ["flow", "--data", str(tmp), "--video-root", str(tmp / "none"),
                                            "--target", "cross-frame", "--out", str(tmp / "o")], "--video-root", True),
     ("data-and-video", flow("--video", "{clip}", "--question", "q", "--candidates", "a", "b"), "give either", True),
-    ("limit-zero", flow("--limit", "0"), "--limit must be >= 1", True),
-    ("window-zero", flow("--window", "0"), "--window must be >= 1", True),
+    ("limit-zero", flow("--limit", "0"), "argument --limit: expected a positive integer, got 0", True),
+    ("window-zero", flow("--window", "0"), "argument --window: expected a positive integer, got 0", True),
+    ("exit-tolerance-negative", command("genprob", "--exit-tolerance", "-5"),
+     "argument --exit-tolerance: expected a finite number in [0, 100], got '-5'", True),
+    ("exit-tolerance-nan", command("genprob", "--exit-tolerance", "nan"), "argument --exit-tolerance: expected a finite", True),
+    ("discover-threshold-nan", command("pathways", "--discover-threshold", "nan"),
+     "argument --discover-threshold: expected a finite number", True),
+    ("random-ratio-above-one", command("pathways", "--random-ratio", "1.5"), "argument --random-ratio: expected a finite", True),
+    ("lens-k-zero", command("lens", "--k", "0"), "argument --k: expected a positive integer", True),
+    ("start-nan", answer("--video", "{clip}", "--question", "q", "--candidates", "a", "b", "--start", "nan"),
+     "argument --start: expected a finite number", True),
+    ("demo-window-zero", lambda w, tmp: ["demo", "--window", "0", "--out", str(tmp / "o")],
+     "argument --window: expected a positive integer, got 0", True),
+    ("demo-n-per-task-negative", lambda w, tmp: ["demo", "--n-per-task", "-1", "--out", str(tmp / "o")],
+     "argument --n-per-task: expected a positive integer, got -1", True),
     ("window-too-large", flow("--window", "20"), "window 20 is larger than the model's 2 layers", False),
     ("target-unknown", flow("--target", "sideways"), "sideways", True),
     ("heads-out-of-range", flow("--heads", "9"), "--heads [9] out of range", False),

@@ -27,6 +27,7 @@ __all__ = [
     "Weights",
     "read_config",
     "check_config_fields",
+    "check_sizes_against_weights",
     "materialize_meta_buffers",
     "read_state_dict",
     "require_sections",
@@ -344,3 +345,46 @@ class Weights:
                 f"{self.source}: {len(extra)} tensor(s) are not used by the model: {extra[:20]}"
                 + (" ..." if len(extra) > 20 else "")
             )
+
+
+_WIDTHS = ("hidden_size", "intermediate_size", "vocab_size", "n_embd", "d_model")
+_DEPTHS = ("num_hidden_layers", "depth", "n_layer")
+MAX_POSITIONS = 1 << 22
+"""Largest ``max_position_embeddings`` accepted (4M positions, above every released context):
+the rotary tables are built for all of them before any weight is read."""
+
+
+def check_sizes_against_weights(config: dict, weights: "Weights", where: str) -> None:
+    """Refuse config.json sizes the checkpoint's tensors cannot have, before any module is built (an
+    absurd ``num_hidden_layers`` would otherwise build for minutes, an absurd width or context
+    allocate gigabytes): every width field (``hidden_size``, ``intermediate_size``, ``vocab_size``)
+    at most the largest tensor dimension, every depth field at most the number of layers the
+    weights hold, ``max_position_embeddings`` at most ``MAX_POSITIONS``.
+
+    Raises:
+        CheckpointError: naming the field, its value and what the weights hold.
+    """
+    import re
+
+    shapes = [tuple(t.shape) for t in weights.tensors.values()]
+    widest = max((max(s) for s in shapes if s), default=0)
+    layer_ids = {int(m.group(1)) for k in weights.tensors for m in re.finditer(r"\.(?:layers?|blocks|h)\.(\d+)\.", k)}
+    depth = max(layer_ids) + 1 if layer_ids else 0
+
+    def walk(node, name):
+        for k, v in node.items():
+            field = f"{name}{k}"
+            if isinstance(v, dict):
+                walk(v, field + ".")
+            elif not isinstance(v, int) or isinstance(v, bool):
+                continue
+            elif k in _WIDTHS and v > widest:
+                raise CheckpointError(f"{where}: config.json {field}={v} is larger than every tensor of the checkpoint "
+                                      f"(its largest dimension is {widest})")
+            elif k in _DEPTHS and v > max(depth, 1):
+                raise CheckpointError(f"{where}: config.json {field}={v}, but the weights hold {depth} layer(s)")
+            elif k == "max_position_embeddings" and v > MAX_POSITIONS:
+                raise CheckpointError(f"{where}: config.json {field}={v} is above {MAX_POSITIONS} positions (no released "
+                                      f"model has that context; its rotary tables alone would not fit in memory)")
+
+    walk(config, "")

@@ -15,7 +15,7 @@ from transformer_lens import HookedTransformerConfig
 
 from videolens.registry import Registry
 
-from .checkpoint import CheckpointError, Weights, read_config
+from .checkpoint import CheckpointError, Weights, check_sizes_against_weights, read_config
 
 __all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "UnknownFamilyError",
            "video_token_id"]
@@ -153,6 +153,7 @@ def convert_checkpoint(
     config.update({k: v for k, v in (overrides or {}).items() if v is not None})
     family = family_for_config(config, path)
     weights = Weights.from_folder(path, device)  # straight to the target device: no host copy of the model
+    check_sizes_against_weights(config, weights, str(path))
     try:
         converted = family.convert(path, config, weights, dtype, device)
         weights.check_all_used()

@@ -43,6 +43,37 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def bounded_float(low: float = float("-inf"), high: float = float("inf"), low_open: bool = False):
+    """An argparse type: a finite float in ``[low, high]`` (``(low, high]`` when ``low_open``);
+    NaN and infinity are refused."""
+    import math
+
+    where = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or v < low or v > high or (low_open and v == low):
+            raise argparse.ArgumentTypeError(f"expected a finite number in {where}, got {text!r}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
 def parse_pooling_shape(text: str) -> tuple:
     """``"8-12-12"`` (or ``8,12,12``) -> ``(8, 12, 12)``; argparse reports a ValueError in one line."""
     parts = text.replace(",", "-").split("-")
@@ -189,8 +220,8 @@ def add_video_arguments(g, required: bool = False) -> None:
     g.add_argument("--question", required=required, default=None)
     g.add_argument("--candidates", nargs="+", required=required, default=None, help="the options, in order (2 or more)")
     g.add_argument("--answer", default=None, help="the right option, when known (default: the first candidate)")
-    g.add_argument("--start", type=float, default=None, help="clip start (s)")
-    g.add_argument("--end", type=float, default=None, help="clip end (s)")
+    g.add_argument("--start", type=bounded_float(0), default=None, help="clip start (s)")
+    g.add_argument("--end", type=bounded_float(0, low_open=True), default=None, help="clip end (s)")
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -203,7 +234,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="annotation format of --data (default: detected per file)")
     g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
-    g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples of each --data file")
+    g.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N samples of each --data file")
     add_video_arguments(g)
     p.add_argument("--out", type=output_folder, required=True, help="output folder (records and figures)")
     p.add_argument("--no-figures", action="store_true", help="write records only")
@@ -225,8 +256,6 @@ def load_samples(args, answer_required: bool = False) -> list:
 
     if bool(args.data) == bool(args.video):
         raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.data:
         if not args.video_root:
             raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import output_folder
+from .common import output_folder, positive_int
 
 NAME = "demo"
 HELP = "run the information-flow analysis of the bundled tiny VideoLLM on generated clips"
@@ -20,10 +20,10 @@ def add_arguments(p) -> None:
 
     add_model_arguments(p)
     p.add_argument("--out", type=output_folder, default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--n-per-task", type=int, default=3, help="generated clips per task (default 3)")
+    p.add_argument("--n-per-task", type=positive_int, default=3, help="generated clips per task (default 3)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the generated clips")
     p.add_argument("--target", default="cross-frame", help="knockout target (default cross-frame)")
-    p.add_argument("--window", type=int, default=None, help="knockout window (default: a third of the layers, odd)")
+    p.add_argument("--window", type=positive_int, default=None, help="knockout window (default: a third of the layers, odd)")
     p.add_argument("--samples", default="correct", choices=["correct", "wrong", "all", "correct_option"],
                    help="sweep the samples the model answers correctly (the paper's choice, default) or all; "
                         "with an untrained model 'all' is used")
@@ -79,7 +79,7 @@ def _run(args) -> int:
     from videolens.plots.knockout import plot_target
 
     target = get_target(args.target)
-    window = args.window or max(1, (model.cfg.n_layers // 3) | 1)
+    window = args.window if args.window is not None else max(1, (model.cfg.n_layers // 3) | 1)
     sample_mode = args.samples if model.checkpoint_config.get("videolens_note") is None else "all"
     flow_dir = out / "flow"
     config = {"command": "demo", "model": args.model or "bundled", "model_fingerprint": model.fingerprint,

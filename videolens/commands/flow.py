@@ -31,7 +31,7 @@ from pathlib import Path
 
 from videolens.distributed import world as dist_world
 
-from .common import (positive_int, add_model_arguments, add_sample_arguments, load_model,
+from .common import (positive_int, non_negative_int, add_model_arguments, add_sample_arguments, load_model,
                      load_samples, run_config, require_options, sharded_samples)
 
 NAME = "flow"
@@ -47,7 +47,7 @@ def add_arguments(p) -> None:
     p.add_argument("--target", required=False, nargs="+", metavar="NAME", default=None,
                    help="knockout target(s): cross-frame, vql-to-ql, question-and-options-to-last, "
                         "vq-to-true-opt, any registered target, or 'all'")
-    p.add_argument("--window", type=int, default=None,
+    p.add_argument("--window", type=positive_int, default=None,
                    help="layers per knockout window, centred and clipped (default 9, the paper's; the model's depth "
                         "when it has fewer layers)")
     p.add_argument("--samples", default="correct", choices=list(SAMPLE_MODES),
@@ -57,7 +57,7 @@ def add_arguments(p) -> None:
     p.add_argument("--self-edges", default="block", choices=["block", "keep"],
                    help="block (default, the paper's code: last->last blocks the last token's edge to itself) or "
                         "keep (never block a token's edge to itself)")
-    p.add_argument("--heads", type=int, nargs="+", default=None, metavar="H",
+    p.add_argument("--heads", type=non_negative_int, nargs="+", default=None, metavar="H",
                    help="knock out these heads only (default: every head)")
     p.add_argument("--method", default="fast", choices=["fast", "full"],
                    help="fast: incremental recomputation (default); full: a whole forward per condition")
@@ -68,8 +68,8 @@ def add_arguments(p) -> None:
                    help="open-ended knockout (paper Sec. 4.3): the model writes its answer after 'Answer:' and the "
                         "probability of its first --track answer tokens is traced (pairs video->question, video->last, "
                         "question->last, response->last); --target is then 'open-ended'")
-    p.add_argument("--track", type=int, default=1, metavar="N", help="with --open-ended: answer tokens traced (default 1)")
-    p.add_argument("--max-new-tokens", type=int, default=24, metavar="N",
+    p.add_argument("--track", type=positive_int, default=1, metavar="N", help="with --open-ended: answer tokens traced (default 1)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=24, metavar="N",
                    help="with --open-ended: answer length generated (default 24)")
     p.add_argument("--answer-prefix", default="Answer:", metavar="TEXT",
                    help="with --open-ended: what the prompt ends with (default 'Answer:', the bundled model's; '' for "
@@ -181,14 +181,10 @@ def run(args) -> int:
         args.target = ["open-ended"]
     if not args.target:
         raise ValueError("--target is required (or --open-ended)")
-    if args.track < 1 or args.max_new_tokens < 1:
-        raise ValueError("--track and --max-new-tokens must be >= 1")
     names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
     if args.open_ended:
         names = []
     targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
-    if args.window is not None and args.window < 1:
-        raise ValueError(f"--window must be >= 1, got {args.window}")
     if args.compare_model is not None and not (Path(args.compare_model) / "config.json").exists():
         raise FileNotFoundError(f"--compare-model {args.compare_model}: no checkpoint (config.json) there")
     samples = load_samples(args)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .common import (add_model_arguments, add_sample_arguments, load_model,
+from .common import (add_model_arguments, add_sample_arguments, bounded_float, load_model,
                      load_samples, run_config, sharded_samples, require_options)
 
 NAME = "genprob"
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the paper's released code)")
     p.add_argument("--only-correct", action="store_true",
                    help="plot only samples the model answers correctly (all are recorded)")
-    p.add_argument("--exit-tolerance", type=float, default=1.0, metavar="POINTS",
+    p.add_argument("--exit-tolerance", type=bounded_float(0, 100), default=1.0, metavar="POINTS",
                    help="structural early exit: the earliest layer whose accuracy is within this many points of "
                         "the final layer's (default 1); table in early_exit.csv, figure early_exit.png")
 

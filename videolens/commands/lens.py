@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .common import add_model_arguments, add_sample_arguments, load_model, load_samples, run_config, sharded_samples
+from .common import (add_model_arguments, add_sample_arguments, load_model, load_samples, non_negative_int,
+                     positive_int, run_config, sharded_samples)
 
 NAME = "lens"
 HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
@@ -30,16 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positions", default="video",
                    help="comma-separated token groups read by the lens (default video; e.g. video,last)")
     p.add_argument("--layers", default="all", help="lens layers, e.g. all, 0-4,10,final (default all)")
-    p.add_argument("--k", type=int, default=5, help="top-k tokens kept per layer and position")
+    p.add_argument("--k", type=positive_int, default=5, help="top-k tokens kept per layer and position")
     p.add_argument("--mode", default="final_norm", choices=["final_norm", "raw_embed"],
                    help="final_norm: ln_final then W_U (TransformerLens); raw_embed: residual x W_E^T, no norm "
                         "(the paper's released code)")
     p.add_argument("--keywords", nargs="+", default=["action_sequence"],
                    help="built-in keyword set names or JSON/text files (default action_sequence)")
-    p.add_argument("--bin-size", type=int, default=5, help="lens layers per (non-overlapping) bin in figures")
-    p.add_argument("--chunk-size", type=int, default=128, help="positions projected at once (memory bound)")
+    p.add_argument("--bin-size", type=positive_int, default=5, help="lens layers per (non-overlapping) bin in figures")
+    p.add_argument("--chunk-size", type=positive_int, default=128, help="positions projected at once (memory bound)")
     p.add_argument("--save-topk", action="store_true", help="also record the top-k tokens of every layer and position")
-    p.add_argument("--word-maps", type=int, default=1, help="word-map figures for the first N samples (default 1)")
+    p.add_argument("--word-maps", type=non_negative_int, default=1, help="word-map figures for the first N samples (default 1)")
 
 
 def lens_records(model, inputs, matcher, args) -> List[Dict[str, Any]]:
@@ -89,8 +90,6 @@ def binned_from_records(records: List[Dict[str, Any]], n_layers: int, size: int)
 def run(args) -> int:
     from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_lens_layers
     from videolens.plots import lens as plots
-    if args.k < 1 or args.bin_size < 1 or args.chunk_size < 1:
-        raise ValueError("--k, --bin-size and --chunk-size must be >= 1")
     samples = load_samples(args)
     kwset = merge_keyword_sets([load_keywords(k) for k in args.keywords])
     model = load_model(args)

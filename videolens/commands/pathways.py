@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import (add_model_arguments, add_sample_arguments, load_model,
+from .common import (add_model_arguments, add_sample_arguments, bounded_float, load_model,
                      load_samples, run_config, sharded_run, require_options)
 
 NAME = "pathways"
@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
                    help="derive the spec from a flow run's records (targets cross-frame and vql-to-ql; a small "
                         "--window such as 1 localises the effects) and evaluate it: OUT/discovered_spec.json "
                         "(videolens.pathways.discover)")
-    p.add_argument("--discover-threshold", type=float, default=5.0, metavar="PCT",
+    p.add_argument("--discover-threshold", type=bounded_float(0, 100), default=5.0, metavar="PCT",
                    help="with --discover: keep an edge type where blocking it lowers p(answer) by at least this many "
                         "percent on average (default 5)")
     p.add_argument("--discover-by", default="all", choices=["all", "task", "sample"],
@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
                    help="random edges per layer: official (default, the paper's code: int(ratio x S(S+1)/2) in "
                         "every layer, diagonal eligible), layer (as many as the spec blocks in that layer, never "
                         "the diagonal), total (the spec's total spread evenly over layers)")
-    p.add_argument("--random-ratio", type=float, default=None,
+    p.add_argument("--random-ratio", type=bounded_float(0, 1, low_open=True), default=None,
                    help="official random control's block ratio (default: the spec's random_block_ratio, "
                         "e.g. 0.58 for the 7B, else the spec's own blocked fraction)")
     p.add_argument("--self-edges", default="block", choices=["block", "keep"],
