@@ -258,7 +258,7 @@ def test_bad_input_gets_one_clear_line(world, tmp_path, build, expected, early):
     assert expected in errors[0], errors[0]
     assert len(errors[0]) < 460  # no wall of names (the longest: every annotation format's fields, five formats)
     if early:
-        assert LOADED not in out, "the model loaded before the input was checked"
+        assert LOADED not in out + err, "the model loaded before the input was checked"
 
 
 def test_case_ids_are_unique():

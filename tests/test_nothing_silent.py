@@ -321,3 +321,10 @@ def test_refactor_factored_attn_matrices_is_refused_in_one_line(tiny_pllava_dir)
 
     with pytest.raises(ValueError, match="not defined for rotary attention"):
         vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", refactor_factored_attn_matrices=True)
+
+
+def test_answer_json_prints_only_the_json_on_stdout(world):
+    rc, out, err = run_cli(["answer", "--model", str(world["model"]), "--video", str(world["root"] / "clip.mp4"),
+                            "--question", "What moves?", "--candidates", "left", "right", "--json"])
+    assert rc == 0, err
+    assert set(json.loads(out)) >= {"probs", "answer"}  # the whole of stdout is one JSON object

@@ -3,6 +3,8 @@ loading, fingerprint; and TransformerLens' optional weight processing (fold_ln, 
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -59,7 +61,8 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
 
         threshold, long = conv.rope_long
         model.rope_switch = RopeSwitch(int(threshold), conv.rope, long)
-    model.to(device)
+    with contextlib.redirect_stdout(sys.stderr):  # TL prints "Moving model to device"; stdout keeps results only
+        model.to(device)
     model.vision.to(device)
     if model.rope_switch is not None:
         model.rope_switch.to(device)
