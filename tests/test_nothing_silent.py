@@ -328,3 +328,48 @@ def test_answer_json_prints_only_the_json_on_stdout(world):
                             "--question", "What moves?", "--candidates", "left", "right", "--json"])
     assert rc == 0, err
     assert set(json.loads(out)) >= {"probs", "answer"}  # the whole of stdout is one JSON object
+
+
+# ---- intervals within the metric's range (item 13) ---------------------------------------------------
+def test_summary_intervals_respect_the_range_of_a_relative_change():
+    from videolens.knockout.summary import summarize
+
+    recs = [{"target": "t", "pair": "p", "layer": 0, "rel_change": v, "rel_change_true": v, "true_letter": "A",
+             "ko_letter": "A", "base_letter": "A", "layers": [0], "n_blocked": 1} for v in (-100.0, -100.0, 50.0)]
+    row = summarize(recs)[0]
+    assert row["ci95_low"] >= -100.0 and row["ci95_low_true"] >= -100.0
+    assert row["ci95_low"] <= row["mean_rel_change"] <= row["ci95_high"]
+
+
+def test_probability_intervals_stay_within_zero_and_one():
+    import numpy as np
+
+    from videolens.stats import PROBABILITY, mean_ci
+
+    p = np.array([[0.0, 1.0], [0.0, 0.9], [1.0, 0.95]])
+    mean, lo, hi = mean_ci(p, bounds=PROBABILITY)
+    assert (lo >= 0).all() and (hi <= 1).all() and (lo <= mean).all() and (mean <= hi).all()
+    assert mean_ci(p, bounds=PROBABILITY)[1].tolist() == lo.tolist()  # seeded: the same numbers every run
+
+
+# ---- TransformerLens conventions ----------------------------------------------------------------------
+def test_a_model_and_its_cache_pickle_with_torch_save(tiny_pllava_dir, two):
+    import io
+
+    import torch
+
+    import videolens as vl
+    from videolens import attention
+
+    m = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
+    x = m.prepare(two[0].sample)  # the vision tower has run: transformers has put its hooks on it
+    logits, cache = m.run_with_cache(x)
+    buf = io.BytesIO()
+    torch.save((m, cache), buf)
+    buf.seek(0)
+    m2, cache2 = torch.load(buf, weights_only=False)
+    assert torch.allclose(m2(x), logits, atol=1e-5) and torch.equal(cache2["blocks.0.hook_resid_post"],
+                                                                   cache["blocks.0.hook_resid_post"])
+    assert torch.allclose(m(m.prepare(two[0].sample)), logits, atol=1e-5)  # the live model still works
+    name = type(m.blocks[0].attn).__name__
+    assert getattr(attention, name) is type(m.blocks[0].attn)  # what a fresh process resolves when it loads

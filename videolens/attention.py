@@ -187,8 +187,22 @@ def _fast_class(cls: Type) -> Type:
                                      attention_mask, masks)
 
         Fast.__name__ = Fast.__qualname__ = f"Fast{cls.__name__}"
+        Fast.__module__ = __name__
+        globals()[Fast.__name__] = Fast  # pickle finds it here (torch.save of a model or a cache)
         _FAST_CLASSES[cls] = Fast
     return _FAST_CLASSES[cls]
+
+
+def __getattr__(name: str):
+    """``videolens.attention.FastAttention`` (and ``Fast<any TL component>``) made on first use, so a
+    model or cache saved with ``torch.save`` loads in a fresh process (PEP 562 module attribute)."""
+    if name.startswith("Fast"):
+        from transformer_lens import components
+
+        base = getattr(components, name[4:], None)
+        if isinstance(base, type):
+            return _fast_class(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def has_fast_attention(attn: torch.nn.Module) -> bool:

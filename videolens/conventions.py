@@ -6,6 +6,7 @@
   numbers), and then ``apply_ln_to_stack`` divides by the cached scale without the norm's weight, so
   ``logit_attrs`` of ``decompose_resid(apply_ln=True)`` do not sum to the logit difference.
 - ``from_pretrained_no_processing`` works as in TL (it is videolens' default loading).
+- ``torch.save(model)`` / ``torch.save(cache)`` pickle as a TL model does.
 
 Example::
 
@@ -55,6 +56,19 @@ class VideoActivationCache(ActivationCache):
 
 class ConventionsMixin:
     """Mixed into ``HookedVideoLLM`` ahead of ``HookedTransformer`` (module docstring)."""
+
+    def __getstate__(self):
+        """``torch.save(model)`` (and of a cache, which holds its model) as for a TL model: the output-
+        capturing hooks transformers 5 puts on the vision tower at its first forward are local
+        functions pickle cannot save; they are dropped here and transformers puts them back on the
+        next forward."""
+        for module in self.modules():
+            for key, fn in list(module._forward_hooks.items()):
+                if getattr(fn, "__name__", "") == "output_capturing_hook":
+                    del module._forward_hooks[key]
+            if getattr(module, "_output_capturing_hooks_installed", False):
+                module._output_capturing_hooks_installed = False
+        return super().__getstate__()
 
     def run_with_cache(self, *model_args, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs):
         """As ``HookedTransformer.run_with_cache``; the cache object is a ``VideoActivationCache``."""

@@ -31,6 +31,11 @@ class VideoEmbed(Embed):
         self.allow_missing_video = False
         self._checked: Optional[tuple] = None
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_checked"] = None  # a weak reference: not picklable, and only a cache
+        return state
+
     def _check_ids(self, tokens: torch.Tensor) -> None:
         """Raise ``TokenizerMismatchError`` for ids (other than the placeholder) the embedding has no
         row for. Checked once per token tensor (a knockout sweep reruns the same tokens many times)."""

@@ -64,7 +64,7 @@ def curves(records: List[Dict[str, Any]], only_correct: bool = False):
 def run(args) -> int:
     from videolens.lens.early_exit import early_exit, table
     from videolens.plots.lens import plot_answer_probability, plot_early_exit
-    from videolens.stats import mean_ci
+    from videolens.stats import PROBABILITY, mean_ci
 
     samples = load_samples(args, answer_required=True)
     require_options(samples, NAME)
@@ -81,7 +81,7 @@ def run(args) -> int:
         print(f"accuracy (final layer argmax): {np.mean([a['correct'] for a in answers]):.3f} over {len(answers)}")
     layers, labels, p_true, p_false, ids = curves(records, args.only_correct)
     if ids:
-        mt, lo, hi = mean_ci(p_true)
+        mt, lo, hi = mean_ci(p_true, bounds=PROBABILITY)
         mf = mean_ci(p_false)[0]
         print(f"{'layer':>12} {'p_true':>8} {'95% CI':>19} {'p_false':>8}")
         for i, lab in enumerate(labels):

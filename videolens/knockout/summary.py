@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-from ..stats import mean_ci
+from ..stats import RELATIVE_CHANGE, mean_ci
 
 __all__ = ["summarize", "write_summary_csv"]
 
@@ -33,9 +33,9 @@ def summarize(records: Iterable[dict]) -> List[dict]:
         groups[(r["target"], r["pair"], r["layer"])].append(r)
     rows = []
     for (target, pair, layer), rs in groups.items():
-        m, lo, hi = mean_ci([r["rel_change"] for r in rs])
+        m, lo, hi = mean_ci([r["rel_change"] for r in rs], bounds=RELATIVE_CHANGE)
         trues = [r["rel_change_true"] for r in rs if r.get("rel_change_true") is not None]
-        mt, lot, hit = mean_ci(trues) if trues else (float("nan"),) * 3  # open-ended runs know no truth
+        mt, lot, hit = mean_ci(trues, bounds=RELATIVE_CHANGE) if trues else (float("nan"),) * 3  # open-ended runs know no truth
         with_truth = [r for r in rs if r.get("true_letter")]
         rows.append(
             {

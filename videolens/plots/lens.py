@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..stats import mean_ci
+from ..stats import PROBABILITY, mean_ci
 
 __all__ = [
     "CATEGORY_COLORS",
@@ -190,7 +190,7 @@ def plot_answer_probability(
     x = np.asarray(layers)
     n = np.asarray(p_true).shape[0]
     for arr, name, color in ((p_true, "true option", CATEGORY_COLORS["true"]), (p_false, "false options", CATEGORY_COLORS["false"])):
-        mean, lo, hi = mean_ci(arr)
+        mean, lo, hi = mean_ci(arr, bounds=PROBABILITY)
         ax.plot(x, mean, color=color, label=name, marker="o", ms=3)
         ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0)
     ax.set_xlabel("lens layer (residual stream entering the layer; last = after the final block)")
