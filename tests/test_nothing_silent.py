@@ -373,3 +373,20 @@ def test_a_model_and_its_cache_pickle_with_torch_save(tiny_pllava_dir, two):
     assert torch.allclose(m(m.prepare(two[0].sample)), logits, atol=1e-5)  # the live model still works
     name = type(m.blocks[0].attn).__name__
     assert getattr(attention, name) is type(m.blocks[0].attn)  # what a fresh process resolves when it loads
+
+
+def test_generate_follows_transformerlens_return_types_and_cache_switch(tiny_pllava, two):
+    import torch
+
+    from videolens.inputs import stack_inputs
+
+    x = two[0]
+    text = tiny_pllava.generate(x, max_new_tokens=4, stop_at_eos=False)
+    tokens = tiny_pllava.generate(x, max_new_tokens=4, stop_at_eos=False, return_type="tokens")
+    assert tokens.shape == (1, x.seq_len + 4) and torch.equal(tokens[:, :x.seq_len], x.tokens)
+    assert tiny_pllava.tokenizer.decode(tokens[0, x.seq_len:]) == text
+    no_cache = tiny_pllava.generate(x, max_new_tokens=4, stop_at_eos=False, return_type="tokens", use_past_kv_cache=False)
+    assert torch.equal(no_cache, tokens)
+    batch = stack_inputs([two[2], x])
+    assert tiny_pllava.generate(batch, max_new_tokens=4, stop_at_eos=False) == [
+        tiny_pllava.generate(two[2], max_new_tokens=4, stop_at_eos=False), text]

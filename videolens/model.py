@@ -384,20 +384,22 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         return max(probs, key=probs.get)
 
     def generate(self, input=None, max_new_tokens: int = 16, *args, **kwargs):
-        """Greedy decoding for a ``VideoLLMInput`` (``_generate_video``); any other input goes to
-        ``HookedTransformer.generate`` unchanged.
+        """Greedy decoding for a ``VideoLLMInput`` (``videolens.generation.generate``: ``return_type``
+        ``"input"``/``"str"``/``"tokens"``, ``use_past_kv_cache``, ``stop_at_eos``, one continuation a
+        row of a batch); any other input goes to ``HookedTransformer.generate`` unchanged.
 
         Raises:
             ValueError: sampling arguments (``do_sample=True``, ``temperature``, ``top_k``,
                 ``top_p``, ...) or positional extras with a video input, which decodes greedily only.
         """
         if isinstance(input, VideoLLMInput):
-            sampling = {k: v for k, v in kwargs.items()
-                        if k not in ("stop_at_eos", "verbose", "use_past_kv_cache", "return_type") and v not in (None, False)}
+            known = ("stop_at_eos", "verbose", "use_past_kv_cache", "return_type")
+            sampling = {k: v for k, v in kwargs.items() if k not in known and v not in (None, False)}
             if args or sampling:
                 raise ValueError(f"generate on a video input decodes greedily; {sorted(sampling) or 'positional arguments'} "
                                  "not supported (use HookedTransformer.generate's sampling on text-only inputs)")
-            from .generation import greedy_decode
+            from .generation import generate
 
-            return greedy_decode(self, input, max_new_tokens, kwargs.get("stop_at_eos", True))
+            return generate(self, input, max_new_tokens, kwargs.get("stop_at_eos", True),
+                            kwargs.get("use_past_kv_cache", True), kwargs.get("return_type", "input"))
         return super().generate(input, max_new_tokens, *args, **kwargs)
