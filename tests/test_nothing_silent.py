@@ -390,3 +390,25 @@ def test_generate_follows_transformerlens_return_types_and_cache_switch(tiny_pll
     batch = stack_inputs([two[2], x])
     assert tiny_pllava.generate(batch, max_new_tokens=4, stop_at_eos=False) == [
         tiny_pllava.generate(two[2], max_new_tokens=4, stop_at_eos=False), text]
+
+
+def test_tl_helpers_take_a_video_input(tiny_pllava, two, capsys):
+    import torch
+
+    import videolens as vl
+    from videolens.inputs import stack_inputs
+
+    x = two[0]
+    assert torch.equal(tiny_pllava.to_tokens(x), x.tokens)
+    assert tiny_pllava.to_string(x) == x.prompt_text
+    assert tiny_pllava.to_string(stack_inputs([x, two[1]])) == [x.prompt_text, two[1].prompt_text]
+    q = int(x.tokens[0, 5])
+    assert tiny_pllava.get_token_position(q, x) == int((x.tokens[0] == q).nonzero()[0, 0])
+    resid, *_ = tiny_pllava.input_to_embed(x)
+    _, cache = tiny_pllava.run_with_cache(x, names_filter="hook_embed")
+    assert torch.allclose(resid, cache["hook_embed"])  # the video is in the embeddings
+    logits = tiny_pllava(x)[0, -1].float()
+    best = max(x.option_token_ids, key=lambda L: logits[x.option_token_ids[L]])
+    ranks = vl.test_prompt(x, best, tiny_pllava, top_k=3)
+    expected = int((logits.argsort(descending=True) == x.option_token_ids[best]).nonzero()[0, 0])
+    assert ranks[0][1] == expected and "Ranks of the answer tokens" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import importlib as _importlib
 
 from . import data
 from .bundled import bundled_model_path
+from .conventions import test_prompt
 from .data import VideoQA, load_tvbench
 from .formats import load_annotations
 from .inputs import VideoLLMInput
@@ -35,6 +36,7 @@ __all__ = [
     "load_annotations",
     "data",
     "bundled_model_path",
+    "test_prompt",
 ]
 
 _LAZY = ("knockout", "lens", "pathways", "patching", "viz", "synthetic", "runs", "corruptions")

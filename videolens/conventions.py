@@ -7,6 +7,9 @@
   ``logit_attrs`` of ``decompose_resid(apply_ln=True)`` do not sum to the logit difference.
 - ``from_pretrained_no_processing`` works as in TL (it is videolens' default loading).
 - ``torch.save(model)`` / ``torch.save(cache)`` pickle as a TL model does.
+- ``to_tokens``, ``to_string``, ``get_token_position`` and ``input_to_embed`` take a
+  ``VideoLLMInput`` (its tokens; its prompt text; its embeddings with the video spliced in), and
+  ``test_prompt`` is TL's ``utils.test_prompt`` for a video prompt.
 
 Example::
 
@@ -18,13 +21,14 @@ Example::
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 
 from ._tl_compat import ActivationCache
+from .inputs import VideoLLMInput
 
-__all__ = ["VideoActivationCache", "UnfoldedNormWarning", "ConventionsMixin"]
+__all__ = ["VideoActivationCache", "UnfoldedNormWarning", "ConventionsMixin", "test_prompt"]
 
 
 class UnfoldedNormWarning(UserWarning):
@@ -78,6 +82,36 @@ class ConventionsMixin:
             cache = VideoActivationCache(cache.cache_dict, self, has_batch_dim=not remove_batch_dim)
         return out, cache
 
+    def to_tokens(self, input, *args, **kwargs):
+        """As TL; a ``VideoLLMInput`` gives its tokens ``[batch, pos]`` (video positions hold the placeholder)."""
+        if isinstance(input, VideoLLMInput):
+            return input.tokens.to(self.cfg.device)
+        return super().to_tokens(input, *args, **kwargs)
+
+    def to_string(self, tokens):
+        """As TL; a ``VideoLLMInput`` gives its prompt text (one placeholder for the video), a list for a batch."""
+        if isinstance(tokens, VideoLLMInput):
+            if tokens.row_meta is not None:
+                return [m["prompt_text"] for m in tokens.row_meta]
+            return tokens.prompt_text
+        return super().to_string(tokens)
+
+    def get_token_position(self, single_token, input, *args, **kwargs):
+        """As TL; a ``VideoLLMInput`` is searched in its tokens (one row)."""
+        if isinstance(input, VideoLLMInput):
+            input = input.one_row("get_token_position").tokens
+        return super().get_token_position(single_token, input, *args, **kwargs)
+
+    def input_to_embed(self, input, *args, **kwargs):
+        """As TL (``(residual, tokens, shortformer_pos_embed, attention_mask)``); for a ``VideoLLMInput``
+        the residual holds the video embeddings at the video positions, as ``hook_embed`` does in a run."""
+        if isinstance(input, VideoLLMInput):
+            if input.attention_mask is not None:
+                kwargs.setdefault("attention_mask", input.attention_mask.to(self.cfg.device))
+            with self._video_in(input):
+                return super().input_to_embed(input.tokens.to(self.cfg.device), *args, **kwargs)
+        return super().input_to_embed(input, *args, **kwargs)
+
     @classmethod
     def from_pretrained_no_processing(cls, model_name, fold_ln: bool = False, center_writing_weights: bool = False,
                                       center_unembed: bool = False, refactor_factored_attn_matrices: bool = False,
@@ -95,3 +129,43 @@ class ConventionsMixin:
         if default_padding_side is not None:
             model.tokenizer.padding_side = model.cfg.default_padding_side = default_padding_side
         return model
+
+
+@torch.no_grad()
+def test_prompt(inputs: VideoLLMInput, answer: str, model, top_k: int = 10, print_details: bool = True
+                ) -> List[Tuple[str, int]]:
+    """TransformerLens' ``utils.test_prompt`` for a video prompt: the rank, logit and probability of
+    each token of ``answer`` after ``inputs`` (an option letter is the letter's token right after the
+    prompt, ``inputs.option_token_ids``; other text is tokenized without special tokens), and the
+    top ``top_k`` tokens at each answer position.
+
+    Returns:
+        ``[(answer token, rank), ...]`` (rank 0 = the model's top token), also printed.
+
+    Raises:
+        videolens.errors.BatchedInputError: a batch (pass ``batch[i]``).
+    """
+    import dataclasses
+
+    inputs = inputs.one_row("test_prompt")
+    if answer in inputs.option_token_ids:
+        ids = [inputs.option_token_ids[answer]]
+    else:
+        ids = list(model.tokenizer(answer, add_special_tokens=False)["input_ids"])
+    tokens = torch.cat([inputs.tokens.to(model.cfg.device), torch.tensor([ids], device=model.cfg.device)], dim=1)
+    logits = model(dataclasses.replace(inputs, tokens=tokens))[0, inputs.seq_len - 1: -1].float()
+    probs = logits.softmax(-1)
+    ranks = []
+    for i, t in enumerate(ids):
+        order = probs[i].argsort(descending=True)
+        rank = int((order == t).nonzero()[0, 0])
+        text = model.tokenizer.decode([t])
+        ranks.append((text, rank))
+        if print_details:
+            print(f"Rank: {rank: <8} Logit: {logits[i, t].item():5.2f} Prob: {probs[i, t].item():6.2%} Token: |{text}|")
+            for k in range(min(top_k, probs.shape[-1])):
+                j = int(order[k])
+                print(f"Top {k}th token. Logit: {logits[i, j].item():5.2f} Prob: {probs[i, j].item():6.2%} "
+                      f"Token: |{model.tokenizer.decode([j])}|")
+    print(f"Ranks of the answer tokens: {ranks}")
+    return ranks
