@@ -412,3 +412,21 @@ def test_tl_helpers_take_a_video_input(tiny_pllava, two, capsys):
     ranks = vl.test_prompt(x, best, tiny_pllava, top_k=3)
     expected = int((logits.argsort(descending=True) == x.option_token_ids[best]).nonzero()[0, 0])
     assert ranks[0][1] == expected and "Ranks of the answer tokens" in capsys.readouterr().out
+
+
+def test_a_vision_hook_that_cannot_fire_is_warned_about_once(tiny_pllava_dir, two):
+    import warnings
+
+    import videolens as vl
+    from videolens.conventions import UnreachableHookWarning
+
+    m = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
+    hook = [("vision.blocks.0.hook_resid_post", lambda act, hook: act)]
+    with pytest.warns(UnreachableHookWarning, match="keep_pixels=True"):
+        m.run_with_hooks(two[0], fwd_hooks=hook)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnreachableHookWarning)
+        m.run_with_hooks(two[0], fwd_hooks=hook)  # once
+        m2 = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
+        m2.run_with_cache(two[0])  # caching every hook point is not a mistake
+        m2.run_with_hooks(m2.prepare(two[0].sample, keep_pixels=True), fwd_hooks=hook)  # it fires here

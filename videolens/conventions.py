@@ -28,7 +28,8 @@ import torch
 from ._tl_compat import ActivationCache
 from .inputs import VideoLLMInput
 
-__all__ = ["VideoActivationCache", "UnfoldedNormWarning", "ConventionsMixin", "test_prompt"]
+__all__ = ["VideoActivationCache", "UnfoldedNormWarning", "UnreachableHookWarning", "ConventionsMixin", "test_prompt",
+           "warn_unreachable_vision_hooks"]
 
 
 class UnfoldedNormWarning(UserWarning):
@@ -169,3 +170,23 @@ def test_prompt(inputs: VideoLLMInput, answer: str, model, top_k: int = 10, prin
                       f"Token: |{model.tokenizer.decode([j])}|")
     print(f"Ranks of the answer tokens: {ranks}")
     return ranks
+
+
+class UnreachableHookWarning(UserWarning):
+    """A hook on a vision-tower hook point that this run never calls (the input carries no pixels)."""
+
+
+def warn_unreachable_vision_hooks(model) -> None:
+    """Warn once per model when a hook sits on a vision-tower hook point (``vision.blocks.*``,
+    ``vision.hook_pixel_values``, ...) while the input was prepared without ``keep_pixels=True``: the
+    tower ran in ``prepare`` and does not run in this forward, so the hook is never called. A cache
+    of every hook point (``run_with_cache()`` without a filter) is not warned about."""
+    if getattr(model, "_warned_unreachable", False):
+        return
+    hooked = [n for n, hp in model.hook_dict.items() if hp._forward_hooks or hp._backward_hooks]
+    inner = [n for n in hooked if n.startswith("vision.") and n != "vision.hook_video_embeds"]
+    if inner and len(hooked) < len(model.hook_dict):
+        model._warned_unreachable = True
+        warnings.warn(f"hooks on {inner[:3]}{' ...' if len(inner) > 3 else ''} will not fire: the vision tower ran once "
+                      "in prepare(); prepare the input with keep_pixels=True to run it (and its hooks) in the forward",
+                      UnreachableHookWarning, stacklevel=4)

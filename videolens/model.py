@@ -29,7 +29,7 @@ from jaxtyping import Float
 from .data import VideoQA
 from ._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
-from .conventions import ConventionsMixin
+from .conventions import ConventionsMixin, warn_unreachable_vision_hooks
 from .embed import VideoEmbed
 from .inputs import VideoLLMInput
 from .preparing import prepare_one
@@ -249,6 +249,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             pixels = inputs.pixel_values.to(self.device)
             embeds = torch.stack([self.vision.encode(p) for p in (pixels if pixels.dim() == 5 else pixels[None])])
         else:
+            warn_unreachable_vision_hooks(self)
             embeds = inputs.video_embeds.to(self.device)
         if embeds.dim() == 4:  # one sample: [T, h, w, d] -> [1, T, h, w, d]
             embeds = embeds[None]

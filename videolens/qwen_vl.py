@@ -201,6 +201,10 @@ class MRope:
                    or L.seq_len != first.seq_len for L in layouts[1:]):
                 raise ValueError("M-RoPE tables are shared by the batch: batch only samples with the same layout")
             interval = model.vision.temporal_interval(inputs.video)
+            if inputs.row_meta is not None and any(model.vision.temporal_interval(m["video"]) != interval
+                                                   for m in inputs.row_meta):
+                raise ValueError("M-RoPE tables are shared by the batch: its videos' seconds per temporal slot differ "
+                                 "(other frame rates); run the rows one at a time (batch[i])")
             key = (first.seq_len, first.video_positions[0].item(), first.video_grid, interval)
             if key != self.current:
                 pos3 = mrope_position_ids(first.seq_len, int(first.video_positions[0]), first.video_grid, interval)
