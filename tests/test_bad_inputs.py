@@ -188,6 +188,7 @@ CASES = [
     ("answer-not-an-option", answer("--video", "{clip}", "--question", "q", "--candidates", "a", "b", "--answer", "z"),
      "answer 'z' is not among the candidates", True),
     ("out-is-a-file", flow("--out", "{root}/afile"), "argument --out: ", True),
+    ("out-below-a-file", flow("--out", "{root}/afile/sub"), "afile is a file, so no folder can be made below it", True),
     ("data-is-a-folder", lambda w, tmp: ["flow", "--data", str(w["root"]), "--video-root", str(w["root"]),
                                          "--target", "cross-frame", "--out", str(tmp / "o")],
      "is a folder; expected a JSON annotation file", True),

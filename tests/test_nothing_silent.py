@@ -430,3 +430,26 @@ def test_a_vision_hook_that_cannot_fire_is_warned_about_once(tiny_pllava_dir, tw
         m2 = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
         m2.run_with_cache(two[0])  # caching every hook point is not a mistake
         m2.run_with_hooks(m2.prepare(two[0].sample, keep_pixels=True), fwd_hooks=hook)  # it fires here
+
+
+# ---- unclear cases: one line naming the cause ---------------------------------------------------------
+@pytest.mark.parametrize("exc,expected,code", [
+    (lambda out: OSError(28, "No space left on device", str(out / "records.jsonl")),
+     "No space left on device (disk full); finished samples are kept in", 2),
+    (lambda out: PermissionError(13, "Permission denied", str(out / "records.jsonl")),
+     "Permission denied: check the permissions", 2),
+    (lambda out: KeyboardInterrupt(), "interrupted: finished samples are kept in", 130),
+], ids=["disk-full", "read-only", "ctrl-c"])
+def test_environment_failures_end_in_one_line(world, tmp_path, monkeypatch, exc, expected, code):
+    from videolens.commands import flow
+
+    out = tmp_path / "out"
+
+    def boom(args):
+        raise exc(out)
+
+    monkeypatch.setattr(flow, "run", boom)
+    data = write_data(tmp_path / "d.json", [GOOD])
+    rc, _, err = run_cli(flow_argv(world, data, out))
+    assert rc == code and expected in err and "Traceback" not in err
+    assert len([l for l in err.splitlines() if l.strip()]) == 1

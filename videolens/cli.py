@@ -66,8 +66,31 @@ def main(argv: Optional[List[str]] = None) -> int:
         # user errors: one clear line, no traceback
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # read-only or full disk, a folder below a file, an unreadable file: one line
+        print(f"{prefix}: error: {_os_error(exc, args)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        kept = f"finished samples are kept in {out}; rerun the same command to resume" if out else "nothing was written"
+        print(f"{prefix}: interrupted: {kept}", file=sys.stderr)
+        return 130
     finally:
         distributed.finish()
+
+
+def _os_error(exc: OSError, args) -> str:
+    """One line for an operating-system error: the file, the cause, and what survives."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    cause = exc.strerror or str(exc)
+    out = getattr(args, "out", None)
+    if exc.errno == errno.ENOSPC:
+        return (f"{where}{cause} (disk full); finished samples are kept" + (f" in {out}" if out else "")
+                + ", free space and rerun the same command to resume")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}{cause}: check the permissions of this path (or choose another --out)"
+    return f"{where}{cause}"
 
 
 def _out_lock(args, what: str):

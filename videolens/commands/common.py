@@ -102,9 +102,19 @@ def parse_device(text: str) -> str:
 
 
 def output_folder(text: str) -> str:
-    """``--out``: a folder (it may not exist yet), refused when it is an existing file."""
-    if Path(text).exists() and not Path(text).is_dir():
+    """``--out``: a folder (it may not exist yet), refused when it or a folder above it is a file,
+    or when it cannot be written."""
+    import os
+
+    path = Path(text)
+    if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; expected an output folder")
+    above = next((p for p in path.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {above} is a file, so no folder can be made below it")
+    target = path if path.exists() else above
+    if target is not None and not os.access(target, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {target} is not writable")
     return text
 
 
