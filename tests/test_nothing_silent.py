@@ -453,3 +453,14 @@ def test_environment_failures_end_in_one_line(world, tmp_path, monkeypatch, exc,
     rc, _, err = run_cli(flow_argv(world, data, out))
     assert rc == code and expected in err and "Traceback" not in err
     assert len([l for l in err.splitlines() if l.strip()]) == 1
+
+
+def test_a_device_this_machine_lacks_is_named_in_python(tiny_pllava_dir):
+    import torch
+
+    import videolens as vl
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cuda")

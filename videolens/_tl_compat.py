@@ -30,7 +30,7 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 __all__ = [
     "ActivationCache", "HookedTransformer", "HookedTransformerConfig", "Embed", "HookPoint", "get_act_name",
     "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "attn_scale", "project_z", "frozen_kv_cache",
-    "new_kv_cache", "final_logits", "set_rotary_tables", "rotary_tables", "swap_class",
+    "new_kv_cache", "final_logits", "set_rotary_tables", "rotary_tables", "swap_class", "is_caching_hook",
 ]
 
 SUPPORTED = ((3, 9), (4, 0))
@@ -91,6 +91,15 @@ def project_z(attn, z: Float[torch.Tensor, "batch pos head d_head"]) -> Float[to
     if z.device.type == "mps":
         return torch.matmul(z, w.T) + b_O
     return F.linear(z, w, b_O)
+
+
+def is_caching_hook(fn) -> bool:
+    """Whether a forward hook registered by ``HookPoint.add_hook`` wraps ``run_with_cache``'s
+    ``save_hook`` (TL keeps the user's function in the wrapper's closure as ``hook``)."""
+    cells = dict(zip(getattr(getattr(fn, "__code__", None), "co_freevars", ()),
+                     (c.cell_contents for c in (getattr(fn, "__closure__", None) or ()))))
+    hook = cells.get("hook")
+    return getattr(getattr(hook, "func", None), "__name__", "") == "save_hook"
 
 
 def swap_class(module: torch.nn.Module, cls: type) -> None:

@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._tl_compat import ActivationCache
+from ._tl_compat import ActivationCache, is_caching_hook
 from .inputs import VideoLLMInput
 
 __all__ = ["VideoActivationCache", "UnfoldedNormWarning", "UnreachableHookWarning", "ConventionsMixin", "test_prompt",
@@ -179,13 +179,13 @@ class UnreachableHookWarning(UserWarning):
 def warn_unreachable_vision_hooks(model) -> None:
     """Warn once per model when a hook sits on a vision-tower hook point (``vision.blocks.*``,
     ``vision.hook_pixel_values``, ...) while the input was prepared without ``keep_pixels=True``: the
-    tower ran in ``prepare`` and does not run in this forward, so the hook is never called. A cache
-    of every hook point (``run_with_cache()`` without a filter) is not warned about."""
+    tower ran in ``prepare`` and does not run in this forward, so the hook is never called.
+    ``run_with_cache``'s own caching hooks are not warned about (the cache simply lacks those names)."""
     if getattr(model, "_warned_unreachable", False):
         return
-    hooked = [n for n, hp in model.hook_dict.items() if hp._forward_hooks or hp._backward_hooks]
-    inner = [n for n in hooked if n.startswith("vision.") and n != "vision.hook_video_embeds"]
-    if inner and len(hooked) < len(model.hook_dict):
+    inner = [n for n, hp in model.hook_dict.items() if n.startswith("vision.") and n != "vision.hook_video_embeds"
+             and any(not is_caching_hook(fn) for fn in hp._forward_hooks.values())]
+    if inner:
         model._warned_unreachable = True
         warnings.warn(f"hooks on {inner[:3]}{' ...' if len(inner) > 3 else ''} will not fire: the vision tower ran once "
                       "in prepare(); prepare the input with keep_pixels=True to run it (and its hooks) in the forward",

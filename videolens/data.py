@@ -135,9 +135,10 @@ class VideoQA:
             if _OPTION_LINE.search(c):
                 raise ValueError(f"candidate {i} ({c!r}) holds a line break followed by an option label, "
                                  "which would forge an option line in the prompt")
-        dup = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
+        stripped = [c.strip() for c in self.candidates]  # "left" and "left " read the same in the prompt
+        dup = sorted({c for c in self.candidates if stripped.count(c.strip()) > 1})
         if dup:
-            raise ValueError(f"duplicate candidates {dup}: each option must differ")
+            raise ValueError(f"duplicate candidates {dup}: each option must differ (beyond spaces at either end)")
         if self.invalid is None:
             self.start, self.end = check_times(self.start, self.end)
         if len(self.candidates) < 2:

@@ -10,13 +10,36 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["load_pretrained", "load_backbone_weights", "process_weights", "check_tokenizer"]
+__all__ = ["check_device", "load_pretrained", "load_backbone_weights", "process_weights", "check_tokenizer"]
 
 _BIAS_NAMES = ("b_in", "b_out", "b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_U", "b")
 
 
 def _is_bias(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in _BIAS_NAMES
+
+
+def check_device(device) -> str:
+    """``device`` as given when this machine has it (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+
+    Raises:
+        ValueError: not a torch device, or one this machine lacks (one line, before anything loads).
+    """
+    text = str(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{text!r}: CUDA is not available on this machine (use --device cpu / device='cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{text!r}: MPS is not available on this machine (use --device cpu / device='cpu')")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        raise ValueError(f"expected cpu, cuda[:N] or mps, got {text!r}")
+    return text
 
 
 def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
@@ -32,6 +55,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     path = resolve_checkpoint(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None,
                  "max_visual_tokens": max_visual_tokens}
     conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)

@@ -11,6 +11,7 @@ TransformerLens' own loader (``load_state_dict(strict=False)``) would drop both 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Dict, Iterable, Optional
@@ -26,8 +27,8 @@ __all__ = [
     "UnexpectedWeightsError",
     "Weights",
     "read_config",
+    "read_json_object",
     "check_config_fields",
-    "check_sizes_against_weights",
     "materialize_meta_buffers",
     "read_state_dict",
     "require_sections",
@@ -114,6 +115,21 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def read_json_object(f: Path) -> dict:
+    """A JSON object file of a checkpoint (``preprocessor_config.json``, ...).
+
+    Raises:
+        CheckpointError: not valid JSON, or not an object (the file named).
+    """
+    try:
+        data = json.loads(Path(f).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{f} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{f}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _load_weight_file(f: Path, device: str = "cpu") -> Dict[str, torch.Tensor]:
     """Tensors of one safetensors or torch file, read straight onto ``device`` (safetensors reads
     tensor by tensor from its memory map, so a CUDA load never holds the file in host memory).
@@ -125,6 +141,8 @@ def _load_weight_file(f: Path, device: str = "cpu") -> Dict[str, torch.Tensor]:
 
     if not f.is_file():
         raise CheckpointError(f"{f}: expected a weights file, found " + ("a folder" if f.is_dir() else "nothing"))
+    if not os.access(f, os.R_OK):
+        raise CheckpointError(f"{f}: permission denied: this user cannot read the weights file")
     try:
         if f.name.endswith(".safetensors"):
             return load_file(str(f), device=str(device))
@@ -346,45 +364,3 @@ class Weights:
                 + (" ..." if len(extra) > 20 else "")
             )
 
-
-_WIDTHS = ("hidden_size", "intermediate_size", "vocab_size", "n_embd", "d_model")
-_DEPTHS = ("num_hidden_layers", "depth", "n_layer")
-MAX_POSITIONS = 1 << 22
-"""Largest ``max_position_embeddings`` accepted (4M positions, above every released context):
-the rotary tables are built for all of them before any weight is read."""
-
-
-def check_sizes_against_weights(config: dict, weights: "Weights", where: str) -> None:
-    """Refuse config.json sizes the checkpoint's tensors cannot have, before any module is built (an
-    absurd ``num_hidden_layers`` would otherwise build for minutes, an absurd width or context
-    allocate gigabytes): every width field (``hidden_size``, ``intermediate_size``, ``vocab_size``)
-    at most the largest tensor dimension, every depth field at most the number of layers the
-    weights hold, ``max_position_embeddings`` at most ``MAX_POSITIONS``.
-
-    Raises:
-        CheckpointError: naming the field, its value and what the weights hold.
-    """
-    import re
-
-    shapes = [tuple(t.shape) for t in weights.tensors.values()]
-    widest = max((max(s) for s in shapes if s), default=0)
-    layer_ids = {int(m.group(1)) for k in weights.tensors for m in re.finditer(r"\.(?:layers?|blocks|h)\.(\d+)\.", k)}
-    depth = max(layer_ids) + 1 if layer_ids else 0
-
-    def walk(node, name):
-        for k, v in node.items():
-            field = f"{name}{k}"
-            if isinstance(v, dict):
-                walk(v, field + ".")
-            elif not isinstance(v, int) or isinstance(v, bool):
-                continue
-            elif k in _WIDTHS and v > widest:
-                raise CheckpointError(f"{where}: config.json {field}={v} is larger than every tensor of the checkpoint "
-                                      f"(its largest dimension is {widest})")
-            elif k in _DEPTHS and v > max(depth, 1):
-                raise CheckpointError(f"{where}: config.json {field}={v}, but the weights hold {depth} layer(s)")
-            elif k == "max_position_embeddings" and v > MAX_POSITIONS:
-                raise CheckpointError(f"{where}: config.json {field}={v} is above {MAX_POSITIONS} positions (no released "
-                                      f"model has that context; its rotary tables alone would not fit in memory)")
-
-    walk(config, "")

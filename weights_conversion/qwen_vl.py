@@ -14,7 +14,6 @@ advance by ``tokens_per_second`` x seconds per slot, Qwen2-VL's by 1 a slot (``Q
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 
 from videolens.registry import Registry
 
-from .checkpoint import CheckpointError, Weights, materialize_meta_buffers
+from .checkpoint import CheckpointError, Weights, materialize_meta_buffers, read_json_object
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 
@@ -95,10 +94,16 @@ def _preprocessor(path: Path, vc) -> QwenVLPreprocessor:
     kw = {}
     f = Path(path) / "video_preprocessor_config.json"
     if f.is_file():
-        cfg = json.loads(f.read_text())
+        cfg = read_json_object(f)
         size = cfg.get("size") or {}
         kw = {"min_pixels": int(cfg.get("min_pixels") or size.get("shortest_edge") or 128 * 28 * 28),
               "max_pixels": int(cfg.get("max_pixels") or size.get("longest_edge") or 768 * 28 * 28)}
+    else:
+        import warnings
+
+        warnings.warn(f"{f} is absent: frames are sized with transformers' video-processor defaults (pixel bounds "
+                      f"128x28x28 to 768x28x28); patch and merge sizes come from config.json's vision_config",
+                      stacklevel=2)
     return QwenVLPreprocessor(patch_size=int(vc.patch_size), merge_size=int(vc.spatial_merge_size),
                               temporal_patch_size=int(vc.temporal_patch_size), **kw)
 

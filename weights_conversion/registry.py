@@ -15,7 +15,8 @@ from transformer_lens import HookedTransformerConfig
 
 from videolens.registry import Registry
 
-from .checkpoint import CheckpointError, Weights, check_sizes_against_weights, read_config
+from .checkpoint import CheckpointError, Weights, read_config
+from .sizes import check_sizes_against_weights
 
 __all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "UnknownFamilyError",
            "video_token_id"]

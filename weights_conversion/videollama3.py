@@ -20,7 +20,6 @@ is off, as the paper runs it; asking for it raises.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from torch import nn
 
 from videolens.navit import PAPER_MAX_VISUAL_TOKENS, NaViTFrontEnd, NaViTPreprocessor
 
-from .checkpoint import CheckpointError, Weights, materialize_meta_buffers
+from .checkpoint import CheckpointError, Weights, materialize_meta_buffers, read_json_object
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 
@@ -92,7 +91,7 @@ def build_navit(vision_config: dict, weights: Weights, prefix: str, dtype: torch
 
 def _preprocessor(path: Path, patch_size: int, max_tokens: int) -> NaViTPreprocessor:
     f = Path(path) / "preprocessor_config.json"
-    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    cfg = read_json_object(f) if f.is_file() else {}
     return NaViTPreprocessor(patch_size=int(cfg.get("patch_size", patch_size)), merge_size=2,
                              min_tokens=int(cfg.get("min_tokens", 16)), max_tokens=int(max_tokens),
                              mean=tuple(cfg.get("image_mean", (0.5, 0.5, 0.5))),

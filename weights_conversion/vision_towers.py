@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 
 from videolens.vision import FramePreprocessor, PllavaPreResize, Projector
 
-from .checkpoint import CheckpointError, Weights, materialize_meta_buffers
+from .checkpoint import CheckpointError, Weights, materialize_meta_buffers, read_json_object
 
 __all__ = ["build_vision_tower", "build_preprocessor", "feature_layer", "load_projector"]
 
@@ -43,7 +42,7 @@ def build_preprocessor(path: Path, image_size: int, pre_resize: bool = False) ->
     (``videolens.vision.PllavaPreResize``)."""
     f = Path(path) / "preprocessor_config.json"
     if f.exists():
-        return FramePreprocessor.from_processor_config(json.loads(f.read_text()), image_size, pre_resize)
+        return FramePreprocessor.from_processor_config(read_json_object(f), image_size, pre_resize)
     return FramePreprocessor(image_size, pre_resize=PllavaPreResize(image_size) if pre_resize else None)
 
 

@@ -83,22 +83,14 @@ def parse_pooling_shape(text: str) -> tuple:
 
 
 def parse_device(text: str) -> str:
-    """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked
+    """``--device``: a torch device this machine has (``videolens.loading.check_device``), checked
     before any model loads; argparse reports the ArgumentTypeError in one line."""
+    from videolens.loading import check_device
+
     try:
-        dev = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine (use --device cpu)")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda[:N] or mps, got {text!r}")
-    return text
+        return check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def output_folder(text: str) -> str:
