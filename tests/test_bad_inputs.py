@@ -97,6 +97,16 @@ def entry(**change):
     return [{k: v for k, v in e.items() if v is not ...}]
 
 
+def _other_family(w, tmp) -> Path:
+    """A copy of the base checkpoint whose config.json names a family nobody handles."""
+    d = tmp / "other"
+    shutil.copytree(w["base"], d)
+    c = json.loads((d / "config.json").read_text())
+    c["model_type"] = "blip"
+    (d / "config.json").write_text(json.dumps(c))
+    return d
+
+
 def truncate(d: Path):
     b = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(b[: len(b) // 2])
@@ -222,6 +232,8 @@ CASES = [
     ("target-unknown", flow("--target", "sideways"), "sideways", True),
     ("heads-out-of-range", flow("--heads", "9"), "--heads [9] out of range", False),
     ("compare-model-missing", flow("--compare-model", "{root}/nowhere"), "--compare-model", True),
+    ("compare-model-unknown-family", lambda w, tmp: flow("--compare-model", str(_other_family(w, tmp)))(w, tmp),
+     "--compare-model", True),
     ("spec-unknown", lambda w, tmp: ["pathways", "--model", str(w["base"]), "--spec", "nonsense", *question(w),
                                      "--out", str(tmp / "o")], "no pathway spec named or at 'nonsense'", True),
     # annotation files

@@ -5,6 +5,7 @@ records line reruns its sample; replaced videos rerun their samples."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -464,3 +465,37 @@ def test_a_device_this_machine_lacks_is_named_in_python(tiny_pllava_dir):
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available on this machine"):
         vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cuda")
+
+
+@pytest.mark.parametrize("call,error,expected", [
+    (lambda vl, m, x: vl.knockout.sweep(m, "str", "cross-frame"), TypeError, "inputs must be a VideoLLMInput"),
+    (lambda vl, m, x: m.prepare("clip.mp4"), TypeError, "prepare takes a VideoQA"),
+    (lambda vl, m, x: vl.lens.logit_lens(m, x.tokens), TypeError, "logit_lens takes a VideoLLMInput"),
+    (lambda vl, m, x: vl.HookedVideoLLM.from_pretrained(m.checkpoint_path, pooling_shape=(0, 1, 1)), ValueError,
+     "pooling_shape must be three positive integers"),
+    (lambda vl, m, x: vl.HookedVideoLLM.from_pretrained(m.checkpoint_path, num_frames=0), ValueError,
+     "num_frames must be a positive integer"),
+    (lambda vl, m, x: m(dataclasses.replace(x, video_embeds=x.video_embeds[..., :-1])), ValueError,
+     "prepare the sample with this model"),
+], ids=["sweep-str", "prepare-str", "lens-tokens", "pooling-zero", "frames-zero", "other-width"])
+def test_python_api_misuse_gets_one_clear_error(tiny_pllava, two, call, error, expected):
+    import videolens as vl
+
+    with pytest.raises(error, match=expected):
+        call(vl, tiny_pllava, two[0])
+
+
+def test_a_tall_video_decord_cannot_copy_is_read_with_ffmpeg(tmp_path):
+    import imageio.v2 as imageio
+    import numpy as np
+
+    import videolens as vl
+
+    path = tmp_path / "tall.mp4"
+    with imageio.get_writer(str(path), fps=8, codec="libx264rgb", quality=None, pixelformat="rgb24",
+                            ffmpeg_params=["-crf", "0", "-preset", "ultrafast"], macro_block_size=1) as w:
+        for i in range(8):
+            w.append_data(np.full((2000, 16, 3), i * 20, np.uint8))
+    v = vl.load_video(path, num_frames=4)
+    assert v.frames.shape == (4, 2000, 16, 3)
+    assert v.frames[:, 0, 0, 0].tolist() == [20 * int(i) for i in v.indices]  # the frames asked for, in order

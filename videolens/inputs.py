@@ -50,6 +50,7 @@ class VideoLLMInput:
             lengths (``stack_inputs``); None when no row is padded.
         row_layouts: each row's own layout (positions counted in that row's unpadded tokens) in a
             padded batch; ``layout`` is then the longest row's.
+        prepared_by: the checkpoint folder of the model whose ``prepare`` made it (None when unknown).
         row_meta: in a stacked batch, each row's own ``sample``, ``video``, ``prompt_text``,
             ``layout`` and ``option_token_ids``, so ``batch[i]`` is row i's input (its true answer,
             its spans), not the first row's.
@@ -66,6 +67,7 @@ class VideoLLMInput:
     attention_mask: Optional[torch.Tensor] = None
     row_layouts: Optional[List[TokenLayout]] = None
     row_meta: Optional[List[Dict[str, Any]]] = None
+    prepared_by: Optional[str] = None
 
     @property
     def video_positions(self) -> torch.Tensor:
@@ -97,6 +99,23 @@ class VideoLLMInput:
 
     def __len__(self) -> int:
         return self.batch_size
+
+    def check_fits(self, model) -> None:
+        """Refuse video embeddings of another width than ``model``'s, and warn when another
+        checkpoint prepared this input (its vision front end and projector made the video tokens).
+
+        Raises:
+            ValueError: the video embeddings' width differs from ``model.cfg.d_model``.
+        """
+        if int(self.video_embeds.shape[-1]) != model.cfg.d_model:
+            raise ValueError(f"this input's video tokens are {int(self.video_embeds.shape[-1])} wide but the model's "
+                             f"residual stream is {model.cfg.d_model}: prepare the sample with this model")
+        here = getattr(model, "checkpoint_path", None)
+        if self.prepared_by and here and self.prepared_by != here:
+            import warnings
+
+            warnings.warn(f"this input was prepared by {self.prepared_by}, not {here}: its video tokens come from the "
+                          "other model's vision front end; prepare the sample with this model", stacklevel=4)
 
     def one_row(self, what: str) -> "VideoLLMInput":
         """``self`` when it holds one row; analyses that read one sample call it first.

@@ -19,6 +19,21 @@ def _is_bias(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in _BIAS_NAMES
 
 
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _check_overrides(pooling_shape, num_frames, max_visual_tokens) -> None:
+    """Raise ValueError (one line naming the argument) for a pooling shape that is not three positive
+    integers, or a frame count / token budget that is not a positive integer."""
+    if pooling_shape is not None and (isinstance(pooling_shape, str) or len(tuple(pooling_shape)) != 3
+                                      or not all(_positive_int(v) for v in pooling_shape)):
+        raise ValueError(f"pooling_shape must be three positive integers (frames, rows, cols), got {pooling_shape!r}")
+    for name, v in (("num_frames", num_frames), ("max_visual_tokens", max_visual_tokens)):
+        if v is not None and not _positive_int(v):
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
 def check_device(device) -> str:
     """``device`` as given when this machine has it (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
 
@@ -52,6 +67,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     from .bundled import resolve_checkpoint
     from .fingerprint import model_fingerprint
 
+    _check_overrides(pooling_shape, num_frames, max_visual_tokens)
     path = resolve_checkpoint(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

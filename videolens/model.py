@@ -245,6 +245,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
     def _video_in(self, inputs: VideoLLMInput) -> Iterator[None]:
         if inputs.seq_len > self.cfg.n_ctx:
             raise ContextLengthError(f"{inputs.seq_len} positions exceed the context of {self.cfg.n_ctx}")
+        inputs.check_fits(self)
         if inputs.pixel_values is not None:  # the front end runs here, so its hook points fire
             pixels = inputs.pixel_values.to(self.device)
             embeds = torch.stack([self.vision.encode(p) for p in (pixels if pixels.dim() == 5 else pixels[None])])

@@ -21,6 +21,11 @@ __all__ = ["prepare_one"]
 
 def prepare_one(model, sample: VideoQA, num_frames: int, keep_pixels: bool = False) -> VideoLLMInput:
     """``HookedVideoLLM.prepare`` for one sample (see its docstring)."""
+    if not isinstance(sample, VideoQA):
+        raise TypeError(f"prepare takes a VideoQA (vl.VideoQA(video=..., question=..., candidates=..., answer=...)) "
+                        f"or a list of them, got {type(sample).__name__}")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int):
+        raise TypeError(f"num_frames must be an integer, got {num_frames!r}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     video: Optional[Video] = None
@@ -74,5 +79,6 @@ def prepare_one(model, sample: VideoQA, num_frames: int, keep_pixels: bool = Fal
         video=video,
         prompt_text=tp.prompt.text,
         pixel_values=pixels if keep_pixels else None,
+        prepared_by=model.checkpoint_path,
     )
 

@@ -82,6 +82,22 @@ class Video:
         return cls(frames, np.arange(n), np.arange(n) / float(fps), float(fps), None)
 
 
+def _ffmpeg_frames(path: Path, indices: np.ndarray) -> np.ndarray:
+    """Frames ``indices`` of a file read in order with ffmpeg (imageio), for files decord cannot
+    copy out; uint8 ``[len(indices), H, W, 3]``."""
+    import imageio.v2 as imageio
+
+    wanted = {int(i) for i in indices}
+    got = {}
+    with imageio.get_reader(str(path), format="ffmpeg") as reader:
+        for i, frame in enumerate(reader):
+            if i in wanted:
+                got[i] = np.asarray(frame)[..., :3]
+            if i >= max(wanted):
+                break
+    return np.stack([got[int(i)] for i in indices])
+
+
 def sample_frame_indices(
     n_frames: int, fps: float, num_frames: int, start: Optional[float] = None, end: Optional[float] = None
 ) -> Int[np.ndarray, "num_frames"]:
@@ -242,6 +258,13 @@ def load_video(
         frames = reader.get_batch(indices.tolist()).asnumpy()
         if stamps is None:
             stamps = np.asarray(reader.get_frame_timestamp(indices.tolist()), dtype=np.float64)[:, 0]
-    except Exception as exc:
-        raise VideoDecodeError(f"cannot decode frames {indices.tolist()} of {path}: {exc}") from exc
+    except Exception as exc:  # decord fails on some frame sizes (e.g. 16x2000): ffmpeg (imageio) reads them
+        try:
+            frames = _ffmpeg_frames(path, indices)
+        except Exception:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VideoDecodeError(f"cannot decode frames {indices.tolist()} of {path} (neither decord nor ffmpeg "
+                                   f"could): {first[-160:]}") from exc
+        if stamps is None:
+            stamps = indices.astype(np.float64) / fps
     return Video(np.ascontiguousarray(frames, dtype=np.uint8), indices, stamps, fps, str(path))

@@ -18,7 +18,7 @@ from videolens.registry import Registry
 from .checkpoint import CheckpointError, Weights, read_config
 from .sizes import check_sizes_against_weights
 
-__all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "UnknownFamilyError",
+__all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "preflight", "UnknownFamilyError",
            "video_token_id"]
 
 
@@ -137,6 +137,25 @@ def family_for_config(config: dict, path: Path | str = "checkpoint") -> Family:
     types = sorted({k.split("/", 1)[0] for k in FAMILIES})
     raise UnknownFamilyError(f"{path}/config.json: model_type {mt!r} is not a supported VideoLLM family; "
                              f"supported model types: {types}")
+
+
+def preflight(path) -> Tuple[dict, Family, Optional[int]]:
+    """What can be checked of a checkpoint without reading its weights: config.json (readable, its
+    size fields typed), its family, and its text layer count where config.json states it (a
+    ``text_config`` / ``llm_config`` section or the top level). Commands that load a second model
+    later (``flow --compare-model``) call it at startup.
+
+    Raises:
+        FileNotFoundError / CheckpointError / UnknownFamilyError: as ``convert_checkpoint`` would.
+    """
+    config = read_config(Path(path))
+    family = family_for_config(config, path)
+    layers = None
+    for section in (config.get("text_config"), config.get("llm_config"), config):
+        if isinstance(section, dict) and isinstance(section.get("num_hidden_layers"), int):
+            layers = section["num_hidden_layers"]
+            break
+    return config, family, layers
 
 
 def convert_checkpoint(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 from videolens.distributed import world as dist_world
 
@@ -110,6 +111,19 @@ def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) ->
     return records
 
 
+def _compare_preflight(args) -> Optional[int]:
+    """Check ``--compare-model`` at startup as the main model is checked (folder, config.json, family),
+    so its problems are not found after the main sweep; returns its text layer count when stated."""
+    if args.compare_model is None:
+        return None
+    from weights_conversion.registry import preflight
+
+    try:
+        return preflight(args.compare_model)[2]
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"--compare-model {args.compare_model}: {exc}") from None
+
+
 def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str = "", split: bool = False) -> None:
     from videolens.plots.knockout import plot_correct_incorrect, plot_target
 
@@ -185,8 +199,7 @@ def run(args) -> int:
     if args.open_ended:
         names = []
     targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
-    if args.compare_model is not None and not (Path(args.compare_model) / "config.json").exists():
-        raise FileNotFoundError(f"--compare-model {args.compare_model}: no checkpoint (config.json) there")
+    compare_layers = _compare_preflight(args)
     samples = load_samples(args)
     if not args.open_ended:
         require_options(samples, NAME)
@@ -197,6 +210,9 @@ def run(args) -> int:
             print(f"--window not given: {args.window} (the model has {model.cfg.n_layers} layers; the paper's "
                   f"{DEFAULT_WINDOW} needs at least {DEFAULT_WINDOW})", file=sys.stderr)
     check_window(args.window, model.cfg.n_layers)  # window larger than the model: error
+    if compare_layers is not None and args.window > compare_layers:
+        raise ValueError(f"--compare-model {args.compare_model}: window {args.window} is larger than its "
+                         f"{compare_layers} layers")
     if args.heads is not None and not all(0 <= h < model.cfg.n_heads for h in args.heads):
         raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads")
 

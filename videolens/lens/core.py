@@ -353,6 +353,9 @@ def logit_lens(
         videolens.errors.NonFiniteError: NaN or infinite lens scores.
     """
     _mode(mode)
+    if not isinstance(inputs_or_cache, (VideoLLMInput, ActivationCache, dict)):
+        raise TypeError(f"logit_lens takes a VideoLLMInput (model.prepare(sample)) or an ActivationCache, got "
+                        f"{type(inputs_or_cache).__name__}")
     L = model.cfg.n_layers
     if not 1 <= int(k) <= model.cfg.d_vocab:
         raise ValueError(f"k must be in [1, {model.cfg.d_vocab}], got {k}")
