@@ -167,7 +167,8 @@ CASES = [
      "text_config.num_attention_heads=3 does not divide text_config.hidden_size=32", True),
     ("missing-config-field", config_edit(lambda c: c["text_config"].pop("num_hidden_layers")),
      "config.json leaves text_config.num_hidden_layers unset", True),
-    ("no-tokenizer", ckpt(lambda d: [f.unlink() for f in d.glob("tokenizer*")]), "cannot load the tokenizer", False),
+    ("no-tokenizer", ckpt(lambda d: [f.unlink() for f in d.glob("tokenizer*")]), "no tokenizer files", True),
+    ("no-tokenizer-json", ckpt(lambda d: (d / "tokenizer.json").unlink()), "no tokenizer files (tokenizer.json,", True),
     ("no-checkpoint-folder", answer("--model", "{root}/nowhere", "--video", "{clip}", "--question", "q",
                                     "--candidates", "a", "b"), "checkpoint folder not found", True),
     # arguments

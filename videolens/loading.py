@@ -74,13 +74,18 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     check_device(device)
     overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None,
                  "max_visual_tokens": max_visual_tokens}
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json")
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in tokenizer_files):
+        raise CheckpointError(f"{path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
+                              "copy the checkpoint's tokenizer files into the folder")
     conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
     if num_frames is None:
         num_frames = int(pooling_shape[0]) if pooling_shape is not None else int(conv.config.get("num_frames") or 8)
     try:
         tokenizer = load_tokenizer(path)
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load the tokenizer saved with the checkpoint: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot load the tokenizer saved with the checkpoint: {first}") from exc
     with torch.device("meta"):  # no allocation and random init of weights the checkpoint replaces
         model = cls(
             conv.cfg,
