@@ -75,7 +75,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None,
                  "max_visual_tokens": max_visual_tokens}
     tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json")
-    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in tokenizer_files):
+    if (Path(path) / "config.json").is_file() and not any((Path(path) / f).is_file() for f in tokenizer_files):
         raise CheckpointError(f"{path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
                               "copy the checkpoint's tokenizer files into the folder")
     conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
