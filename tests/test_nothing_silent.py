@@ -499,3 +499,19 @@ def test_a_tall_video_decord_cannot_copy_is_read_with_ffmpeg(tmp_path):
     v = vl.load_video(path, num_frames=4)
     assert v.frames.shape == (4, 2000, 16, 3)
     assert v.frames[:, 0, 0, 0].tolist() == [20 * int(i) for i in v.indices]  # the frames asked for, in order
+
+
+def test_an_input_prepared_by_other_weights_warns(tiny_pllava, two, tmp_path):
+    import warnings
+
+    import videolens as vl
+    from videolens.testing import make_tiny_pllava
+
+    other = vl.HookedVideoLLM.from_pretrained(make_tiny_pllava(tmp_path / "other", seed=7), device="cpu")
+    with pytest.warns(UserWarning, match="prepared by a model with other weights"):
+        other(two[0])
+    same = vl.HookedVideoLLM.from_pretrained(tiny_pllava.checkpoint_path, device="cpu")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        same(two[0])  # same weights: silent
+    assert not [w for w in seen if "prepared by" in str(w.message)]

@@ -34,13 +34,19 @@ def test_tokens_without_their_video_raise(tiny_pllava, inputs):
     assert not torch.allclose(bare, video) and text.shape[1] == 5
 
 
-def test_bundled_model_by_name_and_hub_ids(tmp_path):
+def test_bundled_model_by_name_and_hub_ids(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from videolens.hub import HubError
+
     path = vl.bundled_model_path()
     assert (path / "config.json").exists() and path.name == "tiny-videollm"
     model = vl.HookedVideoLLM.from_pretrained("tiny-videollm", device="cpu")
     assert model.cfg.n_layers == vl.HookedVideoLLM.from_pretrained(path, device="cpu").cfg.n_layers
-    with pytest.raises(FileNotFoundError, match="hub download is not supported"):
-        vl.HookedVideoLLM.from_pretrained("llava-hf/llava-v1.6-vicuna-7b-hf")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a hub id goes to the hub (tests/test_hub.py); here offline
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(HubError, match="llava-hf/llava-v1.6-vicuna-7b-hf: not in the local hub cache"):
+        vl.HookedVideoLLM.from_pretrained("llava-v1.6-vicuna-7b-hf")
     with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
         vl.HookedVideoLLM.from_pretrained(tmp_path / "nothing-here")
 

@@ -21,6 +21,8 @@ COMMANDS = [
     "videolens.commands.pathways",
     "videolens.commands.lens",
     "videolens.commands.genprob",
+    "videolens.commands.models",
+    "videolens.commands.download",
 ]
 
 

@@ -83,6 +83,21 @@ class ConventionsMixin:
             cache = VideoActivationCache(cache.cache_dict, self, has_batch_dim=not remove_batch_dim)
         return out, cache
 
+    def process_weights_(self, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
+                         refactor_factored_attn_matrices: bool = False, fold_value_biases: bool = True) -> None:
+        """TransformerLens' in-place weight processing (``load_and_process_state_dict``), with
+        ``fold_value_biases`` too; a no-op when every option is False.
+
+        Raises:
+            ValueError: ``center_writing_weights`` with RMSNorm (centring is not invariant there;
+                TransformerLens skips it for such models).
+        """
+        from .loading import process_weights
+
+        process_weights(self, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                        center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+                        refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+
     def to_tokens(self, input, *args, **kwargs):
         """As TL; a ``VideoLLMInput`` gives its tokens ``[batch, pos]`` (video positions hold the placeholder)."""
         if isinstance(input, VideoLLMInput):

@@ -50,7 +50,7 @@ class VideoLLMInput:
             lengths (``stack_inputs``); None when no row is padded.
         row_layouts: each row's own layout (positions counted in that row's unpadded tokens) in a
             padded batch; ``layout`` is then the longest row's.
-        prepared_by: the checkpoint folder of the model whose ``prepare`` made it (None when unknown).
+        prepared_by: ``model_identity`` of the model whose ``prepare`` made it (None when unknown).
         row_meta: in a stacked batch, each row's own ``sample``, ``video``, ``prompt_text``,
             ``layout`` and ``option_token_ids``, so ``batch[i]`` is row i's input (its true answer,
             its spans), not the first row's.
@@ -110,12 +110,13 @@ class VideoLLMInput:
         if int(self.video_embeds.shape[-1]) != model.cfg.d_model:
             raise ValueError(f"this input's video tokens are {int(self.video_embeds.shape[-1])} wide but the model's "
                              f"residual stream is {model.cfg.d_model}: prepare the sample with this model")
-        here = getattr(model, "checkpoint_path", None)
+        here = model_identity(model)
         if self.prepared_by and here and self.prepared_by != here:
             import warnings
 
-            warnings.warn(f"this input was prepared by {self.prepared_by}, not {here}: its video tokens come from the "
-                          "other model's vision front end; prepare the sample with this model", stacklevel=4)
+            warnings.warn(f"this input was prepared by a model with other weights than {model.checkpoint_path}: its "
+                          "video tokens come from that model's vision front end; prepare the sample with this model",
+                          stacklevel=4)
 
     def one_row(self, what: str) -> "VideoLLMInput":
         """``self`` when it holds one row; analyses that read one sample call it first.
@@ -177,6 +178,18 @@ class VideoLLMInput:
         moved = {k: getattr(self, k).to(device) for k in ("tokens", "video_embeds", "pixel_values", "attention_mask")
                  if getattr(self, k) is not None}
         return dataclasses.replace(self, **moved)
+
+
+def model_identity(model) -> Optional[str]:
+    """What identifies a model's weights: a digest of its fingerprint (``videolens.fingerprint``),
+    so the same checkpoint at two paths is one model; else its folder; None for a model built in memory."""
+    import hashlib
+    import json
+
+    fp = getattr(model, "fingerprint", None)
+    if fp:
+        return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    return getattr(model, "checkpoint_path", None)
 
 
 def stack_inputs(inputs: Sequence[VideoLLMInput], pad_id: int = 0) -> VideoLLMInput:

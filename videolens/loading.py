@@ -57,18 +57,35 @@ def check_device(device) -> str:
     return text
 
 
+HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only")
+"""``from_pretrained`` keywords passed to ``videolens.hub.resolve_checkpoint`` (huggingface_hub's)."""
+
+
 def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
                     dtype: torch.dtype = torch.float32, pooling_shape: Optional[Sequence[int]] = None,
-                    num_frames: Optional[int] = None, max_visual_tokens: Optional[int] = None):
-    """``cls.from_pretrained`` without weight processing (see its docstring)."""
+                    num_frames: Optional[int] = None, max_visual_tokens: Optional[int] = None, **hub):
+    """``cls.from_pretrained`` without weight processing (see its docstring). A known checkpoint name
+    or hub id (``videolens.hub.MODELS``) brings its settings where the arguments leave them None.
+
+    Raises:
+        TypeError: a keyword that is neither a loading argument nor one of ``HUB_OPTIONS``.
+    """
     from weights_conversion import convert_checkpoint
     from weights_conversion.checkpoint import CheckpointError, materialize_meta_buffers
 
-    from .bundled import resolve_checkpoint
     from .fingerprint import model_fingerprint
+    from .hub import known_model, resolve_checkpoint
 
+    unknown = sorted(set(hub) - set(HUB_OPTIONS))
+    if unknown:
+        raise TypeError(f"from_pretrained got unexpected keyword(s) {unknown} (hub options: {list(HUB_OPTIONS)})")
+    known = None if Path(path).is_dir() else known_model(path)
+    if known is not None:  # the paper's settings for this checkpoint; explicit arguments win
+        pooling_shape = known.pooling_shape if pooling_shape is None else pooling_shape
+        num_frames = known.num_frames if num_frames is None and pooling_shape is None else num_frames
+        max_visual_tokens = known.max_visual_tokens if max_visual_tokens is None else max_visual_tokens
     _check_overrides(pooling_shape, num_frames, max_visual_tokens)
-    path = resolve_checkpoint(path)
+    path = resolve_checkpoint(path, **hub)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(device)
@@ -115,6 +132,11 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     model.frame_sampler = conv.sampler
     if conv.mrope is not None:
         model.mrope = conv.mrope
+    if known is not None and known.template:
+        from .prompts import get_template
+
+        model.template = get_template(known.template)
+    model.known = known
     check_tokenizer(model, path)
     model.checkpoint_path = str(path)
     model.fingerprint = model_fingerprint(path)

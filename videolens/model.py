@@ -110,12 +110,16 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         refactor_factored_attn_matrices: bool = False,
         max_visual_tokens: Optional[int] = None,
         preprocessing: str = "pil",
+        **hub,
     ) -> "HookedVideoLLM":
-        """Load a local VideoLLM checkpoint folder (any registered family).
+        """Load a VideoLLM checkpoint (any registered family) from a folder, a known name or a hub id.
 
         Args:
-            path: folder with config.json, safetensors (single or sharded) and tokenizer files, or
-                ``"tiny-videollm"`` for the bundled model (``vl.bundled_model_path()``).
+            path: folder with config.json, safetensors (single or sharded) and tokenizer files;
+                ``"tiny-videollm"`` for the bundled model; a known name (``videolens.hub.MODELS``,
+                whose settings apply where these arguments are None) or a hub id ``org/name``
+                (fetched into the huggingface_hub cache; a local folder of that name wins).
+            hub: ``revision``, ``cache_dir``, ``token``, ``local_files_only`` (huggingface_hub's).
             device: "cpu", "cuda", ... (default: cuda when available).
             dtype: weights dtype (torch.float32, torch.bfloat16, torch.float16).
             pooling_shape: ``(frames, rows, cols)`` of the PLLaVA-family 3-D pooling, overriding
@@ -137,7 +141,8 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
                 CLIP-style front ends only).
 
         Raises:
-            FileNotFoundError: the folder does not exist (a hub id is named as such: no download).
+            FileNotFoundError: no such folder, and not a known name or hub id.
+            videolens.hub.HubError: a hub id not found, gated, offline and not cached, pickles only.
             weights_conversion.UnknownFamilyError: config.json names an unsupported model type.
             weights_conversion.CheckpointError (and its MissingWeightsError / UnexpectedWeightsError):
                 an unreadable file, a wrongly typed config field, tensors missing, left unused or
@@ -152,7 +157,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             raise ValueError(f"preprocessing must be one of {BACKENDS}, got {preprocessing!r}")
 
         model = load_pretrained(cls, path, device=device, dtype=dtype, pooling_shape=pooling_shape,
-                                num_frames=num_frames, max_visual_tokens=max_visual_tokens)
+                                num_frames=num_frames, max_visual_tokens=max_visual_tokens, **hub)
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
                                center_unembed=center_unembed, fold_value_biases=fold_value_biases,
                                refactor_factored_attn_matrices=refactor_factored_attn_matrices)
@@ -162,21 +167,6 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
                                  f"({type(model.vision.preprocess).__name__}) has no CLIP-style preprocessing to batch")
             model.vision.preprocess.backend = preprocessing
         return model
-
-    def process_weights_(self, fold_ln: bool = True, center_writing_weights: bool = True, center_unembed: bool = True,
-                         refactor_factored_attn_matrices: bool = False, fold_value_biases: bool = True) -> None:
-        """TransformerLens' in-place weight processing (``load_and_process_state_dict``), with
-        ``fold_value_biases`` too; a no-op when every option is False.
-
-        Raises:
-            ValueError: ``center_writing_weights`` with RMSNorm (centring is not invariant there;
-                TransformerLens skips it for such models).
-        """
-        from .loading import process_weights
-
-        process_weights(self, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
-                        center_unembed=center_unembed, fold_value_biases=fold_value_biases,
-                        refactor_factored_attn_matrices=refactor_factored_attn_matrices)
 
     def load_backbone_weights(self, state_dict: Dict[str, torch.Tensor]) -> None:
         """Load TransformerLens weights, requiring exactly the backbone's parameters

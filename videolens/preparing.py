@@ -12,7 +12,7 @@ import torch
 
 from .data import VideoQA
 from .errors import ContextLengthError, FramePoolingWarning
-from .inputs import VideoLLMInput, tokenize_prompt
+from .inputs import VideoLLMInput, model_identity, tokenize_prompt
 from .layout import slot_frames
 from .video import Video
 
@@ -79,6 +79,6 @@ def prepare_one(model, sample: VideoQA, num_frames: int, keep_pixels: bool = Fal
         video=video,
         prompt_text=tp.prompt.text,
         pixel_values=pixels if keep_pixels else None,
-        prepared_by=model.checkpoint_path,
+        prepared_by=model_identity(model),
     )
 

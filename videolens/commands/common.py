@@ -14,7 +14,9 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--model", required=required, default=None,
-                   help="checkpoint folder (default: the bundled tiny model)")
+                   help="checkpoint folder, known name (videolens models) or hub id org/name, fetched into the "
+                        "huggingface_hub cache (default: the bundled tiny model)")
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of a hub --model")
     p.add_argument("--device", type=parse_device, default=None,
                    help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype")
@@ -163,7 +165,8 @@ def load_model(args, path=None):
     model = HookedVideoLLM.from_pretrained(path, device=rank_device(args.device), dtype=DTYPES[args.dtype],
                                            pooling_shape=getattr(args, "pooling_shape", None),
                                            num_frames=getattr(args, "num_frames", None),
-                                           max_visual_tokens=getattr(args, "max_visual_tokens", None))
+                                           max_visual_tokens=getattr(args, "max_visual_tokens", None),
+                                           revision=getattr(args, "revision", None))
     if getattr(args, "num_frames", None) is None:
         args.num_frames = model.default_num_frames  # run configs record the frames actually used
     if getattr(args, "template", None):
@@ -307,7 +310,9 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
     """A run's identity for its records header: command, model (name and fingerprint of its files),
     dtype, frames and the video grid they give, the data (``sample_source``) and the command's own
     ``settings``. ``videolens.runs.RecordWriter`` refuses to resume into a folder whose header differs."""
-    return {"command": command, "model": str(Path(args.model).resolve()) if args.model else "bundled:tiny-videollm",
+    model_name = (str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model)) if args.model \
+        else "bundled:tiny-videollm"  # a folder, or a name / hub id (the fingerprint ties it to its weights)
+    return {"command": command, "model": model_name,
             "model_fingerprint": getattr(model, "fingerprint", None), "dtype": args.dtype,
             "num_frames": args.num_frames, **_video_grid(model, args.num_frames), **sample_source(args), **settings,
             **({"template": args.template} if getattr(args, "template", None) else {})}

@@ -116,10 +116,11 @@ def _compare_preflight(args) -> Optional[int]:
     so its problems are not found after the main sweep; returns its text layer count when stated."""
     if args.compare_model is None:
         return None
+    from videolens.hub import resolve_checkpoint
     from weights_conversion.registry import preflight
 
     try:
-        return preflight(args.compare_model)[2]
+        return preflight(resolve_checkpoint(args.compare_model, revision=getattr(args, "revision", None)))[2]
     except (FileNotFoundError, ValueError) as exc:
         raise type(exc)(f"--compare-model {args.compare_model}: {exc}") from None
 

@@ -1,0 +1,92 @@
+"""Checkpoints by hub id and by known name (issue 31), resolved offline through huggingface_hub's
+own code against a cache laid out as huggingface_hub lays it out (tests/hubcache.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import videolens as vl
+import videolens.hub
+from test_bad_inputs import run_cli
+from hubcache import write_hub_cache
+from videolens.hub import HubError, KnownModel, MODELS, known_model
+
+REPO = "tiny-org/tiny-pllava"
+
+
+@pytest.fixture()
+def offline(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE=1 and a cache of our own (huggingface_hub reads both as module constants)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_a_hub_id_loads_from_the_cache_offline(offline, tiny_pllava_dir, tiny_pllava, inputs):
+    snap = write_hub_cache(offline, REPO, tiny_pllava_dir)
+    model = vl.HookedVideoLLM.from_pretrained(REPO, device="cpu")
+    assert model.checkpoint_path == str(snap)
+    assert torch.allclose(model(inputs), tiny_pllava(inputs), atol=1e-6)
+    assert model.fingerprint == tiny_pllava.fingerprint  # the same weights, by content
+
+
+def test_a_known_name_applies_the_papers_settings_and_arguments_win(offline, tiny_pllava_dir, monkeypatch):
+    write_hub_cache(offline, REPO, tiny_pllava_dir)
+    row = KnownModel(name="tiny-known", hub_id=REPO, role="test", pooling_shape=(2, 2, 2), num_frames=2,
+                     template="eval_mvbench_open")
+    monkeypatch.setitem(MODELS, "tiny-known", row)
+    assert known_model("TINY-ORG/tiny-pllava") is row
+    model = vl.HookedVideoLLM.from_pretrained("tiny-known", device="cpu")
+    assert model.default_num_frames == 2 and model.template.name == "eval_mvbench_open"
+    assert model.vision.output_grid(2)[1:] == (2, 2)
+    model = vl.HookedVideoLLM.from_pretrained("tiny-known", device="cpu", pooling_shape=(4, 2, 2))
+    assert model.default_num_frames == 4  # an explicit pooling shape wins, frames follow it
+
+
+def test_the_cli_takes_a_hub_id(offline, tiny_pllava_dir, clip_path):
+    write_hub_cache(offline, REPO, tiny_pllava_dir)
+    rc, out, err = run_cli(["answer", "--model", REPO, "--video", str(clip_path), "--question", "What moves?",
+                            "--candidates", "left", "right"])
+    assert rc == 0, err
+    assert "chosen" in out
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("not-cached", "not in the local hub cache and downloads are off"),
+    ("no-weights", "holds no .safetensors weights"),
+    ("revision", "not in the local hub cache"),
+    ("not-an-id", "checkpoint folder not found"),
+])
+def test_hub_problems_end_in_one_line(offline, tiny_pllava_dir, clip_path, case, expected):
+    argv = ["--video", str(clip_path), "--question", "q", "--candidates", "a", "b"]
+    model = REPO
+    if case == "no-weights":
+        write_hub_cache(offline, REPO, tiny_pllava_dir, skip=("model.safetensors",))
+    if case == "revision":
+        write_hub_cache(offline, REPO, tiny_pllava_dir)
+        argv += ["--revision", "v9"]
+    if case == "not-an-id":
+        model = "./nowhere/at/all"
+    rc, out, err = run_cli(["answer", "--model", model, *argv])
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err
+    if case != "not-an-id":
+        with pytest.raises(HubError):
+            vl.HookedVideoLLM.from_pretrained(REPO, device="cpu", revision="v9" if case == "revision" else None)
+
+
+def test_every_known_checkpoint_is_well_formed():
+    from videolens.pathways.loading import load_spec
+    from videolens.prompts import TEMPLATES
+
+    assert {"llava-next-7b-video-ft", "llava-next-13b-video-ft", "mini-internvl-4b-video-ft", "videollama3-7b",
+            "llava-v1.6-vicuna-7b", "mini-internvl-chat-4b-v1-5"} <= set(MODELS)
+    for m in MODELS.values():
+        assert vl.hub.is_hub_id(m.hub_id) and (m.template is None or m.template in TEMPLATES), m.name
+        assert m.base is None or m.base in MODELS, m.name
+        if m.pathway_spec:
+            load_spec(m.pathway_spec)  # a shipped spec of that name
