@@ -201,6 +201,27 @@ def test_one_sample_analyses_refuse_a_batch(tiny_pllava, two, analysis):
         fn()
 
 
+@pytest.mark.parametrize("name", ["patching.activation.patch_spans", "patching.path.path_patch",
+                                  "patching.path.path_patch_heads", "pathways.evaluate.evaluate_sample",
+                                  "knockout.attribution.edge_attribution", "viz.pooling.video_attention",
+                                  "viz.compare.compare_knockout", "knockout.open_ended.open_ended_sweep",
+                                  "pathways.pruned.pruned_logits"])
+def test_every_one_sample_analysis_refuses_a_batch(tiny_pllava, two, name):
+    import importlib
+
+    from videolens.errors import BatchedInputError
+    from videolens.inputs import stack_inputs
+
+    module, fn = name.rsplit(".", 1)
+    fn = getattr(importlib.import_module(f"videolens.{module}"), fn)
+    import inspect
+
+    required = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+    args = [tiny_pllava, stack_inputs(two[:2])] + [None] * (len(required) - 2)
+    with pytest.raises(BatchedInputError, match=r"pass batch\[i\]"):
+        fn(*args)
+
+
 def test_frame_corruptions_permute_each_rows_frames(tiny_pllava, two):
     import torch
 

@@ -64,6 +64,7 @@ def edge_attribution(model, inputs: VideoLLMInput, targets: Sequence[Union[str, 
     Raises:
         KeyError: unknown target or token group.
     """
+    inputs.one_row("edge_attribution")
     targets = [get_target(t) if isinstance(t, str) else t for t in targets]
     L = model.cfg.n_layers
     layers = list(range(L)) if layers is None else list(layers)

@@ -97,6 +97,7 @@ def open_ended_sweep(model, inputs: VideoLLMInput, window: int = 9, track: int =
     Raises:
         ValueError: an offset outside the generated answer.
     """
+    inputs.one_row("open_ended_sweep")
     _register_response_group()
     answer = greedy_tokens(model, inputs, max_new_tokens)  # with the key-value cache
     if not answer:

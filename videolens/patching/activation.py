@@ -297,6 +297,7 @@ def patch_spans(
         KeyError: unknown activation or group; ValueError: bad layers/heads/method, or inputs and
         source token lengths differ.
     """
+    inputs.one_row("patch_spans")
     spec = _spec(activation)
     if not spec.layered:
         raise ValueError(

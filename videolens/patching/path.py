@@ -180,6 +180,7 @@ def path_patch(
         ValueError: a sender at or after a receiver head's layer (no path), out-of-range
             layers or heads, or no receivers.
     """
+    inputs.one_row("path_patch")
     senders = [sender] if isinstance(sender, (Head, Span)) else list(sender)
     receivers = list(receivers)
     if not receivers or not senders:
@@ -259,6 +260,7 @@ def path_patch_heads(
     Returns:
         ``[n_layers, n_heads]`` metric values; NaN for heads that are not senders.
     """
+    inputs.one_row("path_patch_heads")
     n, H = model.cfg.n_layers, model.cfg.n_heads
     heads_r = [r.layer for r in receivers if isinstance(r, Head)]
     top = min(heads_r) if heads_r else n

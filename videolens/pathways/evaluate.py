@@ -164,6 +164,7 @@ def evaluate_sample(
         ValueError: the plan's depth is not the model's.
         videolens.edges.EmptyRowError: a mask would empty some query's row (before it runs).
     """
+    inputs.one_row("evaluate_sample")
     plan = spec if isinstance(spec, LayerPlan) else load_spec(spec).plan(model.cfg.n_layers)
     if plan.n_layers != model.cfg.n_layers:
         raise ValueError(f"plan is for {plan.n_layers} layers, the model has {model.cfg.n_layers}")

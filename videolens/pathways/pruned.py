@@ -153,7 +153,7 @@ def pruned_logits(model, inputs: VideoLLMInput, plan: LayerPlan) -> Float[torch.
 def pruned_forward(model, inputs: VideoLLMInput, plan: LayerPlan
                    ) -> Tuple[Float[torch.Tensor, "1 1 d_vocab"], Optional[int]]:
     """``(pruned_logits, prune_layer)`` from one build of the plan's masks."""
-    if inputs.tokens.shape[0] != 1 or inputs.attention_mask is not None:
+    if inputs.one_row("pruned_logits").attention_mask is not None:
         raise ValueError("pruned_logits takes one unpadded input (use batch[i])")
     if plan.n_layers != model.cfg.n_layers:
         raise ValueError(f"plan is for {plan.n_layers} layers, the model has {model.cfg.n_layers}")

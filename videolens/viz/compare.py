@@ -50,6 +50,7 @@ def compare_knockout(
     Raises:
         videolens.edges.EmptyRowError, KeyError, ValueError: from the mask or the view arguments.
     """
+    inputs.one_row("compare_knockout")
     from ..knockout import knockout_hooks
 
     ko_layers = range(model.cfg.n_layers) if knockout_layers is None else knockout_layers

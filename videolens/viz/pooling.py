@@ -213,6 +213,7 @@ def video_attention(
     Raises:
         KeyError: unknown query group; ValueError: bad layers, heads, video pooling or block.
     """
+    inputs.one_row("video_attention")
     L = inputs.layout
     lays = resolve_layers(layers, model.cfg.n_layers)
     head_idx, average = _heads(model, heads)
