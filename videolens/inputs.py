@@ -67,7 +67,7 @@ class VideoLLMInput:
     attention_mask: Optional[torch.Tensor] = None
     row_layouts: Optional[List[TokenLayout]] = None
     row_meta: Optional[List[Dict[str, Any]]] = None
-    prepared_by: Optional[str] = None
+    prepared_by: Optional[Dict[str, str]] = None
 
     @property
     def video_positions(self) -> torch.Tensor:
@@ -111,7 +111,7 @@ class VideoLLMInput:
             raise ValueError(f"this input's video tokens are {int(self.video_embeds.shape[-1])} wide but the model's "
                              f"residual stream is {model.cfg.d_model}: prepare the sample with this model")
         here = model_identity(model)
-        if self.prepared_by and here and self.prepared_by != here:
+        if self.prepared_by and here and _other_weights(self.prepared_by, here):
             import warnings
 
             warnings.warn(f"this input was prepared by a model with other weights than {model.checkpoint_path}: its "
@@ -180,16 +180,21 @@ class VideoLLMInput:
         return dataclasses.replace(self, **moved)
 
 
-def model_identity(model) -> Optional[str]:
-    """What identifies a model's weights: a digest of its fingerprint (``videolens.fingerprint``),
-    so the same checkpoint at two paths is one model; else its folder; None for a model built in memory."""
-    import hashlib
-    import json
-
+def model_identity(model) -> Optional[Dict[str, str]]:
+    """What identifies a model's weights: its file fingerprint (``videolens.fingerprint``), or
+    ``{"path": folder}`` without one; None for a model built in memory."""
     fp = getattr(model, "fingerprint", None)
     if fp:
-        return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
-    return getattr(model, "checkpoint_path", None)
+        return dict(fp)
+    path = getattr(model, "checkpoint_path", None)
+    return {"path": path} if path else None
+
+
+def _other_weights(a: Dict[str, str], b: Dict[str, str]) -> bool:
+    """Whether two identities are other weights: config.json or any file both hold differs (the same
+    weights re-sharded into other files count as the same model)."""
+    common = set(a) & set(b)
+    return bool(common) and any(a[k] != b[k] for k in common)
 
 
 def stack_inputs(inputs: Sequence[VideoLLMInput], pad_id: int = 0) -> VideoLLMInput:
