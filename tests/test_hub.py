@@ -90,3 +90,71 @@ def test_every_known_checkpoint_is_well_formed():
         assert m.base is None or m.base in MODELS, m.name
         if m.pathway_spec:
             load_spec(m.pathway_spec)  # a shipped spec of that name
+
+
+# ---- the download path itself, through huggingface_hub's HTTP client against a local stand-in hub ----
+@pytest.fixture()
+def hub(monkeypatch, tmp_path, tiny_pllava_dir):
+    """A local hub serving ``tiny-org/tiny-pllava`` (and a pickles-only and a gated repository), with
+    huggingface_hub pointed at it and at an empty cache."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from fakehub import FakeHub
+
+    pickles = tmp_path / "pickles"
+    pickles.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_pllava_dir / f, pickles / f)
+    (pickles / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with FakeHub({REPO: tiny_pllava_dir, "tiny-org/pickles": pickles, "tiny-org/gated": tiny_pllava_dir},
+                 gated={"tiny-org/gated"}) as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        yield server
+
+
+def test_a_hub_id_downloads_then_loads_offline(hub, tiny_pllava, inputs, clip_path, monkeypatch):
+    from huggingface_hub import constants
+
+    rc, out, err = run_cli(["download", REPO])
+    assert rc == 0, err
+    fetched = {r.split("/")[-1] for r in hub.requests if r.startswith("GET") and "/resolve/" in r}
+    assert fetched == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                       "preprocessor_config.json"}  # allow_patterns: nothing else
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a compute node without network
+    n = len(hub.requests)
+    model = vl.HookedVideoLLM.from_pretrained(REPO, device="cpu")
+    assert len(hub.requests) == n  # served from the cache
+    assert torch.allclose(model(inputs), tiny_pllava(inputs), atol=1e-6)
+    rc, out, err = run_cli(["answer", "--model", REPO, "--video", str(clip_path), "--question", "What moves?",
+                            "--candidates", "left", "right"])
+    assert rc == 0 and "chosen" in out, err
+
+
+def test_an_interrupted_download_resumes(hub, tiny_pllava, inputs):
+    hub.fail_after = 1000  # the first transfer of a file above 1000 bytes breaks off
+    try:
+        model = vl.HookedVideoLLM.from_pretrained(REPO, device="cpu")
+    except HubError:  # huggingface_hub gave up on the broken transfer: a second call resumes it
+        model = vl.HookedVideoLLM.from_pretrained(REPO, device="cpu")
+    gets = [r.split(" [")[0] for r in hub.requests if r.startswith("GET") and "/resolve/" in r]
+    assert len(gets) > len(set(gets)), "\n".join(hub.requests)  # the broken transfer was taken up again
+    assert torch.allclose(model(inputs), tiny_pllava(inputs), atol=1e-6)
+
+
+@pytest.mark.parametrize("repo,revision,expected", [
+    ("tiny-org/nothing", None, "no such repository on the hub"),
+    ("tiny-org/gated", None, "a gated repository: accept its terms on the hub, then log in"),
+    (REPO, "v9", "revision 'v9' not found"),
+    ("tiny-org/pickles", None, "holds its weights only as pickles (pytorch_model.bin); videolens never unpickles"),
+])
+def test_hub_server_answers_end_in_one_line(hub, clip_path, repo, revision, expected):
+    argv = ["answer", "--model", repo, "--video", str(clip_path), "--question", "q", "--candidates", "a", "b"]
+    rc, out, err = run_cli(argv + (["--revision", revision] if revision else []))
+    lines = [l for l in err.splitlines() if l.strip() and "Fetching" not in l and "%|" not in l]
+    assert rc == 2 and len(lines) == 1 and expected in lines[0], err
