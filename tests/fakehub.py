@@ -24,8 +24,9 @@ COMMIT = "b" * 40
 class FakeHub:
     """``with FakeHub({"org/name": folder}) as hub: hub.endpoint`` ..."""
 
-    def __init__(self, repos: Dict[str, Path], gated=(), revisions=("main",)):
+    def __init__(self, repos: Dict[str, Path], gated=(), revisions=("main",), datasets: Optional[Dict[str, Path]] = None):
         self.repos = {k: Path(v) for k, v in repos.items()}
+        self.datasets = {k: Path(v) for k, v in (datasets or {}).items()}
         self.gated = set(gated)
         self.revisions = set(revisions)
         self.requests: List[str] = []
@@ -51,17 +52,18 @@ class FakeHub:
                 self._send(code, body, {"X-Error-Code": error_code, "X-Error-Message": message,
                                         "Content-Type": "application/json"}, head)
 
-            def _repo(self, repo: str, head: bool = False) -> Optional[Path]:
+            def _repo(self, repo: str, head: bool = False, kind: str = "models") -> Optional[Path]:
+                table = hub.datasets if kind == "datasets" else hub.repos
                 if repo in hub.gated:
-                    self._error(403, "GatedRepo", f"Access to model {repo} is restricted.", head)
+                    self._error(403, "GatedRepo", f"Access to {kind[:-1]} {repo} is restricted.", head)
                     return None
-                if repo not in hub.repos:
+                if repo not in table:
                     self._error(404, "RepoNotFound", "Repository not found", head)
                     return None
-                return hub.repos[repo]
+                return table[repo]
 
             def _files(self, folder: Path):
-                return sorted(f for f in folder.iterdir() if f.is_file())
+                return sorted(f for f in folder.rglob("*") if f.is_file())
 
             def do_HEAD(self):
                 self._handle(head=True)
@@ -73,27 +75,30 @@ class FakeHub:
                 path = unquote(urlparse(self.path).path)
                 rng = self.headers.get("Range")
                 hub.requests.append(f"{self.command} {path}" + (f" [{rng}]" if rng else ""))
+                kind = "datasets" if path.startswith(("/api/datasets/", "/datasets/")) else "models"
+                path = path.replace("/api/datasets/", "/api/models/", 1).replace("/datasets/", "/", 1) \
+                    if kind == "datasets" else path
                 m = re.match(r"^/api/models/([^/]+/[^/]+)/revision/(.+)$", path)
                 if m:
-                    folder = self._repo(m.group(1), head)
+                    folder = self._repo(m.group(1), head, kind)
                     if folder is None:
                         return
                     if m.group(2) not in hub.revisions and m.group(2) != COMMIT:
                         return self._error(404, "RevisionNotFound", f"Invalid rev id: {m.group(2)}", head)
                     info = {"id": m.group(1), "modelId": m.group(1), "sha": COMMIT, "private": False,
-                            "siblings": [{"rfilename": f.name} for f in self._files(folder)]}
+                            "siblings": [{"rfilename": f.relative_to(folder).as_posix()} for f in self._files(folder)]}
                     return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
                 m = re.match(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(/.*)?$", path)
                 if m:
-                    folder = self._repo(m.group(1), head)
+                    folder = self._repo(m.group(1), head, kind)
                     if folder is None:
                         return
-                    tree = [{"type": "file", "path": f.name, "size": f.stat().st_size,
+                    tree = [{"type": "file", "path": f.relative_to(folder).as_posix(), "size": f.stat().st_size,
                              "oid": hashlib.sha1(f.read_bytes()).hexdigest()} for f in self._files(folder)]
                     return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head)
                 m = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
                 if m:
-                    folder = self._repo(m.group(1), head)
+                    folder = self._repo(m.group(1), head, kind)
                     if folder is None:
                         return
                     f = folder / m.group(3)

@@ -158,3 +158,53 @@ def test_hub_server_answers_end_in_one_line(hub, clip_path, repo, revision, expe
     rc, out, err = run_cli(argv + (["--revision", revision] if revision else []))
     lines = [l for l in err.splitlines() if l.strip() and "Fetching" not in l and "%|" not in l]
     assert rc == 2 and len(lines) == 1 and expected in lines[0], err
+
+
+# ---- benchmarks by name ----------------------------------------------------------------------------
+@pytest.fixture()
+def tvbench_repo(tmp_path, clip_path):
+    """A tiny dataset repository in TVBench's layout: json/<task>.json, videos under video/<task>/
+    (action_sequence as files, moving_direction as a zip archive), and a task nobody asks for."""
+    import json
+    import shutil
+    import zipfile
+
+    repo = tmp_path / "tvbench-repo"
+    entry = {"video": "clip.mp4", "question": "What moves?", "candidates": ["left", "right"], "answer": "left"}
+    for task in ("action_sequence", "moving_direction", "object_count"):
+        (repo / "json").mkdir(parents=True, exist_ok=True)
+        (repo / "json" / f"{task}.json").write_text(json.dumps([entry, dict(entry, answer="right")]))
+    (repo / "video" / "action_sequence").mkdir(parents=True)
+    shutil.copy(clip_path, repo / "video" / "action_sequence" / "clip.mp4")
+    with zipfile.ZipFile(repo / "video" / "moving_direction.zip", "w") as z:
+        z.write(clip_path, "moving_direction/clip.mp4")
+    (repo / "video" / "object_count").mkdir()
+    (repo / "video" / "object_count" / "big.mp4").write_bytes(b"x" * 5000)
+    return repo
+
+
+def test_a_benchmark_by_name_downloads_its_tasks_only_and_runs(tvbench_repo, tiny_pllava_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from fakehub import FakeHub
+    from videolens.runs import read_statuses
+
+    with FakeHub({}, datasets={"FunAILab/TVBench": tvbench_repo}) as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        argv = ["genprob", "--model", str(tiny_pllava_dir), "--data", "tvbench:action_sequence,moving_direction",
+                "--out", str(tmp_path / "out"), "--no-figures", "--no-progress"]
+        rc, out, err = run_cli(argv)
+        assert rc == 0, err
+        got = [r for r in server.requests if r.startswith("GET") and "/resolve/" in r]
+        assert got and not any("object_count" in r for r in got)  # only the tasks asked for
+        statuses = read_statuses(tmp_path / "out" / "genprob.jsonl")
+        assert len(statuses) == 4 and set(statuses.values()) == {"ok"}  # the zipped task's videos found too
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a rerun on a node without network resumes
+        n = len(server.requests)
+        assert run_cli(argv)[0] == 0 and len(server.requests) == n
+        rc, _, err = run_cli(argv[:4] + ["tvbench:sideways"] + argv[5:])
+        assert rc == 2 and "tvbench has no task(s) ['sideways']" in err

@@ -131,5 +131,5 @@ def model_fingerprint(folder: Union[str, os.PathLike]) -> Dict[str, str]:
 
 def data_fingerprint(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike, None]) -> Dict:
     """``{"files": {resolved path: digest}, "video_root": resolved path}`` of a dataset's annotations."""
-    return {"files": {str(Path(f).resolve()): file_digest(f) for f in files},
+    return {"files": {os.path.abspath(f): file_digest(f) for f in files},
             "video_root": str(Path(video_root).resolve()) if video_root is not None else None}

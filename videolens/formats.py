@@ -297,10 +297,12 @@ def load_annotations(path: PathLike, video_root: PathLike, format: str = "auto")
     return FORMATS[name].load(Path(path), video_root)
 
 
-def load_annotation_files(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike],
+def load_annotation_files(files: Sequence[Union[str, os.PathLike]],
+                          video_root: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
                           limit: Optional[int] = None, format: str = "auto") -> List[VideoQA]:
     """The samples of several annotation files (``videolens.formats.load_annotations`` each, in
-    ``format`` or detected), at most ``limit`` per file.
+    ``format`` or detected), at most ``limit`` per file; ``video_root`` is one folder for all, or one
+    per file (a benchmark's tasks keep their videos apart: ``videolens.datasets``).
 
     Sample ids are unique across files: an id found in more than one file is prefixed with its
     file (``"a/action_sequence:action_sequence_0"``; the path relative to the files' common folder,
@@ -311,13 +313,16 @@ def load_annotation_files(files: Sequence[Union[str, os.PathLike]], video_root: 
             fields each format expects); the same file given twice.
     """
     paths = [Path(f) for f in files]
-    resolved = [p.resolve() for p in paths]
+    resolved = [Path(os.path.abspath(p)) for p in paths]  # not through symlinks: hub caches link files to blobs
     for i, r in enumerate(resolved):
         if r in resolved[:i]:
             raise AnnotationError(f"{paths[i]} is given twice")
+    roots = [video_root] * len(paths) if isinstance(video_root, (str, os.PathLike)) else list(video_root)
+    if len(roots) != len(paths):
+        raise ValueError(f"{len(roots)} video folders for {len(paths)} annotation files")
     parts = []
-    for p in paths:
-        part = load_annotations(p, video_root, format)
+    for p, root in zip(paths, roots):
+        part = load_annotations(p, root, format)
         parts.append(part[:limit] if limit is not None else part)
     owners: Dict[str, set] = {}
     for i, part in enumerate(parts):

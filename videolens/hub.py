@@ -138,6 +138,9 @@ def download_checkpoint(repo_id: str, revision: Optional[str] = None, cache_dir:
              f"`videolens download {repo_id}` where there is a network, or pass the local folder")
     except hf.HfHubHTTPError as exc:
         fail(f"the hub answered {str(exc).strip().splitlines()[0]}")
+    except Exception as exc:  # no route to the hub, DNS, a connection broken after huggingface_hub's own retries
+        fail(f"cannot reach the hub ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+             "check the network, or run offline (HF_HUB_OFFLINE=1) from a filled cache")
     if not any(folder.glob("*.safetensors")):
         pickles = _remote_pickles(repo_id, revision, token, local_files_only)
         if pickles:

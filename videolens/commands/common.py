@@ -229,8 +229,10 @@ def add_video_arguments(g, required: bool = False) -> None:
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
     g = p.add_argument_group("samples (a TVBench-format file, or one video)")
-    g.add_argument("--data", default=None, nargs="+", metavar="FILE",
-                   help="annotation file(s): TVBench / MVBench, TOMATO or LongVideoBench format, detected from the content")
+    g.add_argument("--data", default=None, nargs="+", metavar="FILE|BENCHMARK",
+                   help="annotation file(s) (TVBench / MVBench, TOMATO, LongVideoBench, Video-MME, VCGBench format, "
+                        "detected from the content) with --video-root, or a benchmark by name: tvbench[:task,...] "
+                        "(fetched into the huggingface_hub cache)")
     from videolens.formats import FORMATS
 
     g.add_argument("--format", default="auto", choices=["auto", *FORMATS],
@@ -259,11 +261,8 @@ def load_samples(args, answer_required: bool = False) -> list:
     if bool(args.data) == bool(args.video):
         raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
     if args.data:
-        if not args.video_root:
-            raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to)")
-        if not Path(args.video_root).is_dir():
-            raise FileNotFoundError(f"--video-root {args.video_root}: no such folder")
-        samples = load_annotation_files(args.data, args.video_root, args.limit, args.format)
+        files, roots = _data_files(args)
+        samples = load_annotation_files(files, roots, args.limit, args.format)
         if not samples:
             raise ValueError(f"no samples in {args.data}")
         return samples
@@ -272,6 +271,32 @@ def load_samples(args, answer_required: bool = False) -> list:
     if answer_required and not args.answer:
         raise ValueError("--answer is needed to mark the true and false options")
     return [one_sample(args)]
+
+
+def _data_files(args):
+    """``(annotation files, their video folder(s))`` of ``--data``: files with ``--video-root``, or
+    benchmarks by name (``tvbench[:task,...]``, fetched with huggingface_hub: ``videolens.datasets``).
+    Kept on ``args`` so the run's identity (``sample_source``) names the files actually read."""
+    from videolens.datasets import fetch, is_benchmark_spec
+
+    named = [d for d in args.data if is_benchmark_spec(d)]
+    if named:
+        if len(named) != len(args.data):
+            raise ValueError("--data: give benchmark names (tvbench[:task,...]) or annotation files, not both")
+        files, roots = [], []
+        for d in named:
+            f, r = fetch(d, revision=getattr(args, "data_revision", None))
+            files += f
+            roots += r
+    else:
+        if not args.video_root:
+            raise ValueError("--data needs --video-root (the folder its 'video' entries are relative to), "
+                             "or a benchmark name such as tvbench")
+        if not Path(args.video_root).is_dir():
+            raise FileNotFoundError(f"--video-root {args.video_root}: no such folder")
+        files, roots = list(args.data), args.video_root
+    args.data_files, args.video_roots = [str(f) for f in files], roots
+    return files, roots
 
 
 def one_sample(args):
@@ -300,7 +325,12 @@ def sample_source(args) -> Dict[str, Any]:
     from videolens.fingerprint import data_fingerprint, file_digest
 
     if args.data:
-        return {"data": data_fingerprint(args.data, args.video_root), "format": args.format}
+        files = getattr(args, "data_files", None) or args.data
+        roots = getattr(args, "video_roots", None) or args.video_root
+        fp = data_fingerprint(files, roots if isinstance(roots, (str, Path)) else None)
+        if not isinstance(roots, (str, Path)):
+            fp["video_roots"] = [str(Path(r).resolve()) for r in roots]
+        return {"data": fp, "format": args.format}
     return {"video": str(Path(args.video).resolve()), "video_digest": file_digest(args.video),
             "question": args.question, "candidates": args.candidates, "answer": args.answer,
             "start": args.start, "end": args.end}

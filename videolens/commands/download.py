@@ -1,21 +1,28 @@
-"""``videolens download MODEL``: fetch a checkpoint into the huggingface_hub cache ahead of a job
+"""``videolens download MODEL|BENCHMARK``: fetch a checkpoint or a benchmark's tasks into the huggingface_hub cache ahead of a job
 on a machine without a network (then run there with ``HF_HUB_OFFLINE=1``)."""
 
 from __future__ import annotations
 
 NAME = "download"
-HELP = "fetch a known checkpoint or hub id into the huggingface_hub cache (configs, tokenizer, safetensors)"
+HELP = ("fetch a known checkpoint or hub id (configs, tokenizer, safetensors), or a benchmark's tasks "
+        "(tvbench[:task,...]), into the huggingface_hub cache")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="a known name (videolens models) or a hub id org/name")
+    p.add_argument("model", help="a known name (videolens models), a hub id org/name, or a benchmark tvbench[:task,...]")
     p.add_argument("--revision", default=None, help="branch, tag or commit")
     p.add_argument("--cache-dir", default=None, help="huggingface_hub cache folder (default: HF_HOME's)")
 
 
 def run(args) -> int:
+    from videolens.datasets import fetch, is_benchmark_spec
     from videolens.hub import download_checkpoint, is_hub_id, known_model
 
+    if is_benchmark_spec(args.model):
+        files, roots = fetch(args.model, args.revision, args.cache_dir)
+        for f, r in zip(files, roots):
+            print(f"{f}  (videos: {r})")
+        return 0
     known = known_model(args.model)
     if known is None and not is_hub_id(args.model):
         raise ValueError(f"{args.model!r} is neither a known name (videolens models) nor a hub id org/name")

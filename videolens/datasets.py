@@ -1,0 +1,147 @@
+"""Benchmarks by name: ``--data tvbench[:task,...]`` fetches the annotation files and videos of the
+tasks asked for from the benchmark's public dataset repository with huggingface_hub (its cache,
+offline mode and errors as for checkpoints, ``videolens.hub``), unpacks archives once, and gives
+each annotation file its video folder.
+
+The table (``DATASETS``, ``videolens/assets/datasets.json``) says where each benchmark keeps its
+files; TVBench's layout is the one the paper's loader reads (``json/<task>.json``, videos under
+``video/<task>/``).
+
+Example::
+
+    files, roots = vl.datasets.fetch("tvbench:action_sequence,moving_direction")
+    samples = load_annotation_files(files, roots)
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["DATASETS", "Benchmark", "parse_spec", "fetch", "is_benchmark_spec"]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One row of ``DATASETS``: where a benchmark's files sit in its hub dataset repository."""
+
+    name: str
+    hub_id: str
+    format: str
+    annotations: str  # pattern with {task}
+    videos: str  # folder pattern with {task}
+    tasks: Tuple[str, ...]
+    source: str = ""
+
+
+def _load() -> Dict[str, Benchmark]:
+    raw = json.loads((Path(__file__).resolve().parent / "assets" / "datasets.json").read_text())
+    return {k: Benchmark(name=k, hub_id=v["hub_id"], format=v["format"], annotations=v["annotations"],
+                         videos=v["videos"], tasks=tuple(v["tasks"]), source=v.get("source", ""))
+            for k, v in raw.items()}
+
+
+DATASETS: Dict[str, Benchmark] = _load()
+
+
+def is_benchmark_spec(text: str) -> bool:
+    """Whether ``--data`` names a benchmark (``tvbench`` or ``tvbench:task,...``) rather than a file."""
+    return text.split(":", 1)[0].lower() in DATASETS and not Path(text).exists()
+
+
+def parse_spec(text: str) -> Tuple[Benchmark, List[str]]:
+    """``"tvbench:action_sequence,moving_direction"`` -> (its row, the tasks); no tasks means all.
+
+    Raises:
+        ValueError: an unknown benchmark or task (the known ones listed).
+    """
+    name, _, tasks = text.partition(":")
+    bench = DATASETS.get(name.lower())
+    if bench is None:
+        raise ValueError(f"--data {text}: unknown benchmark {name!r}; known: {', '.join(DATASETS)}")
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else list(bench.tasks)
+    unknown = [t for t in chosen if t not in bench.tasks]
+    if unknown:
+        raise ValueError(f"--data {text}: {bench.name} has no task(s) {unknown}; its tasks: {', '.join(bench.tasks)}")
+    return bench, chosen
+
+
+def fetch(text: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,
+          local_files_only: Optional[bool] = None) -> Tuple[List[Path], List[Path]]:
+    """The annotation files of the tasks named by ``text`` and each file's video folder, downloaded
+    into the hub cache when needed (only those tasks' files); a ``<videos>.zip`` archive is unpacked
+    once beside the snapshot.
+
+    Raises:
+        ValueError: unknown benchmark or task (``parse_spec``).
+        videolens.hub.HubError: the repository cannot be reached, is gated, or lacks a task's files.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hf
+
+    from .hub import HubError
+
+    bench, tasks = parse_spec(text)
+    patterns = []
+    for t in tasks:
+        videos = bench.videos.format(task=t)
+        patterns += [bench.annotations.format(task=t), f"{videos}/*", f"{videos}.zip"]
+    try:
+        snap = Path(snapshot_download(bench.hub_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
+                                      local_files_only=bool(local_files_only), allow_patterns=patterns))
+    except hf.GatedRepoError:
+        raise HubError(f"{bench.hub_id}: a gated dataset: accept its terms on the hub, then log in "
+                       "(`hf auth login`, or set HF_TOKEN)") from None
+    except hf.RepositoryNotFoundError:
+        raise HubError(f"{bench.hub_id}: no such dataset repository on the hub") from None
+    except hf.RevisionNotFoundError:
+        raise HubError(f"{bench.hub_id}: revision {revision!r} not found") from None
+    except hf.LocalEntryNotFoundError:
+        raise HubError(f"{bench.hub_id}: not in the local hub cache and downloads are off (HF_HUB_OFFLINE=1); run "
+                       f"`videolens download {text}` where there is a network") from None
+    except hf.HfHubHTTPError as exc:
+        raise HubError(f"{bench.hub_id}: the hub answered {str(exc).strip().splitlines()[0]}") from None
+    except Exception as exc:  # no route to the hub, DNS, a connection broken after huggingface_hub's own retries
+        raise HubError(f"{bench.hub_id}: cannot reach the hub ({type(exc).__name__}); check the network, or run "
+                       "offline (HF_HUB_OFFLINE=1) from a filled cache") from None
+    files, roots = [], []
+    for t in tasks:
+        ann = snap / bench.annotations.format(task=t)
+        if not ann.is_file():
+            raise HubError(f"{bench.hub_id}: no {bench.annotations.format(task=t)} in the repository (task {t})")
+        files.append(ann)
+        roots.append(_video_folder(snap, bench.videos.format(task=t)))
+    return files, roots
+
+
+def _video_folder(snap: Path, videos: str) -> Path:
+    """``snap/videos`` when the repository holds the videos as files, else its ``.zip`` unpacked once
+    into ``snap/../unpacked/<commit>/videos`` (the cache's snapshots stay as huggingface_hub wrote them)."""
+    folder = snap / videos
+    if folder.is_dir():
+        return folder
+    archive = snap / f"{videos}.zip"
+    if not archive.is_file():
+        return folder  # no videos: each sample is then skipped as missing_video, named
+    target = snap.parent.parent / "unpacked" / snap.name / videos
+    done = target / ".unpacked"
+    if not done.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+            prefix = Path(videos).name + "/"
+            strip = all(n.startswith(prefix) for n in names if n.strip("/"))
+            for n in names:
+                rel = n[len(prefix):] if strip else n
+                if not rel or rel.endswith("/"):
+                    continue
+                out = (target / rel).resolve()
+                if target.resolve() not in out.parents:
+                    raise ValueError(f"{archive}: entry {n!r} points outside the folder")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(z.read(n))
+        done.write_text("ok")
+    return target
