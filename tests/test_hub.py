@@ -208,3 +208,13 @@ def test_a_benchmark_by_name_downloads_its_tasks_only_and_runs(tvbench_repo, tin
         assert run_cli(argv)[0] == 0 and len(server.requests) == n
         rc, _, err = run_cli(argv[:4] + ["tvbench:sideways"] + argv[5:])
         assert rc == 2 and "tvbench has no task(s) ['sideways']" in err
+
+
+def test_models_lists_the_table_and_what_is_cached(offline, tiny_pllava_dir):
+    snap = write_hub_cache(offline, MODELS["llava-next-7b-video-ft"].hub_id, tiny_pllava_dir)
+    rc, out, err = run_cli(["models"])
+    assert rc == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == set(MODELS)
+    assert str(snap) in rows["llava-next-7b-video-ft"] and "8-12-12" in rows["llava-next-7b-video-ft"]
+    assert rows["videollama3-7b"].rstrip().endswith("no")

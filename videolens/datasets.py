@@ -79,34 +79,15 @@ def fetch(text: str, revision: Optional[str] = None, cache_dir: Optional[str] = 
         ValueError: unknown benchmark or task (``parse_spec``).
         videolens.hub.HubError: the repository cannot be reached, is gated, or lacks a task's files.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub import errors as hf
-
-    from .hub import HubError
+    from .hub import HubError, snapshot
 
     bench, tasks = parse_spec(text)
     patterns = []
     for t in tasks:
         videos = bench.videos.format(task=t)
         patterns += [bench.annotations.format(task=t), f"{videos}/*", f"{videos}.zip"]
-    try:
-        snap = Path(snapshot_download(bench.hub_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                      local_files_only=bool(local_files_only), allow_patterns=patterns))
-    except hf.GatedRepoError:
-        raise HubError(f"{bench.hub_id}: a gated dataset: accept its terms on the hub, then log in "
-                       "(`hf auth login`, or set HF_TOKEN)") from None
-    except hf.RepositoryNotFoundError:
-        raise HubError(f"{bench.hub_id}: no such dataset repository on the hub") from None
-    except hf.RevisionNotFoundError:
-        raise HubError(f"{bench.hub_id}: revision {revision!r} not found") from None
-    except hf.LocalEntryNotFoundError:
-        raise HubError(f"{bench.hub_id}: not in the local hub cache and downloads are off (HF_HUB_OFFLINE=1); run "
-                       f"`videolens download {text}` where there is a network") from None
-    except hf.HfHubHTTPError as exc:
-        raise HubError(f"{bench.hub_id}: the hub answered {str(exc).strip().splitlines()[0]}") from None
-    except Exception as exc:  # no route to the hub, DNS, a connection broken after huggingface_hub's own retries
-        raise HubError(f"{bench.hub_id}: cannot reach the hub ({type(exc).__name__}); check the network, or run "
-                       "offline (HF_HUB_OFFLINE=1) from a filled cache") from None
+    snap = snapshot(bench.hub_id, patterns, repo_type="dataset", revision=revision, cache_dir=cache_dir,
+                    local_files_only=local_files_only, name=text)
     files, roots = [], []
     for t in tasks:
         ann = snap / bench.annotations.format(task=t)

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from .errors import VideolensError
 
 __all__ = ["MODELS", "KnownModel", "HubError", "ALLOW_PATTERNS", "known_model", "resolve_checkpoint",
-           "download_checkpoint", "is_hub_id", "cached_snapshot"]
+           "download_checkpoint", "snapshot", "is_hub_id", "cached_snapshot"]
 
 ALLOW_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "tokenizer.model",
                   "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
@@ -110,44 +110,61 @@ def cached_snapshot(repo_id: str, revision: Optional[str] = None, cache_dir: Opt
         return None
 
 
-def download_checkpoint(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,
-                        token: Optional[Union[str, bool]] = None, local_files_only: Optional[bool] = None) -> Path:
-    """The local snapshot of a hub checkpoint, downloaded (or resumed) into the hub cache when needed.
+def snapshot(repo_id: str, allow_patterns: List[str], repo_type: Optional[str] = None, revision: Optional[str] = None,
+             cache_dir: Optional[str] = None, token: Optional[Union[str, bool]] = None,
+             local_files_only: Optional[bool] = None, name: Optional[str] = None) -> Path:
+    """``huggingface_hub.snapshot_download`` of the files matching ``allow_patterns``, with its
+    errors turned into one line each (``name`` is what ``videolens download`` would fetch).
 
     Raises:
-        HubError: repository not found, gated, revision not found, offline and not cached, or a
-            repository whose weights are pickles only (one line each).
+        HubError: repository not found, gated, revision not found, offline and not cached, the hub
+            unreachable or answering an error.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf
 
-    def fail(what: str):
-        raise HubError(f"{repo_id}{'@' + revision if revision else ''}: {what}") from None
+    what = "dataset repository" if repo_type == "dataset" else "repository"
+
+    def fail(message: str):
+        raise HubError(f"{repo_id}{'@' + revision if revision else ''}: {message}") from None
 
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                                        local_files_only=bool(local_files_only), allow_patterns=ALLOW_PATTERNS))
+        return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, cache_dir=cache_dir, token=token,
+                                      local_files_only=bool(local_files_only), allow_patterns=allow_patterns))
     except hf.GatedRepoError:
-        fail("a gated repository: accept its terms on the hub, then log in (`hf auth login`, or set HF_TOKEN)")
+        fail(f"a gated {what}: accept its terms on the hub, then log in (`hf auth login`, or set HF_TOKEN)")
     except hf.RepositoryNotFoundError:
-        fail("no such repository on the hub (or a private one: log in with `hf auth login` or HF_TOKEN)")
+        fail(f"no such {what} on the hub (or a private one: log in with `hf auth login` or HF_TOKEN)")
     except hf.RevisionNotFoundError:
-        fail(f"revision {revision!r} not found in the repository")
+        fail(f"revision {revision!r} not found in the {what}")
     except hf.LocalEntryNotFoundError:
         fail("not in the local hub cache and downloads are off (HF_HUB_OFFLINE=1 or local_files_only); run "
-             f"`videolens download {repo_id}` where there is a network, or pass the local folder")
+             f"`videolens download {name or repo_id}` where there is a network")
     except hf.HfHubHTTPError as exc:
         fail(f"the hub answered {str(exc).strip().splitlines()[0]}")
     except Exception as exc:  # no route to the hub, DNS, a connection broken after huggingface_hub's own retries
         fail(f"cannot reach the hub ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
              "check the network, or run offline (HF_HUB_OFFLINE=1) from a filled cache")
+
+
+def download_checkpoint(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,
+                        token: Optional[Union[str, bool]] = None, local_files_only: Optional[bool] = None) -> Path:
+    """The local snapshot of a hub checkpoint (``ALLOW_PATTERNS`` only), downloaded (or taken up
+    again) into the hub cache when needed.
+
+    Raises:
+        HubError: as ``snapshot``, or a repository whose weights are pickles only (one line each).
+    """
+    folder = snapshot(repo_id, ALLOW_PATTERNS, revision=revision, cache_dir=cache_dir, token=token,
+                      local_files_only=local_files_only)
     if not any(folder.glob("*.safetensors")):
+        where = f"{repo_id}{'@' + revision if revision else ''}"
         pickles = _remote_pickles(repo_id, revision, token, local_files_only)
         if pickles:
-            fail(f"holds its weights only as pickles ({', '.join(pickles[:3])}); videolens never unpickles files from "
-                 "the hub: use a safetensors copy (the hub's 'Convert to safetensors' pull request, "
-                 "revision='refs/pr/N', or convert it locally) ")
-        fail(f"the snapshot in {folder} holds no .safetensors weights")
+            raise HubError(f"{where}: holds its weights only as pickles ({', '.join(pickles[:3])}); videolens never "
+                           "unpickles files from the hub: use a safetensors copy (the hub's 'Convert to safetensors' "
+                           "pull request, revision='refs/pr/N', or convert it locally)")
+        raise HubError(f"{where}: the snapshot in {folder} holds no .safetensors weights")
     return folder
 
 
