@@ -93,6 +93,16 @@ def test_every_known_checkpoint_is_well_formed():
 
 
 # ---- the download path itself, through huggingface_hub's HTTP client against a local stand-in hub ----
+def use_hub(monkeypatch, server, cache):
+    """Point huggingface_hub (its module constants, read at call time) at ``server`` and ``cache``, online."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+
 @pytest.fixture()
 def hub(monkeypatch, tmp_path, tiny_pllava_dir):
     """A local hub serving ``tiny-org/tiny-pllava`` (and a pickles-only and a gated repository), with
@@ -110,11 +120,7 @@ def hub(monkeypatch, tmp_path, tiny_pllava_dir):
     (pickles / "pytorch_model.bin").write_bytes(b"not really a pickle")
     with FakeHub({REPO: tiny_pllava_dir, "tiny-org/pickles": pickles, "tiny-org/gated": tiny_pllava_dir},
                  gated={"tiny-org/gated"}) as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        use_hub(monkeypatch, server, tmp_path / "hub-cache")
         yield server
 
 
@@ -190,11 +196,7 @@ def test_a_benchmark_by_name_downloads_its_tasks_only_and_runs(tvbench_repo, tin
     from videolens.runs import read_statuses
 
     with FakeHub({}, datasets={"FunAILab/TVBench": tvbench_repo}) as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        use_hub(monkeypatch, server, tmp_path / "cache")
         argv = ["genprob", "--model", str(tiny_pllava_dir), "--data", "tvbench:action_sequence,moving_direction",
                 "--out", str(tmp_path / "out"), "--no-figures", "--no-progress"]
         rc, out, err = run_cli(argv)
@@ -218,3 +220,17 @@ def test_models_lists_the_table_and_what_is_cached(offline, tiny_pllava_dir):
     assert set(rows) == set(MODELS)
     assert str(snap) in rows["llava-next-7b-video-ft"] and "8-12-12" in rows["llava-next-7b-video-ft"]
     assert rows["videollama3-7b"].rstrip().endswith("no")
+
+
+def test_a_benchmark_task_missing_from_its_repository_is_named(tvbench_repo, tiny_pllava_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from fakehub import FakeHub
+
+    (tvbench_repo / "json" / "moving_direction.json").unlink()
+    with FakeHub({}, datasets={"FunAILab/TVBench": tvbench_repo}) as server:
+        use_hub(monkeypatch, server, tmp_path / "cache")
+        rc, _, err = run_cli(["genprob", "--model", str(tiny_pllava_dir), "--data", "tvbench:moving_direction",
+                              "--out", str(tmp_path / "out"), "--no-figures"])
+    lines = [l for l in err.splitlines() if ": error: " in l]
+    assert rc == 2 and len(lines) == 1 and "no json/moving_direction.json in the repository" in lines[0], err
