@@ -109,8 +109,6 @@ def hub(monkeypatch, tmp_path, tiny_pllava_dir):
     huggingface_hub pointed at it and at an empty cache."""
     import shutil
 
-    from huggingface_hub import constants
-
     from fakehub import FakeHub
 
     pickles = tmp_path / "pickles"
@@ -223,8 +221,6 @@ def test_models_lists_the_table_and_what_is_cached(offline, tiny_pllava_dir):
 
 
 def test_a_benchmark_task_missing_from_its_repository_is_named(tvbench_repo, tiny_pllava_dir, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
     from fakehub import FakeHub
 
     (tvbench_repo / "json" / "moving_direction.json").unlink()
