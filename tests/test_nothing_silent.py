@@ -536,3 +536,21 @@ def test_an_input_prepared_by_other_weights_warns(tiny_pllava, two, tmp_path):
         warnings.simplefilter("always")
         same(two[0])  # same weights: silent
     assert not [w for w in seen if "prepared by" in str(w.message)]
+
+
+@pytest.mark.parametrize("analysis", ["patch_spans", "path_patch", "edge_attribution"])
+def test_patching_and_attribution_raise_on_non_finite_results(tiny_pllava, two, analysis):
+    from videolens.errors import NonFiniteError
+    from videolens.knockout.attribution import edge_attribution
+    from videolens.patching.activation import patch_spans
+    from videolens.patching.metrics import logit_diff
+    from videolens.patching.path import Final, Head, path_patch
+
+    clean, corrupted = two[0], two[1]
+    metric = logit_diff(clean)
+    fn = {"patch_spans": lambda: patch_spans(tiny_pllava, clean, corrupted, metric, layers=[0]),
+          "path_patch": lambda: path_patch(tiny_pllava, clean, corrupted, Head(0, 0), [Final()], metric),
+          "edge_attribution": lambda: edge_attribution(tiny_pllava, clean, ["cross-frame"], layers=[0])}[analysis]
+    with tiny_pllava.hooks(fwd_hooks=[("blocks.1.hook_resid_post", lambda a, hook: a * float("nan"))]), \
+            pytest.raises(NonFiniteError, match=analysis):
+        fn()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["VideolensError", "ContextLengthError", "NonFiniteError", "MissingVideoError", "FramePoolingWarning",
            "TokenizerMismatchError",
-           "BatchedInputError"]
+           "BatchedInputError", "require_finite"]
 
 
 class VideolensError(Exception):
@@ -39,3 +39,32 @@ class TokenizerMismatchError(VideolensError, ValueError):
 
 class BatchedInputError(VideolensError, ValueError):
     """An analysis that takes one sample was given a batch: pass its rows one at a time (``batch[i]``)."""
+
+
+def require_finite(value, what: str):
+    """``value`` (a tensor, a number, or records: dicts and lists of them) unchanged when every number
+    in it is finite.
+
+    Raises:
+        NonFiniteError: ``"<what>: NaN/inf in ..."`` naming the fields or the count.
+    """
+    import math
+
+    import torch
+
+    if torch.is_tensor(value):
+        bad = int((~torch.isfinite(value.detach().float())).sum()) if value.is_floating_point() else 0
+        if bad:
+            raise NonFiniteError(f"{what}: NaN/inf in {bad} of {value.numel()} values")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NonFiniteError(f"{what}: the result is {value} (NaN/inf)")
+        return value
+    from .runs import _non_finite_fields
+
+    records = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+    fields = _non_finite_fields([r for r in records if isinstance(r, dict)])
+    if fields:
+        raise NonFiniteError(f"{what}: NaN/inf in {', '.join(fields[:6])}")
+    return value

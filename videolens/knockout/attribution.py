@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from transformer_lens.utilities import get_act_name
 
+from ..errors import require_finite
 from ..inputs import VideoLLMInput
 from .hooks import as_pairs, knockout_mask
 from .targets import Target, get_target
@@ -109,7 +110,7 @@ def edge_attribution(model, inputs: VideoLLMInput, targets: Sequence[Union[str, 
                                 "answer_t": answer_t, "n_blocked": n_blocked, "seq_len": S})
     for p in saved.values():
         p.grad = None
-    return records
+    return require_finite(records, "edge_attribution")
 
 
 def _log_sigmoid(x: float) -> float:

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..errors import require_finite
 from ..edges import parse_pair
 from ..generation import greedy_tokens
 from ..inputs import VideoLLMInput
@@ -132,4 +133,4 @@ def open_ended_sweep(model, inputs: VideoLLMInput, window: int = 9, track: int =
                                 "ko_prob": ko, "rel_change": (ko - base) * 100.0 / base if base > 0 else 0.0,
                                 "ko_answer_t": ko_t, "base_letter": tracked["token"],
                                 "ko_letter": model.tokenizer.decode([ko_t]), "true_letter": None})
-    return records
+    return require_finite(records, "open_ended_sweep")

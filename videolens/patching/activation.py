@@ -40,6 +40,7 @@ from transformer_lens import ActivationCache
 from transformer_lens import patching as tl_patching
 from transformer_lens.utilities import get_act_name
 
+from ..errors import require_finite
 from ..inputs import VideoLLMInput
 from ..registry import Registry
 from .groups import GroupSpec, patch_groups
@@ -339,7 +340,7 @@ def patch_spans(
     shape = [len(layers), len(names)] + ([len(heads)] if spec.per_head else [])
     out = df.copy()
     out["group_name"] = [names[g] for g in df["group"]]
-    out["value"] = flat.numpy()
+    out["value"] = require_finite(flat, "patch_spans").numpy()
     return PatchResult(flat.reshape(shape), out, activation, layers, names, heads if spec.per_head else None,
                        getattr(metric, "__name__", "metric"))
 

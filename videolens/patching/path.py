@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
 from transformer_lens.utilities import get_act_name
 
+from ..errors import require_finite
 from ..inputs import VideoLLMInput
 from .activation import ACTIVATIONS, _spec, source_cache
 from .metrics import Metric
@@ -237,7 +238,7 @@ def path_patch(
 
     with torch.no_grad():
         logits = model.run_with_hooks(inputs, fwd_hooks=[(nm, step3) for nm in patches])
-    return float(metric(logits).reshape(()))
+    return require_finite(float(metric(logits).reshape(())), "path_patch")
 
 
 def path_patch_heads(

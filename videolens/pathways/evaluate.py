@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
+from ..errors import require_finite
 from ..data import VideoQA
 from ..inputs import VideoLLMInput
 from ..layout import TokenLayout
@@ -197,7 +198,7 @@ def evaluate_sample(
         rnd.release()
         records.append(_record(model, inputs, logits, "random", full, [full - n for n in n_block], base_t))
     _add_relative(records)
-    return records
+    return require_finite(records, "evaluate_sample")
 
 
 def evaluate(
