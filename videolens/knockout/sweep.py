@@ -237,7 +237,8 @@ def sweep(
     finally:
         if bar is not None:
             bar.close()
-    bad = [f"{pair.label}@{c}" for (pair, _, c), logits in zip(conditions, results) if not bool(torch.isfinite(logits).all())]
+    finite = torch.isfinite(torch.stack(results)).all(-1).tolist() if results else []  # one device sync
+    bad = [f"{pair.label}@{c}" for (pair, _, c), ok in zip(conditions, finite) if not ok]
     if bad:
         raise NonFiniteError(f"knockout.sweep: NaN/inf logits under {len(bad)} condition(s) ({', '.join(bad[:4])})")
     records = []
