@@ -7,9 +7,11 @@ from a bug. Each subclass also derives from the built-in type it replaced (``Val
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["VideolensError", "ContextLengthError", "NonFiniteError", "MissingVideoError", "FramePoolingWarning",
            "TokenizerMismatchError",
-           "BatchedInputError", "require_finite"]
+           "BatchedInputError", "require_finite", "non_finite_fields"]
 
 
 class VideolensError(Exception):
@@ -48,8 +50,6 @@ def require_finite(value, what: str):
     Raises:
         NonFiniteError: ``"<what>: NaN/inf in ..."`` naming the fields or the count.
     """
-    import math
-
     import torch
 
     if torch.is_tensor(value):
@@ -61,10 +61,27 @@ def require_finite(value, what: str):
         if not math.isfinite(value):
             raise NonFiniteError(f"{what}: the result is {value} (NaN/inf)")
         return value
-    from .runs import _non_finite_fields
-
     records = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
-    fields = _non_finite_fields([r for r in records if isinstance(r, dict)])
+    fields = non_finite_fields([r for r in records if isinstance(r, dict)])
     if fields:
         raise NonFiniteError(f"{what}: NaN/inf in {', '.join(fields[:6])}")
     return value
+
+
+def non_finite_fields(records) -> list:
+    """Names of the fields holding NaN or infinity (searched in nested lists and dicts)."""
+    bad: list = []
+
+    def walk(v, name):
+        if isinstance(v, float) and not math.isfinite(v):
+            bad.append(name)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{name}.{k}" if name else str(k))
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x, name)
+
+    for r in records:
+        walk(r, "")
+    return sorted(set(bad))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from .data import InvalidSampleError, VideoQA
 from .fingerprint import video_stamp
 from .inputs import PromptTokenizationError, VideoLLMInput
-from .model import ContextLengthError, NonFiniteError
+from .errors import ContextLengthError, NonFiniteError
 from .video import VideoDecodeError, VideoWindowError
 
 __all__ = ["SKIP_ERRORS", "SampleOutcome", "FILTERED", "MemoryWriter", "run_samples", "sample_record", "prepare_or_skip"]
@@ -84,7 +84,7 @@ class MemoryWriter:
 
     def write_sample(self, sample_id: str, records, status: str = "ok", message: Optional[str] = None,
                      video_stamp: Optional[str] = None) -> str:
-        from .runs import _non_finite_fields
+        from .errors import non_finite_fields as _non_finite_fields
 
         records = list(records)
         if _non_finite_fields(records):

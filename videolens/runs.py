@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
@@ -31,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .errors import VideolensError
+from .errors import VideolensError, non_finite_fields as _non_finite_fields
 
 __all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch", "FolderInUseError", "folder_lock",
            "is_skip_status", "config_differences",
@@ -114,25 +113,6 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> List[str]:
                 out.extend(config_differences(old[k], new[k], name + "."))
         return out
     return [] if old == new else [f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"]
-
-
-def _non_finite_fields(records: Iterable[Dict[str, Any]]) -> List[str]:
-    """Names of the fields holding NaN or infinity (searched in nested lists and dicts)."""
-    bad: List[str] = []
-
-    def walk(v, name):
-        if isinstance(v, float) and not math.isfinite(v):
-            bad.append(name)
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                walk(x, f"{name}.{k}" if name else str(k))
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                walk(x, name)
-
-    for r in records:
-        walk(r, "")
-    return sorted(set(bad))
 
 
 def _clean_tail(path: Path) -> None:
