@@ -175,12 +175,13 @@ def two(tiny_pllava, clip_path):
     return a, b, short
 
 
-@pytest.mark.parametrize("analysis", ["logit_lens", "answer_probability_by_layer", "sweep"])
+@pytest.mark.parametrize("analysis", ["logit_lens", "answer_probability_by_layer", "sweep", "generate"])
 def test_non_finite_analyses_raise(tiny_pllava, two, analysis):
     import videolens as vl
     from videolens.errors import NonFiniteError
 
-    fn = {"logit_lens": lambda: vl.lens.logit_lens(tiny_pllava, two[0], positions="video"),
+    fn = {"generate": lambda: tiny_pllava.generate(two[0], max_new_tokens=2),
+          "logit_lens": lambda: vl.lens.logit_lens(tiny_pllava, two[0], positions="video"),
           "answer_probability_by_layer": lambda: vl.lens.answer_probability_by_layer(tiny_pllava, two[0]),
           "sweep": lambda: vl.knockout.sweep(tiny_pllava, two[0], "cross-frame", window=1, layers=[0])}[analysis]
     with tiny_pllava.hooks(fwd_hooks=NAN_HOOK), pytest.raises(NonFiniteError, match="NaN/inf"):

@@ -8,6 +8,7 @@ from typing import List
 import torch
 
 from ._tl_compat import new_kv_cache
+from .errors import NonFiniteError
 from .inputs import VideoLLMInput
 
 __all__ = ["greedy_tokens", "generate"]
@@ -23,6 +24,7 @@ def greedy_tokens(model, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_a
 
     Raises:
         videolens.errors.BatchedInputError: a batch (``generate`` takes its rows one at a time).
+        videolens.errors.NonFiniteError: NaN/inf logits at a decoding step.
     """
     inputs.one_row("greedy_tokens")
     eos = getattr(model.tokenizer, "eos_token_id", None)
@@ -32,7 +34,9 @@ def greedy_tokens(model, inputs: VideoLLMInput, max_new_tokens: int = 16, stop_a
         logits = model(inputs, past_kv_cache=cache, attention_mask=torch.ones_like(inputs.tokens))
     else:
         logits = model(inputs)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
+        if not bool(torch.isfinite(logits[0, -1]).all()):
+            raise NonFiniteError(f"generate: NaN/inf logits at decoding step {step}; no token is chosen from them")
         nxt = int(logits[0, -1].argmax())
         if stop_at_eos and eos is not None and nxt == eos:
             break
