@@ -102,9 +102,26 @@ def file_digest(path: Union[str, os.PathLike]) -> str:
     key = _key(path)
     digest = _cached(key)
     if digest is None:
-        digest = f"{path.stat().st_size}:{_sha256(path, path.stat().st_size)}"
+        with _hashing_lock(key):  # torchrun ranks loading one checkpoint: one reads it, the others wait
+            digest = _cached(key) or f"{path.stat().st_size}:{_sha256(path, path.stat().st_size)}"
         _remember(key, digest)
     return digest
+
+
+def _hashing_lock(key: str):
+    """A file lock for hashing one file (no lock when the cache folder cannot be written)."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return nullcontext()
+    if not os.access(folder, os.W_OK):
+        return nullcontext()
+    return FileLock(str(folder / f"hashing-{hashlib.sha1(key.encode()).hexdigest()[:16]}.lock"), timeout=3600)
 
 
 def video_stamp(path: Union[str, os.PathLike, None]) -> Optional[str]:
