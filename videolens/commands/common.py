@@ -283,6 +283,9 @@ def _data_files(args):
     if named:
         if len(named) != len(args.data):
             raise ValueError("--data: give benchmark names (tvbench[:task,...]) or annotation files, not both")
+        if args.video_root:
+            raise ValueError("--video-root is not used with a benchmark name (each task's videos come with it); "
+                             "drop it, or give annotation files")
         files, roots = [], []
         for d in named:
             f, r = fetch(d, revision=getattr(args, "data_revision", None))
