@@ -43,7 +43,7 @@ class TinyVideoLLM(torch.nn.Module):
             with torch.no_grad():
                 self.projector.linear_2.weight.normal_(0.0, cfg.proj_out_std)
                 self.projector.linear_2.bias.zero_()
-        with torch.no_grad():  # tower near identity at start (REFERENCE section 10)
+        with torch.no_grad():  # tower near identity at start (docs/tiny_model.md)
             for layer in self.tower.encoder.layers:
                 layer.self_attn.out_proj.weight.zero_()
                 layer.mlp.fc2.weight.zero_()

@@ -10,7 +10,7 @@ Masks are ``bool [S, S]`` indexed ``[query, key]``, True where an edge is blocke
 edges (key <= query) are ever set. Self edges (a query's edge to itself, the diagonal) follow
 ``self_edges``: ``"block"`` (default, the official code: a pair whose key and query groups share a
 position blocks that position's edge to itself, so ``last->last`` blocks the last token's diagonal;
-REFERENCE section 11) or ``"keep"`` (never block a self edge: videolens' earlier rule, a difference
+the official code, map-the-flow) or ``"keep"`` (never block a self edge: videolens' earlier rule, a difference
 from the paper). A mask that leaves a row with no key at all raises ``EmptyRowError`` before running.
 """
 

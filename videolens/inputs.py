@@ -243,7 +243,7 @@ def stack_inputs(inputs: Sequence[VideoLLMInput], pad_id: int = 0) -> VideoLLMIn
 
 def _content_start(text: str, start: int, end: int) -> Optional[int]:
     """First non-space character of ``text[start:end]``; None for a whitespace-only token (a lone
-    "▁" or a newline byte), which belongs to no span (REFERENCE section 11)."""
+    "▁" or a newline byte), which belongs to no span (the official code, map-the-flow)."""
     while start < end and text[start].isspace():
         start += 1
     return start if start < end else None

@@ -1,7 +1,7 @@
 """TokenLayout: where each part of a VideoQA prompt sits in the token sequence.
 
 Spans are half-open ``[start, stop)`` token positions of the final sequence (video placeholders
-already expanded). Token groups follow REFERENCE section 2: video, frame i, question, non-option
+already expanded). Token groups follow Map the Flow's methods: video, frame i, question, non-option
 question, each option, true option, false options, last.
 """
 
@@ -102,7 +102,7 @@ class TokenLayout:
     @property
     def non_option_question(self) -> Span:
         """The raw question text only, without ``Question:``, ``Options:`` or the option lines (the
-        official code's ``question_without_options``; REFERENCE section 11). The whole header
+        official code's ``question_without_options``; the official code, map-the-flow). The whole header
         ``Question: ... Options:`` is the group ``question_header``."""
         return self.spans["non_option_question"]
 

@@ -207,7 +207,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         Args:
             sample: the VideoQA sample (video path or decoded ``Video``), or a list of them: one
                 batch (``videolens.inputs.stack_inputs``: left-padded when lengths differ).
-            num_frames: frames to sample from the video (REFERENCE section 4); None means
+            num_frames: frames to sample from the video (the official loader's rule); None means
                 ``default_num_frames`` (see ``from_pretrained``).
             keep_pixels: keep the pixel values in the input, so every forward runs the vision
                 front end again and its hook points (``vision.blocks.{i}.hook_resid_post``,
@@ -356,7 +356,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
     def option_probs(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None
                      ) -> Union[Dict[str, float], List[Dict[str, float]]]:
         """Probability of each option letter at the last position (softmax over the full
-        vocabulary, REFERENCE section 2): ``{"A": 0.71, "B": 0.12, ...}``.
+        vocabulary, Map the Flow's methods): ``{"A": 0.71, "B": 0.12, ...}``.
 
         A stacked batch (``stack_inputs``) gives a list of such dicts, one per row.
 

@@ -8,7 +8,7 @@ patch-pairs; the video grid is then ``(T, H'/28, W'/28)``. Pixel values keep the
 ``[T, 3, H', W']`` (hook ``vision.hook_pixel_values``); the flattening into 14x14 patches in
 merge-block order that transformers' ``VideoLlama3VisionModel`` reads happens in ``encode``.
 
-Facts (REFERENCE section 8; official videollama3/model/videollama3_encoder/image_processing_videollama3.py
+Facts (VideoLLaMA3's released code; official videollama3/model/videollama3_encoder/image_processing_videollama3.py
 ``simple_batched_resize`` and ``_preprocess``; transformers' ``VideoLlama3VisionModel``).
 """
 

@@ -23,7 +23,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 @dataclass(frozen=True)
 class PllavaPreResize:
     """The official ``PllavaProcessor`` resize that runs BEFORE CLIP's resize and crop
-    (REFERENCE section 11; official models/pllava/processing_pllava.py ``resize_crop_longshort``).
+    (official models/pllava/processing_pllava.py ``resize_crop_longshort``).
 
     For one video of ``H x W`` frames with aspect ratio ``r = long / short``: the short edge becomes
     ``s = max(min(short, int(min(640, long) / r)), clip_size)``, the long edge
@@ -68,7 +68,7 @@ class PllavaPreResize:
 @dataclass
 class FramePreprocessor:
     """Optional pre-resize, then shortest-edge resize (bicubic), centre crop, rescale to [0, 1],
-    normalise (REFERENCE section 4).
+    normalise (as the official loader).
 
     Uses transformers' PIL CLIP image processor, the same code the reference models' processors run.
     ``pre_resize`` (e.g. ``PllavaPreResize``, the PLLaVA family's default) runs on the uint8 frames

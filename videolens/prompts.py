@@ -1,6 +1,6 @@
 """Prompt templates (data) and the prompt builder that records character spans as it writes.
 
-The paper's evaluation prompt (PLLaVA ``eval_mvbench``, REFERENCE section 3) for Vicuna models::
+The paper's evaluation prompt (PLLaVA ``eval_mvbench``, as the official code builds it) for Vicuna models::
 
     {SYSTEM} USER: <image>\\n USER: Question: {question}\\nOptions:\\n(A) {c0}\\n(B) {c1} \\nOnly give
     the best option. ASSISTANT:Best option:(

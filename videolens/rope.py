@@ -1,5 +1,5 @@
 """LongRoPE's two tables in a HookedTransformer: short factors for short sequences, long factors
-for long ones (Phi-3-128k; REFERENCE section 7).
+for long ones (Phi-3-128k; Mini-InternVL-Chat-4B-V1-5's released code).
 
 TransformerLens 3.9 has no LongRoPE. Its rotary tables are buffers every block reads, so
 ``RopeSwitch`` writes one of two precomputed table sets into them before each forward, chosen the

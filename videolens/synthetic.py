@@ -1,6 +1,6 @@
 """Synthetic temporal VideoQA: seeded clips of coloured shapes, in TVBench's format.
 
-The clips train and test the bundled tiny VideoLLM (``videolens/assets/tiny-videollm``, issue 4).
+The clips train and test the bundled tiny VideoLLM (``videolens/assets/tiny-videollm``; docs/tiny_model.md).
 Every clip is a ``Scene``: a background colour per step and sprites (a shape, a colour per step,
 a position that may move and wrap around the canvas). A scene is rendered at continuous time
 ``u``; the ``num_steps`` frames the model sees sit at ``u = 0, 1, ..., num_steps - 1``. A clip file
@@ -27,7 +27,7 @@ object_color           4         static control: the colour of the only object, 
 =====================  ========  =====================================================================
 
 In every temporal task the first and the last frame are independent of the answer, so replacing
-all frames by either of them leaves the task at chance (REFERENCE section 10, "Shortcuts").
+all frames by either of them leaves the task at chance (docs/tiny_model.md, "Shortcuts").
 
 Example::
 

@@ -1,5 +1,5 @@
 """Frame preprocessing on tensors: the CLIP-style steps of ``FramePreprocessor`` as batched torch ops
-on the front end's device (issue 21), a named option beside the default PIL path.
+on the front end's device, a named option beside the default PIL path.
 
 The default (``FramePreprocessor.backend = "pil"``) runs transformers' PIL CLIP image processor
 frame by frame, the code the paper's processors run. ``backend = "torch"`` does the same steps on

@@ -1,6 +1,6 @@
 """Decoding videos into sampled frames (TVBench / MVBench middle-of-segment sampling).
 
-The sampling rule is the one the paper's evaluation code uses (REFERENCE section 4): the
+The sampling rule is the one the paper's evaluation code uses (map-the-flow tasks/eval/mvbench): the
 clip ``[start, end]`` (the whole clip when absent) is split into ``num_frames`` equal segments
 and the middle frame of each segment is taken::
 
@@ -101,7 +101,7 @@ def _ffmpeg_frames(path: Path, indices: np.ndarray) -> np.ndarray:
 def sample_frame_indices(
     n_frames: int, fps: float, num_frames: int, start: Optional[float] = None, end: Optional[float] = None
 ) -> Int[np.ndarray, "num_frames"]:
-    """Indices of the middle frame of each of ``num_frames`` equal segments (REFERENCE section 4).
+    """Indices of the middle frame of each of ``num_frames`` equal segments (map-the-flow tasks/eval/mvbench).
 
     Args:
         n_frames: number of frames in the source clip.

@@ -74,7 +74,7 @@ class AdaptivePool3d(nn.Module):
 class PixelShuffle(nn.Module):
     """InternVL's pixel shuffle (``ps_version`` v2) with ``downsample_ratio`` 0.5: each 2x2 block of
     the feature grid becomes one token of 4x the width, ``[T, r, c, d] -> [T, r/2, c/2, 4d]``
-    (official ``InternVLChatModel.pixel_shuffle``; REFERENCE section 7)."""
+    (official ``InternVLChatModel.pixel_shuffle``; Mini-InternVL-Chat-4B-V1-5's released code)."""
 
     def __init__(self, scale: float = 0.5):
         super().__init__()

@@ -1,7 +1,7 @@
 """InternVL chat v1.5 checkpoints (Mini-InternVL-Chat-4B-V1-5 and the paper's
 Mini-InternVL-4B-Video-FT): InternViT -> pixel shuffle -> mlp1, and a Phi-3 (LongRoPE) text model.
 
-Layout (REFERENCE section 7): config.json ``model_type "internvl_chat"`` with ``vision_config``
+Layout (Mini-InternVL-Chat-4B-V1-5's released code): config.json ``model_type "internvl_chat"`` with ``vision_config``
 (InternViT), ``llm_config`` (Phi-3 with the legacy ``{"type": "su"}`` rope scaling),
 ``select_layer`` -1, ``downsample_ratio`` 0.5, ``ps_version`` "v2", ``force_image_size`` 448; tensors
 ``vision_model.*`` (fused ``attn.qkv``, layer scale ``ls1``/``ls2``, no final norm), ``mlp1.{0,1,3}``
@@ -35,7 +35,7 @@ IMG_CONTEXT_ID = 32013  # `<IMG_CONTEXT>` in the Phi-3 InternVL tokenizer (offic
 
 def internvit_key_map(n_layers: int) -> dict:
     """InternViT's on-disk names (under ``vision_model.``) -> transformers' ``InternVLVisionModel``
-    names (REFERENCE section 7); the fused ``attn.qkv`` maps to ``attention.qkv``, split in thirds
+    names (its released code); the fused ``attn.qkv`` maps to ``attention.qkv``, split in thirds
     into ``q_proj``/``k_proj``/``v_proj``."""
     out = {"embeddings.class_embedding": "embeddings.cls_token",
            "embeddings.position_embedding": "embeddings.position_embeddings",

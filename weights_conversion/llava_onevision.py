@@ -1,5 +1,5 @@
 """transformers' ``LlavaOnevisionForConditionalGeneration`` checkpoints (model_type "llava_onevision")
-with video (REFERENCE section 9).
+with video (transformers' LlavaOnevision).
 
 Video path: each frame resized to the tower's square size (384 px, bicubic, no crop, CLIP mean/std)
 -> SigLIP hidden state ``vision_feature_layer`` (-1), every patch kept (``"full"``: 27x27 = 729) ->

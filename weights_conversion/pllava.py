@@ -1,4 +1,4 @@
-"""PLLaVA-style LLaVA-NeXT-Video-FT checkpoints (the paper's main models; REFERENCE sections 5, 11).
+"""PLLaVA-style LLaVA-NeXT-Video-FT checkpoints (the paper's main models, as released and loaded by the official code).
 
 Which configs: the official ``PllavaConfig`` saves ``model_type "llava"`` with ``architectures
 ["PllavaForConditionalGeneration"]`` (the released LLaVA-NeXT-7B/13B-Video-FT); a plain

@@ -68,7 +68,7 @@ class Family:
     ``architectures`` narrows the claim where several families share one ``model_type``: the family
     then handles a config only when its ``architectures`` list names one of these classes (the
     official PLLaVA classes save ``model_type "llava"`` with ``PllavaForConditionalGeneration``;
-    REFERENCE section 5). Empty: every config of those model types.
+    the released checkpoints' layout). Empty: every config of those model types.
     """
 
     name: str

@@ -105,7 +105,7 @@ def _rope_theta(cfg) -> float:
 def hooked_config(
     text_config: dict, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> HookedTransformerConfig:
-    """A HookedTransformerConfig equal in behaviour to the HF text model (REFERENCE section 6).
+    """A HookedTransformerConfig equal in behaviour to the HF text model (TransformerLens 3.9, transformers 5).
 
     Raises:
         CheckpointError: the text model type is not supported.
@@ -209,7 +209,7 @@ def longrope_switch(text_config: dict, n_positions: int, dtype: torch.dtype = to
     """For LongRoPE: ``(threshold, (sin, cos) long-factor tables)``. A forward whose largest
     position id + 1 exceeds ``threshold`` (``original_max_position_embeddings``, 4096 for
     Phi-3-mini-128k) uses the long factors at EVERY position, as transformers' and the official
-    Phi-3 code do (REFERENCE section 7); shorter ones the short factors. None for other rope types."""
+    Phi-3 code do (Mini-InternVL's released code); shorter ones the short factors. None for other rope types."""
     hf = hf_text_config(text_config)
     params = getattr(hf, "rope_parameters", None) or {}
     if params.get("rope_type") != "longrope":

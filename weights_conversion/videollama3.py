@@ -1,5 +1,5 @@
 """VideoLLaMA3 checkpoints (the paper's VideoLLaMA3-7B), in both on-disk formats, through one
-rename table each into one set of names (REFERENCE section 8):
+rename table each into one set of names (VideoLLaMA3's released code):
 
 - the original (remote code, ``model_type "videollama3_qwen2"``): Qwen2 fields at the top level,
   ``vision_encoder_config`` inline, tensors ``model.vision_encoder.*``, ``model.mm_projector.readout.{0,2}.*``,

@@ -29,7 +29,7 @@ def save_pllava_checkpoint(
     max_shard_bytes: Optional[int] = None,
     extra_config: Optional[dict] = None,
 ) -> Path:
-    """Save a PLLaVA-style checkpoint (REFERENCE section 5) to ``path``.
+    """Save a PLLaVA-style checkpoint (the released checkpoints' layout) to ``path``.
 
     Args:
         vision_tower: ``transformers.CLIPVisionModel``; written under ``vision_tower.vision_model.*``.
@@ -131,7 +131,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def save_internvl_checkpoint(path, vision_tower, mlp1: torch.nn.Module, language_model, tokenizer, llm_config: dict,
                              img_context_token_id: int, num_frames: int = 8, extra_config: Optional[dict] = None) -> Path:
-    """Save an InternVL chat v1.5 checkpoint (REFERENCE section 7) to ``path``.
+    """Save an InternVL chat v1.5 checkpoint (Mini-InternVL-Chat-4B-V1-5's released code) to ``path``.
 
     Args:
         vision_tower: ``transformers.InternVLVisionModel``; written with InternViT's names under

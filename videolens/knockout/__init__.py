@@ -1,4 +1,4 @@
-"""Attention knockout (REFERENCE section 2): block attention edges between named token groups in
+"""Attention knockout (Map the Flow's methods): block attention edges between named token groups in
 a window of layers and measure the answer probability at the last position.
 
 - ``knockout_hooks(model, mask_or_pairs, layers, heads=None, layout=None)``: TransformerLens

@@ -1,4 +1,5 @@
-"""Batched knockout conditions: several conditions of the fast engine in one batch (issue 21).
+"""Batched knockout conditions: several conditions of the fast engine in one batch (a speed setting:
+the numbers agree with one condition at a time up to float rounding).
 
 The fast engine (``videolens.knockout.engine.FastEngine``) recomputes, per condition, the rows
 ``q0:`` (from the first blocked query) of layers ``a..L-1`` (from the window's first layer). Run

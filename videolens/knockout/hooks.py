@@ -1,4 +1,4 @@
-"""Knockout hooks: block attention edges by setting pre-softmax scores to -inf (REFERENCE section 2).
+"""Knockout hooks: block attention edges by setting pre-softmax scores to -inf (Map the Flow's methods).
 
 An edge set is a list of ``EdgePair`` (key group -> query group, ``videolens.edges``) plus the
 layers (and optionally heads) where it applies. ``knockout_hooks`` turns it into TransformerLens

@@ -1,8 +1,8 @@
 """Knockout sweeps: each edge pair of a target, blocked in a window of layers around every layer.
 
-REFERENCE section 2 / official analysis/information_flow_analysis.py: the window of ``k`` layers
+Map the Flow's methods, official analysis/information_flow_analysis.py: the window of ``k`` layers
 centred on layer ``l`` is ``max(0, l - k//2) ... min(L-1, l + k//2)`` for odd k (k = 9:
-``l-4 ... l+4``), clipped at both ends. The metric is the official one (REFERENCE section 11): the
+``l-4 ... l+4``), clipped at both ends. The metric is the official one (that file): the
 full-vocabulary softmax at the last prompt position, read at the baseline's FULL-VOCABULARY argmax
 token (``rel_change``) and at the ground-truth letter (``rel_change_true``); relative change
 ``(p_knockout - p_base) / p_base * 100`` (percent). The option-letter view (argmax among the option
@@ -157,7 +157,7 @@ def sweep(
         target: a registered target name (``"cross-frame"``, ``"vql-to-ql"``,
             ``"question-and-options-to-last"``, ``"vq-to-true-opt"``), a ``Target``, or edge
             pairs (``"video->last"`` / ``EdgePair`` / a list) swept separately.
-        window: layers per window, centred and clipped (REFERENCE section 2; paper: 9).
+        window: layers per window, centred and clipped (Map the Flow's methods; paper: 9).
         method: ``"fast"`` (incremental, default) or ``"full"`` (a whole forward per condition);
             both give the same numbers.
         samples: a ``SAMPLE_MODES`` entry; returns ``[]`` for a sample the mode skips. ``"all"``

@@ -1,4 +1,4 @@
-"""The paper's knockout targets as data (REFERENCE section 2), and a registry users extend.
+"""The paper's knockout targets as data (Map the Flow's methods), and a registry users extend.
 
 A target is a list of named edge pairs; a sweep knocks out each pair separately, in a window of
 layers around every layer. Token group names are those of ``TokenLayout.positions`` (``video``,
@@ -81,7 +81,7 @@ def get_target(target: Union[str, Target, EdgePair, Iterable]) -> Target:
     return Target("+".join(p.label for p in pairs), pairs, "custom edge pairs")
 
 
-_PAPER = "Kim et al. 2026 (Map the Flow), section 2 / REFERENCE section 2"
+_PAPER = "Kim et al. 2026 (Map the Flow), methods"
 
 for _t in (
     Target(

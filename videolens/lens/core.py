@@ -1,4 +1,4 @@
-"""Logit lens over the residual stream of a HookedVideoLLM (REFERENCE section 2, "Logit lens").
+"""Logit lens over the residual stream of a HookedVideoLLM (Map the Flow's methods, "Logit lens").
 
 The *lens layer* index ``l`` runs over ``0 .. n_layers``: ``l < n_layers`` is the residual stream
 entering block ``l`` (``blocks.{l}.hook_resid_pre``) and ``l == n_layers`` is the stream after the
@@ -305,7 +305,7 @@ def logit_lens(
 ) -> LensResult:
     """Top-k tokens and probabilities of the residual stream at chosen lens layers and positions.
 
-    Paper: Kim et al. 2026, Finding 2 (REFERENCE section 2, "Logit lens"). For lens layer ``l`` and
+    Paper: Kim et al. 2026, Finding 2 (Map the Flow's methods, "Logit lens"). For lens layer ``l`` and
     position ``p`` with residual ``x = resid[l, p]`` the scores are ``unembed(ln_final(x))`` (mode
     ``"final_norm"``) or ``x @ W_E.T`` (mode ``"raw_embed"``, the released code's variant); the
     probabilities are their softmax over the full vocabulary (fp32), of which the top ``k`` are kept.

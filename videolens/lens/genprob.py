@@ -1,4 +1,4 @@
-"""Answer probability by layer at the last position (REFERENCE section 2, "Generation probability").
+"""Answer probability by layer at the last position (Map the Flow's methods, "Generation probability").
 
 Paper: Kim et al. 2026, Finding 3: the option letter's probability, read through the logit lens
 at the last prompt position, rises sharply in middle-to-late layers, right after video-to-question

@@ -1,4 +1,4 @@
-"""Keyword tracking on logit-lens top-1 tokens (REFERENCE section 2, "Logit lens").
+"""Keyword tracking on logit-lens top-1 tokens (Map the Flow's methods, "Logit lens").
 
 Paper: Kim et al. 2026, Finding 2: spatial words (objects) appear in the lens of foreground video
 tokens while temporal words (actions) emerge in middle layers at other positions. Keyword lists are

@@ -3,7 +3,7 @@
 A metric maps logits ``[batch, pos, d_vocab]`` to one value per batch element ``[batch]`` (so a
 batch of patched runs is scored at once; with batch 1 ``.item()`` gives the scalar that
 ``transformer_lens.patching`` expects). Probabilities are the softmax over the full vocabulary at
-the last position, read at the option letter token (REFERENCE section 2).
+the last position, read at the option letter token (Map the Flow's methods).
 
 Example::
 

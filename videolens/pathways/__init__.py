@@ -1,4 +1,4 @@
-"""Effective pathways (the paper's Finding 4; REFERENCE section 2): keep only the attention edges
+"""Effective pathways (the paper's Finding 4; Map the Flow's methods): keep only the attention edges
 a pathway spec names, block everything else it lists, count the edges kept, compare with blocking
 the same number of edges at random, and measure accuracy.
 

@@ -1,4 +1,4 @@
-"""Attention edge counts, as the paper counts them (REFERENCE section 2, "Effective pathways").
+"""Attention edge counts, as the paper counts them (Map the Flow's methods, "Effective pathways").
 
 Per layer the full causal count is ``S (S + 1) / 2`` (every query attends to itself and every
 earlier key); the kept count is the full count minus the blocked edges of that layer. Totals
@@ -75,7 +75,7 @@ class EdgeCounts:
 
 
 def count_edges(layout: TokenLayout, plan: LayerPlan) -> EdgeCounts:
-    """Edge counts of ``plan`` on ``layout``: per layer full and kept (REFERENCE section 2).
+    """Edge counts of ``plan`` on ``layout``: per layer full and kept (Map the Flow's methods).
 
     Layers that block the same set of edge types are counted once.
     """

@@ -1,6 +1,6 @@
 """Accuracy with full causal attention, with a pathway spec, and with the random control.
 
-REFERENCE section 2 / the paper's Finding 4: on the same samples, answer with (1) full causal
+The paper's Finding 4: on the same samples, answer with (1) full causal
 attention, (2) only the spec's pathways kept, (3) the same number of edges blocked at random;
 accuracy = the argmax option letter at the last position equals the ground-truth letter. Records
 are plain dicts (one per sample x condition); ``summarize`` turns them into the paper's table

@@ -2,7 +2,7 @@
 
 Each hook sits on ``blocks.{l}.attn.hook_attn_scores`` (``[batch, head, query, key]``, scaled
 and causally masked by TransformerLens) and sets the blocked edges to ``-inf`` in every head
-(REFERENCE section 2, attention knockout). The hooks are ``videolens.attention.ScoreMaskHook``
+(Map the Flow's methods, attention knockout). The hooks are ``videolens.attention.ScoreMaskHook``
 objects, the protocol the knockout hooks (``videolens.knockout``) use: on TransformerLens' plain
 path ``ScoreMaskHook`` applies the -inf itself, and the fast SDPA path folds the mask into
 SDPA's attention mask without materialising the scores.
@@ -136,8 +136,8 @@ class PathwayMasker(_Masker):
 
 
 class RandomMasker(_Masker):
-    """Hooks that block ``n_block[l]`` random edges in layer ``l`` (REFERENCE sections 2 and 11,
-    random control): lower-triangle edges among positions at or after the video start (the
+    """Hooks that block ``n_block[l]`` random edges in layer ``l`` (the paper's random control):
+    lower-triangle edges among positions at or after the video start (the
     diagonal eligible when ``diagonal``, as in the official code), drawn afresh for each layer from
     a generator seeded with ``(seed, key, layer)`` (the official code is unseeded).
 

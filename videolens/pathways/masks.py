@@ -151,7 +151,7 @@ def random_blocked_(
 ) -> Bool[torch.Tensor, "S S"]:
     """Fill ``out`` with ``n_block`` distinct random blocked edges: key < query (key <= query with
     ``diagonal``, the official rule of analysis/effective_pathway_analysis.py), both positions at
-    or after the video start (REFERENCE sections 2 and 11, random control).
+    or after the video start (the paper's random control, as the official code draws it).
 
     Every set of ``n_block`` such edges is equally likely. Edges are drawn in small batches and
     de-duplicated against ``out`` itself (when more than half are to be blocked, the edges to keep

@@ -1,4 +1,4 @@
-"""Pathway-pruned inference: run a pathway spec and skip the work it makes unnecessary (issue 22).
+"""Pathway-pruned inference: run a pathway spec and skip the work it makes unnecessary (beyond the paper).
 
 Under a pathway spec, from some layer on no position outside the video reads a video key any more
 (the spec blocks video -> question and video -> last there, and queries before the video cannot

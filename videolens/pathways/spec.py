@@ -1,6 +1,6 @@
 """Pathway specs: which attention edge types each layer keeps (data), and their per-layer plan.
 
-A spec (REFERENCE section 2, "Effective pathways"; the paper's Finding 4) is a JSON object::
+A spec (Map the Flow's methods, "Effective pathways"; the paper's Finding 4) is a JSON object::
 
     {
       "name": "llava-next-7b-video-ft",
@@ -65,7 +65,7 @@ __all__ = [
 
 Range = Tuple[int, int]
 
-#: Built-in edge types: name -> EdgePair strings ("KEY->QUERY[relation]"), REFERENCE section 2.
+#: Built-in edge types: name -> EdgePair strings ("KEY->QUERY[relation]"), Map the Flow's methods.
 EDGE_TYPES: Registry[Tuple[str, ...]] = Registry("edge type", {
     "cross_frame": ("video->video[cross_frame]",),  # frame j -> frame i, j < i
     "within_frame": ("video->video[same_frame]",),

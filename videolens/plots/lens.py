@@ -65,7 +65,7 @@ def plot_keyword_frequency(
     """Grouped bars: per layer bin, the frequency of each keyword category among top-1 tokens.
 
     Frequency = hits / (lens layers in the bin x positions x samples), so bins of different sizes
-    compare (REFERENCE section 2; paper Finding 2).
+    compare (Map the Flow's methods; paper Finding 2).
 
     Args:
         binned: ``KeywordCounts.binned()`` or ``sum_binned`` of several samples.
@@ -176,7 +176,7 @@ def plot_answer_probability(
 ) -> Figure:
     """True-option vs false-option probability over lens layers: mean and 95% interval over samples.
 
-    Paper: Finding 3 (REFERENCE section 2, "Generation probability").
+    Paper: Finding 3 (Map the Flow's methods, "Generation probability").
 
     Args:
         p_true: ``[n_samples, n_lens]`` probability of the right option.

@@ -1,7 +1,7 @@
 """The same attention view with and without an attention knockout, side by side.
 
 The knockout sets the pre-softmax scores of the blocked edges to -inf on
-``blocks.{l}.attn.hook_attn_scores`` (REFERENCE section 2) with
+``blocks.{l}.attn.hook_attn_scores`` (Map the Flow's methods) with
 ``videolens.knockout.knockout_hooks``; the view of the knocked-out run is pooled exactly like the
 full run's, so the two compare unit by unit (e.g. with cross-frame edges blocked, the last
 position's attention to early frames can only arrive through text positions).

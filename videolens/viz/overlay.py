@@ -3,7 +3,7 @@
 One row per view (e.g. ``{"full attention": view, "cross-frame blocked": view_ko}``), one column
 per temporal slot of the video tokens. Each cell shows the slot's sampled frame (the middle one
 when the vision front end pools several frames into one slot), centre-cropped to the square the
-vision tower sees (shortest-edge resize + centre crop, REFERENCE section 4), with the attention of
+vision tower sees (shortest-edge resize + centre crop, as the official code), with the attention of
 each token block painted over it; the title gives the slot's total attention. Colours share one
 scale across the whole figure, so rows compare directly.
 """

@@ -8,7 +8,7 @@ Every position of the prompt belongs to exactly one *unit*:
   region and token (``Q:move``, ``B:left``, ``last``);
 - the rest of the text pooled per contiguous region (``<sys>``, ``<Q>``, ``<A>``, ``<prompt>``).
 
-Regions come from ``TokenLayout.spans`` (REFERENCE section 2 token groups), never from decoded
+Regions come from ``TokenLayout.spans`` (the paper's token groups), never from decoded
 strings. Pooled attention over units (``videolens.viz.pooling``) takes, for a unit of queries,
 the mean over its query positions, and, for a unit of keys, the sum over its key positions, so
 every pooled row still sums to 1.
