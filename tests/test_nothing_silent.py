@@ -56,6 +56,20 @@ def test_weights_changed_in_the_middle_are_a_new_model(world, tmp_path):
     assert set(model_fingerprint(tmp_path)) == {"config.json", "model.safetensors"}
 
 
+def test_loading_hashes_no_weights_until_a_run_needs_the_fingerprint(world, monkeypatch):
+    import videolens as vl
+    from videolens import fingerprint
+
+    hashed = []
+    real = fingerprint._sha256
+    monkeypatch.setattr(fingerprint, "_MEMORY", {})
+    monkeypatch.setattr(fingerprint, "_cached", lambda key: None)  # as on a first load
+    monkeypatch.setattr(fingerprint, "_sha256", lambda path, size: hashed.append(path.name) or real(path, size))
+    m = vl.HookedVideoLLM.from_pretrained(world["model"], device="cpu")
+    assert "model.safetensors" not in hashed  # a load reads only each weight file's ends (quick_identity)
+    assert set(m.fingerprint) >= {"config.json", "model.safetensors"} and "model.safetensors" in hashed
+
+
 def test_a_run_header_says_what_the_fingerprint_covers(world, tmp_path):
     data = write_data(tmp_path / "d.json", [GOOD])
     assert run_cli(flow_argv(world, data, tmp_path / "out"))[0] == 0

@@ -9,7 +9,12 @@ refused instead of mixing into the old results.
   ``$VIDEOLENS_CACHE`` (default ``~/.cache/videolens``) ``/digests.json``: a resume does not read
   the weights again, and any write to a file (even one that keeps its size, or puts its mtime
   back) changes its ctime and so is hashed anew.
-- ``model_fingerprint``: every config and weight file's digest.
+- ``model_fingerprint``: every config and weight file's digest. ``HookedVideoLLM.fingerprint``
+  computes it on first use (``LazyFingerprint``): a run that writes records pays the hash once per
+  file, loading a model in a notebook never does.
+- ``quick_identity``: config.json's hash and each weight file's size plus its first and last MiB:
+  cheap enough for every load, enough to tell another checkpoint apart (the warning on an input
+  prepared by other weights), not a run's fingerprint.
 - ``data_fingerprint``: each annotation file's digest, and the video root.
 - ``video_stamp``: a video file's size and modification time, stored with each sample's records
   (``videolens.runs.RecordWriter``) so a video replaced under the same name reruns its sample.
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 __all__ = ["file_digest", "model_fingerprint", "data_fingerprint", "video_stamp", "cache_dir", "WEIGHT_SUFFIXES",
-           "FINGERPRINT_METHOD"]
+           "FINGERPRINT_METHOD", "quick_identity", "LazyFingerprint"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 FINGERPRINT_METHOD = "sha256 of every whole file"
@@ -144,6 +149,40 @@ def model_fingerprint(folder: Union[str, os.PathLike]) -> Dict[str, str]:
         if f.is_file() and (f.name == "config.json" or f.name.endswith((".index.json", *WEIGHT_SUFFIXES))):
             out[f.name] = file_digest(f)
     return out
+
+
+def quick_identity(folder: Union[str, os.PathLike]) -> Dict[str, str]:
+    """``{file name: digest}``: config.json's full hash, each weight file's size and SHA-256 of its
+    first and last MiB (see the module docstring: an identity, not a fingerprint)."""
+    out = {}
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file() and (f.name == "config.json" or f.name.endswith(".index.json")):
+            out[f.name] = file_digest(f)
+        elif f.is_file() and f.name.endswith(WEIGHT_SUFFIXES):
+            size, h = f.stat().st_size, hashlib.sha256()
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(size - (1 << 20))
+                    h.update(fh.read(1 << 20))
+            out[f.name] = f"{size}:{h.hexdigest()[:16]}"
+    return out
+
+
+class LazyFingerprint:
+    """A model attribute holding ``model_fingerprint(model.checkpoint_path)``, computed on first read
+    (None for a model built in memory); assigning a value sets it."""
+
+    def __get__(self, model, owner=None):
+        if model is None:
+            return self
+        if "_fingerprint" not in model.__dict__:
+            path = model.__dict__.get("checkpoint_path")
+            model.__dict__["_fingerprint"] = model_fingerprint(path) if path else None
+        return model.__dict__["_fingerprint"]
+
+    def __set__(self, model, value) -> None:
+        model.__dict__["_fingerprint"] = value
 
 
 def data_fingerprint(files: Sequence[Union[str, os.PathLike]], video_root: Union[str, os.PathLike, None]) -> Dict:

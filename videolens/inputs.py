@@ -181,11 +181,11 @@ class VideoLLMInput:
 
 
 def model_identity(model) -> Optional[Dict[str, str]]:
-    """What identifies a model's weights: its file fingerprint (``videolens.fingerprint``), or
-    ``{"path": folder}`` without one; None for a model built in memory."""
-    fp = getattr(model, "fingerprint", None)
-    if fp:
-        return dict(fp)
+    """What tells a model's weights apart cheaply: ``videolens.fingerprint.quick_identity`` of its
+    folder (set by ``from_pretrained``), else ``{"path": folder}``; None for a model built in memory."""
+    ident = getattr(model, "identity", None)
+    if ident:
+        return dict(ident)
     path = getattr(model, "checkpoint_path", None)
     return {"path": path} if path else None
 

@@ -73,7 +73,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     from weights_conversion import convert_checkpoint
     from weights_conversion.checkpoint import CheckpointError, materialize_meta_buffers
 
-    from .fingerprint import model_fingerprint
+    from .fingerprint import quick_identity
     from .hub import known_model, resolve_checkpoint
 
     unknown = sorted(set(hub) - set(HUB_OPTIONS))
@@ -138,8 +138,8 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
         model.template = get_template(known.template)
     model.known = known
     check_tokenizer(model, path)
-    model.checkpoint_path = str(path)
-    model.fingerprint = model_fingerprint(path)
+    model.checkpoint_path = str(path)  # model.fingerprint hashes its files when first read (a run header)
+    model.identity = quick_identity(path)
     return model.eval()
 
 

@@ -31,6 +31,7 @@ from ._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_t
 from .attention import install_fast_attention
 from .conventions import ConventionsMixin, warn_unreachable_vision_hooks
 from .embed import VideoEmbed
+from .fingerprint import LazyFingerprint
 from .inputs import VideoLLMInput
 from .preparing import prepare_one
 from .prompts import PromptTemplate, get_template
@@ -56,6 +57,8 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         template: the prompt template (``videolens.prompts.PromptTemplate``).
         family: checkpoint family name.
     """
+
+    fingerprint = LazyFingerprint()  # videolens.fingerprint.model_fingerprint of its files, on first read
 
     def __init__(
         self,
@@ -85,7 +88,6 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         self.checkpoint_config = checkpoint_config or {}
         self.default_num_frames = int(self.checkpoint_config.get("num_frames") or 8)
         self.checkpoint_path: Optional[str] = None  # set by from_pretrained
-        self.fingerprint: Optional[Dict[str, str]] = None  # videolens.fingerprint.model_fingerprint of its files
         self.rope_switch = None  # videolens.rope.RopeSwitch for LongRoPE backbones
         self.frame_sampler: Optional[str] = None  # a family's own frame sampler (videolens.video.SAMPLERS)
         self.mrope = None  # videolens.qwen_vl.MRope for Qwen-VL backbones
