@@ -230,3 +230,14 @@ def test_a_benchmark_task_missing_from_its_repository_is_named(tvbench_repo, tin
                               "--out", str(tmp_path / "out"), "--no-figures"])
     lines = [l for l in err.splitlines() if ": error: " in l]
     assert rc == 2 and len(lines) == 1 and "no json/moving_direction.json in the repository" in lines[0], err
+
+
+def test_the_readme_lists_every_known_checkpoint():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("### Known checkpoints"):readme.index("## Checkpoint families")]
+    rows = [l for l in table.splitlines() if l.startswith("| `")]
+    assert len(rows) == len(MODELS)
+    for m in MODELS.values():
+        assert f"| `{m.name}` | `{m.hub_id}` |" in table, m.name
