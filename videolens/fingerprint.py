@@ -143,22 +143,26 @@ def video_stamp(path: Union[str, os.PathLike, None]) -> Optional[str]:
 def model_fingerprint(folder: Union[str, os.PathLike]) -> Dict[str, str]:
     """``{file name: digest}`` (``file_digest``: whole files) for config.json, shard indexes and every
     weight file of a checkpoint."""
-    folder = Path(folder)
-    out = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and (f.name == "config.json" or f.name.endswith((".index.json", *WEIGHT_SUFFIXES))):
-            out[f.name] = file_digest(f)
-    return out
+    return {f.name: file_digest(f) for f, _ in _checkpoint_files(folder)}
+
+
+def _checkpoint_files(folder: Union[str, os.PathLike]):
+    """``(file, is_weights)`` for config.json, shard indexes and weight files of a checkpoint, sorted."""
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file() and (f.name == "config.json" or f.name.endswith(".index.json")):
+            yield f, False
+        elif f.is_file() and f.name.endswith(WEIGHT_SUFFIXES):
+            yield f, True
 
 
 def quick_identity(folder: Union[str, os.PathLike]) -> Dict[str, str]:
     """``{file name: digest}``: config.json's full hash, each weight file's size and SHA-256 of its
     first and last MiB (see the module docstring: an identity, not a fingerprint)."""
     out = {}
-    for f in sorted(Path(folder).iterdir()):
-        if f.is_file() and (f.name == "config.json" or f.name.endswith(".index.json")):
+    for f, weights in _checkpoint_files(folder):
+        if not weights:
             out[f.name] = file_digest(f)
-        elif f.is_file() and f.name.endswith(WEIGHT_SUFFIXES):
+        else:
             size, h = f.stat().st_size, hashlib.sha256()
             with open(f, "rb") as fh:
                 h.update(fh.read(1 << 20))

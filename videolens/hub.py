@@ -100,13 +100,9 @@ def is_hub_id(text: Union[str, Path]) -> bool:
 
 def cached_snapshot(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[str] = None) -> Optional[Path]:
     """The local snapshot folder of ``repo_id`` in the hub cache, or None (no network is used)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     try:
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True,
-                                      allow_patterns=ALLOW_PATTERNS))
-    except (LocalEntryNotFoundError, OSError, ValueError):
+        return snapshot(repo_id, ALLOW_PATTERNS, revision=revision, cache_dir=cache_dir, local_files_only=True)
+    except HubError:
         return None
 
 

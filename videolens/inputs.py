@@ -146,7 +146,7 @@ class VideoLLMInput:
         pixels = self.pixel_values
         if pixels is not None:
             pixels = (pixels if pixels.dim() == 5 else pixels[None])[keep]
-        if self.row_meta is not None:  # a stacked batch: each row is its own sample
+        if self.row_meta is not None:  # a stacked batch (padded or not): each row is its own sample, unpadded
             chosen = list(range(self.batch_size))[keep]
             if len(chosen) > 1 or not isinstance(rows, int):
                 return stack_inputs([self[i] for i in chosen])
@@ -154,13 +154,6 @@ class VideoLLMInput:
             L = meta["layout"]
             return VideoLLMInput(tokens[:, self.seq_len - L.seq_len:], embeds[keep], L, meta["option_token_ids"],
                                  meta["sample"], meta["video"], meta["prompt_text"], pixels)
-        if self.row_layouts is not None:  # a padded batch
-            layouts = self.row_layouts[keep]
-            if len(layouts) == 1:  # one row: its own tokens, unpadded
-                L = layouts[0]
-                return VideoLLMInput(tokens[:, self.seq_len - L.seq_len:], embeds[keep], L, self.option_token_ids,
-                                     self.sample, self.video, self.prompt_text, pixels)
-            return stack_inputs([self[i] for i in range(self.batch_size)[keep]])
         return VideoLLMInput(tokens, embeds[keep], self.layout, self.option_token_ids, self.sample, self.video,
                              self.prompt_text, pixels)
 
@@ -185,7 +178,7 @@ def model_identity(model) -> Optional[Dict[str, str]]:
     folder (set by ``from_pretrained``), else ``{"path": folder}``; None for a model built in memory."""
     ident = getattr(model, "identity", None)
     if ident:
-        return dict(ident)
+        return ident
     path = getattr(model, "checkpoint_path", None)
     return {"path": path} if path else None
 

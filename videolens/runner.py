@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from .data import InvalidSampleError, VideoQA
 from .fingerprint import video_stamp
 from .inputs import PromptTokenizationError, VideoLLMInput
-from .errors import ContextLengthError, NonFiniteError
+from .errors import ContextLengthError, NonFiniteError, non_finite_fields
 from .video import VideoDecodeError, VideoWindowError
 
 __all__ = ["SKIP_ERRORS", "SampleOutcome", "FILTERED", "MemoryWriter", "run_samples", "sample_record", "prepare_or_skip"]
@@ -84,10 +84,8 @@ class MemoryWriter:
 
     def write_sample(self, sample_id: str, records, status: str = "ok", message: Optional[str] = None,
                      video_stamp: Optional[str] = None) -> str:
-        from .errors import non_finite_fields as _non_finite_fields
-
         records = list(records)
-        if _non_finite_fields(records):
+        if non_finite_fields(records):
             status, records = "non_finite", []
         self._records += [{"sample_id": sample_id, **r} for r in records]
         self.done.add(sample_id)
@@ -110,7 +108,8 @@ def run_samples(model, samples: Sequence[VideoQA], writer,
             own, e.g. ``FILTERED``, with records and a message).
         sample_records: open each sample's records with ``sample_record`` and record a skip as an
             ``error`` record (lens, genprob); False writes ``fn``'s records only (flow, pathways).
-        log: ``log(message)`` for samples that did not run as they should (default: ``tqdm.write`` to stderr, so stdout keeps results only).
+        log: ``log(message)`` for samples that did not run as they should (default: ``tqdm.write``
+            to stderr, so stdout keeps results only).
 
     Each sample's video stamp (size and modification time) is stored with its records; on resume a
     sample whose video file changed since is run again. A sample that cannot run

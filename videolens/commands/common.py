@@ -156,9 +156,11 @@ def sharded_samples(args, model, out: Path, name: str, config: Dict[str, Any], s
 
 def load_model(args, path=None):
     """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with
-    --device, --dtype, --pooling-shape, --max-visual-tokens and --num-frames applied."""
+    --device, --dtype, --pooling-shape, --max-visual-tokens and --num-frames applied; --revision
+    belongs to --model alone (a second model, ``path``, is fetched at its default revision)."""
     from videolens.model import HookedVideoLLM
 
+    revision = getattr(args, "revision", None) if path is None else None  # --revision is --model's
     path = path or args.model or str(default_model_path())
     from videolens.distributed import rank_device
 
@@ -166,7 +168,7 @@ def load_model(args, path=None):
                                            pooling_shape=getattr(args, "pooling_shape", None),
                                            num_frames=getattr(args, "num_frames", None),
                                            max_visual_tokens=getattr(args, "max_visual_tokens", None),
-                                           revision=getattr(args, "revision", None))
+                                           revision=revision)
     if getattr(args, "num_frames", None) is None:
         args.num_frames = model.default_num_frames  # run configs record the frames actually used
     if getattr(args, "template", None):
@@ -288,7 +290,7 @@ def _data_files(args):
                              "drop it, or give annotation files")
         files, roots = [], []
         for d in named:
-            f, r = fetch(d, revision=getattr(args, "data_revision", None))
+            f, r = fetch(d)
             files += f
             roots += r
     else:

@@ -16,16 +16,12 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from videolens.datasets import fetch, is_benchmark_spec
-    from videolens.hub import download_checkpoint, is_hub_id, known_model
+    from videolens.hub import resolve_checkpoint
 
     if is_benchmark_spec(args.model):
         files, roots = fetch(args.model, args.revision, args.cache_dir)
         for f, r in zip(files, roots):
             print(f"{f}  (videos: {r})")
         return 0
-    known = known_model(args.model)
-    if known is None and not is_hub_id(args.model):
-        raise ValueError(f"{args.model!r} is neither a known name (videolens models) nor a hub id org/name")
-    folder = download_checkpoint(known.hub_id if known else args.model, args.revision, args.cache_dir)
-    print(f"{args.model}: {folder}")
+    print(f"{args.model}: {resolve_checkpoint(args.model, args.revision, args.cache_dir)}")
     return 0

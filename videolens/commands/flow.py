@@ -120,7 +120,7 @@ def _compare_preflight(args) -> Optional[int]:
     from weights_conversion.registry import preflight
 
     try:
-        return preflight(resolve_checkpoint(args.compare_model, revision=getattr(args, "revision", None)))[2]
+        return preflight(resolve_checkpoint(args.compare_model))[2]
     except (FileNotFoundError, ValueError) as exc:
         raise type(exc)(f"--compare-model {args.compare_model}: {exc}") from None
 

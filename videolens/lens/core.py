@@ -279,16 +279,17 @@ def _topk_rows(model, x: torch.Tensor, mode: str, k: int, chunk_size: Optional[i
         NonFiniteError: NaN or infinite lens scores (``label`` names the lens layer)."""
     n = x.shape[0]
     step = n if not chunk_size else int(chunk_size)
-    toks, probs = [], []
+    toks, probs, finite = [], [], []
     for s in range(0, n, step):
         logits = lens_logits(model, x[s : s + step], mode).float()  # [c, V] fp32
-        if not bool(torch.isfinite(logits).all()):
-            raise NonFiniteError(f"the logit lens at {label or 'a lens layer'} holds NaN/inf scores "
-                                 f"(the model's residual stream is not finite there)")
+        finite.append(torch.isfinite(logits).all())
         top, idx = logits.topk(k, dim=-1)
         probs.append((top - logits.logsumexp(-1, keepdim=True)).exp())
         toks.append(idx)
         del logits
+    if not bool(torch.stack(finite).all()):  # one device sync per lens layer
+        raise NonFiniteError(f"the logit lens at {label or 'a lens layer'} holds NaN/inf scores "
+                             f"(the model's residual stream is not finite there)")
     return torch.cat(toks).cpu(), torch.cat(probs).cpu()
 
 

@@ -121,7 +121,8 @@ def answer_probability_by_layer(model, inputs: VideoLLMInput, mode: str = "final
     x = torch.stack([resid[l] for l in layers])  # [L+1, d]
     with torch.no_grad():
         logp = lens_logits(model, x, mode).float().log_softmax(-1)
-    bad = [resid_label(l, L) for l in layers if not bool(torch.isfinite(logp[l]).all())]
+    finite = torch.isfinite(logp).all(-1).tolist()  # one device sync
+    bad = [resid_label(l, L) for l, ok in zip(layers, finite) if not ok]
     if bad:
         raise NonFiniteError(f"answer probability by layer: NaN/inf lens scores at {', '.join(bad[:6])}")
     letters = list(inputs.layout.letters)
