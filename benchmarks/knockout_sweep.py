@@ -122,7 +122,8 @@ def main(argv=None) -> None:
     from forward import sync as wait
 
     from videolens.attention import fast_attention
-    from videolens.knockout import TARGETS, knockout_mask, layer_window, sweep
+    from videolens.edges import blocked_mask
+    from videolens.knockout import TARGETS, layer_window, sweep
     from videolens.knockout.engine import FastEngine, FullEngine
 
     def sync():
@@ -163,7 +164,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             ref, k = {}, 0
             for pair in target.pairs:
-                blocked = knockout_mask(inputs.layout, pair)
+                blocked = blocked_mask(inputs.layout, pair)
                 for c in centres:
                     if k % args.paper_every == 0:
                         ref[k] = paper.probs(blocked, layer_window(c, args.window, L))
@@ -223,7 +224,7 @@ def main(argv=None) -> None:
         # the work each method does, in rows x layers recomputed: the ceiling of any speedup that
         # comes from skipping work alone (the rest is launches and kernels)
         S = inputs.seq_len
-        fast_work = sum((L - layer_window(c, args.window, L)[0]) * (S - knockout_mask(inputs.layout, pair).any(-1)
+        fast_work = sum((L - layer_window(c, args.window, L)[0]) * (S - blocked_mask(inputs.layout, pair).any(-1)
                                                                      .nonzero()[0, 0].item())
                         for name in TARGET_NAMES for pair in TARGETS[name].pairs for c in centres)
         paper_work = sum(n_cond.values()) * L * S

@@ -139,14 +139,14 @@ def bridge_logits(out):
 
 
 def run_family(family: str, tmp: Path, width: int, layers: int, reps: int, device: str = "cpu"):
-    from videolens.edges import parse_pair
-    from videolens.knockout import knockout_logits, knockout_mask, layer_window
+    from videolens.edges import blocked_mask, parse_pair
+    from videolens.knockout import knockout_logits, layer_window
     from videolens.knockout.engine import get_engine
 
     ck, cls, model, x, kw = build(family, tmp, width, layers, device)
     x_embeds = dataclasses.replace(x, pixel_values=None)  # the knockout engine reuses the prepared video tokens
     ko_layers = [1, 2]
-    blocked = knockout_mask(x.layout, [parse_pair(KO_PAIR)])
+    blocked = blocked_mask(x.layout, [parse_pair(KO_PAIR)])
     fns, notes = {}, {}
     windows = [layer_window(c, 3, layers) for c in range(layers)]  # the sweep: window 3 around every layer
     for impl in ("sdpa", "eager"):

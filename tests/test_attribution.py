@@ -9,7 +9,8 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 import videolens as vl
-from videolens.knockout import knockout_hooks, knockout_mask
+from videolens.edges import blocked_mask
+from videolens.knockout import knockout_hooks
 from videolens.knockout.attribution import edge_attribution
 
 
@@ -20,7 +21,7 @@ def test_the_assumed_pattern_change_is_the_knockouts(direction_inputs, tiny_plla
     name = get_act_name("pattern", l)
     with torch.no_grad():
         _, clean = model.run_with_cache(x, names_filter=name)
-        mask = knockout_mask(x.layout, "video->question")
+        mask = blocked_mask(x.layout, "video->question")
         seen = {}
         with model.hooks(fwd_hooks=[*knockout_hooks(model, mask, [l], layout=x.layout),
                                     (name, lambda p, hook: seen.setdefault("p", p.clone()))]):
@@ -49,7 +50,7 @@ def test_estimate_is_the_derivative_of_the_answer_log_odds(direction_inputs, tin
         m = log_odds(model(x)[0, -1].float())
     checked = 0
     for r in recs:
-        mask = knockout_mask(x.layout, r["pair"])
+        mask = blocked_mask(x.layout, r["pair"])
 
         def toward_knockout(A, hook):
             s = (A * mask).sum(-1, keepdim=True)

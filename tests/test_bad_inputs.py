@@ -239,6 +239,8 @@ CASES = [
     ("window-too-large", flow("--window", "20"), "window 20 is larger than the model's 2 layers", False),
     ("target-unknown", flow("--target", "sideways"), "sideways", True),
     ("heads-out-of-range", flow("--heads", "9"), "--heads [9] out of range", False),
+    ("option-not-for-this-family", flow("--max-visual-tokens", "16"),
+     "max_visual_tokens does not apply to a pllava checkpoint (its options: pooling_shape)", False),
     ("compare-model-missing", flow("--compare-model", "{root}/nowhere"), "--compare-model", True),
     ("compare-model-unknown-family", lambda w, tmp: flow("--compare-model", str(_other_family(w, tmp)))(w, tmp),
      "--compare-model", True),

@@ -16,7 +16,7 @@ import videolens as vl
 from golden import golden, last_logits, prepare_all
 from test_golden_pllava import EDGE_TYPE_OF, LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
-from videolens.knockout.hooks import knockout_mask
+from videolens.edges import blocked_mask
 from videolens.pathways import PathwayMasker, count_edges, load_spec
 
 GOLDEN, GOLD, pytestmark = golden("internvl")
@@ -126,7 +126,7 @@ def test_blocked_edge_counts(prepared, i):
         pairs = get_target(target).pairs
         assert [p.label for p in pairs] == [PAIR_OF[b["block_desc"]] for b in blocks], target
         for p, b in zip(pairs, blocks):
-            assert int(knockout_mask(prepared[i].layout, [p]).sum()) == b["blocked_edges"], (target, p.label)
+            assert int(blocked_mask(prepared[i].layout, [p]).sum()) == b["blocked_edges"], (target, p.label)
 
 
 @pytest.mark.parametrize("i,target", KO)

@@ -17,7 +17,7 @@ import videolens as vl
 from golden import golden, last_logits, prepare_all
 from test_golden_pllava import LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
-from videolens.knockout.hooks import knockout_mask
+from videolens.edges import blocked_mask
 from videolens.navit import patchify
 from videolens.pathways import PathwayMasker, count_edges, load_spec
 
@@ -103,7 +103,7 @@ def test_blocked_edge_counts(prepared, i):
         pairs = get_target(target).pairs
         assert [p.label for p in pairs] == [PAIR_OF[b["block_desc"]] for b in k["blocks"]], target
         for p, b in zip(pairs, k["blocks"]):
-            assert int(knockout_mask(prepared[i].layout, [p]).sum()) == b["blocked_causal_edges"], (target, p.label)
+            assert int(blocked_mask(prepared[i].layout, [p]).sum()) == b["blocked_causal_edges"], (target, p.label)
 
 
 @pytest.mark.parametrize("i,target,centres", KO)

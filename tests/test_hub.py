@@ -36,7 +36,7 @@ def test_a_hub_id_loads_from_the_cache_offline(offline, tiny_pllava_dir, tiny_pl
 
 def test_a_known_name_applies_the_papers_settings_and_arguments_win(offline, tiny_pllava_dir, monkeypatch):
     write_hub_cache(offline, REPO, tiny_pllava_dir)
-    row = KnownModel(name="tiny-known", hub_id=REPO, role="test", pooling_shape=(2, 2, 2), num_frames=2,
+    row = KnownModel(name="tiny-known", hub_id=REPO, role="test", options={"pooling_shape": (2, 2, 2)}, num_frames=2,
                      template="eval_mvbench_open")
     monkeypatch.setitem(MODELS, "tiny-known", row)
     assert known_model("TINY-ORG/tiny-pllava") is row

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from videolens.edges import blocked_mask
+
 from videolens.edges import EdgePair, EmptyRowError
 from videolens.knockout import (
-    TARGETS, KnockoutHook, Target, UnknownTargetError, get_target, knockout_hooks, knockout_mask,
+    TARGETS, KnockoutHook, Target, UnknownTargetError, get_target, knockout_hooks,
     layer_window, register_target,
 )
 
@@ -59,7 +61,7 @@ def test_register_and_adhoc_targets():
 
 def test_cross_frame_mask_matches_frames(inputs):
     L = inputs.layout
-    mask = knockout_mask(L, TARGETS["cross-frame"].pairs)
+    mask = blocked_mask(L, TARGETS["cross-frame"].pairs)
     expected = torch.zeros_like(mask)
     for i, fq in enumerate(L.frames):
         for fk in L.frames[:i]:
@@ -75,8 +77,8 @@ def test_frames_before_after_groups(inputs):
     assert before.tolist() == list(range(L.frames[0].start, L.frames[1].stop))
     assert after.tolist() == list(range(L.frames[2].start, L.frames[-1].stop))
     # frames before frame 2 -> frame 2 is cross-frame restricted to one query frame
-    m = knockout_mask(L, "frames_before:2->frame:2")
-    cf = knockout_mask(L, TARGETS["cross-frame"].pairs)
+    m = blocked_mask(L, "frames_before:2->frame:2")
+    cf = blocked_mask(L, TARGETS["cross-frame"].pairs)
     rows = L.frames[2].slice
     assert torch.equal(m[rows], cf[rows]) and m.sum() == cf[rows].sum()
 
@@ -85,15 +87,15 @@ def test_last_to_last_blocks_the_diagonal(inputs, tiny_pllava):
     """The official code blocks the last token's edge to itself; "keep" (videolens' earlier rule)
     never blocks a self edge, so last->last is then empty."""
     S = inputs.seq_len
-    m = knockout_mask(inputs.layout, "last->last")
+    m = blocked_mask(inputs.layout, "last->last")
     assert m.sum() == 1 and bool(m[S - 1, S - 1])
-    assert knockout_mask(inputs.layout, "last->last", self_edges="keep").sum() == 0
-    vv = knockout_mask(inputs.layout, "video->video")
+    assert blocked_mask(inputs.layout, "last->last", self_edges="keep").sum() == 0
+    vv = blocked_mask(inputs.layout, "video->video")
     pos = inputs.layout.video_positions
     assert bool(vv[pos, pos].all())  # video->video: every video token's own edge too
-    assert not knockout_mask(inputs.layout, "video->video", self_edges="keep")[pos, pos].any()
+    assert not blocked_mask(inputs.layout, "video->video", self_edges="keep")[pos, pos].any()
     with pytest.raises(ValueError, match="self_edges"):
-        knockout_mask(inputs.layout, "last->last", self_edges="never")
+        blocked_mask(inputs.layout, "last->last", self_edges="never")
     # the blocked diagonal changes the answer distribution; both engines agree on it
     from videolens.knockout import knockout_logits
 

@@ -167,3 +167,51 @@ def test_batched_conditions_run_each_condition_in_its_own_window(model8, inputs8
     assert (got[0] - got[2]).abs().max() > 1e-4  # windows differ, so the results do
     with pytest.raises(ValueError, match="positive"):
         sweep(model8, inputs8, "cross-frame", window=3, batch_conditions=0)
+
+
+def test_settings_object_runs_the_same_sweep_as_keyword_options(model8, inputs8):
+    from videolens.knockout import KnockoutSettings
+
+    kw = sweep(model8, inputs8, "vql-to-ql", window=3, layers=[0, 5], heads=[1])
+    s = KnockoutSettings(targets="vql-to-ql", window=3, layers=(0, 5), heads=(1,), samples="all")
+    assert sweep(model8, inputs8, settings=s) == kw
+    # several targets: one sweep, the records of each target in order
+    both = KnockoutSettings(targets=("cross-frame", "vql-to-ql"), window=3, layers=(0, 5), heads=(1,), samples="all")
+    cf = sweep(model8, inputs8, "cross-frame", window=3, layers=[0, 5], heads=[1])
+    assert sweep(model8, inputs8, settings=both) == cf + kw
+    assert both.header() == {"targets": ["cross-frame", "vql-to-ql"], "window": 3, "samples": "all",
+                             "self_edges": "block", "heads": [1], "layers": [0, 5]}
+
+
+@pytest.mark.parametrize("build,err,msg", [
+    (lambda S: S(targets=()), ValueError, "no target"),
+    (lambda S: S(targets="no-such-target"), vl.knockout.UnknownTargetError, "unknown knockout target"),
+    (lambda S: S(targets="cross-frame", window=0), ValueError, "positive"),
+    (lambda S: S(targets="cross-frame", samples="some"), ValueError, "samples must be one of"),
+    (lambda S: S(targets="cross-frame", self_edges="never"), ValueError, "self_edges"),
+    (lambda S: S(targets="cross-frame", method="fastest"), ValueError, "unknown knockout method"),
+    (lambda S: S(targets="cross-frame", heads=(0, 0)), ValueError, "distinct"),
+    (lambda S: S(targets="cross-frame", batch_conditions=0), ValueError, "batch_conditions"),
+    (lambda S: S.from_options("cross-frame", {"windw": 3}), TypeError, "unknown knockout option"),
+])
+def test_settings_are_checked_when_built(build, err, msg):
+    from videolens.knockout import KnockoutSettings
+
+    with pytest.raises(err, match=msg):
+        build(KnockoutSettings)
+
+
+def test_settings_are_checked_against_the_model_and_not_mixed_with_options(model8, inputs8):
+    from videolens.knockout import KnockoutSettings
+
+    with pytest.raises(ValueError, match="larger than the model"):
+        KnockoutSettings(targets="cross-frame", window=9).check(model8)
+    with pytest.raises(ValueError, match="out of range"):
+        KnockoutSettings(targets="cross-frame", heads=(7,), window=3).check(model8)
+    with pytest.raises(ValueError, match="centre layer"):
+        KnockoutSettings(targets="cross-frame", layers=(8,), window=3).check(model8)
+    s = KnockoutSettings(targets="cross-frame", window=3)
+    with pytest.raises(TypeError, match="not both"):
+        sweep(model8, inputs8, "cross-frame", settings=s)
+    with pytest.raises(TypeError, match="not both"):
+        sweep(model8, inputs8, settings=s, window=5)

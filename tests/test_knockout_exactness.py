@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 import videolens as vl
-from videolens.knockout import TARGETS, knockout_mask, layer_window, sweep
+from videolens.edges import blocked_mask
+from videolens.knockout import TARGETS, layer_window, sweep
 
 TOL = 1e-4
 SAMPLE = dict(question="What is the bird doing?",
@@ -81,7 +82,7 @@ def test_knockout_matches_transformers_eager(ckpt, clip_path):
     for name, target in TARGETS.items():
         recs = sweep(model, inputs, name, window=window)
         for r, (pair, centre) in zip(recs, [(p, c) for p in target.pairs for c in range(n)]):
-            ko = float_mask(knockout_mask(inputs.layout, pair))
+            ko = float_mask(blocked_mask(inputs.layout, pair))
             win = layer_window(centre, window, n)
             ref = hf_probs(lm, emb, [ko if l in win else causal for l in range(n)], ids)
             got = torch.tensor([r["ko_probs"][L] for L in inputs.layout.letters])

@@ -7,18 +7,16 @@ import itertools
 import pytest
 import torch
 
-from videolens.edges import EmptyRowError, blocked_mask, check_rows, parse_pair
+from videolens.edges import EmptyRowError, blocked_mask, check_rows, iter_blocked_rows, parse_pair
 from videolens.pathways import (
     PathwayMasker,
     RandomMasker,
-    assert_no_empty_rows,
     count_edges,
     full_edges,
     load_spec,
     lower_triangle_size,
     random_blocked_,
     synthetic_layout,
-    write_blocked_,
 )
 
 # brute-force definitions of the edge types, straight from REFERENCE section 2 (k -> q, k < q)
@@ -82,20 +80,41 @@ def test_kept_counts_match_brute_force(lay, name, depth, self_edges):
     assert counts.kept_fraction == pytest.approx(sum(counts.kept) / sum(counts.full))
 
 
+def brute_mask(layout, pairs, self_edges="block"):
+    """The union mask edge by edge, from the token groups and the relations' definitions."""
+    S = layout.seq_len
+    frame = layout.frame_lookup().tolist()
+    rel = {"all": lambda q, k: True,
+           "cross_frame": lambda q, k: frame[k] >= 0 and frame[k] < frame[q],
+           "same_frame": lambda q, k: frame[k] >= 0 and frame[k] == frame[q]}
+    out = torch.zeros(S, S, dtype=torch.bool)
+    for pair in pairs:
+        for q in layout.positions(pair.query).tolist():
+            for k in layout.positions(pair.key).tolist():
+                if (k <= q if self_edges == "block" else k < q) and rel[pair.relation](q, k):
+                    out[q, k] = True
+    return out
+
+
 @pytest.mark.parametrize("lay", LAYOUTS)
-def test_chunked_masks_equal_the_plain_masks(lay):
+def test_the_chunked_mask_builder_equals_brute_force(lay):
     layout = synthetic_layout(**lay)
     S = layout.seq_len
     pairs = [parse_pair(p) for p in ["video->video[cross_frame]", "video->question", "question->last",
                                      "last->last", "video->last", "video->video", "question->question",
                                      "video->video[same_frame]", "option:B->last", "false_options->true_option",
                                      "frame:1->frame:-1", "span:0:3->video"]]
-    out = torch.ones(S, S, dtype=torch.bool)  # dirty buffer: write_blocked_ must clear it
-    for r in range(1, len(pairs) + 1):
+    out = torch.ones(S, S, dtype=torch.bool)  # dirty buffer: blocked_mask(out=...) must clear it
+    for r in (1, 2, 5, len(pairs)):
         for subset in (pairs[:r], pairs[-r:]):
-            assert torch.equal(write_blocked_(out, layout, subset), blocked_mask(layout, subset))
+            for self_edges in ("block", "keep"):
+                want = brute_mask(layout, subset, self_edges)
+                assert torch.equal(blocked_mask(layout, subset, self_edges, out=out), want)
+                assert torch.equal(blocked_mask(layout, subset, self_edges), want)
+                rows = torch.cat([chunk.clone() for _, chunk in iter_blocked_rows(layout, subset, 3, self_edges)])
+                assert torch.equal(rows, want)
     with pytest.raises(ValueError, match="bool"):
-        write_blocked_(torch.zeros(S, S), layout, pairs)
+        blocked_mask(layout, pairs, out=torch.zeros(S, S))
 
 
 def test_full_edges_for_the_7b_layout():
@@ -109,21 +128,18 @@ def test_full_edges_for_the_7b_layout():
     assert 0.40 < counts.kept_fraction < 0.45, counts.summary()
 
 
-def test_row_check_matches_edges_check_rows():
+def test_row_check_equals_brute_force():
     g = torch.Generator().manual_seed(0)
     for S in (1, 2, 5, 9):
         for _ in range(40):
             m = (torch.rand(S, S, generator=g) < 0.7).tril()
-            try:
-                check_rows(m)
-                plain = None
-            except EmptyRowError:
-                plain = EmptyRowError
-            if plain is None:
-                assert_no_empty_rows(m, rows_per_chunk=2)
-            else:
-                with pytest.raises(EmptyRowError):
-                    assert_no_empty_rows(m, rows_per_chunk=2)
+            empty = any(all(m[q, k] for k in range(q + 1)) for q in range(S))
+            for chunk in (2, 64):
+                if empty:
+                    with pytest.raises(EmptyRowError):
+                        check_rows(m, rows_per_chunk=chunk)
+                else:
+                    check_rows(m, rows_per_chunk=chunk)
 
 
 def test_masker_builds_each_distinct_layer_set_once_into_one_buffer():

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.knockout import knockout_logits, knockout_mask
+from videolens.edges import blocked_mask
+from videolens.knockout import knockout_logits
 from videolens.qwen_vl import mrope_position_ids, patchify_video, seconds_per_slot
 from videolens.testing import make_tiny_qwen2_5_vl, write_clip
 
@@ -89,7 +90,7 @@ def test_cross_frame_knockout_changes_the_answer_and_equals_transformers(setup):
         clean = model(x)[0, -1]
     assert (clean - clean_hf).abs().max() <= 1e-4
     for pair, layers in (("video->video[cross_frame]", list(range(n))), ("video->last", [1, 2])):
-        blocked = knockout_mask(x.layout, [vl.edges.parse_pair(pair)])
+        blocked = blocked_mask(x.layout, [vl.edges.parse_pair(pair)])
         ref = _hf_last_logits(hf, kw, blocked, layers)
         for method in ("fast", "full"):
             ours = knockout_logits(model, x, pair, layers, method=method)

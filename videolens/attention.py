@@ -34,13 +34,17 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from transformer_lens.utilities import get_act_name
+
 from ._tl_compat import attn_scale, project_z, qkv_rotated, swap_class
+from .edges import check_rows
 
 __all__ = [
     "ScoreMaskHook",
+    "KnockoutHook",
+    "scores_hook_name",
     "has_fast_attention",
     "install_fast_attention",
-    "set_fast_attention",
     "fast_attention",
     "sdpa_supported",
 ]
@@ -78,6 +82,83 @@ class ScoreMaskHook:
         Q, K = scores.shape[-2], scores.shape[-1]
         mask = self.blocked(K - Q, Q, K, scores.shape[1], scores.device)
         return scores.masked_fill(mask if mask.ndim == 4 else mask[None], float("-inf"))
+
+
+def scores_hook_name(layer: int) -> str:
+    """``blocks.{layer}.attn.hook_attn_scores``: where score masks (knockouts, pathways) apply."""
+    return get_act_name("attn_scores", layer)
+
+
+def _validate_mask(mask: torch.Tensor) -> Bool[torch.Tensor, "S S"]:
+    if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
+        raise ValueError(f"a knockout mask is bool [S, S] (query, key); got shape {tuple(mask.shape)}")
+    mask = mask.detach().to("cpu", torch.bool)
+    check_rows(mask)  # raises EmptyRowError before anything runs
+    return mask.tril()  # non-causal entries are -inf already
+
+
+class KnockoutHook(ScoreMaskHook):
+    """Sets the scores of blocked (query, key) edges to -inf, in every head or in ``heads``.
+
+    Args:
+        mask: ``bool [S, S]`` indexed [query, key], True = blocked.
+        heads: head indices to knock out (None: all heads).
+
+    Works on a full forward (scores ``[batch, head, S, S]``) and on an incremental one with a
+    key-value cache (scores ``[batch, head, Q, S]`` for the last ``Q`` queries).
+
+    Raises (when called):
+        ValueError: the forward has another number of key positions than the mask.
+    """
+
+    no_empty_rows = True  # validated below: the fast attention path needs no empty-row check
+
+    def __init__(self, mask: Bool[torch.Tensor, "S S"], heads: Optional[Sequence[int]] = None):
+        self.mask = _validate_mask(mask)
+        self.heads = None if heads is None else tuple(int(h) for h in heads)
+        rows = self.mask.any(-1).nonzero().flatten()
+        self._first_query = int(rows[0]) if len(rows) else None
+        self._n_edges = int(self.mask.sum())
+        self._last: Optional[tuple] = None  # (key, tensor): reused across the layers of a window
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def first_query(self) -> Optional[int]:
+        """First query position with a blocked edge (None for an empty edge set)."""
+        return self._first_query
+
+    @property
+    def n_edges(self) -> int:
+        """Number of blocked edges (per layer and head)."""
+        return self._n_edges
+
+    def blocked(self, q_offset: int, n_query: int, n_key: int, n_heads: int,
+                device: torch.device) -> Bool[torch.Tensor, "h_or_1 query key"]:
+        if n_key != self.seq_len or q_offset + n_query != n_key:
+            raise ValueError(
+                f"this knockout mask is for {self.seq_len} positions; the forward has {n_key} keys and "
+                f"{n_query} queries (build the mask for this input)"
+            )
+        key = (str(device), q_offset, n_query, n_heads)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        rows = self.mask[q_offset:n_key].to(device)
+        if self.heads is None:
+            out = rows[None]
+        else:
+            if max(self.heads) >= n_heads:
+                raise ValueError(f"heads {self.heads} out of range for {n_heads} heads")
+            out = torch.zeros(n_heads, n_query, n_key, dtype=torch.bool, device=device)
+            out[list(self.heads)] = rows
+        self._last = (key, out)
+        return out
+
+    def __repr__(self) -> str:
+        heads = "all" if self.heads is None else list(self.heads)
+        return f"KnockoutHook(S={self.seq_len}, edges={self.n_edges}, heads={heads})"
 
 
 def sdpa_supported(cfg) -> bool:
@@ -222,11 +303,6 @@ def install_fast_attention(model: torch.nn.Module, enabled: bool = True) -> torc
         swap_class(attn, _fast_class(type(attn)))
         attn.use_sdpa = enabled
     return model
-
-
-def set_fast_attention(model: torch.nn.Module, enabled: bool) -> None:
-    """Switch the fast path on or off in every layer (installs it when missing)."""
-    install_fast_attention(model, enabled)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The bundled tiny VideoLLM, by name: ``vl.bundled_model_path()`` and
-``HookedVideoLLM.from_pretrained("tiny-videollm")``."""
+``HookedVideoLLM.from_pretrained("tiny-videollm")``. (The untrained stand-in ``videolens demo`` uses
+when an install has no bundled model is ``weights_conversion.writers.write_demo_standin``.)"""
 
 from __future__ import annotations
 
@@ -20,3 +21,4 @@ def bundled_model_path() -> Path:
     if not (p / "config.json").exists():
         raise FileNotFoundError(f"the bundled model is missing at {p}; pass a checkpoint folder")
     return p
+

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import VideolensError
-from .video import Video, load_video
+from .video import DEFAULT_NUM_FRAMES, Video, load_video
 
 __all__ = ["VideoQA", "load_tvbench", "option_letters", "AnnotationError",
            "InvalidSampleError", "PLACEHOLDER_STRINGS"]
@@ -170,7 +170,7 @@ class VideoQA:
         name = self.video.source if isinstance(self.video, Video) else os.fspath(self.video)
         return f"{Path(str(name)).name}::{self.question}"
 
-    def load(self, num_frames: int = 8, sampler: Optional[str] = None) -> Video:
+    def load(self, num_frames: int = DEFAULT_NUM_FRAMES, sampler: Optional[str] = None) -> Video:
         """Decode the video (or return it when already decoded; ``num_frames`` must then match)
         with ``sampler`` (``videolens.video.SAMPLERS``), None meaning the sample's own."""
         if self.invalid:

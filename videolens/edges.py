@@ -12,12 +12,16 @@ edges (key <= query) are ever set. Self edges (a query's edge to itself, the dia
 position blocks that position's edge to itself, so ``last->last`` blocks the last token's diagonal;
 the official code, map-the-flow) or ``"keep"`` (never block a self edge: videolens' earlier rule, a difference
 from the paper). A mask that leaves a row with no key at all raises ``EmptyRowError`` before running.
+
+This module is the one mask builder: knockouts, attribution, open-ended knockouts and the pathway
+masker all write their masks with ``blocked_mask`` (the masker into one reused buffer), and edge
+counts read the same rows chunk by chunk (``iter_blocked_rows``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
 
 import torch
 from jaxtyping import Bool
@@ -27,7 +31,8 @@ from .layout import GROUP_RESOLVERS, TokenLayout, register_group
 from .registry import Registry
 
 __all__ = [
-    "EdgePair", "RELATIONS", "SELF_EDGES", "pair_mask", "blocked_mask", "check_rows", "EmptyRowError", "parse_pair",
+    "EdgePair", "PairsLike", "RELATIONS", "SELF_EDGES", "as_pairs", "pair_mask", "blocked_mask", "iter_blocked_rows",
+    "check_rows", "EmptyRowError", "parse_pair",
 ]
 
 SELF_EDGES = ("block", "keep")
@@ -100,49 +105,145 @@ def parse_pair(text: str) -> EdgePair:
     return EdgePair(key, query, rel)
 
 
+def as_pairs(pairs: "PairsLike") -> Tuple[EdgePair, ...]:
+    """``"video->last"``, an ``EdgePair``, or an iterable of them -> tuple of EdgePair.
+
+    Raises:
+        TypeError: an element is neither an EdgePair nor a string. ValueError: a string that is not ``KEY->QUERY``.
+    """
+    if isinstance(pairs, (str, EdgePair)):
+        pairs = [pairs]
+    out = tuple(parse_pair(p) if isinstance(p, str) else p for p in pairs)
+    for p in out:
+        if not isinstance(p, EdgePair):
+            raise TypeError(f"edge pairs must be EdgePair or 'KEY->QUERY' strings, got {type(p).__name__}")
+    return out
+
+
+PairsLike = Union[str, EdgePair, Iterable[Union[str, EdgePair]]]
+
+
+def _chunk_rows(S: int, n_keys: int) -> int:
+    """Rows per chunk so that a chunk's [rows, keys] temporaries hold at most ~S*S/256 elements."""
+    budget = max(4096, S * S // 256)
+    return max(1, budget // max(1, n_keys))
+
+
+def _contiguous(pos: torch.Tensor) -> bool:
+    return len(pos) > 0 and int(pos[-1]) - int(pos[0]) + 1 == len(pos)
+
+
+def _write_pair(out: torch.Tensor, row_start: int, layout: TokenLayout, pair: EdgePair, self_edges: str) -> None:
+    """OR the causal edges of ``pair`` (diagonal per ``self_edges``) whose query lies in rows
+    ``[row_start, row_start + out.shape[0])`` into ``out`` (``[rows, S]``), a few query rows at a
+    time so that temporaries stay far below one ``S x S`` mask (the released code of the paper held
+    an ``S x S x heads`` float mask per layer, about 3.5 GB a sample for the 7B model)."""
+    check_self_edges(self_edges)
+    if pair.relation not in RELATIONS:
+        raise KeyError(f"unknown relation {pair.relation!r}; known: {sorted(RELATIONS)}")
+    rel = RELATIONS[pair.relation]
+    q_all = layout.positions(pair.query)
+    k = layout.positions(pair.key)
+    q_all = q_all[(q_all >= row_start) & (q_all < row_start + out.shape[0])]
+    if len(q_all) == 0 or len(k) == 0:
+        return
+    k_dev = k.to(out.device)
+    k_slice = slice(int(k[0]), int(k[-1]) + 1) if _contiguous(k) else None
+    step = _chunk_rows(layout.seq_len, len(k))
+    for i in range(0, len(q_all), step):
+        q = q_all[i : i + step]
+        block = rel(layout, q, k).to(out.device)
+        qd = q.to(out.device)[:, None]
+        block &= (k_dev[None, :] <= qd) if self_edges == "block" else (k_dev[None, :] < qd)
+        rows = q - row_start
+        if k_slice is not None and _contiguous(q):
+            out[int(rows[0]) : int(rows[-1]) + 1, k_slice] |= block
+        else:
+            r = rows.to(out.device)[:, None]
+            out[r, k_dev[None, :]] |= block
+
+
+def _square_bool(out: torch.Tensor, S: int) -> None:
+    if out.shape != (S, S) or out.dtype != torch.bool:
+        raise ValueError(f"out must be a bool [{S}, {S}] tensor, got {out.dtype} {tuple(out.shape)}")
+
+
 def pair_mask(
     layout: TokenLayout, pair: EdgePair, out: torch.Tensor | None = None, self_edges: str = "block"
 ) -> Bool[torch.Tensor, "S S"]:
-    """Mark (OR into ``out``) the causal edges of one pair (the diagonal per ``self_edges``,
-    module doc). Returns the mask ``bool [S, S]`` [query, key].
+    """Mark (OR into ``out``, kept as it is otherwise) the causal edges of one pair (the diagonal
+    per ``self_edges``, module doc). Returns the mask ``bool [S, S]`` [query, key].
 
     Raises:
-        KeyError: unknown relation or token group. ValueError: unknown ``self_edges``.
+        KeyError: unknown relation or token group. ValueError: unknown ``self_edges``, or ``out``
+        not ``bool [S, S]``.
     """
-    check_self_edges(self_edges)
     S = layout.seq_len
     if out is None:
         out = torch.zeros(S, S, dtype=torch.bool)
-    if pair.relation not in RELATIONS:
-        raise KeyError(f"unknown relation {pair.relation!r}; known: {sorted(RELATIONS)}")
-    q = layout.positions(pair.query)
-    k = layout.positions(pair.key)
-    if len(q) == 0 or len(k) == 0:
-        return out
-    causal = (k[None, :] <= q[:, None]) if self_edges == "block" else (k[None, :] < q[:, None])
-    block = RELATIONS[pair.relation](layout, q, k) & causal
-    out[q[:, None], k[None, :]] |= block
+    _square_bool(out, S)
+    _write_pair(out, 0, layout, pair, self_edges)
     return out
 
 
-def blocked_mask(layout: TokenLayout, pairs: Iterable[EdgePair], self_edges: str = "block") -> Bool[torch.Tensor, "S S"]:
-    """Union of the edges of ``pairs``: ``bool [S, S]`` indexed [query, key], True = blocked
-    (self edges per ``self_edges``, module doc)."""
-    out = torch.zeros(layout.seq_len, layout.seq_len, dtype=torch.bool)
+def blocked_mask(layout: TokenLayout, pairs: PairsLike, self_edges: str = "block",
+                 out: torch.Tensor | None = None) -> Bool[torch.Tensor, "S S"]:
+    """Union of the edges of ``pairs`` (``EdgePair`` s or ``"KEY->QUERY[relation]"`` strings):
+    ``bool [S, S]`` indexed [query, key], True = blocked (self edges per ``self_edges``, module doc).
+
+    With ``out`` (a caller-owned ``bool [S, S]`` buffer, on any device) the mask is written there,
+    cleared first, and returned: the pathway masker reuses one buffer for every layer.
+
+    Raises:
+        KeyError: unknown relation or token group. ValueError: unknown ``self_edges``, or ``out``
+        not ``bool [S, S]``. TypeError: a pair that is neither an EdgePair nor a string.
+    """
+    pairs = as_pairs(pairs)
+    S = layout.seq_len
+    if out is None:
+        out = torch.zeros(S, S, dtype=torch.bool)
+    else:
+        _square_bool(out, S)
+        out.zero_()
     for p in pairs:
-        pair_mask(layout, p, out, self_edges)
+        _write_pair(out, 0, layout, p, self_edges)
     return out
 
 
-def check_rows(mask: Bool[torch.Tensor, "S S"]) -> None:
+def iter_blocked_rows(
+    layout: TokenLayout, pairs: PairsLike, rows_per_chunk: Optional[int] = None, self_edges: str = "block"
+) -> Iterator[Tuple[int, Bool[torch.Tensor, "rows S"]]]:
+    """Yield ``(row_start, blocked[rows, S])`` chunks of ``blocked_mask(layout, pairs)`` without
+    ever holding the ``S x S`` mask (used to count edges). The chunk buffer is reused between yields."""
+    pairs = as_pairs(pairs)
+    S = layout.seq_len
+    rows = rows_per_chunk or max(1, min(S, (1 << 20) // max(1, S)))
+    buf = torch.zeros(rows, S, dtype=torch.bool)
+    for r0 in range(0, S, rows):
+        view = buf[: min(rows, S - r0)]
+        view.zero_()
+        for pair in pairs:
+            _write_pair(view, r0, layout, pair, self_edges)
+        yield r0, view
+
+
+def check_rows(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: int = 64) -> None:
     """Raise ``EmptyRowError`` when a query row would have every causal key blocked (the official
-    code would then spread that row uniformly over every position, future ones included)."""
+    code would then spread that row uniformly over every position, future ones included).
+
+    Checked a few rows at a time, on the mask's device, with no extra ``S x S`` tensor."""
     S = mask.shape[-1]
-    causal = torch.ones(S, S, dtype=torch.bool).tril()
-    allowed = causal & ~mask
-    empty = (~allowed.any(-1)).nonzero().flatten()
-    if len(empty):
-        raise EmptyRowError(f"blocking these edges leaves query position(s) {empty[:10].tolist()} with no key")
+    empty: list = []
+    keys = torch.arange(S, device=mask.device)
+    for r0 in range(0, mask.shape[0], rows_per_chunk):
+        sub = mask[r0 : r0 + rows_per_chunk]
+        q = torch.arange(r0, r0 + sub.shape[0], device=mask.device)
+        allowed = (keys[None, :] <= q[:, None]) & ~sub
+        empty.extend((q[~allowed.any(-1)]).tolist())
+        if len(empty) >= 10:
+            break
+    if empty:
+        raise EmptyRowError(f"blocking these edges leaves query position(s) {empty[:10]} with no key")
 
 
 # ---- more token groups for edge sets: video tokens of the frames before / after frame i ----------

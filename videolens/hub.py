@@ -48,9 +48,8 @@ class KnownModel:
     name: str
     hub_id: str
     role: str
-    pooling_shape: Optional[Tuple[int, int, int]] = None
+    options: Dict[str, Any] = field(default_factory=dict)
     num_frames: Optional[int] = None
-    max_visual_tokens: Optional[int] = None
     template: Optional[str] = None
     pathway_spec: Optional[str] = None
     base: Optional[str] = None
@@ -58,9 +57,9 @@ class KnownModel:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> Dict[str, Any]:
-        """The ``from_pretrained`` settings this checkpoint is run with (None values left out)."""
-        out = {"pooling_shape": self.pooling_shape, "num_frames": self.num_frames,
-               "max_visual_tokens": self.max_visual_tokens}
+        """The ``from_pretrained`` settings this checkpoint is run with: its family's options
+        (``weights_conversion.options``) and ``num_frames`` (None values left out)."""
+        out = {**self.options, "num_frames": self.num_frames}
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -70,8 +69,6 @@ def _load_table() -> Dict[str, KnownModel]:
     out = {}
     for name, row in raw.items():
         kw = {k: v for k, v in row.items() if k in names}
-        if kw.get("pooling_shape") is not None:
-            kw["pooling_shape"] = tuple(kw["pooling_shape"])
         out[name] = KnownModel(name=name, extra={k: v for k, v in row.items() if k not in names}, **kw)
     return out
 

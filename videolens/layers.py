@@ -1,6 +1,9 @@
 """Layer selections: one rule for every analysis (knockout, logit lens, attention views, patching).
 
-A selection is ``None`` or ``"all"`` (every index), an int, an iterable of ints, or a string of
+Head selections (``resolve_heads``) follow one rule too: a non-empty list of distinct indices in
+``[0, n_heads)``, kept in the order given.
+
+A layer selection is ``None`` or ``"all"`` (every index), an int, an iterable of ints, or a string of
 comma-separated items (``"0-4,10,-1"``: ranges inclusive). Negative ints count from the end, as
 Python and TransformerLens index (``-1`` is the last). ``final`` names the last index (the logit
 lens' "after the last block" entry). The result is sorted and without repeats.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, List, Optional, Union
 
-__all__ = ["LayerSpec", "resolve_layers"]
+__all__ = ["LayerSpec", "resolve_layers", "resolve_heads"]
 
 LayerSpec = Optional[Union[int, str, Iterable[int]]]
 
@@ -66,3 +69,20 @@ def resolve_layers(layers: LayerSpec, n: int, what: str = "layers") -> List[int]
     if not out:
         raise ValueError(f"{what}: the selection is empty")
     return out
+
+
+def resolve_heads(heads: Iterable[int], n_heads: Optional[int] = None) -> List[int]:
+    """Head indices as ints: non-empty, distinct, each in ``[0, n_heads)`` (or >= 0 when the head
+    count is not known yet). Order is kept.
+
+    Raises:
+        ValueError: an empty list, a repeated or negative index, or one ``>= n_heads``.
+    """
+    try:
+        hs = [int(h) for h in heads]
+    except (TypeError, ValueError):
+        raise ValueError(f"heads must be a list of head indices, got {heads!r}") from None
+    if not hs or len(set(hs)) != len(hs) or any(h < 0 or (n_heads is not None and h >= n_heads) for h in hs):
+        limit = "" if n_heads is None else f" for {n_heads} heads"
+        raise ValueError(f"heads {hs} out of range{limit} (distinct indices from 0)")
+    return hs

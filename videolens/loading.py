@@ -19,21 +19,6 @@ def _is_bias(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in _BIAS_NAMES
 
 
-def _positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _check_overrides(pooling_shape, num_frames, max_visual_tokens) -> None:
-    """Raise ValueError (one line naming the argument) for a pooling shape that is not three positive
-    integers, or a frame count / token budget that is not a positive integer."""
-    if pooling_shape is not None and (isinstance(pooling_shape, str) or len(tuple(pooling_shape)) != 3
-                                      or not all(_positive_int(v) for v in pooling_shape)):
-        raise ValueError(f"pooling_shape must be three positive integers (frames, rows, cols), got {pooling_shape!r}")
-    for name, v in (("num_frames", num_frames), ("max_visual_tokens", max_visual_tokens)):
-        if v is not None and not _positive_int(v):
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
 def check_device(device) -> str:
     """``device`` as given when this machine has it (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
 
@@ -62,42 +47,50 @@ HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only")
 
 
 def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
-                    dtype: torch.dtype = torch.float32, pooling_shape: Optional[Sequence[int]] = None,
-                    num_frames: Optional[int] = None, max_visual_tokens: Optional[int] = None, **hub):
-    """``cls.from_pretrained`` without weight processing (see its docstring). A known checkpoint name
-    or hub id (``videolens.hub.MODELS``) brings its settings where the arguments leave them None.
+                    dtype: torch.dtype = torch.float32, num_frames: Optional[int] = None, **options):
+    """``cls.from_pretrained`` without weight processing (see its docstring). ``options`` are the
+    options the checkpoint's family declares (``weights_conversion.registry.model_options``) and
+    ``HUB_OPTIONS``. A known checkpoint name or hub id (``videolens.hub.MODELS``) brings its settings
+    where the arguments leave them None.
 
     Raises:
-        TypeError: a keyword that is neither a loading argument nor one of ``HUB_OPTIONS``.
+        TypeError: a keyword that is neither a family option nor one of ``HUB_OPTIONS``.
+        ValueError: an option the checkpoint's family does not declare, or a value it refuses.
     """
     from weights_conversion import convert_checkpoint
     from weights_conversion.checkpoint import CheckpointError, materialize_meta_buffers
+    from weights_conversion.options import positive_int_value
+    from weights_conversion.registry import model_options
 
     from .fingerprint import quick_identity
     from .hub import known_model, resolve_checkpoint
 
-    unknown = sorted(set(hub) - set(HUB_OPTIONS))
+    declared = model_options()
+    unknown = sorted(set(options) - set(HUB_OPTIONS) - set(declared))
     if unknown:
-        raise TypeError(f"from_pretrained got unexpected keyword(s) {unknown} (hub options: {list(HUB_OPTIONS)})")
+        raise TypeError(f"from_pretrained got unexpected keyword(s) {unknown} (family options: {sorted(declared)}; "
+                        f"hub options: {list(HUB_OPTIONS)})")
+    hub = {k: v for k, v in options.items() if k in HUB_OPTIONS}
+    overrides = {k: declared[k].value(v) for k, v in options.items() if k in declared and v is not None}
+    if num_frames is not None:
+        positive_int_value("num_frames", num_frames)
     known = None if Path(path).is_dir() else known_model(path)
     if known is not None:  # the paper's settings for this checkpoint; explicit arguments win
-        pooling_shape = known.pooling_shape if pooling_shape is None else pooling_shape
-        num_frames = known.num_frames if num_frames is None and pooling_shape is None else num_frames
-        max_visual_tokens = known.max_visual_tokens if max_visual_tokens is None else max_visual_tokens
-    _check_overrides(pooling_shape, num_frames, max_visual_tokens)
+        implies_frames = any(declared[k].frames is not None for k in overrides)
+        if num_frames is None and not implies_frames:
+            num_frames = known.num_frames
+        overrides = {**known.options, **overrides}
     path = resolve_checkpoint(path, **hub)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(device)
-    overrides = {"pooling_shape": list(pooling_shape) if pooling_shape is not None else None,
-                 "max_visual_tokens": max_visual_tokens}
     tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json")
     if (Path(path) / "config.json").is_file() and not any((Path(path) / f).is_file() for f in tokenizer_files):
         raise CheckpointError(f"{path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
                               "copy the checkpoint's tokenizer files into the folder")
     conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
     if num_frames is None:
-        num_frames = int(pooling_shape[0]) if pooling_shape is not None else int(conv.config.get("num_frames") or 8)
+        num_frames = conv.num_frames
     try:
         tokenizer = load_tokenizer(path)
     except Exception as exc:
@@ -173,7 +166,7 @@ def load_tokenizer(path: Path):
     """The checkpoint's tokenizer exactly as its ``tokenizer.json`` is written (normalizer and
     pre-tokenizer included), which is what the official code's transformers 4.x ran; transformers
     5's ``AutoTokenizer`` rebuilds Llama-family tokenizers with its own defaults and splits, e.g.,
-    ``</img>\n <|user|>\nQuestion`` differently (one token fewer on Mini-InternVL's prompt). Without
+    ``</img>\n <|user|>\nQuestion`` differently (one token fewer on some chat templates' prompts). Without
     a tokenizer.json: ``AutoTokenizer``."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 

@@ -36,6 +36,7 @@ from .inputs import VideoLLMInput
 from .preparing import prepare_one
 from .prompts import PromptTemplate, get_template
 from .tokenizers import adds_bos
+from .video import DEFAULT_NUM_FRAMES
 
 from .errors import ContextLengthError, FramePoolingWarning, MissingVideoError, NonFiniteError  # noqa: E402
 
@@ -66,7 +67,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         vision: torch.nn.Module,
         tokenizer,
         placeholder_id: int,
-        template: Union[str, PromptTemplate] = "eval_mvbench_vicuna",
+        template: Union[str, PromptTemplate],
         family: str = "custom",
         rope: Optional[tuple] = None,
         checkpoint_config: Optional[dict] = None,
@@ -86,11 +87,11 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         self.template = get_template(template) if isinstance(template, str) else template
         self.family = family
         self.checkpoint_config = checkpoint_config or {}
-        self.default_num_frames = int(self.checkpoint_config.get("num_frames") or 8)
+        self.default_num_frames = int(self.checkpoint_config.get("num_frames") or DEFAULT_NUM_FRAMES)
         self.checkpoint_path: Optional[str] = None  # set by from_pretrained
         self.rope_switch = None  # videolens.rope.RopeSwitch for LongRoPE backbones
         self.frame_sampler: Optional[str] = None  # a family's own frame sampler (videolens.video.SAMPLERS)
-        self.mrope = None  # videolens.qwen_vl.MRope for Qwen-VL backbones
+        self.mrope = None  # multimodal 3-D rotary positions, for families whose converter gives them
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
@@ -103,16 +104,14 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         path: Union[str, Path],
         device: Optional[Union[str, torch.device]] = None,
         dtype: torch.dtype = torch.float32,
-        pooling_shape: Optional[Sequence[int]] = None,
         num_frames: Optional[int] = None,
         fold_ln: bool = False,
         center_writing_weights: bool = False,
         center_unembed: bool = False,
         fold_value_biases: bool = False,
         refactor_factored_attn_matrices: bool = False,
-        max_visual_tokens: Optional[int] = None,
         preprocessing: str = "pil",
-        **hub,
+        **options,
     ) -> "HookedVideoLLM":
         """Load a VideoLLM checkpoint (any registered family) from a folder, a known name or a hub id.
 
@@ -121,23 +120,21 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
                 ``"tiny-videollm"`` for the bundled model; a known name (``videolens.hub.MODELS``,
                 whose settings apply where these arguments are None) or a hub id ``org/name``
                 (fetched into the huggingface_hub cache; a local folder of that name wins).
-            hub: ``revision``, ``cache_dir``, ``token``, ``local_files_only`` (huggingface_hub's).
             device: "cpu", "cuda", ... (default: cuda when available).
             dtype: weights dtype (torch.float32, torch.bfloat16, torch.float16).
-            pooling_shape: ``(frames, rows, cols)`` of the PLLaVA-family 3-D pooling, overriding
-                config.json as the official scripts do (``--pooling_shape 8-12-12``); None keeps
-                the config's (the paper's (8, 12, 12) where the config has none).
-            num_frames: frames ``prepare`` samples by default; None means ``pooling_shape[0]``
-                when a pooling shape is given (the official scripts' rule), else config.json's
-                ``num_frames``, else 8.
+            num_frames: frames ``prepare`` samples by default; None: the frames a given family
+                option implies (a pooling shape's first entry, the official scripts' rule), else
+                config.json's ``num_frames``, else 8 (``weights_conversion.options.default_num_frames``).
             fold_ln, center_writing_weights, center_unembed, fold_value_biases,
                 refactor_factored_attn_matrices: TransformerLens' weight processing
                 (``process_weights_``). All False by default, unlike TL's ``from_pretrained``:
                 the weights stay the checkpoint's (the paper's numbers). ``fold_ln=True`` folds
                 each RMSNorm's scale into the next weights (logits unchanged; then
                 ``cache.logit_attrs`` over ``decompose_resid`` sums to the logit difference).
-            max_visual_tokens: VideoLLaMA3's visual-token budget, in merged tokens per clip (the
-                official ``--max_visual_tokens``); None keeps the paper's 8 x 12 x 12 = 1152.
+            options: the options the checkpoint's family declares, overriding config.json entries as
+                the official scripts do (``weights_conversion.registry.model_options()`` lists them
+                with their help; ``videolens models --options``); and huggingface_hub's ``revision``,
+                ``cache_dir``, ``token``, ``local_files_only``.
             preprocessing: ``"pil"`` (transformers' PIL processor frame by frame, the paper's) or
                 ``"torch"`` (batched on ``device``, within 2 uint8 levels: ``videolens.tensor_preprocess``;
                 CLIP-style front ends only).
@@ -150,7 +147,9 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
                 an unreadable file, a wrongly typed config field, tensors missing, left unused or
                 of the wrong shape (named in the message).
             ValueError: ``center_writing_weights`` on an RMSNorm model; ``preprocessing`` unknown or
-                ``"torch"`` for a front end without CLIP-style preprocessing.
+                ``"torch"`` for a front end without CLIP-style preprocessing; an option the
+                checkpoint's family does not declare or a value it refuses.
+            TypeError: a keyword that is no family's option and no hub option.
         """
         from .loading import load_pretrained
         from .tensor_preprocess import BACKENDS
@@ -158,8 +157,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         if preprocessing not in BACKENDS:
             raise ValueError(f"preprocessing must be one of {BACKENDS}, got {preprocessing!r}")
 
-        model = load_pretrained(cls, path, device=device, dtype=dtype, pooling_shape=pooling_shape,
-                                num_frames=num_frames, max_visual_tokens=max_visual_tokens, **hub)
+        model = load_pretrained(cls, path, device=device, dtype=dtype, num_frames=num_frames, **options)
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
                                center_unembed=center_unembed, fold_value_biases=fold_value_biases,
                                refactor_factored_attn_matrices=refactor_factored_attn_matrices)
@@ -254,7 +252,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
                              f"layout has {positions.shape[-1]} video positions {inputs.layout.video_grid}; "
                              "prepare the sample again with this video")
         n = self.vision.n_trailing
-        if n:  # e.g. LLaVA-OneVision's newline, right after the last video token
+        if n:  # e.g. one newline token right after the last video token
             tail = self.vision.trailing_embeds().to(flat.dtype)
             flat = torch.cat([flat, tail[None].expand(flat.shape[0], -1, -1)], dim=1)
             positions = torch.cat([positions, positions[..., -1:] + torch.arange(1, n + 1, device=positions.device)], -1)
@@ -271,7 +269,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         over text targets only: predicting a video placeholder is not a language-model target
         (with ``loss_per_token=True`` those entries of ``[batch, pos - 1]`` are 0).
         """
-        if self.mrope is not None:  # Qwen-VL: this input's 3-D position tables (videolens.qwen_vl.MRope)
+        if self.mrope is not None:  # multimodal 3-D rotary positions: this input's position tables
             self.mrope.select(self, input, cached=kwargs.get("past_kv_cache") is not None
                               or kwargs.get("start_at_layer") is not None)
         if self.rope_switch is not None:  # LongRoPE: short or long tables by the largest position

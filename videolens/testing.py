@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from videolens.tokenizers import build_word_level_tokenizer
+from weights_conversion.writers import TEXT_CONFIGS, randomize_ as _randomize, tiny_configs, write_random_pllava
 
 __all__ = [
     "VOCAB", "PLACEHOLDER", "TEXT_CONFIGS", "tiny_tokenizer", "tiny_configs", "make_tiny_pllava", "make_tiny_internvl",
@@ -40,52 +41,6 @@ PLACEHOLDER = 390
 
 def tiny_tokenizer(placeholder: str = "<image>", placeholder_id: int = PLACEHOLDER):
     return build_word_level_tokenizer(WORDS, placeholder=placeholder, placeholder_id=placeholder_id, vocab_size=VOCAB)
-
-
-TEXT_CONFIGS = {
-    "llama": ("LlamaConfig", dict(num_key_value_heads=2)),
-    "qwen2": ("Qwen2Config", dict(num_key_value_heads=2)),
-    "phi3": ("Phi3Config", dict(num_key_value_heads=4, pad_token_id=0)),
-    "mistral": ("MistralConfig", dict(num_key_value_heads=2, sliding_window=None)),
-}
-
-
-def tiny_configs(n_layers: int = 3, max_pos: int = 512, text: str = "llama", d_model: int = 64,
-                 d_mlp: Optional[int] = None, n_heads: int = 4, vocab_size: int = VOCAB, image_size: int = 32,
-                 patch_size: int = 4, d_vision: int = 32, vision_layers: int = 3, n_kv_heads: Optional[int] = None):
-    """``(CLIPVisionConfig, text config)`` of a tiny model; ``text`` is llama, qwen2, phi3 or mistral.
-
-    Raises:
-        KeyError: unknown text backbone.
-    """
-    import transformers
-    from transformers import CLIPVisionConfig
-
-    if text not in TEXT_CONFIGS:
-        raise KeyError(f"unknown text backbone {text!r}; known: {sorted(TEXT_CONFIGS)}")
-    vc = CLIPVisionConfig(hidden_size=d_vision, intermediate_size=2 * d_vision, num_hidden_layers=vision_layers,
-                          num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=32)
-    cls_name, extra = TEXT_CONFIGS[text]
-    extra = dict(extra)
-    if text == "phi3":
-        extra["num_key_value_heads"] = n_heads
-    if n_kv_heads is not None:
-        extra["num_key_value_heads"] = n_kv_heads
-    tc = getattr(transformers, cls_name)(hidden_size=d_model, intermediate_size=d_mlp or 2 * d_model,
-                                         num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                                         vocab_size=vocab_size, max_position_embeddings=max_pos, rms_norm_eps=1e-5,
-                                         rope_theta=10000.0, tie_word_embeddings=False, **extra)
-    return vc, tc
-
-
-def _randomize(module: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("norm.weight") or "layer_norm" in name or "layrnorm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.08 * torch.randn(p.shape, generator=g))
 
 
 def _save_hf(model: torch.nn.Module, tokenizer, path: Union[str, Path], seed: Optional[int] = None,
@@ -115,23 +70,11 @@ def make_tiny_pllava(path: Union[str, Path], seed: int = 0, pooling_shape=(4, 4,
         extra_config: more config.json entries.
         sizes: ``tiny_configs`` sizes (``d_model``, ``n_heads``, ``image_size``, ``patch_size``, ...).
     """
-    from transformers import AutoModelForCausalLM, CLIPVisionModel
-
-    from videolens.vision import Projector
-    from weights_conversion.writers import save_pllava_checkpoint
-
-    torch.manual_seed(seed)
     tok = tokenizer if tokenizer is not None else tiny_tokenizer()
     sizes.setdefault("vocab_size", len(tok) if tokenizer is not None else VOCAB)
-    vc, tc = tiny_configs(n_layers, max_pos, text, **sizes)
-    tower = CLIPVisionModel(vc).eval()
-    llama = AutoModelForCausalLM.from_config(tc).eval()
-    proj = Projector(vc.hidden_size, tc.hidden_size, "gelu")
-    if randomize:
-        for i, m in enumerate((tower, llama, proj)):
-            _randomize(m, seed * 10 + i)
-    save_pllava_checkpoint(path, tower, proj, llama, tok, pooling_shape, placeholder_id,
-                           max_shard_bytes=max_shard_bytes, extra_config=extra_config)
+    write_random_pllava(path, tok, placeholder_id, seed=seed, pooling_shape=pooling_shape, n_layers=n_layers,
+                        max_pos=max_pos, text=text, randomize=randomize, extra_config=extra_config,
+                        max_shard_bytes=max_shard_bytes, **sizes)
     return Path(path)
 
 

@@ -27,8 +27,11 @@ from jaxtyping import Float, Int, UInt8
 
 from .errors import VideolensError
 
-__all__ = ["Video", "VideoDecodeError", "VideoWindowError", "ShortClipWarning", "load_video", "sample_frame_indices",
+__all__ = ["DEFAULT_NUM_FRAMES", "Video", "VideoDecodeError", "VideoWindowError", "ShortClipWarning", "load_video", "sample_frame_indices",
            "longvideobench_frame_indices", "videollama3_frames", "SAMPLERS"]
+
+DEFAULT_NUM_FRAMES = 8
+"""Frames per clip when nothing else says (the paper samples 8; the one default every module uses)."""
 
 
 class VideoDecodeError(VideolensError, ValueError):
@@ -175,7 +178,7 @@ and VideoLLaMA3's own (``videollama3_frames``)."""
 
 def load_video(
     path: Union[str, os.PathLike],
-    num_frames: int = 8,
+    num_frames: int = DEFAULT_NUM_FRAMES,
     start: Optional[float] = None,
     end: Optional[float] = None,
     sampler: str = "uniform",

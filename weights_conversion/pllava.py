@@ -26,6 +26,7 @@ import torch
 from videolens.vision import AdaptivePool3d, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights, require_sections
+from .options import FamilyOption, int_triple_value, parse_int_triple
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 from .vision_towers import build_preprocessor, build_vision_tower, load_projector
@@ -78,7 +79,15 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     )
 
 
-FAMILY = register(Family("pllava", ("pllava",), convert, "PLLaVA-style LLaVA-NeXT-Video-FT (pool after projector)"))
+POOLING_SHAPE = FamilyOption(
+    "pooling_shape", int_triple_value, parse_int_triple,
+    "3-D pooling shape after the projector, overriding the checkpoint's, e.g. 8-12-12 (the official scripts' "
+    "--pooling_shape; also sets the frame count unless --num-frames is given)",
+    metavar="T-H-W", frames=lambda shape: shape[0])
+"""``(frames, rows, cols)`` of the pooling; absent from config.json it is the paper's (8, 12, 12)."""
+
+FAMILY = register(Family("pllava", ("pllava",), convert, "PLLaVA-style LLaVA-NeXT-Video-FT (pool after projector)",
+                         options=(POOLING_SHAPE,)))
 OFFICIAL = register(
     Family(
         "pllava",
@@ -86,6 +95,7 @@ OFFICIAL = register(
         convert,
         "official PLLaVA classes (LLaVA-NeXT-Video-FT) and LLaVA image checkpoints, loaded the PLLaVA way",
         architectures=("PllavaForConditionalGeneration", "LlavaForConditionalGeneration"),
+        options=(POOLING_SHAPE,),
     )
 )
 IMAGE_LLM = register(
@@ -95,5 +105,6 @@ IMAGE_LLM = register(
         convert,
         "LLaVA-NeXT image checkpoints (the paper's ImageLLM baseline), loaded the PLLaVA way",
         architectures=("LlavaNextForConditionalGeneration",),
+        options=(POOLING_SHAPE,),
     )
 )

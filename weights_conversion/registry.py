@@ -16,10 +16,11 @@ from transformer_lens import HookedTransformerConfig
 from videolens.registry import Registry
 
 from .checkpoint import CheckpointError, Weights, read_config
+from .options import FamilyOption, default_num_frames, options_table
 from .sizes import check_sizes_against_weights
 
-__all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "preflight", "UnknownFamilyError",
-           "video_token_id"]
+__all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "preflight",
+           "UnknownFamilyError", "video_token_id", "model_options"]
 
 
 class UnknownFamilyError(CheckpointError):
@@ -45,6 +46,8 @@ class ConvertedModel:
             tables; else None.
         sampler: the family's own frame sampler (``videolens.video.SAMPLERS``), used for every
             sample in place of the dataset's; None keeps the dataset's.
+        num_frames: frames ``prepare`` samples by default (``options.default_num_frames``; set by
+            ``convert_checkpoint``).
     """
 
     cfg: HookedTransformerConfig
@@ -58,6 +61,7 @@ class ConvertedModel:
     rope_long: Optional[Tuple[int, Tuple[torch.Tensor, torch.Tensor]]] = None
     sampler: Optional[str] = None
     mrope: Optional[object] = None
+    num_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class Family:
     then handles a config only when its ``architectures`` list names one of these classes (the
     official PLLaVA classes save ``model_type "llava"`` with ``PllavaForConditionalGeneration``;
     the released checkpoints' layout). Empty: every config of those model types.
+
+    ``options`` are the config.json entries a user may override at load time
+    (``weights_conversion.options``); everything else family-specific lives in ``convert``.
     """
 
     name: str
@@ -76,6 +83,7 @@ class Family:
     convert: Callable[[Path, dict, Weights, torch.dtype, str], ConvertedModel]
     description: str = ""
     architectures: Tuple[str, ...] = ()
+    options: Tuple[FamilyOption, ...] = ()
 
 
 FAMILIES: Registry[Family] = Registry("checkpoint family")
@@ -111,6 +119,12 @@ def register(family: Family) -> Family:
             raise ValueError(f"{key!r} is already registered to {FAMILIES[key].name}")
         FAMILIES[key] = family
     return family
+
+
+def model_options() -> Dict[str, FamilyOption]:
+    """Every load-time option the registered families declare, by name (``from_pretrained``
+    keywords and CLI flags)."""
+    return options_table(dict.fromkeys(FAMILIES.values()))
 
 
 def family_for_config(config: dict, path: Path | str = "checkpoint") -> Family:
@@ -163,20 +177,32 @@ def convert_checkpoint(
 ) -> ConvertedModel:
     """Read a checkpoint folder and convert it with its family's converter.
 
-    ``overrides`` replace config.json entries before conversion (the official scripts' way:
-    ``PllavaConfig.from_pretrained(path, pooling_shape=..., num_frames=...)``); None values are ignored.
-    Every tensor in the checkpoint must be used: leftovers raise ``UnexpectedWeightsError`` and
-    absent tensors ``MissingWeightsError``, both naming the keys.
+    ``overrides`` are options the checkpoint's family declares (``Family.options``); they replace
+    config.json entries before conversion (the official scripts' way: ``PllavaConfig.from_pretrained(path,
+    pooling_shape=...)``); None values are ignored. The result's ``num_frames`` follows
+    ``options.default_num_frames``. Every tensor in the checkpoint must be used: leftovers raise
+    ``UnexpectedWeightsError`` and absent tensors ``MissingWeightsError``, both naming the keys.
+
+    Raises:
+        ValueError: an override the family does not declare, or a value its option refuses.
     """
     path = Path(path)
     config = read_config(path)
-    config.update({k: v for k, v in (overrides or {}).items() if v is not None})
     family = family_for_config(config, path)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    declared = {o.name: o for o in family.options}
+    for k, v in given.items():
+        if k not in declared:
+            known = ", ".join(declared) or "none"
+            raise ValueError(f"{path}: {k} does not apply to a {family.name} checkpoint (its options: {known})")
+        given[k] = declared[k].value(v)
+    config.update(given)
     weights = Weights.from_folder(path, device)  # straight to the target device: no host copy of the model
     check_sizes_against_weights(config, weights, str(path))
     try:
         converted = family.convert(path, config, weights, dtype, device)
         weights.check_all_used()
+        converted.num_frames = default_num_frames(config, given, declared)
     except CheckpointError as exc:
         hint = _defaulted_sizes(config)
         msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"

@@ -28,6 +28,7 @@ from torch import nn
 from videolens.navit import PAPER_MAX_VISUAL_TOKENS, NaViTFrontEnd, NaViTPreprocessor
 
 from .checkpoint import CheckpointError, Weights, materialize_meta_buffers, read_json_object
+from .options import FamilyOption, parse_positive_int, positive_int_value
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 
@@ -130,6 +131,11 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     )
 
 
+MAX_VISUAL_TOKENS = FamilyOption(
+    "max_visual_tokens", positive_int_value, parse_positive_int,
+    "visual-token budget per clip, in merged tokens (the official --max_visual_tokens; default: the paper's "
+    "8x12x12 = 1152)")
+
 FAMILY = register(Family("videollama3", ("videollama3_qwen2", "video_llama_3"), convert,
                          "VideoLLaMA3 (original remote-code and transformers formats): SigLIP-NaViT, 2x2 merge, "
-                         "projector, Qwen2.5"))
+                         "projector, Qwen2.5", options=(MAX_VISUAL_TOKENS,)))

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from videolens.vision import CLIP_MEAN, CLIP_STD
 
-__all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint", "save_videollama3_checkpoint"]
+__all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint", "save_videollama3_checkpoint", "TEXT_CONFIGS",
+           "tiny_configs", "randomize_", "write_random_pllava", "write_demo_standin"]
 
 
 def save_pllava_checkpoint(
@@ -234,3 +235,100 @@ def save_videollama3_checkpoint(path, model, tokenizer, fmt: str = "original", m
         "rescale_factor": 1 / 255, "min_tokens": min_tokens, "max_tokens": max_tokens}, indent=2))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+# ---- random checkpoints of a given size (test models, the demo's untrained stand-in) ------------
+TEXT_CONFIGS = {
+    "llama": ("LlamaConfig", dict(num_key_value_heads=2)),
+    "qwen2": ("Qwen2Config", dict(num_key_value_heads=2)),
+    "phi3": ("Phi3Config", dict(num_key_value_heads=4, pad_token_id=0)),
+    "mistral": ("MistralConfig", dict(num_key_value_heads=2, sliding_window=None)),
+}
+
+
+def tiny_configs(n_layers: int = 3, max_pos: int = 512, text: str = "llama", d_model: int = 64,
+                 d_mlp: Optional[int] = None, n_heads: int = 4, vocab_size: int = 400, image_size: int = 32,
+                 patch_size: int = 4, d_vision: int = 32, vision_layers: int = 3, n_kv_heads: Optional[int] = None):
+    """``(CLIPVisionConfig, text config)`` of a tiny model; ``text`` is llama, qwen2, phi3 or mistral.
+
+    Raises:
+        KeyError: unknown text backbone.
+    """
+    import transformers
+    from transformers import CLIPVisionConfig
+
+    if text not in TEXT_CONFIGS:
+        raise KeyError(f"unknown text backbone {text!r}; known: {sorted(TEXT_CONFIGS)}")
+    vc = CLIPVisionConfig(hidden_size=d_vision, intermediate_size=2 * d_vision, num_hidden_layers=vision_layers,
+                          num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=32)
+    cls_name, extra = TEXT_CONFIGS[text]
+    extra = dict(extra)
+    if text == "phi3":
+        extra["num_key_value_heads"] = n_heads
+    if n_kv_heads is not None:
+        extra["num_key_value_heads"] = n_kv_heads
+    tc = getattr(transformers, cls_name)(hidden_size=d_model, intermediate_size=d_mlp or 2 * d_model,
+                                         num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                                         vocab_size=vocab_size, max_position_embeddings=max_pos, rms_norm_eps=1e-5,
+                                         rope_theta=10000.0, tie_word_embeddings=False, **extra)
+    return vc, tc
+
+
+def randomize_(module: torch.nn.Module, seed: int) -> None:
+    """Rescale the weights as the tests like: norms near 1, weights 0.08 N(0, 1), from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("norm.weight") or "layer_norm" in name or "layrnorm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.08 * torch.randn(p.shape, generator=g))
+
+
+def write_random_pllava(path, tokenizer, placeholder_id: int, seed: int = 0, pooling_shape=(4, 4, 4), n_layers=3,
+                        max_pos=512, text: str = "llama", randomize: bool = True, extra_config: Optional[dict] = None,
+                        max_shard_bytes=None, **sizes) -> Path:
+    """A random PLLaVA-style checkpoint (``model_type "pllava"``) of the given sizes; returns its path.
+
+    Args:
+        tokenizer: a fast tokenizer whose vocabulary fits ``sizes["vocab_size"]``.
+        placeholder_id: the ``<image>`` token id in that tokenizer.
+        text: text backbone (``TEXT_CONFIGS``: llama, qwen2, phi3, mistral).
+        randomize: rescale the weights (``randomize_``); False keeps transformers' initialisation.
+        extra_config: more config.json entries.
+        sizes: ``tiny_configs`` sizes (``d_model``, ``n_heads``, ``image_size``, ``patch_size``, ...).
+    """
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+
+    from videolens.vision import Projector
+
+    torch.manual_seed(seed)
+    vc, tc = tiny_configs(n_layers, max_pos, text, **sizes)
+    tower = CLIPVisionModel(vc).eval()
+    llm = AutoModelForCausalLM.from_config(tc).eval()
+    proj = Projector(vc.hidden_size, tc.hidden_size, "gelu")
+    if randomize:
+        for i, m in enumerate((tower, llm, proj)):
+            randomize_(m, seed * 10 + i)
+    save_pllava_checkpoint(path, tower, proj, llm, tokenizer, pooling_shape, placeholder_id,
+                           max_shard_bytes=max_shard_bytes, extra_config=extra_config)
+    return Path(path)
+
+
+def write_demo_standin(folder, seed: int = 0) -> Path:
+    """An untrained checkpoint in the bundled model's format (written to ``folder`` once) whose
+    word-level tokenizer covers the synthetic tasks: the stand-in ``videolens demo`` uses while the
+    bundled model is absent. Its answers are chance; it exists so the whole pipeline runs end to end
+    on real video files. Sizes follow the bundled model's recipe (CLIP 32 px / patch 4 / width 64,
+    8x4x4 pooled video tokens, Llama width 128, 6 layers)."""
+    from videolens import synthetic
+    from videolens.tokenizers import build_word_level_tokenizer
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        tok = build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer"])
+        write_random_pllava(folder, tok, tok.convert_tokens_to_ids("<image>"), seed=seed, pooling_shape=(8, 4, 4),
+                            n_layers=6, max_pos=512, randomize=False, vocab_size=len(tok),
+                            extra_config={"videolens_note": "untrained stand-in for the bundled model"},
+                            d_model=128, d_mlp=512, n_heads=4, n_kv_heads=4, image_size=32, patch_size=4, d_vision=64)
+    return folder

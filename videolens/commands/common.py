@@ -21,17 +21,22 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
                    help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype")
     p.add_argument("--num-frames", type=positive_int, default=None,
-                   help="frames sampled per video (default: the pooling shape's frames when --pooling-shape is "
-                        "given, as the official scripts do, else the checkpoint's num_frames, else 8)")
-    p.add_argument("--pooling-shape", type=parse_pooling_shape, default=None, metavar="T-H-W",
-                   help="PLLaVA 3-D pooling shape overriding the checkpoint's, e.g. 8-12-12 (the official scripts' "
-                        "--pooling_shape)")
+                   help="frames sampled per video (default: the frames a family option below implies, as the "
+                        "official scripts do, else the checkpoint's num_frames, else 8)")
     p.add_argument("--template", default=None, metavar="NAME",
                    help="prompt template overriding the checkpoint's (videolens.prompts.TEMPLATES), e.g. eval_vcgbench "
                         "for VCGBench's official open-ended prompt")
-    p.add_argument("--max-visual-tokens", type=positive_int, default=None, metavar="N",
-                   help="VideoLLaMA3's visual-token budget per clip (the official --max_visual_tokens; default: the "
-                        "paper's 8x12x12 = 1152)")
+    group = p.add_argument_group("family options", "config.json entries a checkpoint family lets you override "
+                                 "(refused for a family that does not declare them; videolens models --options)")
+    for opt in family_options().values():
+        group.add_argument(opt.flag, dest=opt.name, type=opt.parse, default=None, metavar=opt.metavar, help=opt.help)
+
+
+def family_options() -> dict:
+    """The load-time options the checkpoint families declare (``weights_conversion.options``)."""
+    from weights_conversion.registry import model_options
+
+    return model_options()
 
 
 def _int_at_least(low: int, what: str):
@@ -71,14 +76,6 @@ def bounded_float(low: float = float("-inf"), high: float = float("inf"), low_op
 
     parse.__name__ = "number"
     return parse
-
-
-def parse_pooling_shape(text: str) -> tuple:
-    """``"8-12-12"`` (or ``8,12,12``) -> ``(8, 12, 12)``; argparse reports a ValueError in one line."""
-    parts = text.replace(",", "-").split("-")
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected three positive integers T-H-W such as 8-12-12, got {text!r}")
-    return tuple(int(p) for p in parts)
 
 
 def parse_device(text: str) -> str:
@@ -155,20 +152,19 @@ def sharded_samples(args, model, out: Path, name: str, config: Dict[str, Any], s
 
 
 def load_model(args, path=None):
-    """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with
-    --device, --dtype, --pooling-shape, --max-visual-tokens and --num-frames applied; --revision
-    belongs to --model alone (a second model, ``path``, is fetched at its default revision)."""
+    """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with --device,
+    --dtype, --num-frames and the family options given applied; --revision belongs to --model
+    alone (a second model, ``path``, is fetched at its default revision)."""
     from videolens.model import HookedVideoLLM
 
     revision = getattr(args, "revision", None) if path is None else None  # --revision is --model's
     path = path or args.model or str(default_model_path())
     from videolens.distributed import rank_device
 
+    options = {name: getattr(args, name, None) for name in family_options()}
     model = HookedVideoLLM.from_pretrained(path, device=rank_device(args.device), dtype=DTYPES[args.dtype],
-                                           pooling_shape=getattr(args, "pooling_shape", None),
-                                           num_frames=getattr(args, "num_frames", None),
-                                           max_visual_tokens=getattr(args, "max_visual_tokens", None),
-                                           revision=revision)
+                                           num_frames=getattr(args, "num_frames", None), revision=revision,
+                                           **{k: v for k, v in options.items() if v is not None})
     if getattr(args, "num_frames", None) is None:
         args.num_frames = model.default_num_frames  # run configs record the frames actually used
     if getattr(args, "template", None):
@@ -189,26 +185,6 @@ def require_options(samples, command: str) -> None:
         hint = "; run videolens flow --open-ended" if command == "flow" else ""
         raise ValueError(f"{first.sample_id} is an open-ended question (no options): {command} needs multiple-choice "
                          f"samples{hint}")
-
-
-def standin_model_path(folder: Path, seed: int = 0) -> Path:
-    """An untrained PLLaVA-format checkpoint (written to ``folder`` once) whose word-level
-    tokenizer covers the synthetic tasks: the stand-in ``videolens demo`` uses while the bundled
-    model is absent. Its answers are chance; it exists so the whole pipeline runs end to end on
-    real video files. Sizes follow the bundled model's recipe (CLIP 32 px / patch 4 / width 64,
-    8x4x4 pooled video tokens, Llama width 128, 6 layers)."""
-    from videolens import synthetic
-    from videolens.testing import make_tiny_pllava
-    from videolens.tokenizers import build_word_level_tokenizer
-
-    folder = Path(folder)
-    if not (folder / "config.json").exists():
-        tok = build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer"])
-        make_tiny_pllava(folder, seed=seed, pooling_shape=(8, 4, 4), n_layers=6, max_pos=512, tokenizer=tok,
-                         placeholder_id=tok.convert_tokens_to_ids("<image>"), randomize=False,
-                         extra_config={"videolens_note": "untrained stand-in for the bundled model"},
-                         d_model=128, d_mlp=512, n_heads=4, n_kv_heads=4, image_size=32, patch_size=4, d_vision=64)
-    return folder
 
 
 def default_model_path() -> Path:
@@ -355,8 +331,8 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
 
 def _video_grid(model, num_frames: int) -> Dict[str, Any]:
     """The run's video-token grid, or for a front end whose grid follows each video's frame size
-    (VideoLLaMA3, Qwen-VL) the budget that sets it."""
-    if model.vision.frame_size_dependent:  # VideoLLaMA3's token budget, Qwen-VL's pixel bounds
+    (a token budget or pixel bounds) the budget that sets it."""
+    if model.vision.frame_size_dependent:  # a visual-token budget or pixel bounds
         pp = model.vision.preprocess
         return {"video_grid": None, "frame_budget": {k: getattr(pp, k) for k in
                                                       ("min_tokens", "max_tokens", "min_pixels", "max_pixels")

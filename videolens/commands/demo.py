@@ -42,7 +42,9 @@ def _run(args) -> int:
     from videolens import synthetic
     from videolens.runs import RecordWriter
 
-    from .common import default_model_path, load_model, standin_model_path
+    from weights_conversion.writers import write_demo_standin
+
+    from .common import default_model_path, load_model
 
     out = Path(args.out)
     data_dir = out / "data"
@@ -53,7 +55,7 @@ def _run(args) -> int:
         try:
             default_model_path()
         except FileNotFoundError:
-            args.model = str(standin_model_path(out / "standin-model"))
+            args.model = str(write_demo_standin(out / "standin-model"))
             print(f"  the bundled model is not in this install; using an UNTRAINED stand-in written to {args.model}\n"
                   "  (its answers are chance: the run shows the pipeline, not findings; pass --model DIR for a real one)")
     model = load_model(args)
@@ -74,7 +76,7 @@ def _run(args) -> int:
         print(f"  {task:22s} accuracy {sum(hits) / len(hits):6.1%} ({sum(hits)}/{len(hits)})")
 
     print(f"[3/3] attention knockout sweep: target {args.target}")
-    from videolens.knockout import get_target, run_dataset
+    from videolens.knockout import KnockoutSettings, get_target, run_dataset
     from videolens.knockout.summary import write_summary_csv
     from videolens.plots.knockout import plot_target
 
@@ -84,8 +86,8 @@ def _run(args) -> int:
     flow_dir = out / "flow"
     config = {"command": "demo", "model": args.model or "bundled", "model_fingerprint": model.fingerprint,
               "dtype": args.dtype, "num_frames": args.num_frames}
-    records = run_dataset(model, samples, [target], flow_dir, window=window, samples_mode=sample_mode,
-                          num_frames=args.num_frames, config=config)
+    settings = KnockoutSettings(targets=(target,), window=window, samples=sample_mode)
+    records = run_dataset(model, samples, settings, flow_dir, num_frames=args.num_frames, config=config)
     if records:  # the model loaded once serves both steps
         write_summary_csv(records, flow_dir / "summary.csv")
         plot_target(records, target.name, path=flow_dir / f"flow_{target.name}.png",

@@ -19,8 +19,8 @@ Example::
 
     videolens flow --model ckpt --data tvbench/action_sequence.json --video-root tvbench/videos \\
         --target cross-frame --window 9 --limit 100 --out runs/flow-cross-frame
-    videolens flow --model LLaVA-NeXT-7B-Video-FT --compare-model llava-v1.6-vicuna-7b-hf \
-        --pooling-shape 8-12-12 --data ... --video-root ... --target cross-frame --out runs/finding1
+    videolens flow --model <video-llm> --compare-model <its image-llm base> \
+        --data ... --video-root ... --target cross-frame --out runs/finding1
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def add_arguments(p) -> None:
                         "each target's figure then draws both models (paper Finding 1)")
 
 
-def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) -> list:
+def _sweep_dataset(model, samples, settings, args, out: Path, model_path: str) -> list:
     """``knockout.run_dataset`` into ``out`` with this command's settings; prints the statuses."""
     from videolens.knockout import run_dataset
     from videolens.runs import read_statuses
@@ -94,10 +94,8 @@ def _sweep_dataset(model, samples, targets, args, out: Path, model_path: str) ->
     config = run_config(args, model, NAME, method=args.method)
     if model_path != str(args.model or "bundled"):
         config["model"] = str(Path(model_path).resolve())
-    records = run_dataset(model, dist.shard(samples), targets, dist.rank_folder(out), window=args.window,
-                          method=args.method, samples_mode=args.samples, num_frames=args.num_frames, heads=args.heads,
-                          self_edges=args.self_edges, config=config, progress=not args.no_progress,
-                          retry_skipped=not args.no_retry_skipped, batch_conditions=args.batch_conditions)
+    records = run_dataset(model, dist.shard(samples), settings, dist.rank_folder(out), num_frames=args.num_frames,
+                          config=config, progress=not args.no_progress, retry_skipped=not args.no_retry_skipped)
     rank, size = dist.world()
     if size > 1:  # torchrun: rank 0 merges every rank's records once all finished
         dist.barrier()
@@ -188,7 +186,8 @@ def _attribution(model, samples, targets, args, out: Path) -> int:
 
 
 def run(args) -> int:
-    from videolens.knockout import TARGETS, check_window, get_target
+    from videolens.knockout import TARGETS, KnockoutSettings, check_window, get_target
+    from videolens.layers import resolve_heads
     from videolens.knockout.summary import write_summary_csv
     from videolens.plots.knockout import plot_models
 
@@ -214,8 +213,17 @@ def run(args) -> int:
     if compare_layers is not None and args.window > compare_layers:
         raise ValueError(f"--compare-model {args.compare_model}: window {args.window} is larger than its "
                          f"{compare_layers} layers")
-    if args.heads is not None and not all(0 <= h < model.cfg.n_heads for h in args.heads):
-        raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads")
+    if args.heads is not None:
+        try:
+            resolve_heads(args.heads, model.cfg.n_heads)
+        except ValueError:
+            raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads (distinct indices "
+                             "from 0)") from None
+    settings = None
+    if not args.open_ended:  # the knockout settings, built and checked once here and passed down whole
+        settings = KnockoutSettings(targets=tuple(targets), window=args.window, heads=args.heads, samples=args.samples,
+                                    self_edges=args.self_edges, method=args.method,
+                                    batch_conditions=args.batch_conditions).check(model)
 
     out = Path(args.out)
     if (args.open_ended or args.attribution) and dist_world()[1] > 1:
@@ -225,7 +233,7 @@ def run(args) -> int:
     if args.attribution:
         return _attribution(model, samples, targets, args, out)
     main_name = str(args.model or "bundled")
-    records = _sweep_dataset(model, samples, targets, args, out, main_name)
+    records = _sweep_dataset(model, samples, settings, args, out, main_name)
     if records is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     n_layers = model.cfg.n_layers
@@ -233,8 +241,7 @@ def run(args) -> int:
     if args.compare_model is not None:
         del model  # one model in memory at a time
         other = load_model(args, path=args.compare_model)
-        check_window(args.window, other.cfg.n_layers)
-        compare = _sweep_dataset(other, samples, targets, args, out / "compare", str(args.compare_model))
+        compare = _sweep_dataset(other, samples, settings.check(other), args, out / "compare", str(args.compare_model))
         if compare is None:
             return 0
         label = Path(args.compare_model).name

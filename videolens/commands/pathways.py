@@ -7,7 +7,7 @@ delta vs full causal; overall and per task; also printed) and ``pathways.png``.
 
 Example::
 
-    videolens pathways --model ckpt --spec llava-next-7b-video-ft \\
+    videolens pathways --model ckpt --spec <shipped spec name or spec file> \\
         --data tvbench/action_sequence.json tvbench/moving_direction.json --video-root tvbench/videos \\
         --random-control --limit 50 --out runs/pathways-7b
 """
@@ -27,8 +27,8 @@ HELP = "accuracy with only a pathway spec's attention edges kept, vs full causal
 def add_arguments(p) -> None:
     add_model_arguments(p)
     p.add_argument("--spec", default=None,
-                   help="shipped spec name (llava-next-7b-video-ft, llava-next-13b-video-ft, "
-                        "mini-internvl-4b-video-ft, videollama3-7b, tiny-videollm-discovered) or a JSON/YAML spec file")
+                   help="a shipped spec name (the paper's models' specs, named as the known checkpoints in videolens "
+                        "models; tiny-videollm-discovered) or a JSON/YAML spec file")
     p.add_argument("--discover", default=None, metavar="FLOW_DIR",
                    help="derive the spec from a flow run's records (targets cross-frame and vql-to-ql; a small "
                         "--window such as 1 localises the effects) and evaluate it: OUT/discovered_spec.json "

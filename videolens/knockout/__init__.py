@@ -4,7 +4,9 @@ a window of layers and measure the answer probability at the last position.
 - ``knockout_hooks(model, mask_or_pairs, layers, heads=None, layout=None)``: TransformerLens
   fwd_hooks on ``blocks.{l}.attn.hook_attn_scores`` (-inf before the softmax).
 - ``TARGETS`` / ``register_target`` / ``Target``: the paper's four targets as data.
-- ``sweep(model, inputs, target, window=9, method="fast")``: one record per (pair, centre layer).
+- ``sweep(model, inputs, target, window=9, method="fast")``: one record per (pair, centre layer);
+  ``KnockoutSettings``: the same options as one validated object (``sweep(model, inputs,
+  settings=...)``, ``run_dataset(model, samples, settings, out)``).
 - ``ENGINES``: ``"fast"`` (incremental recomputation) and ``"full"`` (whole forward per condition).
 - ``open_ended_sweep`` (the model's own answer traced under knockouts) and ``edge_attribution``
   (first-order estimates of every pair x layer from one backward pass).
@@ -22,15 +24,16 @@ Example::
 from .attribution import edge_attribution
 from .dataset import run_dataset
 from .engine import ENGINES, CleanRun, Engine, FastEngine, FullEngine, get_engine, knockout_logits
-from .hooks import EdgeSet, KnockoutHook, as_pairs, hook_name, knockout_hooks, knockout_mask
+from .hooks import KnockoutHook, as_pairs, hook_name, knockout_hooks
 from .open_ended import open_ended_input, open_ended_sweep
-from .sweep import SAMPLE_MODES, Baseline, baseline, check_window, layer_window, sweep
+from .settings import SAMPLE_MODES, KnockoutSettings, check_window
+from .sweep import Baseline, baseline, layer_window, sweep
 from .targets import TARGETS, Target, UnknownTargetError, get_target, register_target
 
 # the documented API and its extension points; engines, masks and helpers stay importable from
 # their modules (videolens.knockout.engine, .hooks, .sweep)
 __all__ = [
-    "sweep", "run_dataset", "knockout_hooks", "knockout_mask", "knockout_logits", "EdgeSet", "KnockoutHook", "hook_name",
+    "sweep", "run_dataset", "KnockoutSettings", "knockout_hooks", "knockout_logits", "KnockoutHook", "hook_name",
     "Target", "TARGETS", "register_target", "get_target", "UnknownTargetError", "SAMPLE_MODES", "ENGINES",
     "layer_window", "check_window", "open_ended_input", "open_ended_sweep", "edge_attribution",
 ]

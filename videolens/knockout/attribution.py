@@ -40,7 +40,7 @@ from transformer_lens.utilities import get_act_name
 
 from ..errors import require_finite
 from ..inputs import VideoLLMInput
-from .hooks import as_pairs, knockout_mask
+from ..edges import as_pairs, blocked_mask
 from .targets import Target, get_target
 
 __all__ = ["edge_attribution"]
@@ -92,7 +92,7 @@ def edge_attribution(model, inputs: VideoLLMInput, targets: Sequence[Union[str, 
     S = inputs.seq_len
     for target in targets:
         for pair in as_pairs(target.pairs):
-            mask = knockout_mask(inputs.layout, [pair], self_edges).to(logits.device)
+            mask = blocked_mask(inputs.layout, [pair], self_edges).to(logits.device)
             n_blocked = int(mask.sum())
             for l in layers:
                 A = saved[l].detach()[0].float()  # [heads, S, S]

@@ -30,7 +30,7 @@ from ..generation import greedy_tokens
 from ..inputs import VideoLLMInput
 from ..layout import Span
 from .engine import get_engine, knockout_logits
-from .hooks import knockout_mask
+from ..edges import blocked_mask
 from .sweep import layer_window
 
 __all__ = ["OPEN_ENDED_PAIRS", "answer_prefix", "open_ended_input", "extend_with_answer", "open_ended_sweep"]
@@ -121,7 +121,7 @@ def open_ended_sweep(model, inputs: VideoLLMInput, window: int = 9, track: int =
         for pair in OPEN_ENDED_PAIRS:
             if pair.startswith("response") and j == 0:
                 continue  # no response before the first answer token
-            n_blocked = int(knockout_mask(x.layout, [parse_pair(pair)]).sum())
+            n_blocked = int(blocked_mask(x.layout, [parse_pair(pair)]).sum())
             for c in centres:
                 win = layer_window(c, window, n)
                 logits = knockout_logits(model, x, [parse_pair(pair)], win, method=method, clean=clean)

@@ -26,28 +26,12 @@ from jaxtyping import Float
 from ..errors import NonFiniteError
 from ..inputs import VideoLLMInput
 from ..stats import relative_change
-from .batched import check_batch_conditions
+from ..attention import KnockoutHook
+from ..edges import blocked_mask
 from .engine import CleanRun, get_engine
-from .hooks import KnockoutHook, knockout_mask
-from .targets import Target, get_target
+from .settings import SAMPLE_MODES, KnockoutSettings, TargetsLike, check_sample_mode, check_window
 
 __all__ = ["layer_window", "check_window", "sweep", "Baseline", "baseline", "SAMPLE_MODES", "keep_sample"]
-
-SAMPLE_MODES = ("correct", "wrong", "incorrect", "all", "correct_option")
-"""Which samples an analysis keeps (official ``--sample_mode``): ``correct`` (the baseline's
-full-vocabulary argmax token is the true letter; the paper's default), ``wrong`` or ``incorrect``
-(it is not: the failure cases),
-``all``, and ``correct_option`` (the argmax among the option letters is the true one: videolens'
-earlier rule, a difference from the paper)."""
-
-
-def check_window(window: int, n_layers: int) -> None:
-    """Raises ValueError unless ``1 <= window <= n_layers``."""
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise ValueError(f"window must be a positive number of layers, got {window!r}")
-    if window > n_layers:
-        raise ValueError(f"window {window} is larger than the model's {n_layers} layers")
-
 
 def layer_window(centre: int, window: int, n_layers: int) -> List[int]:
     """Layers of the ``window``-layer window centred on ``centre``, clipped to ``[0, n_layers)``.
@@ -105,8 +89,7 @@ def keep_sample(base: Baseline, samples: str) -> bool:
     Raises:
         ValueError: unknown mode.
     """
-    if samples not in SAMPLE_MODES:
-        raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
+    check_sample_mode(samples)
     return {"all": True, "correct": base.correct, "wrong": not base.correct, "incorrect": not base.correct,
             "correct_option": base.correct_option}[samples]
 
@@ -138,25 +121,26 @@ def baseline(inputs: VideoLLMInput, clean: CleanRun, tokenizer=None) -> Baseline
 def sweep(
     model,
     inputs: VideoLLMInput,
-    target: Union[str, Target, Iterable],
-    window: int = 9,
-    method: str = "fast",
-    samples: str = "all",
-    layers: Optional[Sequence[int]] = None,
-    heads: Optional[Sequence[int]] = None,
+    target: Optional[TargetsLike] = None,
+    *,
+    settings: Optional[KnockoutSettings] = None,
     clean: Optional[CleanRun] = None,
     progress: bool = False,
-    self_edges: str = "block",
-    batch_conditions: int = 1,
+    **options,
 ) -> List[dict]:
     """Knock out each pair of ``target`` in a window around every layer; one record per (pair, layer).
+
+    The settings are one ``KnockoutSettings`` (``settings=``: every target it names is swept, in
+    order), or keyword options that build one for ``target`` (the fields below; ``samples`` is
+    ``"all"`` by default here, one sample at a time).
 
     Args:
         model: a ``HookedVideoLLM``.
         inputs: one prepared sample (the vision front end already ran in ``model.prepare``).
         target: a registered target name (``"cross-frame"``, ``"vql-to-ql"``,
             ``"question-and-options-to-last"``, ``"vq-to-true-opt"``), a ``Target``, or edge
-            pairs (``"video->last"`` / ``EdgePair`` / a list) swept separately.
+            pairs (``"video->last"`` / ``EdgePair`` / a list) swept separately. Not with ``settings``.
+        settings: a ``KnockoutSettings`` (instead of ``target`` and the options).
         window: layers per window, centred and clipped (Map the Flow's methods; paper: 9).
         method: ``"fast"`` (incremental, default) or ``"full"`` (a whole forward per condition);
             both give the same numbers.
@@ -186,6 +170,7 @@ def sweep(
 
     Raises:
         UnknownTargetError: unknown target name (lists the known ones).
+        TypeError: an unknown option, or options beside ``settings``.
         ValueError: window larger than the model or < 1, unknown method or sample mode, centre
             layers or heads out of range, ``samples="correct"`` without a ground truth,
             ``batch_conditions`` < 1.
@@ -195,24 +180,22 @@ def sweep(
     if not isinstance(inputs, VideoLLMInput):
         raise TypeError(f"inputs must be a VideoLLMInput (model.prepare(sample)), got {type(inputs).__name__}")
     inputs.one_row("knockout.sweep")
+    if settings is None:
+        settings = KnockoutSettings.from_options(target, options, samples="all")
+    elif target is not None or options:
+        raise TypeError("sweep: pass either settings= or a target and keyword options, not both")
+    settings.check(model)
     n_layers = model.cfg.n_layers
-    tgt = get_target(target)
-    check_window(window, n_layers)
-    check_batch_conditions(batch_conditions)
-    engine = get_engine(method)
-    if samples not in SAMPLE_MODES:
-        raise ValueError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
+    engine = get_engine(settings.method)
+    samples, heads = settings.samples, None if settings.heads is None else list(settings.heads)
     layout = inputs.layout
     if samples != "all" and layout.true_letter is None:
         raise ValueError(f"samples={samples!r} needs inputs with a ground-truth answer")
-    centres = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    windows = {c: layer_window(c, window, n_layers) for c in centres}
-    if heads is not None:
-        heads = [int(h) for h in heads]
-        if not heads or not all(0 <= h < model.cfg.n_heads for h in heads):
-            raise ValueError(f"heads {heads} out of range for {model.cfg.n_heads} heads")
+    centres = list(range(n_layers)) if settings.layers is None else list(settings.layers)
+    windows = {c: layer_window(c, settings.window, n_layers) for c in centres}
     # build and check every mask before running anything
-    hooks = [(pair, KnockoutHook(knockout_mask(layout, pair, self_edges), heads)) for pair in tgt.pairs]
+    hooks = [(tgt, pair, KnockoutHook(blocked_mask(layout, pair, settings.self_edges), heads))
+             for tgt in settings.targets for pair in tgt.pairs]
 
     if clean is None:
         clean = engine.clean(model, inputs)
@@ -225,24 +208,25 @@ def sweep(
         return []
     truth = base.true_letter
 
-    conditions = [(pair, hook, c) for pair, hook in hooks for c in centres]
+    conditions = [(tgt, pair, hook, c) for tgt, pair, hook in hooks for c in centres]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(conditions), desc=f"knockout {tgt.name}", unit="cond", leave=False)
+        bar = tqdm(total=len(conditions), desc=f"knockout {'+'.join(settings.target_names)}", unit="cond",
+                   leave=False)
     try:
-        results = engine.run_many(model, clean, [(hook, windows[c]) for _, hook, c in conditions], batch_conditions,
-                                  on_done=None if bar is None else bar.update)
+        results = engine.run_many(model, clean, [(hook, windows[c]) for _, _, hook, c in conditions],
+                                  settings.batch_conditions, on_done=None if bar is None else bar.update)
     finally:
         if bar is not None:
             bar.close()
     finite = torch.isfinite(torch.stack(results)).all(-1).tolist() if results else []  # one device sync
-    bad = [f"{pair.label}@{c}" for (pair, _, c), ok in zip(conditions, finite) if not ok]
+    bad = [f"{pair.label}@{c}" for (_, pair, _, c), ok in zip(conditions, finite) if not ok]
     if bad:
         raise NonFiniteError(f"knockout.sweep: NaN/inf logits under {len(bad)} condition(s) ({', '.join(bad[:4])})")
     records = []
-    for (pair, hook, c), logits in zip(conditions, results):
+    for (tgt, pair, hook, c), logits in zip(conditions, results):
         ko = _option_probs(inputs, logits)
         full = logits.float().softmax(-1)
         ko_answer_t = int(full.argmax())
@@ -259,7 +243,7 @@ def sweep(
                 "n_blocked": hook.n_edges,
                 "layer": c,
                 "layers": windows[c],
-                "window": window,
+                "window": settings.window,
                 "base_answer_t": base.answer_t,
                 "base_answer": base.answer_token,
                 "base_prob": base.answer_prob,
@@ -279,7 +263,7 @@ def sweep(
                 "ko_letter": max(ko, key=ko.get),
                 "base_probs": base.probs,
                 "ko_probs": ko,
-                "self_edges": self_edges,
+                "self_edges": settings.self_edges,
                 "method": engine.name,
             }
         )

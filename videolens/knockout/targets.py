@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Tuple, Union
 
-from ..edges import EdgePair
+from ..edges import EdgePair, as_pairs
 from ..registry import Registry, UnknownNameError
-from .hooks import as_pairs
 
 __all__ = ["Target", "TARGETS", "register_target", "get_target", "UnknownTargetError"]
 

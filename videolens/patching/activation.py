@@ -43,6 +43,7 @@ from transformer_lens.utilities import get_act_name
 from ..errors import require_finite
 from ..inputs import VideoLLMInput
 from ..registry import Registry
+from ..layers import resolve_heads
 from .groups import GroupSpec, patch_groups
 from .metrics import Metric
 
@@ -313,9 +314,7 @@ def patch_spans(
     if bad:
         raise ValueError(f"layers {bad} out of range for {model.cfg.n_layers} layers")
     if spec.per_head:
-        heads = list(range(model.cfg.n_heads)) if heads is None else [int(h) for h in heads]
-        if any(not 0 <= h < model.cfg.n_heads for h in heads):
-            raise ValueError(f"heads {heads} out of range for {model.cfg.n_heads} heads")
+        heads = list(range(model.cfg.n_heads)) if heads is None else resolve_heads(heads, model.cfg.n_heads)
     elif heads is not None:
         raise ValueError(f"{activation} has no head axis; use activation='z' for heads")
     if isinstance(source, VideoLLMInput) and source.seq_len != inputs.seq_len:

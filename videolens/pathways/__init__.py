@@ -6,7 +6,7 @@ Modules, one idea each:
 - ``spec``: specs as data, the relative-depth rule, and the per-layer ``LayerPlan``;
   ``loading``: reading and validating spec files (shipped JSON in ``videolens/pathway_specs``, or
   user files).
-- ``masks``: blocked-edge masks built in row chunks into one buffer; the random-control draw.
+- ``masks``: the random-control draw (spec masks come from ``videolens.edges.blocked_mask``).
 - ``counting``: edge counts as the paper counts them (``S(S+1)/2`` per layer, kept, fraction).
 - ``hooks``: ``hook_attn_scores`` hooks that build each layer's mask when the layer runs.
 - ``evaluate``: accuracy full / pathways / random per task and the summary table (the figure:
@@ -38,11 +38,11 @@ from .evaluate import (
     write_summary,
 )
 from .hooks import LayerMaskHook, PathwayMasker, RandomMasker
-from .masks import assert_no_empty_rows, iter_blocked_rows, lower_triangle_size, random_blocked_, seed_for, write_blocked_
+from .masks import lower_triangle_size, random_blocked_, seed_for
 from .loading import list_specs, load_spec, register_edge_type, spec_from_dict
 from .spec import EDGE_TYPES, LayerPlan, PathwaySpec, SpecError, map_layers
 
-# the documented API and its extension points; mask builders, counters and hooks stay importable
+# the documented API and its extension points; the random draw, counters and hooks stay importable
 # from their modules (videolens.pathways.masks, .counting, .hooks)
 __all__ = [
     "load_spec", "list_specs", "spec_from_dict", "register_edge_type", "EDGE_TYPES", "PathwaySpec", "LayerPlan",

@@ -6,7 +6,7 @@ sum over layers; the kept fraction is total kept / total full. For the 7B model,
 S = 1267 give 32 x 1267 x 1268 / 2 = 25.7M full edges.
 
 Counts are exact and cheap: layers that block the same edge types share one count, and each
-count is a sum over row chunks of the union mask (``masks.iter_blocked_rows``), never 32 dense
+count is a sum over row chunks of the union mask (``videolens.edges.iter_blocked_rows``), never 32 dense
 masks. ``synthetic_layout`` builds the paper's token layouts (no tokenizer needed) to count
 edges for a model one cannot run.
 """
@@ -20,7 +20,7 @@ import torch
 
 from ..edges import EdgePair
 from ..layout import Span, TokenLayout
-from .masks import iter_blocked_rows
+from ..edges import iter_blocked_rows
 from .spec import LayerPlan
 
 __all__ = ["EdgeCounts", "count_edges", "count_blocked", "full_edges", "synthetic_layout", "format_count"]

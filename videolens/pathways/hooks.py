@@ -26,10 +26,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from jaxtyping import Bool
 
-from ..attention import ScoreMaskHook
-from ..knockout.hooks import hook_name
+from ..attention import ScoreMaskHook, scores_hook_name
+from ..edges import blocked_mask, check_rows
 from ..layout import TokenLayout
-from .masks import assert_no_empty_rows, random_blocked_, seed_for, write_blocked_
+from .masks import random_blocked_, seed_for
 from .spec import LayerPlan
 
 __all__ = ["PathwayMasker", "RandomMasker", "LayerMaskHook"]
@@ -98,7 +98,7 @@ class _Masker:
         if key != self._key:
             self._key = None
             self._fill(self._buf, layer)
-            assert_no_empty_rows(self._buf)
+            check_rows(self._buf)
             self._key = key
             self.builds += 1
         return self._buf
@@ -106,7 +106,7 @@ class _Masker:
     def fwd_hooks(self) -> List[Tuple[str, LayerMaskHook]]:
         """``(hook name, hook)`` pairs for ``model.run_with_hooks(inputs, fwd_hooks=...)``, one per
         layer that blocks something."""
-        return [(hook_name(l), LayerMaskHook(self, l)) for l in range(self.n_layers) if self.active(l)]
+        return [(scores_hook_name(l), LayerMaskHook(self, l)) for l in range(self.n_layers) if self.active(l)]
 
     def release(self) -> None:
         """Free the buffer."""
@@ -132,7 +132,7 @@ class PathwayMasker(_Masker):
         return self.plan.blocked_types(layer)
 
     def _fill(self, buf: torch.Tensor, layer: int) -> None:
-        write_blocked_(buf, self.layout, self.plan.blocked_pairs(layer), self.plan.self_edges)
+        blocked_mask(self.layout, self.plan.blocked_pairs(layer), self.plan.self_edges, out=buf)
 
 
 class RandomMasker(_Masker):

@@ -1,13 +1,6 @@
-"""Boolean blocked-edge masks, built a few query rows at a time.
+"""The random control of pathway evaluation (spec masks are built by ``videolens.edges.blocked_mask``).
 
-Same convention as ``videolens.edges``: ``bool [S, S]`` indexed ``[query, key]``, True = blocked,
-only causal edges are ever set, and the diagonal follows ``self_edges`` (``"block"``: the official
-code, e.g. ``video->video`` after the video-to-question layers blocks each video token's edge to
-itself; ``"keep"``: never). ``write_blocked_`` gives the same mask as ``edges.blocked_mask`` (tested),
-but fills a caller-owned buffer in row chunks, so its temporaries stay far below one ``S x S``
-mask; the released code of the paper held an ``S x S x heads`` float mask per layer (about 3.5 GB
-a sample for the 7B model).
-
+Same convention as ``videolens.edges``: ``bool [S, S]`` indexed ``[query, key]``, True = blocked.
 ``random_blocked_`` draws the random control: a given number of distinct lower-triangle edges
 among positions at or after the video start, from a seeded generator; the diagonal is eligible in
 the official rule (``diagonal=True``, official analysis/effective_pathway_analysis.py) and not in
@@ -17,110 +10,14 @@ videolens' per-layer matched control.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Tuple
 
 import torch
 from jaxtyping import Bool
 
-from ..edges import RELATIONS, EdgePair, EmptyRowError, check_self_edges
 from ..layout import TokenLayout
 
-__all__ = ["write_blocked_", "iter_blocked_rows", "assert_no_empty_rows", "random_blocked_", "seed_for",
-           "lower_triangle_size"]
-
-
-def _chunk_rows(S: int, n_keys: int) -> int:
-    """Rows per chunk so that a chunk's [rows, keys] temporaries hold at most ~S*S/256 elements."""
-    budget = max(4096, S * S // 256)
-    return max(1, budget // max(1, n_keys))
-
-
-def _contiguous(pos: torch.Tensor) -> bool:
-    return len(pos) > 0 and int(pos[-1]) - int(pos[0]) + 1 == len(pos)
-
-
-def _write_pair(out: torch.Tensor, row_start: int, layout: TokenLayout, pair: EdgePair, self_edges: str = "block") -> None:
-    """OR the causal edges of ``pair`` (diagonal per ``self_edges``) whose query lies in rows
-    ``[row_start, row_start + out.shape[0])`` into ``out`` (``[rows, S]``)."""
-    check_self_edges(self_edges)
-    if pair.relation not in RELATIONS:
-        raise KeyError(f"unknown relation {pair.relation!r}; known: {sorted(RELATIONS)}")
-    rel = RELATIONS[pair.relation]
-    q_all = layout.positions(pair.query)
-    k = layout.positions(pair.key)
-    q_all = q_all[(q_all >= row_start) & (q_all < row_start + out.shape[0])]
-    if len(q_all) == 0 or len(k) == 0:
-        return
-    k_dev = k.to(out.device)
-    k_slice = slice(int(k[0]), int(k[-1]) + 1) if _contiguous(k) else None
-    step = _chunk_rows(layout.seq_len, len(k))
-    for i in range(0, len(q_all), step):
-        q = q_all[i : i + step]
-        block = rel(layout, q, k).to(out.device)
-        qd = q.to(out.device)[:, None]
-        block &= (k_dev[None, :] <= qd) if self_edges == "block" else (k_dev[None, :] < qd)
-        rows = q - row_start
-        if k_slice is not None and _contiguous(q):
-            out[int(rows[0]) : int(rows[-1]) + 1, k_slice] |= block
-        else:
-            r = rows.to(out.device)[:, None]
-            out[r, k_dev[None, :]] |= block
-
-
-def write_blocked_(
-    out: Bool[torch.Tensor, "S S"], layout: TokenLayout, pairs: Iterable[EdgePair], self_edges: str = "block"
-) -> Bool[torch.Tensor, "S S"]:
-    """Fill ``out`` (zeroed first) with the union of the edges of ``pairs``; returns ``out``.
-
-    Equal to ``videolens.edges.blocked_mask(layout, pairs, self_edges)`` but written in place, a few query
-    rows at a time (temporaries of at most ~S*S/64 elements).
-
-    Raises:
-        ValueError: ``out`` is not ``[S, S]`` bool for this layout.
-        KeyError: an unknown token group or relation.
-    """
-    S = layout.seq_len
-    if out.shape != (S, S) or out.dtype != torch.bool:
-        raise ValueError(f"out must be a bool [{S}, {S}] tensor, got {out.dtype} {tuple(out.shape)}")
-    out.zero_()
-    for pair in pairs:
-        _write_pair(out, 0, layout, pair, self_edges)
-    return out
-
-
-def iter_blocked_rows(
-    layout: TokenLayout, pairs: Tuple[EdgePair, ...], rows_per_chunk: Optional[int] = None, self_edges: str = "block"
-) -> Iterator[Tuple[int, Bool[torch.Tensor, "rows S"]]]:
-    """Yield ``(row_start, blocked[rows, S])`` chunks of the union mask of ``pairs`` without ever
-    holding the ``S x S`` mask (used to count edges). The chunk buffer is reused between yields."""
-    S = layout.seq_len
-    rows = rows_per_chunk or max(1, min(S, (1 << 20) // max(1, S)))
-    buf = torch.zeros(rows, S, dtype=torch.bool)
-    for r0 in range(0, S, rows):
-        view = buf[: min(rows, S - r0)]
-        view.zero_()
-        for pair in pairs:
-            _write_pair(view, r0, layout, pair, self_edges)
-        yield r0, view
-
-
-def assert_no_empty_rows(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: int = 64) -> None:
-    """Raise ``videolens.edges.EmptyRowError`` when some query would have every causal key blocked.
-
-    Same check as ``videolens.edges.check_rows`` (tested against it), done in row chunks so it
-    needs no extra ``S x S`` tensors."""
-    S = mask.shape[-1]
-    empty = []
-    for r0 in range(0, S, rows_per_chunk):
-        sub = mask[r0 : r0 + rows_per_chunk]
-        q = torch.arange(r0, r0 + sub.shape[0], device=mask.device)
-        keys = torch.arange(S, device=mask.device)
-        allowed = (keys[None, :] <= q[:, None]) & ~sub
-        empty.extend((q[~allowed.any(-1)]).tolist())
-        if len(empty) >= 10:
-            break
-    if empty:
-        raise EmptyRowError(f"blocking these edges leaves query position(s) {empty[:10]} with no key")
+__all__ = ["random_blocked_", "seed_for", "lower_triangle_size"]
 
 
 # ---- random control ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from jaxtyping import Float
 
 from .._tl_compat import final_logits, rotary_tables, set_rotary_tables
 from ..inputs import VideoLLMInput
-from ..knockout.hooks import KnockoutHook, hook_name
+from ..attention import KnockoutHook, scores_hook_name
 from ..layout import TokenLayout
 from .hooks import PathwayMasker
 from .spec import LayerPlan, PathwaySpec
@@ -162,7 +162,7 @@ def pruned_forward(model, inputs: VideoLLMInput, plan: LayerPlan
     found = prune_layer(layout, plan, masks)
     cut = L if found is None else found
     fixed = {key: KnockoutHook(m) for key, m in masks.items()}
-    below = [(hook_name(l), fixed[plan.blocked_types(l)]) for l in range(cut) if plan.blocked_types(l)]
+    below = [(scores_hook_name(l), fixed[plan.blocked_types(l)]) for l in range(cut) if plan.blocked_types(l)]
     with model.hooks(fwd_hooks=below):
         if cut == L:  # the video is read to the end: the masked run
             return model(inputs)[:, -1:], None
@@ -170,7 +170,7 @@ def pruned_forward(model, inputs: VideoLLMInput, plan: LayerPlan
     keep = kept_positions(layout)
     resid = resid[:, keep.to(resid.device)]
     reduced = {key: KnockoutHook(m[keep][:, keep]) for key, m in masks.items()}
-    above = [(hook_name(l), reduced[plan.blocked_types(l)]) for l in range(cut, L) if plan.blocked_types(l)]
+    above = [(scores_hook_name(l), reduced[plan.blocked_types(l)]) for l in range(cut, L) if plan.blocked_types(l)]
     layers = list(range(cut, L))
     with _reindexed_rotary(model, layers, keep), model.hooks(fwd_hooks=above):
         for l in layers:

@@ -31,7 +31,7 @@ from jaxtyping import Float
 from transformer_lens.utilities import get_act_name
 
 from ..inputs import VideoLLMInput
-from ..layers import resolve_layers
+from ..layers import resolve_heads, resolve_layers
 from .units import TokenUnits, token_units
 
 __all__ = ["VideoAttention", "video_attention", "pool_pattern", "format_layers", "auto_block", "PAGE_VALUES"]
@@ -162,10 +162,7 @@ def _heads(model, heads: Heads) -> Tuple[List[int], bool]:
         if heads != "mean":
             raise ValueError(f"heads must be None (each head), 'mean', or a list of head indices; got {heads!r}")
         return list(range(H)), True
-    hs = [int(h) for h in heads]
-    if not hs or any(not 0 <= h < H for h in hs):
-        raise ValueError(f"heads {hs} out of range for {H} heads")
-    return hs, False
+    return resolve_heads(heads, H), False
 
 
 def _str_tokens(model, inputs: VideoLLMInput) -> Optional[List[str]]:
