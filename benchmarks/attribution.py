@@ -25,7 +25,7 @@ def main() -> None:
 
     import videolens as vl
     from videolens.knockout.attribution import edge_attribution
-    from videolens.synthetic import load_dataset, write_dataset
+    from videolens.sources.synthetic import load_dataset, write_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips-per-task", type=int, default=2)

@@ -47,7 +47,7 @@ def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: st
     else:  # in memory: the GPU machine may have no video codec
         from peers import frames
 
-        from videolens.video import Video
+        from videolens.sources.video import Video
 
         video = Video.from_frames(frames(8), fps=4.0)
     sample = vl.VideoQA(video=video, question="Which direction does the purple sphere move in the video?",
@@ -61,7 +61,7 @@ def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: st
 
 def _tl_attention(model, inputs):
     """The hooked forward with TransformerLens' own attention (the SDPA fast path switched off)."""
-    from videolens.attention import fast_attention
+    from videolens.hooked.attention import fast_attention
 
     with fast_attention(model, False):
         return model(inputs)

@@ -100,14 +100,14 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                     help="weights and activations of every method (default float32)")
     ap.add_argument("--masked-sdpa", default=None, choices=["torch", "efficient", "math", "cudnn"],
-                    help="SDPA backend for masked calls on CUDA (videolens.attention.MASKED_SDPA_BACKENDS; default: "
+                    help="SDPA backend for masked calls on CUDA (videolens.hooked.attention.MASKED_SDPA_BACKENDS; default: "
                          "videolens' (memory-efficient, then math); torch: torch's own choice)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     if args.masked_sdpa:
         from torch.nn.attention import SDPBackend
 
-        import videolens.attention as attention
+        import videolens.hooked.attention as attention
 
         attention.MASKED_SDPA_BACKENDS = None if args.masked_sdpa == "torch" else [
             {"efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH,
@@ -121,8 +121,8 @@ def main(argv=None) -> None:
     from forward import build
     from forward import sync as wait
 
-    from videolens.attention import fast_attention
-    from videolens.edges import blocked_mask
+    from videolens.hooked.attention import fast_attention
+    from videolens.hooked.edges import blocked_mask
     from videolens.knockout import TARGETS, layer_window, sweep
     from videolens.knockout.engine import FastEngine, FullEngine
 

@@ -70,9 +70,9 @@ def build(family: str, tmp: Path, width: int, layers: int, device: str = "cpu"):
     import transformers
 
     import videolens as vl
-    from videolens.qwen_vl import patchify_video, seconds_per_slot
+    from videolens.frontend.qwen_vl import patchify_video, seconds_per_slot
     from videolens.testing import make_tiny_llava_next_video, make_tiny_llava_onevision, make_tiny_qwen2_5_vl
-    from videolens.video import Video
+    from videolens.sources.video import Video
 
     sizes = dict(n_layers=layers, max_pos=2048, d_model=width, d_mlp=width * 11 // 4, n_heads=width // 32,
                  n_kv_heads=width // 32)
@@ -139,7 +139,7 @@ def bridge_logits(out):
 
 
 def run_family(family: str, tmp: Path, width: int, layers: int, reps: int, device: str = "cpu"):
-    from videolens.edges import blocked_mask, parse_pair
+    from videolens.hooked.edges import blocked_mask, parse_pair
     from videolens.knockout import knockout_logits, layer_window
     from videolens.knockout.engine import get_engine
 

@@ -12,7 +12,7 @@ have no video codec) go through
 2. videolens, the default (``preprocessing="pil"``): the same PIL processor, then tower, pool and
    projector in one batch (``model.vision(frames)``);
 3. videolens ``preprocessing="torch"``: resize, crop and normalise as batched torch ops on the
-   device (``videolens.tensor_preprocess``), then the same.
+   device (``videolens.frontend.tensor_preprocess``), then the same.
 
 Times are medians of ``--reps`` interleaved repetitions, each ending in a device synchronisation.
 It checks (2) against (1) (the same numbers, <= 1e-4) and prints how far (3) is from them; the last

@@ -207,7 +207,7 @@ def videollama3_reference(ckpt, model, inputs):
     budgeted resize, flattened into patches as the official processor does."""
     from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration
 
-    from videolens.navit import patchify
+    from videolens.frontend.navit import patchify
 
     cfg = json.loads((Path(ckpt) / "config.json").read_text())
     if cfg["model_type"] == "video_llama_3":
@@ -260,7 +260,7 @@ def qwen2_5_vl_reference(ckpt, model, inputs):
     positions (REFERENCE section 12)."""
     import transformers
 
-    from videolens.qwen_vl import patchify_video, seconds_per_slot
+    from videolens.frontend.qwen_vl import patchify_video, seconds_per_slot
 
     qwen25 = json.loads((Path(ckpt) / "config.json").read_text())["model_type"] == "qwen2_5_vl"
     cls = transformers.Qwen2_5_VLForConditionalGeneration if qwen25 else transformers.Qwen2VLForConditionalGeneration

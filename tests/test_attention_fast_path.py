@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videolens.attention import ScoreMaskHook, fast_attention, has_fast_attention, sdpa_supported
+from videolens.hooked.attention import ScoreMaskHook, fast_attention, has_fast_attention, sdpa_supported
 from videolens.knockout import knockout_hooks
 
 TOL = 1e-5

@@ -9,7 +9,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 import videolens as vl
-from videolens.edges import blocked_mask
+from videolens.hooked.edges import blocked_mask
 from videolens.knockout import knockout_hooks
 from videolens.knockout.attribution import edge_attribution
 
@@ -68,7 +68,7 @@ def test_estimate_is_the_derivative_of_the_answer_log_odds(direction_inputs, tin
 def test_estimates_follow_exact_knockouts_on_the_bundled_model(tmp_path):
     from scipy.stats import spearmanr
 
-    from videolens.synthetic import load_dataset, write_dataset
+    from videolens.sources.synthetic import load_dataset, write_dataset
 
     write_dataset(tmp_path, n_per_task=1, seed=3)
     model = vl.HookedVideoLLM.from_pretrained("tiny-videollm", device="cpu")
@@ -93,7 +93,7 @@ def test_cli_attribution(tiny_pllava_dir, clip_path, tmp_path):
     import shutil
 
     from videolens.cli import main
-    from videolens.runs import read_records
+    from videolens.running.records import read_records
 
     shutil.copy(clip_path, tmp_path / "a.mp4")
     (tmp_path / "t.json").write_text(json.dumps([{"video": "a.mp4", "question": "What moves?",

@@ -146,7 +146,7 @@ def test_hooks_and_cache_work_as_in_transformer_lens(tiny_pllava, clip_path):
 
 def test_stacked_inputs_equal_one_by_one(tiny_pllava, clip_path, tmp_path):
     from videolens.testing import write_clip
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     other = write_clip(tmp_path / "other.mp4", seed=3)
     samples = [vl.VideoQA(video=str(p), question="What did the person do first?",

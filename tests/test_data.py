@@ -7,8 +7,8 @@ import json
 import pytest
 
 import videolens as vl
-from videolens.data import AnnotationError, InvalidSampleError
-from videolens.formats import load_annotation_files
+from videolens.sources.data import AnnotationError, InvalidSampleError
+from videolens.sources.formats import load_annotation_files
 
 
 def test_real_tvbench_entries(shared_data):

@@ -7,7 +7,7 @@ import json
 import torch
 
 from videolens.cli import main
-from videolens.runs import read_records
+from videolens.running.records import read_records
 
 
 def test_demo_end_to_end(tmp_path, capsys):

@@ -12,7 +12,7 @@ import pytest
 from videolens.cli import main
 from videolens.pathways import load_spec
 from videolens.pathways.discover import discover_specs, kept_ranges
-from videolens.runs import read_records
+from videolens.running.records import read_records
 
 
 def test_kept_ranges():
@@ -23,7 +23,7 @@ def test_kept_ranges():
 
 
 def test_discover_cli_per_task_and_sample(tmp_path):
-    from videolens.synthetic import write_dataset
+    from videolens.sources.synthetic import write_dataset
 
     train = write_dataset(tmp_path / "train", n_per_task=1, seed=21, tasks=["color_change", "moving_direction"])
     files = [str(p) for p in train.values()]
@@ -43,7 +43,7 @@ def test_discover_cli_per_task_and_sample(tmp_path):
 
 
 def test_finding4_on_the_testbed_with_the_discovered_spec(tmp_path):
-    from videolens.synthetic import write_dataset
+    from videolens.sources.synthetic import write_dataset
 
     fresh = write_dataset(tmp_path, n_per_task=6, seed=31337)
     out = tmp_path / "pw"

@@ -18,7 +18,7 @@ import pytest
 
 from videolens import distributed
 from videolens.cli import main
-from videolens.runs import read_records, read_statuses
+from videolens.running.records import read_records, read_statuses
 
 QUESTIONS = [("What did the person do first?", ["Put down the blanket.", "Took the towel."]),
              ("What is the bird doing?", ["It flies away.", "It sleeps.", "It walks toward the camera."])]

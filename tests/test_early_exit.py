@@ -9,7 +9,7 @@ import pytest
 
 from videolens.cli import main
 from videolens.lens import early_exit
-from videolens.runs import read_records
+from videolens.running.records import read_records
 
 
 @pytest.fixture(scope="module")

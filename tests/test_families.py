@@ -14,8 +14,8 @@ import torch
 import videolens as vl
 from families import CASES
 from videolens.testing import write_clip
-from videolens.attention import fast_attention
-from videolens.inputs import stack_inputs
+from videolens.hooked.attention import fast_attention
+from videolens.prompting.inputs import stack_inputs
 from videolens.knockout import knockout_logits
 
 TOL = 1e-4

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_families_declare_their_options_and_the_known_checkpoints_use_only_those():
-    from videolens.hub import MODELS
+    from videolens.sources.hub import MODELS
     from weights_conversion.registry import FAMILIES, model_options
 
     opts = model_options()
@@ -50,7 +50,7 @@ FAMILY_WORDS = r"pllava|llava_next_video|llava_onevision|onevision|internvl|qwen
 
 
 def test_no_family_name_in_the_generic_model_loading_and_commands():
-    files = [ROOT / "videolens" / "model.py", ROOT / "videolens" / "loading.py",
+    files = [ROOT / "videolens" / "hooked" / "model.py", ROOT / "videolens" / "hooked" / "loading.py",
              *sorted((ROOT / "videolens" / "commands").glob("*.py"))]
     found = {str(f.relative_to(ROOT)): m for f in files for m in re.findall(FAMILY_WORDS, f.read_text(), re.I)}
     assert found == {}

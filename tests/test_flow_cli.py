@@ -10,7 +10,7 @@ import pytest
 
 from videolens.cli import main
 from videolens.knockout import TARGETS
-from videolens.runs import read_records
+from videolens.running.records import read_records
 
 QUESTIONS = [
     ("What did the person do first?", ["Put down the blanket.", "Took the towel."]),

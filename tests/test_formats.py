@@ -9,9 +9,9 @@ import shutil
 import pytest
 
 import videolens as vl
-from videolens.data import AnnotationError
-from videolens.formats import FORMATS, detect_format, load_annotation_files, load_annotations, load_tomato
-from videolens.prompts import build_prompt, get_template
+from videolens.sources.data import AnnotationError
+from videolens.sources.formats import FORMATS, detect_format, load_annotation_files, load_annotations, load_tomato
+from videolens.prompting.prompts import build_prompt, get_template
 
 
 def test_real_tomato_entries(shared_data):
@@ -176,8 +176,8 @@ VCG_ROWS = [  # Benchmarking_QA/generic_qa.json's fields (official tasks/eval/vc
 
 def test_vcgbench_open_ended_samples_and_the_official_prompt(tmp_path, clip_path, tiny_pllava_dir):
     from videolens.cli import main
-    from videolens.prompts import SYSTEM_VCG
-    from videolens.runs import read_records
+    from videolens.prompting.prompts import SYSTEM_VCG
+    from videolens.running.records import read_records
 
     path = tmp_path / "generic_qa.json"
     path.write_text(json.dumps(VCG_ROWS))
@@ -210,8 +210,8 @@ def test_tomato_flow_and_pathways_on_the_bundled_model(shared_data, tmp_path):
     """TOMATO's real entries pointed at clips the synthetic generator draws (one per entry), run end to
     end by flow and pathways on the bundled model."""
     from test_bad_inputs import run_cli
-    from videolens.scenes import write_clip
-    from videolens.synthetic import make_samples
+    from videolens.sources.scenes import write_clip
+    from videolens.sources.synthetic import make_samples
 
     raw = json.loads((shared_data / "tomato" / "direction_sample.json").read_text())
     for e, s in zip(raw.values(), make_samples("moving_direction", len(raw), seed=11)):

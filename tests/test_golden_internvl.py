@@ -16,7 +16,7 @@ import videolens as vl
 from golden import golden, last_logits, prepare_all
 from test_golden_pllava import EDGE_TYPE_OF, LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
-from videolens.edges import blocked_mask
+from videolens.hooked.edges import blocked_mask
 from videolens.pathways import PathwayMasker, count_edges, load_spec
 
 GOLDEN, GOLD, pytestmark = golden("internvl")

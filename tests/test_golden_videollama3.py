@@ -17,8 +17,8 @@ import videolens as vl
 from golden import golden, last_logits, prepare_all
 from test_golden_pllava import LOGIT_ATOL, PAIR_OF, PROB_RTOL, REL_CHANGE_ATOL, close
 from videolens.knockout import get_target
-from videolens.edges import blocked_mask
-from videolens.navit import patchify
+from videolens.hooked.edges import blocked_mask
+from videolens.frontend.navit import patchify
 from videolens.pathways import PathwayMasker, count_edges, load_spec
 
 GOLDEN, GOLD, pytestmark = golden("videollama3")

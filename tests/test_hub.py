@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import videolens as vl
-import videolens.hub
+import videolens.sources.hub
 from test_bad_inputs import run_cli
 from hubcache import write_hub_cache
-from videolens.hub import HubError, KnownModel, MODELS, known_model
+from videolens.sources.hub import HubError, KnownModel, MODELS, known_model
 
 REPO = "tiny-org/tiny-pllava"
 
@@ -81,7 +81,7 @@ def test_hub_problems_end_in_one_line(offline, tiny_pllava_dir, clip_path, case,
 
 def test_every_known_checkpoint_is_well_formed():
     from videolens.pathways.loading import load_spec
-    from videolens.prompts import TEMPLATES
+    from videolens.prompting.prompts import TEMPLATES
 
     assert {"llava-next-7b-video-ft", "llava-next-13b-video-ft", "mini-internvl-4b-video-ft", "videollama3-7b",
             "llava-v1.6-vicuna-7b", "mini-internvl-chat-4b-v1-5"} <= set(MODELS)
@@ -191,7 +191,7 @@ def test_a_benchmark_by_name_downloads_its_tasks_only_and_runs(tvbench_repo, tin
     from huggingface_hub import constants
 
     from fakehub import FakeHub
-    from videolens.runs import read_statuses
+    from videolens.running.records import read_statuses
 
     with FakeHub({}, datasets={"FunAILab/TVBench": tvbench_repo}) as server:
         use_hub(monkeypatch, server, tmp_path / "cache")

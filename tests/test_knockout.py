@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videolens.edges import blocked_mask
+from videolens.hooked.edges import blocked_mask
 
-from videolens.edges import EdgePair, EmptyRowError
+from videolens.hooked.edges import EdgePair, EmptyRowError
 from videolens.knockout import (
     TARGETS, KnockoutHook, Target, UnknownTargetError, get_target, knockout_hooks,
     layer_window, register_target,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.attention import fast_attention
+from videolens.hooked.attention import fast_attention
 from videolens.knockout import TARGETS, knockout_logits, sweep
 
 TOL = 1e-5

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import videolens as vl
-from videolens.edges import blocked_mask
+from videolens.hooked.edges import blocked_mask
 from videolens.knockout import TARGETS, layer_window, sweep
 
 TOL = 1e-4

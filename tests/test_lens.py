@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.layout import Span, TokenLayout
+from videolens.prompting.layout import Span, TokenLayout
 from videolens.lens import (
     KeywordMatcher,
     KeywordSet,

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from videolens.cli import main
-from videolens.runs import read_records
+from videolens.running.records import read_records
 
 ENTRIES = [
     {"video": "a.mp4", "question": "What did the person do first?",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from videolens.data import option_letters
-from videolens.inputs import tokenize_prompt
-from videolens.prompts import get_template
+from videolens.sources.data import option_letters
+from videolens.prompting.inputs import tokenize_prompt
+from videolens.prompting.prompts import get_template
 
 LLAMA = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers" / "llama"
 pytestmark = pytest.mark.skipif(not (LLAMA / "tokenizer.json").exists(), reason="../shared/tokenizers is absent")

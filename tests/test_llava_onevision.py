@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.prompts import TEMPLATES, get_template
+from videolens.prompting.prompts import TEMPLATES, get_template
 from videolens.testing import make_tiny_llava_onevision, write_clip
 
 from conftest import SAMPLE  # noqa: E402 (the shared two-option question)

@@ -12,7 +12,7 @@ import pytest
 
 from test_bad_inputs import run_cli
 from test_reliability import SIZES, GOOD, flow_argv, write_data
-from videolens.runs import read_records, read_statuses
+from videolens.running.records import read_records, read_statuses
 from videolens.testing import make_tiny_pllava, write_clip
 
 
@@ -103,7 +103,7 @@ def test_a_damaged_middle_line_reruns_its_sample(world, tmp_path):
 
 
 def test_a_damaged_header_is_refused(world, tmp_path):
-    from videolens.runs import RecordWriter, RunConfigMismatch
+    from videolens.running.records import RecordWriter, RunConfigMismatch
 
     p = tmp_path / "r.jsonl"
     with RecordWriter(p, {"a": 1}) as w:
@@ -206,7 +206,7 @@ def test_non_finite_analyses_raise(tiny_pllava, two, analysis):
 def test_one_sample_analyses_refuse_a_batch(tiny_pllava, two, analysis):
     import videolens as vl
     from videolens.errors import BatchedInputError
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     batch = stack_inputs(two[:2])
     fn = {"logit_lens": lambda: vl.lens.logit_lens(tiny_pllava, batch),
@@ -225,7 +225,7 @@ def test_every_one_sample_analysis_refuses_a_batch(tiny_pllava, two, name):
     import importlib
 
     from videolens.errors import BatchedInputError
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     module, fn = name.rsplit(".", 1)
     fn = getattr(importlib.import_module(f"videolens.{module}"), fn)
@@ -241,7 +241,7 @@ def test_frame_corruptions_permute_each_rows_frames(tiny_pllava, two):
     import torch
 
     from videolens import corruptions
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     batch = stack_inputs(two[:2])
     for corrupt in (corruptions.reverse_frames, lambda x: corruptions.shuffle_frames(x, seed=1),
@@ -255,7 +255,7 @@ def test_frame_corruptions_permute_each_rows_frames(tiny_pllava, two):
 
 
 def test_rows_of_a_batch_keep_their_own_sample_and_labels(tiny_pllava, two):
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     a, b, short = two
     batch = stack_inputs([a, b])
@@ -325,7 +325,7 @@ def test_a_tokenizer_without_bos_gets_none_prepended():
 
     from transformers import PreTrainedTokenizerFast
 
-    from videolens.tokenizers import adds_bos
+    from videolens.prompting.tokenizers import adds_bos
 
     qwen = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "qwen3"
     if not qwen.exists():
@@ -339,7 +339,7 @@ def test_dla_on_an_unfolded_model_warns_and_a_folded_one_does_not(tiny_pllava_di
     import warnings
 
     import videolens as vl
-    from videolens.conventions import UnfoldedNormWarning
+    from videolens.hooked.conventions import UnfoldedNormWarning
 
     plain = vl.HookedVideoLLM.from_pretrained_no_processing(tiny_pllava_dir, device="cpu")
     folded = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", fold_ln=True)
@@ -415,7 +415,7 @@ def test_a_model_and_its_cache_pickle_with_torch_save(tiny_pllava_dir, two):
 def test_generate_follows_transformerlens_return_types_and_cache_switch(tiny_pllava, two):
     import torch
 
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     x = two[0]
     text = tiny_pllava.generate(x, max_new_tokens=4, stop_at_eos=False)
@@ -433,7 +433,7 @@ def test_tl_helpers_take_a_video_input(tiny_pllava, two, capsys):
     import torch
 
     import videolens as vl
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     x = two[0]
     assert torch.equal(tiny_pllava.to_tokens(x), x.tokens)
@@ -455,7 +455,7 @@ def test_a_vision_hook_that_cannot_fire_is_warned_about_once(tiny_pllava_dir, tw
     import warnings
 
     import videolens as vl
-    from videolens.conventions import UnreachableHookWarning
+    from videolens.hooked.conventions import UnreachableHookWarning
 
     m = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
     hook = [("vision.blocks.0.hook_resid_post", lambda act, hook: act)]

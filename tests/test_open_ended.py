@@ -9,7 +9,7 @@ import torch
 import videolens as vl
 from videolens.cli import main
 from videolens.knockout.open_ended import OPEN_ENDED_PAIRS, extend_with_answer, open_ended_input, open_ended_sweep
-from videolens.runs import read_records
+from videolens.running.records import read_records
 
 SAMPLE = dict(question="What is the bird doing?", candidates=["It flies away.", "It sleeps."], answer="It sleeps.")
 
@@ -45,7 +45,7 @@ def test_bad_offsets_are_refused(tiny_pllava, inputs):
 
 
 def test_cli_open_ended_flow_on_the_bundled_model(tmp_path):
-    from videolens.synthetic import write_dataset
+    from videolens.sources.synthetic import write_dataset
 
     files = write_dataset(tmp_path / "data", n_per_task=2, seed=5, tasks=["color_change"])
     out = tmp_path / "oe"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.corruptions import (
+from videolens.patching.corruptions import (
     LayoutMismatchError,
     check_same_layout,
     counterfactual_question,

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from videolens.edges import EmptyRowError, blocked_mask, check_rows, iter_blocked_rows, parse_pair
+from videolens.hooked.edges import EmptyRowError, blocked_mask, check_rows, iter_blocked_rows, parse_pair
 from videolens.pathways import (
     PathwayMasker,
     RandomMasker,

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.attention import fast_attention
-from videolens.edges import blocked_mask
+from videolens.hooked.attention import fast_attention
+from videolens.hooked.edges import blocked_mask
 from videolens.pathways import (
     EDGE_TYPES,
     PathwayMasker,
@@ -23,7 +23,7 @@ from videolens.pathways import (
     spec_from_dict,
     summarize,
 )
-from videolens.runs import RunConfigMismatch, read_records
+from videolens.running.records import RunConfigMismatch, read_records
 
 from videolens.testing import make_tiny_pllava
 

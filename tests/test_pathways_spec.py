@@ -154,7 +154,7 @@ def test_shipped_specs_on_tiny_depths(name, depth):
 
 
 def test_edge_types_are_known_pairs():
-    from videolens.edges import parse_pair
+    from videolens.hooked.edges import parse_pair
 
     for name, pairs in EDGE_TYPES.items():
         for p in pairs:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.inputs import PromptTokenizationError, tokenize_prompt
-from videolens.prompts import SYSTEM_MVBENCH, TEMPLATES, build_prompt
+from videolens.prompting.inputs import PromptTokenizationError, tokenize_prompt
+from videolens.prompting.prompts import SYSTEM_MVBENCH, TEMPLATES, build_prompt
 from videolens.testing import PLACEHOLDER, tiny_tokenizer
 
 Q = "What did the person do first?"

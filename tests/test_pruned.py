@@ -79,10 +79,10 @@ def test_pathways_prune_cli_on_the_bundled_model(tmp_path):
     """``videolens pathways --prune``: the prunable variant, computed pruned, gives the masked run's
     probabilities (evaluated here without pruning)."""
     from videolens.cli import main
-    from videolens.formats import load_annotations
+    from videolens.sources.formats import load_annotations
     from videolens.pathways import evaluate
-    from videolens.runs import read_records
-    from videolens.synthetic import write_dataset
+    from videolens.running.records import read_records
+    from videolens.sources.synthetic import write_dataset
 
     files = write_dataset(tmp_path / "data", n_per_task=2, seed=11, tasks=["moving_direction"])
     out = tmp_path / "pw"

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.edges import blocked_mask
+from videolens.hooked.edges import blocked_mask
 from videolens.knockout import knockout_logits
-from videolens.qwen_vl import mrope_position_ids, patchify_video, seconds_per_slot
+from videolens.frontend.qwen_vl import mrope_position_ids, patchify_video, seconds_per_slot
 from videolens.testing import make_tiny_qwen2_5_vl, write_clip
 
 from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
@@ -128,7 +128,7 @@ def test_cli_flow_on_a_qwen_checkpoint(setup, tmp_path, clip_path):
     import shutil
 
     from videolens.cli import main
-    from videolens.runs import read_statuses
+    from videolens.running.records import read_statuses
 
     model, *_ = setup
     shutil.copy(clip_path, tmp_path / "a.mp4")
@@ -143,7 +143,7 @@ def test_cli_flow_on_a_qwen_checkpoint(setup, tmp_path, clip_path):
 
 
 def test_the_papers_convention_in_the_qwen_chat_template():
-    from videolens.prompts import build_prompt, get_template
+    from videolens.prompting.prompts import build_prompt, get_template
 
     built = build_prompt(get_template("qwen2_5_vl_mvbench"), SAMPLE["question"], SAMPLE["candidates"], "<|video_pad|>")
     assert built.text.startswith("<|im_start|>system\nCarefully watch the video")

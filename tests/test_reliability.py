@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from test_bad_inputs import run_cli
 from videolens.errors import FramePoolingWarning
-from videolens.runs import FolderInUseError, RecordWriter, folder_lock, read_records, read_statuses
+from videolens.running.records import FolderInUseError, RecordWriter, folder_lock, read_records, read_statuses
 from videolens.testing import make_tiny_pllava, write_clip
 
 SIZES = dict(n_layers=2, pooling_shape=(2, 2, 2), extra_config={"num_frames": 2}, d_model=32, n_heads=2,

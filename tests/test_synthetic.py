@@ -10,8 +10,8 @@ import pytest
 
 import videolens as vl
 from videolens import synthetic as S
-from videolens.scenes import _render
-from videolens.data import load_tvbench
+from videolens.sources.scenes import _render
+from videolens.sources.data import load_tvbench
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_unknown_task_and_bad_frames_per_step_raise():
 
 
 def test_vocabulary_covers_every_generated_text():
-    from videolens.tokenizers import build_word_level_tokenizer
+    from videolens.prompting.tokenizers import build_word_level_tokenizer
 
     tok = build_word_level_tokenizer(S.vocabulary_texts())
     for task in S.TASKS:

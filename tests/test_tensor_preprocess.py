@@ -10,8 +10,8 @@ import torch
 
 import videolens as vl
 from videolens import tensor_preprocess as tp
-from videolens.video import load_video
-from videolens.vision import FramePreprocessor, PllavaPreResize
+from videolens.sources.video import load_video
+from videolens.frontend.vision import FramePreprocessor, PllavaPreResize
 
 
 def _levels(pre, a, b):

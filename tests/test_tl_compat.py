@@ -8,7 +8,7 @@ import torch
 
 import videolens as vl
 from videolens import _tl_compat as tlc
-from videolens.attention import fast_attention
+from videolens.hooked.attention import fast_attention
 
 from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import videolens as vl
-from videolens.inputs import stack_inputs
-from videolens.model import MissingVideoError
+from videolens.prompting.inputs import stack_inputs
+from videolens.hooked.model import MissingVideoError
 
 from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
 
@@ -37,7 +37,7 @@ def test_tokens_without_their_video_raise(tiny_pllava, inputs):
 def test_bundled_model_by_name_and_hub_ids(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from videolens.hub import HubError
+    from videolens.sources.hub import HubError
 
     path = vl.bundled_model_path()
     assert (path / "config.json").exists() and path.name == "tiny-videollm"
@@ -60,7 +60,7 @@ def test_generate_rejects_sampling_arguments(tiny_pllava, inputs):
 
 
 def test_frames_other_than_the_pooling_depth_warn(tiny_pllava, clip_path):
-    from videolens.model import FramePoolingWarning
+    from videolens.hooked.model import FramePoolingWarning
 
     sample = vl.VideoQA(video=str(clip_path), **SAMPLE)
     with pytest.warns(FramePoolingWarning, match="num_frames=8 sampled frames are pooled into 4 temporal slots"):
@@ -68,7 +68,7 @@ def test_frames_other_than_the_pooling_depth_warn(tiny_pllava, clip_path):
     assert eight.layout.slot_frames == ((0, 1), (2, 3), (4, 5), (6, 7))  # the layout says what each slot holds
     with pytest.warns(FramePoolingWarning, match="num_frames=2"):
         assert tiny_pllava.prepare(sample, num_frames=2).layout.slot_frames == ((0,), (0,), (1,), (1,))
-    from videolens.layout import slot_frames
+    from videolens.prompting.layout import slot_frames
 
     assert slot_frames(16, 8)[3] == (6, 7) and slot_frames(6, 4) == ((0, 1), (1, 2), (3, 4), (4, 5))
     import warnings
@@ -203,7 +203,7 @@ def test_weight_processing_keeps_logits_and_makes_dla_exact(tiny_pllava_dir, pai
         attrs = cache.logit_attrs(stack, tokens=torch.tensor([a]), incorrect_tokens=torch.tensor([b]), pos_slice=-1)
         return logits, float(attrs.sum()), float(logits[0, -1, a] - logits[0, -1, b])
 
-    with pytest.warns(UserWarning, match="not folded"):  # videolens.conventions.UnfoldedNormWarning
+    with pytest.warns(UserWarning, match="not folded"):  # videolens.hooked.conventions.UnfoldedNormWarning
         ref_logits, plain_sum, diff = dla(plain)
     logits, folded_sum, folded_diff = dla(folded)
     assert (logits.log_softmax(-1) - ref_logits.log_softmax(-1)).abs().max() < 1e-4  # unembed centring shifts by a constant

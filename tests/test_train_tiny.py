@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import videolens as vl
 from videolens import synthetic as S
 import tiny_lab as T
 from tiny_lab.batches import _colour_words
@@ -207,7 +208,7 @@ def test_every_recipe_phase_parses_and_the_last_is_the_bundled_checkpoints_confi
     assert len(cfgs) == 11 and cfgs[1].init_from == str(tmp_path / "p1_curriculum" / "state.pt")
     last = cfgs[-1]
     assert (last.letter_weight, last.no_knockout, last.video_targets_layer) == (5.0, ("moving_direction",), 3)
-    card = Path(S.__file__).parent / "assets" / "tiny-videollm" / "model_card.json"
+    card = Path(vl.__file__).parent / "assets" / "tiny-videollm" / "model_card.json"
     if not card.exists():
         pytest.skip("bundled model not built yet")
     trained = json.loads(card.read_text())["training"]["config"]

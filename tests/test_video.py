@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import videolens as vl
-from videolens.video import ShortClipWarning, VideoDecodeError, sample_frame_indices
+from videolens.sources.video import ShortClipWarning, VideoDecodeError, sample_frame_indices
 
 
 def reference_indices(n_frames, fps, num_segments, bound=None):

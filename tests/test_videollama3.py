@@ -15,9 +15,9 @@ import torch
 
 import videolens as vl
 from families import videollama3_reference
-from videolens.navit import PAPER_MAX_VISUAL_TOKENS, resize_for_budget
+from videolens.frontend.navit import PAPER_MAX_VISUAL_TOKENS, resize_for_budget
 from videolens.testing import make_tiny_videollama3, write_clip
-from videolens.video import videollama3_frames
+from videolens.sources.video import videollama3_frames
 from weights_conversion import CheckpointError
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -121,8 +121,8 @@ def test_layout_on_the_real_qwen_vocabulary():
     11, the video block ends before the newline 198, letters are single tokens after the prompt)."""
     from transformers import PreTrainedTokenizerFast
 
-    from videolens.inputs import tokenize_prompt
-    from videolens.prompts import TEMPLATES
+    from videolens.prompting.inputs import tokenize_prompt
+    from videolens.prompting.prompts import TEMPLATES
 
     tok = PreTrainedTokenizerFast(tokenizer_file=str(QWEN / "tokenizer.json"))
     tok.add_tokens(["<image>", "<|stream_start|>", "<|stream_end|>"], special_tokens=True)
@@ -144,7 +144,7 @@ def test_cli_flow_with_a_token_budget(ckpt, tmp_path):
     import shutil
 
     from videolens.cli import main
-    from videolens.runs import read_statuses
+    from videolens.running.records import read_statuses
 
     shutil.copy(write_clip(tmp_path / "c.mp4"), tmp_path / "a.mp4")
     (tmp_path / "t.json").write_text(json.dumps([dict(video="a.mp4", **SAMPLE)]))

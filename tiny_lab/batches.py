@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from videolens import synthetic
-from videolens.edges import blocked_mask
-from videolens.inputs import tokenize_prompt
-from videolens.prompts import TEMPLATES
+from videolens.hooked.edges import blocked_mask
+from videolens.prompting.inputs import tokenize_prompt
+from videolens.prompting.prompts import TEMPLATES
 from .config import CROSS_FRAME, TrainConfig
 
 # ---- batches ----------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def write_model_card(folder: Path, res: Dict[str, Dict[str, float]], n_layers: i
     text = f"""# tiny-videollm: the bundled VideoLLM (videolens issue 4)
 
 A PLLaVA-style VideoLLM trained by `tiny_lab` on CPU on synthetic TVBench-style clips
-(`videolens.synthetic`), saved in the same checkpoint format as the real PLLaVA / LLaVA-NeXT-Video
+(`videolens.sources.synthetic`), saved in the same checkpoint format as the real PLLaVA / LLaVA-NeXT-Video
 checkpoints and loaded by `HookedVideoLLM.from_pretrained`. It is a testbed with a planted
 information pathway, not a general video model: it knows only the words and scenes below.
 

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 from transformers import HfArgumentParser
 
 from videolens import synthetic
-from videolens.edges import parse_pair
+from videolens.hooked.edges import parse_pair
 
 MODES = ("last", "full", "knockout")
 RECIPE_FILE = Path(__file__).resolve().parent / "recipes" / "tiny-videollm.json"

@@ -13,7 +13,7 @@ from .config import CROSS_FRAME
 # ---- evaluation of a saved checkpoint through HookedVideoLLM (numbers for the model card) -----
 def batched_last_logits(model, inputs, fwd_hooks=()) -> torch.Tensor:
     """Last-position logits ``[n, d_vocab]`` for prepared inputs sharing one layout, in one batched forward."""
-    from videolens.inputs import stack_inputs
+    from videolens.prompting.inputs import stack_inputs
 
     return model.run_with_hooks(stack_inputs(inputs), fwd_hooks=list(fwd_hooks))[:, -1]
 
@@ -42,7 +42,7 @@ def evaluate_checkpoint(path, n_per_task: int = 100, seed: int = 5000, n_per_lay
     """
     from videolens import HookedVideoLLM, VideoQA
     from videolens.knockout import knockout_hooks
-    from videolens.video import Video
+    from videolens.sources.video import Video
 
     model = HookedVideoLLM.from_pretrained(path, device="cpu", dtype=torch.float32)
     L = model.cfg.n_layers

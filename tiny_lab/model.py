@@ -9,13 +9,13 @@ import torch
 from einops import rearrange
 
 from videolens import synthetic
-from videolens.vision import CLIP_MEAN, CLIP_STD, AdaptivePool3d, Projector
+from videolens.frontend.vision import CLIP_MEAN, CLIP_STD, AdaptivePool3d, Projector
 from .config import TrainConfig
 
 # ---- model ------------------------------------------------------------------------------------
 def build_tokenizer():
     """Word-level tokenizer over every synthetic question/option text plus ``Answer``."""
-    from videolens.tokenizers import build_word_level_tokenizer
+    from videolens.prompting.tokenizers import build_word_level_tokenizer
 
     return build_word_level_tokenizer(synthetic.vocabulary_texts(), extra_words=["Answer", "Yes", "No"])
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from videolens import synthetic
-from videolens.vision import FramePreprocessor
+from videolens.frontend.vision import FramePreprocessor
 from .batches import Batcher, Item, alignment_targets
 from .config import MODES, TrainConfig
 from .model import TinyVideoLLM, build_model, build_tokenizer

@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command (under ``torchrun``, one rank of a sharded run: ``videolens.distributed``).
-    A command with ``--out`` holds that folder's lock (``videolens.runs.folder_lock``)
+    """Run one command (under ``torchrun``, one rank of a sharded run: ``videolens.running.distributed``).
+    A command with ``--out`` holds that folder's lock (``videolens.running.records.folder_lock``)
     from start to end, so a second run into it stops at once. User errors print one line and return 2;
     warnings print one line each."""
     parser = build_parser()
@@ -56,9 +56,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     def show(message, category, *_, **__):
         print(f"{prefix}: warning: {message}", file=sys.stderr)
 
-    from . import distributed
+    from .running import distributed
 
-    distributed.init()  # under torchrun: join the process group (videolens.distributed)
+    distributed.init()  # under torchrun: join the process group (videolens.running.distributed)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show
@@ -98,8 +98,8 @@ def _os_error(exc: OSError, args) -> str:
 def _out_lock(args, what: str):
     from contextlib import nullcontext
 
-    from .distributed import world
-    from .runs import folder_lock
+    from .running.distributed import world
+    from .running.records import folder_lock
 
     out = getattr(args, "out", None)  # under torchrun rank 0 holds it; each rank locks its own rank folder
     return folder_lock(out, what) if out and world()[0] == 0 else nullcontext()

@@ -1,6 +1,6 @@
 """Fingerprints that tie a results folder to its model and its data.
 
-A run stores them in its records header (``videolens.runs.RecordWriter``) and a resume compares
+A run stores them in its records header (``videolens.running.records.RecordWriter``) and a resume compares
 them: new weights saved at the same path, or other annotations with the same file names, are then
 refused instead of mixing into the old results.
 
@@ -17,7 +17,7 @@ refused instead of mixing into the old results.
   prepared by other weights), not a run's fingerprint.
 - ``data_fingerprint``: each annotation file's digest, and the video root.
 - ``video_stamp``: a video file's size and modification time, stored with each sample's records
-  (``videolens.runs.RecordWriter``) so a video replaced under the same name reruns its sample.
+  (``videolens.running.records.RecordWriter``) so a video replaced under the same name reruns its sample.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from videolens.tokenizers import build_word_level_tokenizer
+from videolens.prompting.tokenizers import build_word_level_tokenizer
 from weights_conversion.writers import TEXT_CONFIGS, randomize_ as _randomize, tiny_configs, write_random_pllava
 
 __all__ = [

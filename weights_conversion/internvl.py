@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from videolens.vision import PixelShuffle, VisionFrontEnd
+from videolens.frontend.vision import PixelShuffle, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights, require_sections
 from .registry import ConvertedModel, Family, register

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from videolens.vision import SpatialPool2d, VisionFrontEnd
+from videolens.frontend.vision import SpatialPool2d, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights, require_sections
 from .pllava import KEY_RENAMES as LLAVA_KEY_RENAMES

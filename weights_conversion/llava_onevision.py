@@ -24,7 +24,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import nn
 
-from videolens.vision import CLIP_MEAN, CLIP_STD, FramePreprocessor, VisionFrontEnd
+from videolens.frontend.vision import CLIP_MEAN, CLIP_STD, FramePreprocessor, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights, require_sections
 from .pllava import KEY_RENAMES  # LLaVA's transformers 5 names -> the classic ones

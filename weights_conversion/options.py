@@ -8,7 +8,7 @@ option the checkpoint's family does not declare is refused in one line.
 
 The frame count follows one rule (``default_num_frames``): the frames an explicitly given option
 implies (a pooling shape's first entry, the official scripts' rule), else config.json's
-``num_frames``, else ``videolens.video.DEFAULT_NUM_FRAMES`` (the paper's 8).
+``num_frames``, else ``videolens.sources.video.DEFAULT_NUM_FRAMES`` (the paper's 8).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from videolens.video import DEFAULT_NUM_FRAMES
+from videolens.sources.video import DEFAULT_NUM_FRAMES
 
 __all__ = ["FamilyOption", "default_num_frames", "positive_int_value", "int_triple_value", "parse_int_triple",
            "parse_positive_int"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from videolens.vision import AdaptivePool3d, VisionFrontEnd
+from videolens.frontend.vision import AdaptivePool3d, VisionFrontEnd
 
 from .checkpoint import CheckpointError, Weights, require_sections
 from .options import FamilyOption, int_triple_value, parse_int_triple

@@ -7,8 +7,8 @@ layouts: the released one
 Vision: transformers' ``Qwen2_5_VisionTransformerPretrainedModel`` (windowed and full attention,
 2-D RoPE, the merger MLP into the text width) or ``Qwen2VisionTransformerPretrainedModel`` (full
 attention); frames resized by ``smart_resize`` and paired in time
-(``videolens.qwen_vl``). Text: Qwen2 in HookedTransformer with the 3-D multimodal RoPE written per
-input into the rotary tables (``videolens.qwen_vl.MRope``). Qwen2.5-VL's temporal position ids
+(``videolens.frontend.qwen_vl``). Text: Qwen2 in HookedTransformer with the 3-D multimodal RoPE written per
+input into the rotary tables (``videolens.frontend.qwen_vl.MRope``). Qwen2.5-VL's temporal position ids
 advance by ``tokens_per_second`` x seconds per slot, Qwen2-VL's by 1 a slot (``QWEN_VL_SPECS``).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from videolens.qwen_vl import MRope, QwenVLFrontEnd, QwenVLPreprocessor
+from videolens.frontend.qwen_vl import MRope, QwenVLFrontEnd, QwenVLPreprocessor
 
 from dataclasses import dataclass
 

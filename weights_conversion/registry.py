@@ -35,16 +35,16 @@ class ConvertedModel:
         cfg: the language backbone's HookedTransformerConfig.
         state_dict: TransformerLens weights of the backbone.
         rope: (sin, cos) tables ``[n_ctx, d_head]`` to write into every block, or None.
-        vision: the vision front end (``videolens.vision.VisionFrontEnd``).
+        vision: the vision front end (``videolens.frontend.vision.VisionFrontEnd``).
         placeholder_id: token id of the video placeholder in the prompt.
-        template: name of the prompt template (``videolens.prompts.TEMPLATES``).
+        template: name of the prompt template (``videolens.prompting.prompts.TEMPLATES``).
         family: the family's name.
         config: the checkpoint's config.json.
         rope_long: for LongRoPE, ``(threshold, (sin, cos))`` long-factor tables used when a
-            forward's positions pass ``threshold`` (``videolens.rope.RopeSwitch``); else None.
-        mrope: for Qwen-VL, the ``videolens.qwen_vl.MRope`` that writes each input's 3-D position
+            forward's positions pass ``threshold`` (``videolens.hooked.rope.RopeSwitch``); else None.
+        mrope: for Qwen-VL, the ``videolens.frontend.qwen_vl.MRope`` that writes each input's 3-D position
             tables; else None.
-        sampler: the family's own frame sampler (``videolens.video.SAMPLERS``), used for every
+        sampler: the family's own frame sampler (``videolens.sources.video.SAMPLERS``), used for every
             sample in place of the dataset's; None keeps the dataset's.
         num_frames: frames ``prepare`` samples by default (``options.default_num_frames``; set by
             ``convert_checkpoint``).

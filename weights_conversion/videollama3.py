@@ -10,8 +10,8 @@ rename table each into one set of names (VideoLLaMA3's released code):
 The vision tower is transformers' ``VideoLlama3VisionModel`` (SigLIP-NaViT, axial 2-D RoPE,
 attention within each frame, bilinear 2x2 merge), the projector ``Linear -> GELU -> Linear``, the
 text model Qwen2 (QKV bias, rope theta 1e6, grouped KV heads) in HookedTransformer. Frames come from
-VideoLLaMA3's own sampler (``videolens.video.videollama3_frames``) and are resized to the
-visual-token budget (``videolens.navit.resize_for_budget``); the prompt is the official chat template
+VideoLLaMA3's own sampler (``videolens.sources.video.videollama3_frames``) and are resized to the
+visual-token budget (``videolens.frontend.navit.resize_for_budget``); the prompt is the official chat template
 (``videollama3``), whose token groups count the timestamp text inside the video span.
 
 Token compression (the processor drops merged tokens that barely change from the previous frame)
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from videolens.navit import PAPER_MAX_VISUAL_TOKENS, NaViTFrontEnd, NaViTPreprocessor
+from videolens.frontend.navit import PAPER_MAX_VISUAL_TOKENS, NaViTFrontEnd, NaViTPreprocessor
 
 from .checkpoint import CheckpointError, Weights, materialize_meta_buffers, read_json_object
 from .options import FamilyOption, parse_positive_int, positive_int_value

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from videolens.vision import FramePreprocessor, PllavaPreResize, Projector
+from videolens.frontend.vision import FramePreprocessor, PllavaPreResize, Projector
 
 from .checkpoint import CheckpointError, Weights, materialize_meta_buffers, read_json_object
 
@@ -39,7 +39,7 @@ def build_vision_tower(vision_config: dict, weights: Weights, prefix: str, dtype
 def build_preprocessor(path: Path, image_size: int, pre_resize: bool = False) -> FramePreprocessor:
     """Frame preprocessing from ``preprocessor_config.json`` when the checkpoint has one, else
     CLIP's defaults at ``image_size``; ``pre_resize`` adds the official PLLaVA pre-resize
-    (``videolens.vision.PllavaPreResize``)."""
+    (``videolens.frontend.vision.PllavaPreResize``)."""
     f = Path(path) / "preprocessor_config.json"
     if f.exists():
         return FramePreprocessor.from_processor_config(read_json_object(f), image_size, pre_resize)

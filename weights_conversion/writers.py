@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import torch
 from safetensors.torch import save_file
 
-from videolens.vision import CLIP_MEAN, CLIP_STD
+from videolens.frontend.vision import CLIP_MEAN, CLIP_STD
 
 __all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint", "save_videollama3_checkpoint", "TEXT_CONFIGS",
            "tiny_configs", "randomize_", "write_random_pllava", "write_demo_standin"]
@@ -300,7 +300,7 @@ def write_random_pllava(path, tokenizer, placeholder_id: int, seed: int = 0, poo
     """
     from transformers import AutoModelForCausalLM, CLIPVisionModel
 
-    from videolens.vision import Projector
+    from videolens.frontend.vision import Projector
 
     torch.manual_seed(seed)
     vc, tc = tiny_configs(n_layers, max_pos, text, **sizes)
@@ -321,8 +321,8 @@ def write_demo_standin(folder, seed: int = 0) -> Path:
     bundled model is absent. Its answers are chance; it exists so the whole pipeline runs end to end
     on real video files. Sizes follow the bundled model's recipe (CLIP 32 px / patch 4 / width 64,
     8x4x4 pooled video tokens, Llama width 128, 6 layers)."""
-    from videolens import synthetic
-    from videolens.tokenizers import build_word_level_tokenizer
+    from videolens.sources import synthetic
+    from videolens.prompting.tokenizers import build_word_level_tokenizer
 
     folder = Path(folder)
     if not (folder / "config.json").exists():

@@ -24,7 +24,7 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
                    help="frames sampled per video (default: the frames a family option below implies, as the "
                         "official scripts do, else the checkpoint's num_frames, else 8)")
     p.add_argument("--template", default=None, metavar="NAME",
-                   help="prompt template overriding the checkpoint's (videolens.prompts.TEMPLATES), e.g. eval_vcgbench "
+                   help="prompt template overriding the checkpoint's (videolens.prompting.prompts.TEMPLATES), e.g. eval_vcgbench "
                         "for VCGBench's official open-ended prompt")
     group = p.add_argument_group("family options", "config.json entries a checkpoint family lets you override "
                                  "(refused for a family that does not declare them; videolens models --options)")
@@ -79,9 +79,9 @@ def bounded_float(low: float = float("-inf"), high: float = float("inf"), low_op
 
 
 def parse_device(text: str) -> str:
-    """``--device``: a torch device this machine has (``videolens.loading.check_device``), checked
+    """``--device``: a torch device this machine has (``videolens.hooked.loading.check_device``), checked
     before any model loads; argparse reports the ArgumentTypeError in one line."""
-    from videolens.loading import check_device
+    from videolens.hooked.loading import check_device
 
     try:
         return check_device(text)
@@ -109,14 +109,14 @@ def output_folder(text: str) -> str:
 def sharded_run(out: Path, name: str, config: Dict[str, Any], samples, retry_skipped: bool, work):
     """Run ``work(samples, writer)`` into ``out/<name>`` through a ``RecordWriter``; under torchrun on
     this rank's share of ``samples`` into ``out/ranks/rank<r>/<name>``, then (rank 0, once every rank
-    finished) merged into ``out/<name>`` (``videolens.distributed``).
+    finished) merged into ``out/<name>`` (``videolens.running.distributed``).
 
     Returns:
         ``(records, result of work)`` in a one-process run and on rank 0 (the records of the whole
         file, or in a sharded run the merged records of ``samples``); None on the other ranks.
     """
-    from videolens import distributed as dist
-    from videolens.runs import RecordWriter
+    from videolens.running import distributed as dist
+    from videolens.running.records import RecordWriter
 
     rank, size = dist.world()
     with RecordWriter(dist.rank_folder(out) / name, config, retry_skipped=retry_skipped) as writer:
@@ -131,14 +131,14 @@ def sharded_run(out: Path, name: str, config: Dict[str, Any], samples, retry_ski
 
 def sharded_samples(args, model, out: Path, name: str, config: Dict[str, Any], samples, per_sample,
                     desc: str) -> Optional[Tuple[List[Dict[str, Any]], Dict[str, int]]]:
-    """``sharded_run`` of ``videolens.runner.run_samples(per_sample)`` with the command's --num-frames,
+    """``sharded_run`` of ``videolens.running.samples.run_samples(per_sample)`` with the command's --num-frames,
     --no-progress and --no-retry-skipped, and its counts line printed (``desc: N sample(s) done, ...``).
 
     Returns:
         ``(records of out/<name>, this process's counts)`` (one-process run and rank 0), or None on
         the other ranks of a torchrun run (their share is written; rank 0 merges).
     """
-    from videolens.runner import run_samples
+    from videolens.running.samples import run_samples
 
     done = sharded_run(out, name, config, samples, not args.no_retry_skipped,
                        lambda mine, writer: run_samples(model, mine, writer, per_sample, num_frames=args.num_frames,
@@ -155,11 +155,11 @@ def load_model(args, path=None):
     """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with --device,
     --dtype, --num-frames and the family options given applied; --revision belongs to --model
     alone (a second model, ``path``, is fetched at its default revision)."""
-    from videolens.model import HookedVideoLLM
+    from videolens.hooked.model import HookedVideoLLM
 
     revision = getattr(args, "revision", None) if path is None else None  # --revision is --model's
     path = path or args.model or str(default_model_path())
-    from videolens.distributed import rank_device
+    from videolens.running.distributed import rank_device
 
     options = {name: getattr(args, name, None) for name in family_options()}
     model = HookedVideoLLM.from_pretrained(path, device=rank_device(args.device), dtype=DTYPES[args.dtype],
@@ -168,7 +168,7 @@ def load_model(args, path=None):
     if getattr(args, "num_frames", None) is None:
         args.num_frames = model.default_num_frames  # run configs record the frames actually used
     if getattr(args, "template", None):
-        from videolens.prompts import get_template
+        from videolens.prompting.prompts import get_template
 
         model.template = get_template(args.template)
     return model
@@ -211,7 +211,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="annotation file(s) (TVBench / MVBench, TOMATO, LongVideoBench, Video-MME, VCGBench format, "
                         "detected from the content) with --video-root, or a benchmark by name: tvbench[:task,...] "
                         "(fetched into the huggingface_hub cache)")
-    from videolens.formats import FORMATS
+    from videolens.sources.formats import FORMATS
 
     g.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="annotation format of --data (default: detected per file)")
@@ -232,9 +232,9 @@ def load_samples(args, answer_required: bool = False) -> list:
     Raises:
         ValueError: neither or both of --data and --video, or missing --video-root / --question /
             --candidates / --answer (when required).
-        FileNotFoundError, videolens.data.AnnotationError: from the annotation file.
+        FileNotFoundError, videolens.sources.data.AnnotationError: from the annotation file.
     """
-    from videolens.formats import load_annotation_files
+    from videolens.sources.formats import load_annotation_files
 
     if bool(args.data) == bool(args.video):
         raise ValueError("give either --data FILE --video-root DIR, or --video FILE --question ... --candidates ...")
@@ -253,9 +253,9 @@ def load_samples(args, answer_required: bool = False) -> list:
 
 def _data_files(args):
     """``(annotation files, their video folder(s))`` of ``--data``: files with ``--video-root``, or
-    benchmarks by name (``tvbench[:task,...]``, fetched with huggingface_hub: ``videolens.datasets``).
+    benchmarks by name (``tvbench[:task,...]``, fetched with huggingface_hub: ``videolens.sources.datasets``).
     Kept on ``args`` so the run's identity (``sample_source``) names the files actually read."""
-    from videolens.datasets import fetch, is_benchmark_spec
+    from videolens.sources.datasets import fetch, is_benchmark_spec
 
     named = [d for d in args.data if is_benchmark_spec(d)]
     if named:
@@ -287,7 +287,7 @@ def one_sample(args):
         FileNotFoundError: --video does not exist.
         ValueError: the question or candidates fail ``VideoQA``'s checks (named as arguments).
     """
-    from videolens.data import VideoQA
+    from videolens.sources.data import VideoQA
 
     if not Path(args.video).is_file():
         raise FileNotFoundError(f"--video {args.video}: no such file")
@@ -320,7 +320,7 @@ def sample_source(args) -> Dict[str, Any]:
 def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
     """A run's identity for its records header: command, model (name and fingerprint of its files),
     dtype, frames and the video grid they give, the data (``sample_source``) and the command's own
-    ``settings``. ``videolens.runs.RecordWriter`` refuses to resume into a folder whose header differs."""
+    ``settings``. ``videolens.running.records.RecordWriter`` refuses to resume into a folder whose header differs."""
     model_name = (str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model)) if args.model \
         else "bundled:tiny-videollm"  # a folder, or a name / hub id (the fingerprint ties it to its weights)
     return {"command": command, "model": model_name,

@@ -39,8 +39,8 @@ def run(args) -> int:
 def _run(args) -> int:
     from tqdm.auto import tqdm
 
-    from videolens import synthetic
-    from videolens.runs import RecordWriter
+    from videolens.sources import synthetic
+    from videolens.running.records import RecordWriter
 
     from weights_conversion.writers import write_demo_standin
 

@@ -15,8 +15,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from videolens.datasets import fetch, is_benchmark_spec
-    from videolens.hub import resolve_checkpoint
+    from videolens.sources.datasets import fetch, is_benchmark_spec
+    from videolens.sources.hub import resolve_checkpoint
 
     if is_benchmark_spec(args.model):
         files, roots = fetch(args.model, args.revision, args.cache_dir)

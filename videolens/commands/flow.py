@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from videolens.distributed import world as dist_world
+from videolens.running.distributed import world as dist_world
 
 from .common import (positive_int, non_negative_int, add_model_arguments, add_sample_arguments, load_model,
                      load_samples, run_config, require_options, sharded_samples)
@@ -87,9 +87,9 @@ def add_arguments(p) -> None:
 def _sweep_dataset(model, samples, settings, args, out: Path, model_path: str) -> list:
     """``knockout.run_dataset`` into ``out`` with this command's settings; prints the statuses."""
     from videolens.knockout import run_dataset
-    from videolens.runs import read_statuses
+    from videolens.running.records import read_statuses
 
-    from videolens import distributed as dist
+    from videolens.running import distributed as dist
 
     config = run_config(args, model, NAME, method=args.method)
     if model_path != str(args.model or "bundled"):
@@ -114,7 +114,7 @@ def _compare_preflight(args) -> Optional[int]:
     so its problems are not found after the main sweep; returns its text layer count when stated."""
     if args.compare_model is None:
         return None
-    from videolens.hub import resolve_checkpoint
+    from videolens.sources.hub import resolve_checkpoint
     from weights_conversion.registry import preflight
 
     try:

@@ -3,7 +3,7 @@
 Over a TVBench-format file (``--data FILE --video-root DIR``) or one video (``--video FILE
 --question ... --candidates ...``). Writes ``OUT/lens.jsonl`` (resumable: finished samples are
 skipped on a rerun with the same settings) and figures ``OUT/keyword_frequency.png`` and
-``OUT/word_map_*.png``. The per-sample loop is ``videolens.runner.run_samples``.
+``OUT/word_map_*.png``. The per-sample loop is ``videolens.running.samples.run_samples``.
 """
 
 from __future__ import annotations

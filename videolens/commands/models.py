@@ -1,4 +1,4 @@
-"""``videolens models``: the known checkpoints (``videolens.hub.MODELS``), their settings and
+"""``videolens models``: the known checkpoints (``videolens.sources.hub.MODELS``), their settings and
 whether each is in the local huggingface_hub cache."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _options(args) -> int:
 
 
 def run(args) -> int:
-    from videolens.hub import MODELS, cached_snapshot
+    from videolens.sources.hub import MODELS, cached_snapshot
 
     if args.options:
         return _options(args)

@@ -65,7 +65,7 @@ def _discover(args):
 
     from videolens.pathways import load_spec
     from videolens.pathways.discover import discover_spec_data, discover_specs
-    from videolens.runs import read_records
+    from videolens.running.records import read_records
 
     flow = Path(args.discover) / "records.jsonl"
     if not flow.is_file():

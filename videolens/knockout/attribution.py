@@ -39,8 +39,8 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 from ..errors import require_finite
-from ..inputs import VideoLLMInput
-from ..edges import as_pairs, blocked_mask
+from ..prompting.inputs import VideoLLMInput
+from ..hooked.edges import as_pairs, blocked_mask
 from .targets import Target, get_target
 
 __all__ = ["edge_attribution"]

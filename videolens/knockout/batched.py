@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from .._tl_compat import final_logits, frozen_kv_cache
-from ..attention import ScoreMaskHook
+from ..hooked.attention import ScoreMaskHook
 from .hooks import KnockoutHook, hook_name
 
 __all__ = ["RowMasks", "run_batched", "check_batch_conditions", "Condition"]

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..data import VideoQA
-from ..runner import SKIP_ERRORS, SampleOutcome, run_samples
+from ..sources.data import VideoQA
+from ..running.samples import SKIP_ERRORS, SampleOutcome, run_samples
 from .engine import get_engine
 from .settings import KnockoutSettings
 from .sweep import baseline, keep_sample, sweep
@@ -22,7 +22,7 @@ def sweep_prepared(model, sample: VideoQA, inputs, settings: KnockoutSettings) -
     """One prepared sample (``inputs``) of a dataset run: the clean forward once, the sample filter
     (``settings.samples``), then every target of ``settings``.
 
-    Returns a ``videolens.runner.SampleOutcome``: ``status`` is ``"ok"``, ``"baseline_incorrect"`` /
+    Returns a ``videolens.running.samples.SampleOutcome``: ``status`` is ``"ok"``, ``"baseline_incorrect"`` /
     ``"baseline_correct"`` (the sample mode leaves it out: a wrong baseline in the paper's
     ``"correct"`` mode, a right one in ``"wrong"``), or ``"non_finite"`` (NaN/inf logits: never
     scored); ``records`` are the sweep records of every target (``task`` added), empty unless
@@ -46,20 +46,20 @@ def run_dataset(model, samples: Sequence[VideoQA], settings: KnockoutSettings, o
                 retry_skipped: bool = True) -> List[dict]:
     """Knockout sweeps over a dataset into ``out/records.jsonl``, resumable (``videolens flow``'s runner).
 
-    Each sample goes through ``sweep_prepared`` in ``videolens.runner.run_samples`` (the loop every
+    Each sample goes through ``sweep_prepared`` in ``videolens.running.samples.run_samples`` (the loop every
     dataset run shares); its records (or its skip status) are written as it
     finishes, and samples already finished in ``out`` are not run again. Figures and summaries are
     left to the caller (``videolens.knockout.summary``, ``videolens.plots.knockout``).
 
     Args:
         model: a ``HookedVideoLLM``.
-        samples: the dataset (``videolens.data.load_tvbench``).
+        samples: the dataset (``videolens.sources.data.load_tvbench``).
         settings: the ``KnockoutSettings`` (targets, window, sample mode, heads, ...), checked
             against the model once here.
         out: the output folder.
         num_frames: frames per clip (None: the model's default).
         config: the run's settings stored in the records header (a resume with other settings is
-            refused by ``videolens.runs.RecordWriter``); ``settings.header()``, the layer count and
+            refused by ``videolens.running.records.RecordWriter``); ``settings.header()``, the layer count and
             the model's fingerprint (``model.fingerprint``) are added. Put what identifies the data
             here (the CLI stores ``videolens.fingerprint.data_fingerprint``).
         progress: show a tqdm bar.
@@ -71,14 +71,14 @@ def run_dataset(model, samples: Sequence[VideoQA], settings: KnockoutSettings, o
         ``sample_id``.
 
     Raises:
-        videolens.runs.RunConfigMismatch: ``out`` holds a run with other settings.
+        videolens.running.records.RunConfigMismatch: ``out`` holds a run with other settings.
         ValueError: settings the model cannot run (``KnockoutSettings.check``).
     """
     import sys
 
     from tqdm.auto import tqdm
 
-    from ..runs import RecordWriter, read_records
+    from ..running.records import RecordWriter, read_records
 
     if not isinstance(settings, KnockoutSettings):
         raise TypeError(f"run_dataset: settings must be a KnockoutSettings, got {type(settings).__name__}")

@@ -25,7 +25,7 @@ from jaxtyping import Float
 from transformer_lens.utilities import get_act_name
 
 from .._tl_compat import final_logits, frozen_kv_cache
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from ..registry import Registry
 from .hooks import KnockoutHook, hook_name
 
@@ -193,7 +193,7 @@ def knockout_logits(model, inputs: VideoLLMInput, pairs_or_mask, layers: Sequenc
         clean: a ``CleanRun`` of this input from the same engine, to reuse across conditions.
 
     Raises:
-        videolens.edges.EmptyRowError, ValueError, KeyError: as ``knockout_hooks``.
+        videolens.hooked.edges.EmptyRowError, ValueError, KeyError: as ``knockout_hooks``.
     """
     from .hooks import knockout_hooks
 

@@ -1,10 +1,10 @@
 """Knockout hooks: block attention edges by setting pre-softmax scores to -inf (Map the Flow's methods).
 
-An edge set is a list of ``EdgePair`` (key group -> query group, ``videolens.edges``) plus the
+An edge set is a list of ``EdgePair`` (key group -> query group, ``videolens.hooked.edges``) plus the
 layers (and optionally heads) where it applies. ``knockout_hooks`` turns it into TransformerLens
 ``fwd_hooks`` on ``blocks.{l}.attn.hook_attn_scores``; the hooks are ``KnockoutHook`` objects
-(``videolens.attention``, a ``ScoreMaskHook`` with a fixed mask),
-so the fast attention path (``videolens.attention``) folds them into SDPA's mask instead of
+(``videolens.hooked.attention``, a ``ScoreMaskHook`` with a fixed mask),
+so the fast attention path (``videolens.hooked.attention``) folds them into SDPA's mask instead of
 materialising the scores.
 
 Example::
@@ -21,15 +21,15 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..attention import KnockoutHook, scores_hook_name
-from ..edges import PairsLike, as_pairs, blocked_mask
+from ..hooked.attention import KnockoutHook, scores_hook_name
+from ..hooked.edges import PairsLike, as_pairs, blocked_mask
 from ..layers import resolve_heads, resolve_layers
-from ..layout import TokenLayout
+from ..prompting.layout import TokenLayout
 
 __all__ = ["KnockoutHook", "knockout_hooks", "as_pairs", "hook_name", "PairsLike"]
 
 hook_name = scores_hook_name
-"""``blocks.{layer}.attn.hook_attn_scores``: where knockouts apply (``videolens.attention.scores_hook_name``)."""
+"""``blocks.{layer}.attn.hook_attn_scores``: where knockouts apply (``videolens.hooked.attention.scores_hook_name``)."""
 
 
 def knockout_hooks(
@@ -58,7 +58,7 @@ def knockout_hooks(
         one ``KnockoutHook`` shared by all layers.
 
     Raises:
-        videolens.edges.EmptyRowError: the mask would leave a query with no key (before running).
+        videolens.hooked.edges.EmptyRowError: the mask would leave a query with no key (before running).
         ValueError: a non-square mask, layers or heads out of range, pairs without a layout.
         KeyError: unknown token group or relation in a pair.
     """

@@ -25,12 +25,12 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..errors import require_finite
-from ..edges import parse_pair
-from ..generation import greedy_tokens
-from ..inputs import VideoLLMInput
-from ..layout import Span
+from ..hooked.edges import parse_pair
+from ..hooked.generation import greedy_tokens
+from ..prompting.inputs import VideoLLMInput
+from ..prompting.layout import Span
 from .engine import get_engine, knockout_logits
-from ..edges import blocked_mask
+from ..hooked.edges import blocked_mask
 from .sweep import layer_window
 
 __all__ = ["OPEN_ENDED_PAIRS", "answer_prefix", "open_ended_input", "extend_with_answer", "open_ended_sweep"]
@@ -68,7 +68,7 @@ def extend_with_answer(inputs: VideoLLMInput, answer: Sequence[int]) -> VideoLLM
 
 
 def _register_response_group() -> None:
-    from ..layout import GROUP_RESOLVERS, register_group
+    from ..prompting.layout import GROUP_RESOLVERS, register_group
 
     if "response" not in GROUP_RESOLVERS:
         register_group("response", lambda L, a: L.spans["response"].positions() if "response" in L.spans

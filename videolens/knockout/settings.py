@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Tuple, Union
 
-from ..edges import check_self_edges
+from ..hooked.edges import check_self_edges
 from ..layers import resolve_heads
 from .batched import check_batch_conditions
 from .engine import ENGINES

@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Float
 
 from ..errors import NonFiniteError
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from ..stats import relative_change
-from ..attention import KnockoutHook
-from ..edges import blocked_mask
+from ..hooked.attention import KnockoutHook
+from ..hooked.edges import blocked_mask
 from .engine import CleanRun, get_engine
 from .settings import SAMPLE_MODES, KnockoutSettings, TargetsLike, check_sample_mode, check_window
 
@@ -174,7 +174,7 @@ def sweep(
         ValueError: window larger than the model or < 1, unknown method or sample mode, centre
             layers or heads out of range, ``samples="correct"`` without a ground truth,
             ``batch_conditions`` < 1.
-        videolens.edges.EmptyRowError: a pair would leave a query with no key (before running).
+        videolens.hooked.edges.EmptyRowError: a pair would leave a query with no key (before running).
         KeyError: a pair names an unknown token group.
     """
     if not isinstance(inputs, VideoLLMInput):

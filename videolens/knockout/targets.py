@@ -4,7 +4,7 @@ A target is a list of named edge pairs; a sweep knocks out each pair separately,
 layers around every layer. Token group names are those of ``TokenLayout.positions`` (``video``,
 ``frame:i``, ``frames_before:i``, ``question``, ``non_option_question``, ``true_option``,
 ``false_options``, ``option:X``, ``last``, ``span:a:b``, ...); relations those of
-``videolens.edges.RELATIONS``.
+``videolens.hooked.edges.RELATIONS``.
 
 Example::
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Tuple, Union
 
-from ..edges import EdgePair, as_pairs
+from ..hooked.edges import EdgePair, as_pairs
 from ..registry import Registry, UnknownNameError
 
 __all__ = ["Target", "TARGETS", "register_target", "get_target", "UnknownTargetError"]

@@ -32,9 +32,9 @@ from transformer_lens import ActivationCache
 from transformer_lens.utilities import get_act_name
 
 from ..errors import NonFiniteError
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from ..layers import LayerSpec, resolve_layers
-from ..layout import TokenLayout
+from ..prompting.layout import TokenLayout
 from ..registry import Registry
 
 __all__ = [

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..errors import NonFiniteError
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from .core import _mode, capture_resid, resid_label, lens_logits
 
 __all__ = ["AnswerProbabilities", "answer_probability_by_layer"]

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from jaxtyping import Bool, Int
 
-from ..layout import TokenLayout
+from ..prompting.layout import TokenLayout
 from .core import LensResult, resid_label
 
 __all__ = [

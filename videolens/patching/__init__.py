@@ -7,7 +7,7 @@
 - ``path_patch`` / ``path_patch_heads``: path patching sender -> receiver (Wang et al. 2022;
   Goldowsky-Dill et al. 2023).
 - ``logit_diff``, ``option_prob``, ``normalised``: metrics on the option letters.
-- Layout-preserving corruptions live in ``videolens.corruptions``.
+- Layout-preserving corruptions live in ``videolens.patching.corruptions``.
 """
 
 from .activation import ACTIVATIONS, ActivationSpec, Patch, PatchResult, patch_spans, run_with_patches, source_cache, span_head_patch_setter, span_patch_setter

@@ -41,7 +41,7 @@ from transformer_lens import patching as tl_patching
 from transformer_lens.utilities import get_act_name
 
 from ..errors import require_finite
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from ..registry import Registry
 from ..layers import resolve_heads
 from .groups import GroupSpec, patch_groups

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Union
 import torch
 from jaxtyping import Int
 
-from ..layout import TokenLayout
+from ..prompting.layout import TokenLayout
 
 __all__ = ["GROUP_SETS", "patch_groups", "GroupSpec"]
 

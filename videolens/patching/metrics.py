@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from jaxtyping import Float
 
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 
 __all__ = ["Metric", "logit_diff", "option_prob", "normalised"]
 

@@ -42,7 +42,7 @@ from transformer_lens import ActivationCache
 from transformer_lens.utilities import get_act_name
 
 from ..errors import require_finite
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from .activation import ACTIVATIONS, _spec, source_cache
 from .metrics import Metric
 

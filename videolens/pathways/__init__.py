@@ -6,7 +6,7 @@ Modules, one idea each:
 - ``spec``: specs as data, the relative-depth rule, and the per-layer ``LayerPlan``;
   ``loading``: reading and validating spec files (shipped JSON in ``videolens/pathway_specs``, or
   user files).
-- ``masks``: the random-control draw (spec masks come from ``videolens.edges.blocked_mask``).
+- ``masks``: the random-control draw (spec masks come from ``videolens.hooked.edges.blocked_mask``).
 - ``counting``: edge counts as the paper counts them (``S(S+1)/2`` per layer, kept, fraction).
 - ``hooks``: ``hook_attn_scores`` hooks that build each layer's mask when the layer runs.
 - ``evaluate``: accuracy full / pathways / random per task and the summary table (the figure:

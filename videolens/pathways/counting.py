@@ -6,7 +6,7 @@ sum over layers; the kept fraction is total kept / total full. For the 7B model,
 S = 1267 give 32 x 1267 x 1268 / 2 = 25.7M full edges.
 
 Counts are exact and cheap: layers that block the same edge types share one count, and each
-count is a sum over row chunks of the union mask (``videolens.edges.iter_blocked_rows``), never 32 dense
+count is a sum over row chunks of the union mask (``videolens.hooked.edges.iter_blocked_rows``), never 32 dense
 masks. ``synthetic_layout`` builds the paper's token layouts (no tokenizer needed) to count
 edges for a model one cannot run.
 """
@@ -18,9 +18,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from ..edges import EdgePair
-from ..layout import Span, TokenLayout
-from ..edges import iter_blocked_rows
+from ..hooked.edges import EdgePair
+from ..prompting.layout import Span, TokenLayout
+from ..hooked.edges import iter_blocked_rows
 from .spec import LayerPlan
 
 __all__ = ["EdgeCounts", "count_edges", "count_blocked", "full_edges", "synthetic_layout", "format_count"]
@@ -33,7 +33,7 @@ def full_edges(seq_len: int) -> int:
 
 def count_blocked(layout: TokenLayout, pairs: Tuple[EdgePair, ...], self_edges: str = "block") -> int:
     """Number of distinct edges in the union of ``pairs`` on ``layout`` (causal; the diagonal per
-    ``self_edges``, ``videolens.edges``)."""
+    ``self_edges``, ``videolens.hooked.edges``)."""
     if not pairs:
         return 0
     return sum(int(chunk.sum()) for _, chunk in iter_blocked_rows(layout, tuple(pairs), self_edges=self_edges))

@@ -23,9 +23,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import torch
 
 from ..errors import require_finite
-from ..data import VideoQA
-from ..inputs import VideoLLMInput
-from ..layout import TokenLayout
+from ..sources.data import VideoQA
+from ..prompting.inputs import VideoLLMInput
+from ..prompting.layout import TokenLayout
 from ..registry import Registry
 from ..stats import relative_change
 from .counting import EdgeCounts, count_edges, format_count, full_edges
@@ -163,7 +163,7 @@ def evaluate_sample(
 
     Raises:
         ValueError: the plan's depth is not the model's.
-        videolens.edges.EmptyRowError: a mask would empty some query's row (before it runs).
+        videolens.hooked.edges.EmptyRowError: a mask would empty some query's row (before it runs).
     """
     inputs.one_row("evaluate_sample")
     plan = spec if isinstance(spec, LayerPlan) else load_spec(spec).plan(model.cfg.n_layers)
@@ -215,20 +215,20 @@ def evaluate(
     self_edges: str = "block",
     pruned: bool = False,
 ) -> List[Dict[str, Any]]:
-    """``evaluate_sample`` over a dataset (``videolens.data.load_tvbench``), with a tqdm bar.
+    """``evaluate_sample`` over a dataset (``videolens.sources.data.load_tvbench``), with a tqdm bar.
 
     Args:
         self_edges: ``"block"`` (official) or ``"keep"`` (``PathwaySpec.plan``).
         pruned: as ``evaluate_sample``.
-        writer: optional ``videolens.runs.RecordWriter``; finished samples are skipped and each
+        writer: optional ``videolens.running.records.RecordWriter``; finished samples are skipped and each
             sample's records are written as it finishes (resumable). A sample that cannot run
-            (``videolens.runner.prepare_or_skip``) is recorded with its skip status; one with
+            (``videolens.running.samples.prepare_or_skip``) is recorded with its skip status; one with
             non-finite outputs gets ``"non_finite"`` and no records.
 
     Returns:
         The records of this call (with ``sample_id``), plus, with a writer, those already written.
     """
-    from ..runner import MemoryWriter, run_samples
+    from ..running.samples import MemoryWriter, run_samples
 
     plan = load_spec(spec).plan(model.cfg.n_layers, self_edges=self_edges)
     mine = writer if writer is not None else MemoryWriter()

@@ -2,7 +2,7 @@
 
 Each hook sits on ``blocks.{l}.attn.hook_attn_scores`` (``[batch, head, query, key]``, scaled
 and causally masked by TransformerLens) and sets the blocked edges to ``-inf`` in every head
-(Map the Flow's methods, attention knockout). The hooks are ``videolens.attention.ScoreMaskHook``
+(Map the Flow's methods, attention knockout). The hooks are ``videolens.hooked.attention.ScoreMaskHook``
 objects, the protocol the knockout hooks (``videolens.knockout``) use: on TransformerLens' plain
 path ``ScoreMaskHook`` applies the -inf itself, and the fast SDPA path folds the mask into
 SDPA's attention mask without materialising the scores.
@@ -26,9 +26,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from jaxtyping import Bool
 
-from ..attention import ScoreMaskHook, scores_hook_name
-from ..edges import blocked_mask, check_rows
-from ..layout import TokenLayout
+from ..hooked.attention import ScoreMaskHook, scores_hook_name
+from ..hooked.edges import blocked_mask, check_rows
+from ..prompting.layout import TokenLayout
 from .masks import random_blocked_, seed_for
 from .spec import LayerPlan
 
@@ -86,7 +86,7 @@ class _Masker:
         the next call for another layer.
 
         Raises:
-            videolens.edges.EmptyRowError: some query would be left with no key.
+            videolens.hooked.edges.EmptyRowError: some query would be left with no key.
         """
         S = self.layout.seq_len
         device = torch.device(device) if device is not None else torch.device("cpu")

@@ -9,8 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
-from ..edges import RELATIONS, EdgePair, parse_pair
-from ..layout import GROUP_RESOLVERS
+from ..hooked.edges import RELATIONS, EdgePair, parse_pair
+from ..prompting.layout import GROUP_RESOLVERS
 from .spec import _SPAN_GROUPS, EDGE_TYPES, PathwaySpec, Range, SpecError
 
 __all__ = ["load_spec", "list_specs", "spec_from_dict", "register_edge_type"]

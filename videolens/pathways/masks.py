@@ -1,6 +1,6 @@
-"""The random control of pathway evaluation (spec masks are built by ``videolens.edges.blocked_mask``).
+"""The random control of pathway evaluation (spec masks are built by ``videolens.hooked.edges.blocked_mask``).
 
-Same convention as ``videolens.edges``: ``bool [S, S]`` indexed ``[query, key]``, True = blocked.
+Same convention as ``videolens.hooked.edges``: ``bool [S, S]`` indexed ``[query, key]``, True = blocked.
 ``random_blocked_`` draws the random control: a given number of distinct lower-triangle edges
 among positions at or after the video start, from a seeded generator; the diagonal is eligible in
 the official rule (``diagonal=True``, official analysis/effective_pathway_analysis.py) and not in
@@ -15,7 +15,7 @@ from typing import Tuple
 import torch
 from jaxtyping import Bool
 
-from ..layout import TokenLayout
+from ..prompting.layout import TokenLayout
 
 __all__ = ["random_blocked_", "seed_for", "lower_triangle_size"]
 

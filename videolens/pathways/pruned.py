@@ -32,9 +32,9 @@ import torch
 from jaxtyping import Float
 
 from .._tl_compat import final_logits, rotary_tables, set_rotary_tables
-from ..inputs import VideoLLMInput
-from ..attention import KnockoutHook, scores_hook_name
-from ..layout import TokenLayout
+from ..prompting.inputs import VideoLLMInput
+from ..hooked.attention import KnockoutHook, scores_hook_name
+from ..prompting.layout import TokenLayout
 from .hooks import PathwayMasker
 from .spec import LayerPlan, PathwaySpec
 
@@ -97,7 +97,7 @@ def prune_layer(layout: TokenLayout, plan: LayerPlan,
         masks: ``plan``'s masks by blocked types, when already built.
 
     Raises:
-        videolens.edges.EmptyRowError: a mask would empty some query's row.
+        videolens.hooked.edges.EmptyRowError: a mask would empty some query's row.
     """
     masks = _masks(layout, plan) if masks is None else masks
     keep, video = kept_positions(layout), layout.video_positions
@@ -144,7 +144,7 @@ def pruned_logits(model, inputs: VideoLLMInput, plan: LayerPlan) -> Float[torch.
 
     Raises:
         ValueError: a batch or padded input, or a plan for another depth.
-        videolens.edges.EmptyRowError: a mask would empty some query's row.
+        videolens.hooked.edges.EmptyRowError: a mask would empty some query's row.
     """
     return pruned_forward(model, inputs, plan)[0]
 

@@ -22,7 +22,7 @@ A spec (Map the Flow's methods, "Effective pathways"; the paper's Finding 4) is 
       "random_block_ratio": 0.58                      # optional: the official random control's ratio
     }
 
-Edge types name lists of ``videolens.edges.EdgePair`` strings (``"KEY->QUERY[relation]"`` over
+Edge types name lists of ``videolens.hooked.edges.EdgePair`` strings (``"KEY->QUERY[relation]"`` over
 TokenLayout groups); the built-in ones are in ``EDGE_TYPES``. Edges of types the spec does not
 name (system prompt, the text between video and question, the answer prefix, ...) are always kept.
 Blocking wins: an edge that a "kept" type and a blocked type share is blocked.
@@ -51,7 +51,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..edges import EdgePair
+from ..hooked.edges import EdgePair
 from ..errors import VideolensError
 from ..registry import Registry
 
@@ -83,7 +83,7 @@ EDGE_TYPES: Registry[Tuple[str, ...]] = Registry("edge type", {
     "non_option_question_to_true_option": ("non_option_question->true_option",),
 })
 
-#: Span names a TokenLayout may carry besides GROUP_RESOLVERS (videolens.prompts.BuiltPrompt).
+#: Span names a TokenLayout may carry besides GROUP_RESOLVERS (videolens.prompting.prompts.BuiltPrompt).
 _SPAN_GROUPS = ("system", "question_text", "answer_prefix", "bos", "placeholder")
 
 
@@ -157,7 +157,7 @@ class PathwaySpec:
         mapped by relative depth (``map_layers``). ``self_edges``: ``"block"`` (official: the
         diagonal is blocked too for last_to_last, video_to_video and question_to_question) or
         ``"keep"`` (never block self edges; a difference from the paper)."""
-        from ..edges import check_self_edges
+        from ..hooked.edges import check_self_edges
 
         check_self_edges(self_edges)
         n = self.n_layers if n_layers is None else int(n_layers)
@@ -192,7 +192,7 @@ class LayerPlan:
         pairs: edge type -> EdgePairs.
         kept_layers / blocked_layers: edge type -> layer indices (after depth mapping).
         self_edges: ``"block"`` (official) or ``"keep"``: whether blocked edge types include the
-            diagonal where key and query groups overlap (``videolens.edges``).
+            diagonal where key and query groups overlap (``videolens.hooked.edges``).
         random_block_ratio: the spec's official random-control ratio (None: use the plan's own
             blocked fraction).
     """

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Optional, Union
 
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from .pooling import VideoAttention, video_attention
 
 __all__ = ["compare_knockout"]
@@ -38,7 +38,7 @@ def compare_knockout(
     Args:
         model, inputs: as ``video_attention``.
         pairs: edge pairs to block (``"video->video[cross_frame]"``, ``EdgePair``, or a list;
-            ``videolens.edges`` syntax).
+            ``videolens.hooked.edges`` syntax).
         knockout_layers: layers where the edges are blocked (default: every layer).
         heads_blocked: heads where they are blocked (default: all).
         names: row titles (the second defaults to ``"blocked: <pairs>"``).
@@ -48,7 +48,7 @@ def compare_knockout(
         ``{names[0]: view, names[1]: knocked-out view}`` (insertion-ordered).
 
     Raises:
-        videolens.edges.EmptyRowError, KeyError, ValueError: from the mask or the view arguments.
+        videolens.hooked.edges.EmptyRowError, KeyError, ValueError: from the mask or the view arguments.
     """
     inputs.one_row("compare_knockout")
     from ..knockout import knockout_hooks

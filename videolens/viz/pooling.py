@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens.utilities import get_act_name
 
-from ..inputs import VideoLLMInput
+from ..prompting.inputs import VideoLLMInput
 from ..layers import resolve_heads, resolve_layers
 from .units import TokenUnits, token_units
 

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from jaxtyping import Int
 
-from ..layout import TokenLayout
+from ..prompting.layout import TokenLayout
 
 __all__ = ["TokenUnits", "token_units", "position_regions", "VIDEO_POOLS"]
 

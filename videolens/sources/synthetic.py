@@ -5,7 +5,7 @@ Every clip is a ``Scene``: a background colour per step and sprites (a shape, a 
 a position that may move and wrap around the canvas). A scene is rendered at continuous time
 ``u``; the ``num_steps`` frames the model sees sit at ``u = 0, 1, ..., num_steps - 1``. A clip file
 has ``num_steps * m + 1`` frames (``m = frames_per_step``) so that the TVBench sampling rule
-(``videolens.video.sample_frame_indices``, middle frame of each of ``num_steps`` segments) picks
+(``videolens.sources.video.sample_frame_indices``, middle frame of each of ``num_steps`` segments) picks
 exactly the frames at ``u = 0 .. num_steps - 1``; ``render_frames`` renders those frames in memory
 and equals what ``load_video`` decodes from the written file (lossless ``libx264rgb -crf 0``).
 
@@ -49,7 +49,7 @@ import numpy as np
 from jaxtyping import UInt8
 
 from .data import VideoQA, load_tvbench
-from .registry import Registry
+from ..registry import Registry
 from .scenes import (
     BACKGROUNDS,
     BLACK,
@@ -303,7 +303,7 @@ def write_dataset(
     """Write a TVBench-format dataset: ``out_dir/videos/<task>_<i>.mp4`` and ``out_dir/<task>.json``.
 
     Each json is a list of ``{video, question, candidates, answer, question_id}`` with ``video``
-    relative to ``out_dir/videos``, readable with ``videolens.data.load_tvbench(json, out_dir/"videos")``.
+    relative to ``out_dir/videos``, readable with ``videolens.sources.data.load_tvbench(json, out_dir/"videos")``.
 
     Returns:
         ``{task: json path}``.
@@ -344,7 +344,7 @@ def vocabulary_texts() -> List[str]:
 
 
 def main(argv=None) -> int:
-    """``python -m videolens.synthetic OUT --n 10 --seed 0``: write a dataset folder."""
+    """``python -m videolens.sources.synthetic OUT --n 10 --seed 0``: write a dataset folder."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("out")
     p.add_argument("--n", type=int, default=10, help="clips per task")

@@ -7,9 +7,9 @@ from typing import List
 
 import torch
 
-from ._tl_compat import new_kv_cache
-from .errors import NonFiniteError
-from .inputs import VideoLLMInput
+from .._tl_compat import new_kv_cache
+from ..errors import NonFiniteError
+from ..prompting.inputs import VideoLLMInput
 
 __all__ = ["greedy_tokens", "generate"]
 

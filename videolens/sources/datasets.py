@@ -1,6 +1,6 @@
 """Benchmarks by name: ``--data tvbench[:task,...]`` fetches the annotation files and videos of the
 tasks asked for from the benchmark's public dataset repository with huggingface_hub (its cache,
-offline mode and errors as for checkpoints, ``videolens.hub``), unpacks archives once, and gives
+offline mode and errors as for checkpoints, ``videolens.sources.hub``), unpacks archives once, and gives
 each annotation file its video folder.
 
 The table (``DATASETS``, ``videolens/assets/datasets.json``) says where each benchmark keeps its
@@ -38,7 +38,7 @@ class Benchmark:
 
 
 def _load() -> Dict[str, Benchmark]:
-    raw = json.loads((Path(__file__).resolve().parent / "assets" / "datasets.json").read_text())
+    raw = json.loads((Path(__file__).resolve().parents[1] / "assets" / "datasets.json").read_text())
     return {k: Benchmark(name=k, hub_id=v["hub_id"], format=v["format"], annotations=v["annotations"],
                          videos=v["videos"], tasks=tuple(v["tasks"]), source=v.get("source", ""))
             for k, v in raw.items()}
@@ -77,7 +77,7 @@ def fetch(text: str, revision: Optional[str] = None, cache_dir: Optional[str] = 
 
     Raises:
         ValueError: unknown benchmark or task (``parse_spec``).
-        videolens.hub.HubError: the repository cannot be reached, is gated, or lacks a task's files.
+        videolens.sources.hub.HubError: the repository cannot be reached, is gated, or lacks a task's files.
     """
     from .hub import HubError, snapshot
 

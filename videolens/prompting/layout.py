@@ -12,7 +12,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Int
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["Span", "TokenLayout", "GROUP_RESOLVERS", "register_group", "slot_frames"]
 

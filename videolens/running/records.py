@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .errors import VideolensError, non_finite_fields as _non_finite_fields
+from ..errors import VideolensError, non_finite_fields as _non_finite_fields
 
 __all__ = ["RecordWriter", "read_records", "read_statuses", "RunConfigMismatch", "FolderInUseError", "folder_lock",
            "is_skip_status", "config_differences",
@@ -209,7 +209,7 @@ class RecordWriter:
     """
 
     def __init__(self, path: Path | str, run_config: Optional[Dict[str, Any]] = None, retry_skipped: bool = True):
-        from .fingerprint import FINGERPRINT_METHOD
+        from ..fingerprint import FINGERPRINT_METHOD
 
         self.path = Path(path)
         self.run_config = dict(run_config or {})

@@ -25,8 +25,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._tl_compat import ActivationCache, is_caching_hook
-from .inputs import VideoLLMInput
+from .._tl_compat import ActivationCache, is_caching_hook
+from ..prompting.inputs import VideoLLMInput
 
 __all__ = ["VideoActivationCache", "UnfoldedNormWarning", "UnreachableHookWarning", "ConventionsMixin", "test_prompt",
            "warn_unreachable_vision_hooks"]

@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from jaxtyping import Float, Int, UInt8
 
-from ._tl_compat import set_rotary_tables
+from .._tl_compat import set_rotary_tables
 from .vision import CLIP_MEAN, CLIP_STD, VisionFrontEnd
 
 __all__ = ["QwenVLPreprocessor", "QwenVLFrontEnd", "MRope", "mrope_position_ids", "patchify_video", "seconds_per_slot"]
@@ -192,7 +192,7 @@ class MRope:
         Raises:
             ValueError: a batch whose rows have different layouts (the tables are shared).
         """
-        from .inputs import VideoLLMInput
+        from ..prompting.inputs import VideoLLMInput
 
         if isinstance(inputs, VideoLLMInput):
             layouts = inputs.row_layouts if inputs.row_layouts is not None else [inputs.layout]

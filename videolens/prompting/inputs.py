@@ -9,11 +9,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from jaxtyping import Float, Int
 
-from .data import VideoQA
-from .errors import BatchedInputError, VideolensError
+from ..sources.data import VideoQA
+from ..errors import BatchedInputError, VideolensError
 from .layout import Span, TokenLayout
 from .prompts import BuiltPrompt, PromptTemplate, build_prompt
-from .video import Video
+from ..sources.video import Video
 
 __all__ = ["VideoLLMInput", "TokenizedPrompt", "tokenize_prompt", "stack_inputs", "PromptTokenizationError"]
 

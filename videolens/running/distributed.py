@@ -75,11 +75,11 @@ def merge_records(out: Path, name: str, sample_ids: Sequence[str], config: Optio
     order). Samples already merged are kept. Returns the merged records of ``sample_ids``.
 
     Raises:
-        videolens.runs.RunConfigMismatch: ``out/<name>`` holds a run with another config.
+        videolens.running.records.RunConfigMismatch: ``out/<name>`` holds a run with another config.
     """
     import json
 
-    from .runs import RecordWriter, read_records
+    from .records import RecordWriter, read_records
 
     parts: Dict[str, Tuple[List[dict], dict]] = {}
     for f in sorted((Path(out) / "ranks").glob(f"rank*/{name}")):

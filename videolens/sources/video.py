@@ -25,7 +25,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from jaxtyping import Float, Int, UInt8
 
-from .errors import VideolensError
+from ..errors import VideolensError
 
 __all__ = ["DEFAULT_NUM_FRAMES", "Video", "VideoDecodeError", "VideoWindowError", "ShortClipWarning", "load_video", "sample_frame_indices",
            "longvideobench_frame_indices", "videollama3_frames", "SAMPLERS"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .data import option_letters
-from .registry import Registry
+from ..sources.data import option_letters
+from ..registry import Registry
 
 __all__ = ["PromptTemplate", "BuiltPrompt", "TEMPLATES", "SYSTEM_MVBENCH", "build_prompt", "get_template"]
 

@@ -26,9 +26,9 @@ from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
 import torch
 from jaxtyping import Bool
 
-from .errors import VideolensError
-from .layout import GROUP_RESOLVERS, TokenLayout, register_group
-from .registry import Registry
+from ..errors import VideolensError
+from ..prompting.layout import GROUP_RESOLVERS, TokenLayout, register_group
+from ..registry import Registry
 
 __all__ = [
     "EdgePair", "PairsLike", "RELATIONS", "SELF_EDGES", "as_pairs", "pair_mask", "blocked_mask", "iter_blocked_rows",

@@ -1,5 +1,5 @@
 """Scenes of coloured shapes on a canvas, rendered at continuous time: the pixels of the synthetic
-clips (``videolens.synthetic`` builds the tasks on them).
+clips (``videolens.sources.synthetic`` builds the tasks on them).
 
 A ``Scene`` has a background colour per step and sprites (a shape, a colour per step, a position
 that may move and wrap around the canvas); ``render_frames`` gives the ``num_steps`` frames the model

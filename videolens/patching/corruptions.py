@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from jaxtyping import Int
 
-from .errors import VideolensError
-from .inputs import VideoLLMInput, tokenize_prompt
-from .video import Video
+from ..errors import VideolensError
+from ..prompting.inputs import VideoLLMInput, tokenize_prompt
+from ..sources.video import Video
 
 __all__ = [
     "CORRUPTIONS",
@@ -247,7 +247,7 @@ def counterfactual_question(
         ValueError: ``inputs`` has no sample.
         videolens.errors.BatchedInputError: a batch (pass ``batch[i]``).
     """
-    from .data import VideoQA
+    from ..sources.data import VideoQA
 
     inputs.one_row("counterfactual_question")
     if inputs.sample is None:

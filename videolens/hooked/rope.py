@@ -14,7 +14,7 @@ from typing import Tuple
 
 import torch
 
-from ._tl_compat import set_rotary_tables
+from .._tl_compat import set_rotary_tables
 
 __all__ = ["RopeSwitch"]
 

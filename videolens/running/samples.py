@@ -1,11 +1,11 @@
 """The per-sample loop of dataset runs: prepare each unfinished sample, analyse it, write its records
-(resumable through ``videolens.runs.RecordWriter``). Every dataset run goes through it:
+(resumable through ``videolens.running.records.RecordWriter``). Every dataset run goes through it:
 ``videolens.knockout.run_dataset`` (flow), ``videolens.pathways.evaluate``, and the ``lens``,
 ``genprob``, open-ended and attribution commands.
 
 Example::
 
-    from videolens.runner import run_samples
+    from videolens.running.samples import run_samples
     with RecordWriter(out / "genprob.jsonl", config) as w:
         run_samples(model, samples, w, lambda sample, inputs: [my_record(model, inputs)])
 """
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from .data import InvalidSampleError, VideoQA
-from .fingerprint import video_stamp
-from .inputs import PromptTokenizationError, VideoLLMInput
-from .errors import ContextLengthError, NonFiniteError, non_finite_fields
-from .video import VideoDecodeError, VideoWindowError
+from ..sources.data import InvalidSampleError, VideoQA
+from ..fingerprint import video_stamp
+from ..prompting.inputs import PromptTokenizationError, VideoLLMInput
+from ..errors import ContextLengthError, NonFiniteError, non_finite_fields
+from ..sources.video import VideoDecodeError, VideoWindowError
 
 __all__ = ["SKIP_ERRORS", "SampleOutcome", "FILTERED", "MemoryWriter", "run_samples", "sample_record", "prepare_or_skip"]
 
@@ -35,7 +35,7 @@ def prepare_or_skip(model, sample: VideoQA, num_frames: Optional[int] = None
     ``"missing_video"`` (no file), ``"skipped: <Error>"`` (``SKIP_ERRORS``: unreadable video, bad
     start/end window (``VideoWindowError``: past the video's end, ...), prompt too long or not
     tokenizable). Every dataset loop uses this one rule, and
-    ``videolens.runs.is_skip_status`` marks both statuses for a retry on resume."""
+    ``videolens.running.records.is_skip_status`` marks both statuses for a retry on resume."""
     if isinstance(sample.video, (str, Path)) and not Path(sample.video).exists():
         return None, "missing_video", f"video not found: {sample.video}"
     try:
@@ -102,7 +102,7 @@ def run_samples(model, samples: Sequence[VideoQA], writer,
     """Prepare each unfinished sample and write its records: ``[sample_record, *fn(sample, inputs)]``.
 
     Args:
-        writer: a ``videolens.runs.RecordWriter`` (finished samples are skipped: resumable) or a
+        writer: a ``videolens.running.records.RecordWriter`` (finished samples are skipped: resumable) or a
             ``MemoryWriter``.
         fn: the analysis of one prepared sample: its records, or a ``SampleOutcome`` (a status of its
             own, e.g. ``FILTERED``, with records and a message).

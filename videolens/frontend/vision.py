@@ -239,7 +239,7 @@ class VisionFrontEnd(nn.Module):
             param = next(self.parameters())
             return torch.empty(0, 0, dtype=param.dtype, device=param.device)
         return self.extra[self.trailing].reshape(1, -1)
-    """True for front ends whose token grid depends on the frames' size (``videolens.navit``)."""
+    """True for front ends whose token grid depends on the frames' size (``videolens.frontend.navit``)."""
 
     def output_grid(self, num_frames: int, frame_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int]:
         """``(T', h, w)`` of the video tokens for ``num_frames`` input frames (``frame_size``, the

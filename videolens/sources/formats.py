@@ -5,7 +5,7 @@ reads one file in any registered format (``format="auto"`` detects it); a file i
 gets one error naming the fields each format expects.
 
 - ``tvbench``: MVBench / TVBench, a JSON list of ``{video, question, candidates, answer}``
-  (``videolens.data.load_tvbench``).
+  (``videolens.sources.data.load_tvbench``).
 - ``tomato``: TOMATO (Shangguan et al. 2024), a JSON object keyed by entry number, each entry
   ``{question, options, answer (an index into options), key, demonstration_type, motion_type}``;
   the video is ``<video_root>/<demonstration_type>/<key>.mp4`` and the task is named after the
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .data import AnnotationError, VideoQA, check_entry, check_times, claim_id, load_tvbench, read_annotation_json
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "load_annotation_files", "detect_format", "load_tomato",
            "load_longvideobench", "load_videomme", "load_vcgbench", "TOMATO_TASKS"]
@@ -300,9 +300,9 @@ def load_annotations(path: PathLike, video_root: PathLike, format: str = "auto")
 def load_annotation_files(files: Sequence[Union[str, os.PathLike]],
                           video_root: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
                           limit: Optional[int] = None, format: str = "auto") -> List[VideoQA]:
-    """The samples of several annotation files (``videolens.formats.load_annotations`` each, in
+    """The samples of several annotation files (``videolens.sources.formats.load_annotations`` each, in
     ``format`` or detected), at most ``limit`` per file; ``video_root`` is one folder for all, or one
-    per file (a benchmark's tasks keep their videos apart: ``videolens.datasets``).
+    per file (a benchmark's tasks keep their videos apart: ``videolens.sources.datasets``).
 
     Sample ids are unique across files: an id found in more than one file is prefixed with its
     file (``"a/action_sequence:action_sequence_0"``; the path relative to the files' common folder,

@@ -43,14 +43,14 @@ def check_device(device) -> str:
 
 
 HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only")
-"""``from_pretrained`` keywords passed to ``videolens.hub.resolve_checkpoint`` (huggingface_hub's)."""
+"""``from_pretrained`` keywords passed to ``videolens.sources.hub.resolve_checkpoint`` (huggingface_hub's)."""
 
 
 def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
                     dtype: torch.dtype = torch.float32, num_frames: Optional[int] = None, **options):
     """``cls.from_pretrained`` without weight processing (see its docstring). ``options`` are the
     options the checkpoint's family declares (``weights_conversion.registry.model_options``) and
-    ``HUB_OPTIONS``. A known checkpoint name or hub id (``videolens.hub.MODELS``) brings its settings
+    ``HUB_OPTIONS``. A known checkpoint name or hub id (``videolens.sources.hub.MODELS``) brings its settings
     where the arguments leave them None.
 
     Raises:
@@ -62,8 +62,8 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     from weights_conversion.options import positive_int_value
     from weights_conversion.registry import model_options
 
-    from .fingerprint import quick_identity
-    from .hub import known_model, resolve_checkpoint
+    from ..fingerprint import quick_identity
+    from ..sources.hub import known_model, resolve_checkpoint
 
     declared = model_options()
     unknown = sorted(set(options) - set(HUB_OPTIONS) - set(declared))
@@ -126,7 +126,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     if conv.mrope is not None:
         model.mrope = conv.mrope
     if known is not None and known.template:
-        from .prompts import get_template
+        from ..prompting.prompts import get_template
 
         model.template = get_template(known.template)
     model.known = known
@@ -146,7 +146,7 @@ def check_tokenizer(model, path) -> None:
     """
     from weights_conversion.checkpoint import CheckpointError
 
-    from .inputs import PromptTokenizationError, tokenize_prompt
+    from ..prompting.inputs import PromptTokenizationError, tokenize_prompt
 
     try:
         tp = tokenize_prompt(model.tokenizer, model.template, "What happens?", ["first", "second"], model.placeholder_id,

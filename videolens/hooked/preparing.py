@@ -10,11 +10,11 @@ from typing import Optional
 
 import torch
 
-from .data import VideoQA
-from .errors import ContextLengthError, FramePoolingWarning
-from .inputs import VideoLLMInput, model_identity, tokenize_prompt
-from .layout import slot_frames
-from .video import Video
+from ..sources.data import VideoQA
+from ..errors import ContextLengthError, FramePoolingWarning
+from ..prompting.inputs import VideoLLMInput, model_identity, tokenize_prompt
+from ..prompting.layout import slot_frames
+from ..sources.video import Video
 
 __all__ = ["prepare_one"]
 

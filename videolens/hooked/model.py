@@ -26,19 +26,19 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import torch
 from jaxtyping import Float
 
-from .data import VideoQA
-from ._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
+from ..sources.data import VideoQA
+from .._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
 from .conventions import ConventionsMixin, warn_unreachable_vision_hooks
 from .embed import VideoEmbed
-from .fingerprint import LazyFingerprint
-from .inputs import VideoLLMInput
+from ..fingerprint import LazyFingerprint
+from ..prompting.inputs import VideoLLMInput
 from .preparing import prepare_one
-from .prompts import PromptTemplate, get_template
-from .tokenizers import adds_bos
-from .video import DEFAULT_NUM_FRAMES
+from ..prompting.prompts import PromptTemplate, get_template
+from ..prompting.tokenizers import adds_bos
+from ..sources.video import DEFAULT_NUM_FRAMES
 
-from .errors import ContextLengthError, FramePoolingWarning, MissingVideoError, NonFiniteError  # noqa: E402
+from ..errors import ContextLengthError, FramePoolingWarning, MissingVideoError, NonFiniteError  # noqa: E402
 
 __all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoError", "FramePoolingWarning",
            "NonFiniteError"]
@@ -55,7 +55,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         vision: the vision front end (hooks ``vision.hook_pixel_values``,
             ``vision.hook_patch_features``, ``vision.hook_video_embeds``).
         placeholder_id: token id of the video placeholder.
-        template: the prompt template (``videolens.prompts.PromptTemplate``).
+        template: the prompt template (``videolens.prompting.prompts.PromptTemplate``).
         family: checkpoint family name.
     """
 
@@ -89,13 +89,13 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         self.checkpoint_config = checkpoint_config or {}
         self.default_num_frames = int(self.checkpoint_config.get("num_frames") or DEFAULT_NUM_FRAMES)
         self.checkpoint_path: Optional[str] = None  # set by from_pretrained
-        self.rope_switch = None  # videolens.rope.RopeSwitch for LongRoPE backbones
-        self.frame_sampler: Optional[str] = None  # a family's own frame sampler (videolens.video.SAMPLERS)
+        self.rope_switch = None  # videolens.hooked.rope.RopeSwitch for LongRoPE backbones
+        self.frame_sampler: Optional[str] = None  # a family's own frame sampler (videolens.sources.video.SAMPLERS)
         self.mrope = None  # multimodal 3-D rotary positions, for families whose converter gives them
         if rope is not None:
             self.set_rope_tables(*rope)
         self.setup()
-        install_fast_attention(self)  # SDPA when no hook needs scores/patterns (videolens.attention)
+        install_fast_attention(self)  # SDPA when no hook needs scores/patterns (videolens.hooked.attention)
 
     # ---- loading ------------------------------------------------------------------------------
     @classmethod
@@ -117,7 +117,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
 
         Args:
             path: folder with config.json, safetensors (single or sharded) and tokenizer files;
-                ``"tiny-videollm"`` for the bundled model; a known name (``videolens.hub.MODELS``,
+                ``"tiny-videollm"`` for the bundled model; a known name (``videolens.sources.hub.MODELS``,
                 whose settings apply where these arguments are None) or a hub id ``org/name``
                 (fetched into the huggingface_hub cache; a local folder of that name wins).
             device: "cpu", "cuda", ... (default: cuda when available).
@@ -136,12 +136,12 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
                 with their help; ``videolens models --options``); and huggingface_hub's ``revision``,
                 ``cache_dir``, ``token``, ``local_files_only``.
             preprocessing: ``"pil"`` (transformers' PIL processor frame by frame, the paper's) or
-                ``"torch"`` (batched on ``device``, within 2 uint8 levels: ``videolens.tensor_preprocess``;
+                ``"torch"`` (batched on ``device``, within 2 uint8 levels: ``videolens.frontend.tensor_preprocess``;
                 CLIP-style front ends only).
 
         Raises:
             FileNotFoundError: no such folder, and not a known name or hub id.
-            videolens.hub.HubError: a hub id not found, gated, offline and not cached, pickles only.
+            videolens.sources.hub.HubError: a hub id not found, gated, offline and not cached, pickles only.
             weights_conversion.UnknownFamilyError: config.json names an unsupported model type.
             weights_conversion.CheckpointError (and its MissingWeightsError / UnexpectedWeightsError):
                 an unreadable file, a wrongly typed config field, tensors missing, left unused or
@@ -152,7 +152,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             TypeError: a keyword that is no family's option and no hub option.
         """
         from .loading import load_pretrained
-        from .tensor_preprocess import BACKENDS
+        from ..frontend.tensor_preprocess import BACKENDS
 
         if preprocessing not in BACKENDS:
             raise ValueError(f"preprocessing must be one of {BACKENDS}, got {preprocessing!r}")
@@ -170,7 +170,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
 
     def load_backbone_weights(self, state_dict: Dict[str, torch.Tensor]) -> None:
         """Load TransformerLens weights, requiring exactly the backbone's parameters
-        (``videolens.loading.load_backbone_weights``)."""
+        (``videolens.hooked.loading.load_backbone_weights``)."""
         from .loading import load_backbone_weights
 
         load_backbone_weights(self, state_dict)
@@ -206,7 +206,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
 
         Args:
             sample: the VideoQA sample (video path or decoded ``Video``), or a list of them: one
-                batch (``videolens.inputs.stack_inputs``: left-padded when lengths differ).
+                batch (``videolens.prompting.inputs.stack_inputs``: left-padded when lengths differ).
             num_frames: frames to sample from the video (the official loader's rule); None means
                 ``default_num_frames`` (see ``from_pretrained``).
             keep_pixels: keep the pixel values in the input, so every forward runs the vision
@@ -220,11 +220,11 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
 
         Raises:
             ContextLengthError: the prompt is longer than ``cfg.n_ctx`` (before any compute).
-            FileNotFoundError / videolens.video.VideoDecodeError: unreadable video.
-            videolens.inputs.PromptTokenizationError: placeholder or option letters not single tokens.
+            FileNotFoundError / videolens.sources.video.VideoDecodeError: unreadable video.
+            videolens.prompting.inputs.PromptTokenizationError: placeholder or option letters not single tokens.
         """
         if isinstance(sample, (list, tuple)):
-            from .inputs import stack_inputs
+            from ..prompting.inputs import stack_inputs
 
             return stack_inputs([self.prepare(s, num_frames, keep_pixels) for s in sample])
         if num_frames is None:
@@ -376,7 +376,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         return max(probs, key=probs.get)
 
     def generate(self, input=None, max_new_tokens: int = 16, *args, **kwargs):
-        """Greedy decoding for a ``VideoLLMInput`` (``videolens.generation.generate``: ``return_type``
+        """Greedy decoding for a ``VideoLLMInput`` (``videolens.hooked.generation.generate``: ``return_type``
         ``"input"``/``"str"``/``"tokens"``, ``use_past_kv_cache``, ``stop_at_eos``, one continuation a
         row of a batch); any other input goes to ``HookedTransformer.generate`` unchanged.
 

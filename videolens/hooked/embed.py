@@ -8,8 +8,8 @@ from typing import Optional
 import torch
 from jaxtyping import Float, Int
 
-from ._tl_compat import Embed, HookedTransformerConfig
-from .errors import MissingVideoError, TokenizerMismatchError
+from .._tl_compat import Embed, HookedTransformerConfig
+from ..errors import MissingVideoError, TokenizerMismatchError
 
 __all__ = ["VideoEmbed"]
 

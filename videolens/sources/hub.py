@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from .errors import VideolensError
+from ..errors import VideolensError
 
 __all__ = ["MODELS", "KnownModel", "HubError", "ALLOW_PATTERNS", "known_model", "resolve_checkpoint",
            "download_checkpoint", "snapshot", "is_hub_id", "cached_snapshot"]
@@ -64,7 +64,7 @@ class KnownModel:
 
 
 def _load_table() -> Dict[str, KnownModel]:
-    raw = json.loads((Path(__file__).resolve().parent / "assets" / "models.json").read_text())
+    raw = json.loads((Path(__file__).resolve().parents[1] / "assets" / "models.json").read_text())
     names = {f.name for f in KnownModel.__dataclass_fields__.values()}
     out = {}
     for name, row in raw.items():
@@ -184,7 +184,7 @@ def resolve_checkpoint(path: Union[str, Path], revision: Optional[str] = None, c
         FileNotFoundError: no such folder, and not a name or hub id.
         HubError: see ``download_checkpoint``.
     """
-    from .bundled import BUNDLED_NAME, bundled_model_path
+    from ..bundled import BUNDLED_NAME, bundled_model_path
 
     p = Path(path)
     if p.is_dir():

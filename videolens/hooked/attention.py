@@ -17,7 +17,7 @@ Both paths give the same outputs up to float rounding (tests/test_attention_fast
 
 Example::
 
-    from videolens.attention import fast_attention
+    from videolens.hooked.attention import fast_attention
     logits = model(inputs)                      # SDPA in every layer
     _, cache = model.run_with_cache(inputs)     # caches patterns: plain path in every layer
     with fast_attention(model, False):          # force TransformerLens' plain path
@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from transformer_lens.utilities import get_act_name
 
-from ._tl_compat import attn_scale, project_z, qkv_rotated, swap_class
+from .._tl_compat import attn_scale, project_z, qkv_rotated, swap_class
 from .edges import check_rows
 
 __all__ = [
@@ -275,7 +275,7 @@ def _fast_class(cls: Type) -> Type:
 
 
 def __getattr__(name: str):
-    """``videolens.attention.FastAttention`` (and ``Fast<any TL component>``) made on first use, so a
+    """``videolens.hooked.attention.FastAttention`` (and ``Fast<any TL component>``) made on first use, so a
     model or cache saved with ``torch.save`` loads in a fresh process (PEP 562 module attribute)."""
     if name.startswith("Fast"):
         from transformer_lens import components

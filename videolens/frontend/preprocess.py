@@ -1,7 +1,7 @@
 """Frame preprocessing of CLIP-style front ends: uint8 frames -> the tower's pixel values.
 
 ``FramePreprocessor`` runs transformers' PIL CLIP image processor (the paper's) or, with
-``backend="torch"``, the same steps as batched torch ops (``videolens.tensor_preprocess``);
+``backend="torch"``, the same steps as batched torch ops (``videolens.frontend.tensor_preprocess``);
 ``PllavaPreResize`` is the official PLLaVA processor's resize before CLIP's.
 """
 
@@ -74,7 +74,7 @@ class FramePreprocessor:
     ``pre_resize`` (e.g. ``PllavaPreResize``, the PLLaVA family's default) runs on the uint8 frames
     first; set it to None for plain CLIP preprocessing (a difference from the paper's code).
     ``backend="torch"`` runs the same steps as batched torch ops on the front end's device
-    (``videolens.tensor_preprocess``: within 2 uint8 levels of PIL; a difference from the paper's code).
+    (``videolens.frontend.tensor_preprocess``: within 2 uint8 levels of PIL; a difference from the paper's code).
     """
 
     image_size: int

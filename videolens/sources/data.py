@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from .errors import VideolensError
+from ..errors import VideolensError
 from .video import DEFAULT_NUM_FRAMES, Video, load_video
 
 __all__ = ["VideoQA", "load_tvbench", "option_letters", "AnnotationError",
@@ -84,7 +84,7 @@ class VideoQA:
         start, end: optional window of the clip in seconds.
         task: optional task name (for example ``"action_sequence"``).
         question_id: optional identifier from the annotation file.
-        sampler: frame sampling rule (``videolens.video.load_video``): ``"uniform"``, or
+        sampler: frame sampling rule (``videolens.sources.video.load_video``): ``"uniform"``, or
             ``"longvideobench"`` (with ``extra["duration"]``, the annotated duration).
         option_format: how the prompt writes an option line (``"({letter}) {text}"``; Video-MME's
             own options read ``"{letter}. {text}"``).
@@ -172,7 +172,7 @@ class VideoQA:
 
     def load(self, num_frames: int = DEFAULT_NUM_FRAMES, sampler: Optional[str] = None) -> Video:
         """Decode the video (or return it when already decoded; ``num_frames`` must then match)
-        with ``sampler`` (``videolens.video.SAMPLERS``), None meaning the sample's own."""
+        with ``sampler`` (``videolens.sources.video.SAMPLERS``), None meaning the sample's own."""
         if self.invalid:
             raise InvalidSampleError(f"{self.sample_id}: {self.invalid}")
         if isinstance(self.video, Video):
