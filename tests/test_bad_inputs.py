@@ -239,6 +239,10 @@ CASES = [
     ("window-too-large", flow("--window", "20"), "window 20 is larger than the model's 2 layers", False),
     ("target-unknown", flow("--target", "sideways"), "sideways", True),
     ("heads-out-of-range", flow("--heads", "9"), "--heads [9] out of range", False),
+    ("track-without-open-ended", flow("--track", "2"), "--track: only with the open-ended mode (--open-ended); "
+     "this run is the knockout mode", True),
+    ("heads-with-attribution", flow("--attribution", "--heads", "0"), "--heads: only with the knockout mode", True),
+    ("two-modes", flow("--attribution", "--open-ended"), "--open-ended and --attribution are two modes", True),
     ("option-not-for-this-family", flow("--max-visual-tokens", "16"),
      "max_visual_tokens does not apply to a pllava checkpoint (its options: pooling_shape)", False),
     ("compare-model-missing", flow("--compare-model", "{root}/nowhere"), "--compare-model", True),

@@ -142,7 +142,7 @@ def test_bf16_gives_the_same_answer(case):
     assert err < 0.1  # bf16 rounding, not another model
     # the answer is the same wherever fp32 separates it by more than bf16's error (random models
     # have near-flat logits, so a near tie may flip)
-    p32 = model.option_logits(inputs)
+    p32 = model.option_logprobs(inputs)
     top2 = p32.topk(2).values
     if float(top2[0] - top2[1]) > 2 * err:
         assert model.answer(inputs) == m16.answer(inp16)

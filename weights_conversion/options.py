@@ -8,7 +8,8 @@ option the checkpoint's family does not declare is refused in one line.
 
 The frame count follows one rule (``default_num_frames``): the frames an explicitly given option
 implies (a pooling shape's first entry, the official scripts' rule), else config.json's
-``num_frames``, else ``videolens.sources.video.DEFAULT_NUM_FRAMES`` (the paper's 8).
+``num_frames``, else ``videolens.sources.video.DEFAULT_NUM_FRAMES`` (the paper's 8). What the
+official scripts set for each model: docs/methods.md#checkpoint-settings.
 """
 
 from __future__ import annotations

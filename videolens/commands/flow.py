@@ -51,37 +51,40 @@ def add_arguments(p) -> None:
     p.add_argument("--window", type=positive_int, default=None,
                    help="layers per knockout window, centred and clipped (default 9, the paper's; the model's depth "
                         "when it has fewer layers)")
-    p.add_argument("--samples", default="correct", choices=list(SAMPLE_MODES),
-                   help="correct (default, the paper: the baseline's full-vocabulary argmax is the true letter), "
-                        "wrong / incorrect (the failure cases), all (then also flow_<target>_correct_vs_incorrect.png, "
-                        "both groups side by side), or correct_option (argmax among the option letters is the true one)")
-    p.add_argument("--self-edges", default="block", choices=["block", "keep"],
-                   help="block (default, the paper's code: last->last blocks the last token's edge to itself) or "
-                        "keep (never block a token's edge to itself)")
-    p.add_argument("--heads", type=non_negative_int, nargs="+", default=None, metavar="H",
-                   help="knock out these heads only (default: every head)")
     p.add_argument("--method", default="fast", choices=["fast", "full"],
                    help="fast: incremental recomputation (default); full: a whole forward per condition")
-    p.add_argument("--batch-conditions", type=positive_int, default=1, metavar="N",
-                   help="with --method fast: run up to N knockout conditions (pairs x centre layers) as one batch; "
-                        "the same numbers up to float rounding, much faster on a GPU (default 1: one by one)")
-    p.add_argument("--open-ended", action="store_true",
-                   help="open-ended knockout (paper Sec. 4.3): the model writes its answer after 'Answer:' and the "
-                        "probability of its first --track answer tokens is traced (pairs video->question, video->last, "
-                        "question->last, response->last); --target is then 'open-ended'")
-    p.add_argument("--track", type=positive_int, default=1, metavar="N", help="with --open-ended: answer tokens traced (default 1)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=24, metavar="N",
-                   help="with --open-ended: answer length generated (default 24)")
-    p.add_argument("--answer-prefix", default="Answer:", metavar="TEXT",
-                   help="with --open-ended: what the prompt ends with (default 'Answer:', the bundled model's; '' for "
-                        "VCGBench's official prompt)")
-    p.add_argument("--attribution", action="store_true",
-                   help="gradient edge attribution instead of exact knockouts: first-order estimates of every pair "
-                        "of --target at every layer from one forward and one backward pass a sample "
-                        "(videolens.knockout.attribution; one-layer windows)")
-    p.add_argument("--compare-model", default=None, metavar="DIR",
-                   help="a second checkpoint (e.g. the ImageLLM base) run on the same samples into OUT/compare; "
-                        "each target's figure then draws both models (paper Finding 1)")
+    ko = p.add_argument_group("knockout sweeps (the default mode; settings: videolens.knockout.KnockoutSettings)")
+    ko.add_argument("--samples", default="correct", choices=list(SAMPLE_MODES),
+                    help="correct (default, the paper: the baseline's full-vocabulary argmax is the true letter), "
+                         "wrong / incorrect (the failure cases), all (then also flow_<target>_correct_vs_incorrect.png, "
+                         "both groups side by side), or correct_option (argmax among the option letters is the true one)")
+    ko.add_argument("--self-edges", default="block", choices=["block", "keep"],
+                    help="block (default, the paper's code: last->last blocks the last token's edge to itself) or "
+                         "keep (never block a token's edge to itself)")
+    ko.add_argument("--heads", type=non_negative_int, nargs="+", default=None, metavar="H",
+                    help="knock out these heads only (default: every head)")
+    ko.add_argument("--batch-conditions", type=positive_int, default=1, metavar="N",
+                    help="with --method fast: run up to N knockout conditions (pairs x centre layers) as one batch; "
+                         "the same numbers up to float rounding, much faster on a GPU (default 1: one by one)")
+    ko.add_argument("--compare-model", default=None, metavar="DIR",
+                    help="a second checkpoint (e.g. the ImageLLM base) run on the same samples into OUT/compare; "
+                         "each target's figure then draws both models (paper Finding 1)")
+    oe = p.add_argument_group("open-ended knockout (--open-ended; paper Sec. 4.3)")
+    oe.add_argument("--open-ended", action="store_true",
+                    help="the model writes its answer after 'Answer:' and the probability of its first --track answer "
+                         "tokens is traced (pairs video->question, video->last, question->last, response->last); "
+                         "--target is then 'open-ended'")
+    oe.add_argument("--track", type=positive_int, default=1, metavar="N", help="answer tokens traced (default 1)")
+    oe.add_argument("--max-new-tokens", type=positive_int, default=24, metavar="N",
+                    help="answer length generated (default 24)")
+    oe.add_argument("--answer-prefix", default="Answer:", metavar="TEXT",
+                    help="what the prompt ends with (default 'Answer:', the bundled model's; '' for VCGBench's "
+                         "official prompt)")
+    at = p.add_argument_group("gradient edge attribution (--attribution)")
+    at.add_argument("--attribution", action="store_true",
+                    help="first-order estimates of every pair of --target at every layer from one forward and one "
+                         "backward pass a sample instead of exact knockouts (videolens.knockout.attribution; "
+                         "one-layer windows)")
 
 
 def _sweep_dataset(model, samples, settings, args, out: Path, model_path: str) -> list:
@@ -185,12 +188,40 @@ def _attribution(model, samples, targets, args, out: Path) -> int:
     return 0
 
 
+MODE_OPTIONS = {
+    "knockout": {"samples": "correct", "self_edges": "block", "heads": None, "batch_conditions": 1,
+                 "compare_model": None},
+    "open-ended": {"track": 1, "max_new_tokens": 24, "answer_prefix": "Answer:"},
+}
+"""Options of one mode, with their defaults: given in another mode, they are refused (not ignored)."""
+
+
+def _check_mode_options(args) -> None:
+    """One line for an option that belongs to another mode than the one run.
+
+    Raises:
+        ValueError: ``--open-ended`` with ``--attribution``, or e.g. ``--track`` without ``--open-ended``.
+    """
+    if args.open_ended and args.attribution:
+        raise ValueError("--open-ended and --attribution are two modes: give one")
+    mode = "open-ended" if args.open_ended else "attribution" if args.attribution else "knockout"
+    for owner, options in MODE_OPTIONS.items():
+        if owner == mode:
+            continue
+        given = [k for k, default in options.items() if getattr(args, k) != default]
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(f"{flags}: only with the {owner} mode" + ("" if owner == "knockout" else " (--open-ended)")
+                             + f"; this run is the {mode} mode")
+
+
 def run(args) -> int:
     from videolens.knockout import TARGETS, KnockoutSettings, check_window, get_target
     from videolens.layers import resolve_heads
     from videolens.knockout.summary import write_summary_csv
     from videolens.plots.knockout import plot_models
 
+    _check_mode_options(args)
     if args.open_ended:
         args.target = ["open-ended"]
     if not args.target:

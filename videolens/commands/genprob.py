@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List
-
 import numpy as np
 
 from .common import (add_model_arguments, add_sample_arguments, bounded_float, load_model,
@@ -33,36 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the final layer's (default 1); table in early_exit.csv, figure early_exit.png")
 
 
-def genprob_records(model, inputs, mode: str) -> List[Dict[str, Any]]:
-    from videolens.lens import answer_probability_by_layer
-
-    ap = answer_probability_by_layer(model, inputs, mode=mode)
-    final = ap.records()[-1]
-    summary = {"kind": "answer", "answer": final["argmax"], "correct": final["argmax"] == ap.true_letter,
-               "probs": final["probs"]}
-    return [summary, *({"kind": "layer", **r} for r in ap.records())]
-
-
-def curves(records: List[Dict[str, Any]], only_correct: bool = False):
-    """``(layers, labels, p_true [n, n_lens], p_false_mean [n, n_lens], sample_ids)`` from records."""
-    correct = {r["sample_id"]: r["correct"] for r in records if r.get("kind") == "answer"}
-    by_sample: Dict[str, List[Dict[str, Any]]] = {}
-    for r in records:
-        if r.get("kind") == "layer" and (not only_correct or correct.get(r["sample_id"])):
-            by_sample.setdefault(r["sample_id"], []).append(r)
-    if not by_sample:
-        return [], [], np.zeros((0, 0)), np.zeros((0, 0)), []
-    ids = list(by_sample)
-    rows = [sorted(by_sample[s], key=lambda r: r["layer"]) for s in ids]
-    layers = [r["layer"] for r in rows[0]]
-    labels = [r["label"] for r in rows[0]]
-    p_true = np.array([[r["p_true"] for r in rs] for rs in rows])
-    p_false = np.array([[r["p_false_mean"] for r in rs] for rs in rows])
-    return layers, labels, p_true, p_false, ids
-
-
 def run(args) -> int:
     from videolens.lens.early_exit import early_exit, table
+    from videolens.lens.genprob import curves, genprob_records
     from videolens.plots.lens import plot_answer_probability, plot_early_exit
     from videolens.stats import PROBABILITY, mean_ci
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Dict, List
 
 from .common import (add_model_arguments, add_sample_arguments, load_model, load_samples, non_negative_int,
                      positive_int, run_config, sharded_samples)
@@ -43,53 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-maps", type=non_negative_int, default=1, help="word-map figures for the first N samples (default 1)")
 
 
-def lens_records(model, inputs, matcher, args) -> List[Dict[str, Any]]:
-    """Records of one sample: per-layer counts, keyword hits, and (``--save-topk``) the top-k."""
-    from videolens.lens import count_keywords, logit_lens
-
-    groups = [g.strip() for g in args.positions.split(",") if g.strip()]
-    lens = logit_lens(model, inputs, positions=groups, layers=args.layers, k=args.k, mode=args.mode,
-                      chunk_size=args.chunk_size)
-    counts = count_keywords(lens, matcher, inputs.layout)
-    per_cat = counts.per_layer_category()
-    per_kw = counts.per_layer()
-    out: List[Dict[str, Any]] = []
-    for i, (l, label) in enumerate(zip(lens.layers, lens.labels)):
-        out.append({
-            "kind": "layer_counts", "layer": l, "label": label, "n_positions": len(lens.positions),
-            "hits": {c: int(v[i]) for c, v in per_cat.items()},
-            "keywords": {kw: int(n) for kw, n in zip(counts.keywords, per_kw[i].tolist()) if n},
-        })
-    out += [{"kind": "hit", **r} for r in counts.hit_records(lens)]
-    if args.save_topk:
-        for i, (l, label) in enumerate(zip(lens.layers, lens.labels)):
-            out.append({"kind": "topk", "layer": l, "label": label, "positions": lens.positions.tolist(),
-                        "tokens": lens.tokens[i].tolist(), "probs": [[round(p, 6) for p in r] for r in lens.probs[i].tolist()]})
-    return out
-
-
-def binned_from_records(records: List[Dict[str, Any]], n_layers: int, size: int) -> Dict[str, Dict[str, Any]]:
-    """Sum ``layer_counts`` records into non-overlapping layer bins (``plots.plot_keyword_frequency`` input)."""
-    from videolens.lens import layer_bins
-
-    rows = [r for r in records if r.get("kind") == "layer_counts"]
-    bins = layer_bins(n_layers, size, sorted({r["layer"] for r in rows}))
-    out: Dict[str, Dict[str, Any]] = {}
-    for name, members in bins.items():
-        hits: Dict[str, int] = {}
-        n = 0
-        for r in rows:
-            if r["layer"] in members:
-                n += r["n_positions"]
-                for c, v in r["hits"].items():
-                    hits[c] = hits.get(c, 0) + v
-        out[name] = {"layers": members, "n": n, "hits": hits}
-    return out
-
-
 def run(args) -> int:
     from videolens.lens import KeywordMatcher, layer_bins, load_keywords, merge_keyword_sets, resolve_lens_layers
+    from videolens.lens.records import LensSettings, binned_from_records, lens_records
     from videolens.plots import lens as plots
+
+    settings = LensSettings(positions=args.positions, layers=args.layers, k=args.k, mode=args.mode,
+                            chunk_size=args.chunk_size, save_topk=args.save_topk)
     samples = load_samples(args)
     kwset = merge_keyword_sets([load_keywords(k) for k in args.keywords])
     model = load_model(args)
@@ -100,10 +59,10 @@ def run(args) -> int:
         print(f"{len(matcher.skipped)} keyword(s) cannot be matched with this tokenizer: "
               + ", ".join(f"{w} ({why})" for _, w, why in matcher.skipped[:10]) + (" ..." if len(matcher.skipped) > 10 else ""))
     out = Path(args.out)
-    config = run_config(args, model, NAME, positions=args.positions, layers=args.layers, k=args.k, mode=args.mode,
-                        keywords={c: list(w) for c, w in kwset.categories.items()}, save_topk=args.save_topk)
+    config = run_config(args, model, NAME, **settings.header(),
+                        keywords={c: list(w) for c, w in kwset.categories.items()})
     done = sharded_samples(args, model, out, "lens.jsonl", config, samples,
-                           lambda s, inp: lens_records(model, inp, matcher, args), "lens")
+                           lambda s, inp: lens_records(model, inp, matcher, settings), "lens")
     if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     records, counts = done

@@ -59,40 +59,21 @@ def add_arguments(p) -> None:
                         "from the paper) and drop the video rows from that layer on (videolens.pathways.pruned)")
 
 
-def _discover(args):
-    """The spec of ``--discover FLOW_DIR`` (also written to OUT), per ``--discover-by`` groups too."""
-    import json
-
-    from videolens.pathways import load_spec
-    from videolens.pathways.discover import discover_spec_data, discover_specs
-    from videolens.running.records import read_records
-
-    flow = Path(args.discover) / "records.jsonl"
-    if not flow.is_file():
-        raise FileNotFoundError(f"--discover {args.discover}: no flow records (records.jsonl) there")
-    header = json.loads(flow.read_text().splitlines()[0]).get("config", {})
-    n_layers = header.get("n_layers")
-    if not isinstance(n_layers, int):
-        raise ValueError(f"--discover {args.discover}: its records header does not say the model's n_layers")
-    records = read_records(flow)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = discover_spec_data(records, n_layers, "discovered", args.discover_threshold)
-    (out / "discovered_spec.json").write_text(json.dumps(data, indent=1))
-    if args.discover_by != "all":
-        groups = discover_specs(records, n_layers, args.discover_by, args.discover_threshold)
-        (out / "discovered_specs.json").write_text(json.dumps(
-            {g: {t: [list(r) for r in rs] for t, rs in s.kept.items()} for g, s in groups.items()}, indent=1))
-    return load_spec(out / "discovered_spec.json")
-
-
 def run(args) -> int:
     from videolens.pathways import evaluate, load_spec, summarize, summary_markdown, write_summary
     from videolens.plots.pathways import plot_summary
 
     if (args.spec is None) == (args.discover is None):
         raise ValueError("give exactly one of --spec NAME and --discover FLOW_DIR")
-    spec = load_spec(args.spec) if args.spec else _discover(args)  # a bad spec fails before the model loads
+    if args.spec:
+        spec = load_spec(args.spec)  # a bad spec fails before the model loads
+    else:
+        from videolens.pathways.discover import discover_from_flow
+
+        try:
+            spec = discover_from_flow(args.discover, args.out, args.discover_threshold, args.discover_by)
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"--discover {args.discover}: {exc}") from None
     if args.prune:
         from videolens.pathways.pruned import prunable
 

@@ -331,7 +331,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         return rows[0] if len(rows) == 1 else rows
 
     # ---- answers ------------------------------------------------------------------------------
-    def option_logits(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None
+    def option_logprobs(self, inputs: VideoLLMInput, logits: Optional[torch.Tensor] = None
                       ) -> Float[torch.Tensor, "*batch n_options"]:
         """Log-probabilities (full-vocabulary log-softmax, fp32) of each option letter at the last
         position: ``[n_options]`` for one input, ``[batch, n_options]`` for a stacked batch.
@@ -361,9 +361,9 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         A stacked batch (``stack_inputs``) gives a list of such dicts, one per row.
 
         Raises:
-            NonFiniteError: NaN or infinite logits (``option_logits``).
+            NonFiniteError: NaN or infinite logits (``option_logprobs``).
         """
-        lp = self.option_logits(inputs, logits).detach()
+        lp = self.option_logprobs(inputs, logits).detach()
         if lp.dim() == 2:  # a batch: one dict per row
             return [{L: float(p) for L, p in zip(inputs.layout.letters, row.exp())} for row in lp]
         return {L: float(p) for L, p in zip(inputs.layout.letters, lp.exp())}

@@ -14,6 +14,8 @@ Difference from the paper: the official script tracks the n-th VERB of the answe
 first ``track`` generated answer tokens (or the offsets given), and every record names its token.
 The answer is prompted with ``answer_prefix`` in place of the template's (``"Answer:"``: the bundled
 model's open-ended signal); the options stay in the prompt as the template writes them.
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#open-ended-knockout.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Example::
     settings = KnockoutSettings(targets=("cross-frame", "vql-to-ql"), window=9, samples="correct")
     records = sweep(model, inputs, settings=settings)          # every target, one sample
     run_dataset(model, samples, settings, out="runs/flow")     # a dataset, resumable
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#attention-knockout.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ Example::
     import videolens as vl
     records = vl.knockout.sweep(model, inputs, "cross-frame", window=9)
     records[0]   # {"pair": "cross-frame", "layer": 0, "layers": [0, 1, 2, 3, 4], "rel_change": -12.5, ...}
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#attention-knockout.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Projection modes (``LENS_MODES``, a registry; add one with ``register_lens_mode`
 - ``"raw_embed"``: the paper's released code: the raw residual (no norm) times the transpose of the
   *input* embedding matrix, ``x @ W_E.T``, at every lens layer including the last. Probabilities are
   the softmax of these scores over the vocabulary. Offered to reproduce the paper's figures.
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#logit-lens.
 """
 
 from __future__ import annotations

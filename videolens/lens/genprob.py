@@ -3,6 +3,8 @@
 Paper: Kim et al. 2026, Finding 3: the option letter's probability, read through the logit lens
 at the last prompt position, rises sharply in middle-to-late layers, right after video-to-question
 integration.
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#answer-probability-by-layer.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float
 
@@ -17,7 +20,7 @@ from ..errors import NonFiniteError
 from ..prompting.inputs import VideoLLMInput
 from .core import _mode, capture_resid, resid_label, lens_logits
 
-__all__ = ["AnswerProbabilities", "answer_probability_by_layer"]
+__all__ = ["AnswerProbabilities", "answer_probability_by_layer", "genprob_records", "curves"]
 
 
 @dataclass
@@ -128,3 +131,33 @@ def answer_probability_by_layer(model, inputs: VideoLLMInput, mode: str = "final
     letters = list(inputs.layout.letters)
     ids = torch.tensor([inputs.option_token_ids[c] for c in letters], device=logp.device)
     return AnswerProbabilities(layers, letters, logp[:, ids].exp().cpu(), inputs.layout.true_letter, L, mode)
+
+
+def genprob_records(model, inputs, mode: str) -> List[Dict[str, Any]]:
+    """Records of one sample for a dataset run (``videolens genprob``): the final layer's answer
+    (``kind`` ``answer``: argmax letter, whether it is right, the option probabilities), then one
+    ``layer`` record per lens layer (``AnswerProbabilities.records``)."""
+    ap = answer_probability_by_layer(model, inputs, mode=mode)
+    final = ap.records()[-1]
+    summary = {"kind": "answer", "answer": final["argmax"], "correct": final["argmax"] == ap.true_letter,
+               "probs": final["probs"]}
+    return [summary, *({"kind": "layer", **r} for r in ap.records())]
+
+
+def curves(records: List[Dict[str, Any]], only_correct: bool = False):
+    """``(layers, labels, p_true [n, n_lens], p_false_mean [n, n_lens], sample_ids)`` from a run's
+    records (``genprob_records``), samples answered right only with ``only_correct``."""
+    correct = {r["sample_id"]: r["correct"] for r in records if r.get("kind") == "answer"}
+    by_sample: Dict[str, List[Dict[str, Any]]] = {}
+    for r in records:
+        if r.get("kind") == "layer" and (not only_correct or correct.get(r["sample_id"])):
+            by_sample.setdefault(r["sample_id"], []).append(r)
+    if not by_sample:
+        return [], [], np.zeros((0, 0)), np.zeros((0, 0)), []
+    ids = list(by_sample)
+    rows = [sorted(by_sample[s], key=lambda r: r["layer"]) for s in ids]
+    layers = [r["layer"] for r in rows[0]]
+    labels = [r["label"] for r in rows[0]]
+    p_true = np.array([[r["p_true"] for r in rs] for rs in rows])
+    p_false = np.array([[r["p_false_mean"] for r in rs] for rs in rows])
+    return layers, labels, p_true, p_false, ids

@@ -24,6 +24,8 @@ Example::
     print(pw.count_edges(inputs.layout, plan).summary())    # "42.7% (11.0M/25.7M)"
     logits = model.run_with_hooks(inputs, fwd_hooks=pw.PathwayMasker(inputs.layout, plan).fwd_hooks())
     records = pw.evaluate_sample(model, inputs, spec)       # full / pathways / random
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#effective-pathways.
 """
 
 from .counting import EdgeCounts, count_blocked, count_edges, format_count, full_edges, synthetic_layout

@@ -23,7 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from .loading import spec_from_dict
 from .spec import PathwaySpec
 
-__all__ = ["DISCOVERED_TYPES", "discover_spec", "discover_spec_data", "discover_specs", "kept_ranges"]
+__all__ = ["DISCOVERED_TYPES", "discover_spec", "discover_spec_data", "discover_specs", "kept_ranges",
+           "discover_from_flow"]
 
 DISCOVERED_TYPES = {
     "cross_frame": ("cross-frame", "cross-frame"),
@@ -115,3 +116,37 @@ def discover_specs(records: Iterable[dict], n_layers: int, group_by: str = "task
         groups[str(key)].append(r)
     return {g: discover_spec(rs, n_layers, f"{name}-{g}", threshold, merge_gap) for g, rs in groups.items()
             if any("rel_change" in r for r in rs)}
+
+
+def discover_from_flow(flow_dir, out_dir, threshold: float = 10.0, group_by: str = "all") -> PathwaySpec:
+    """The spec discovered from a ``videolens flow`` folder's records, written to
+    ``out_dir/discovered_spec.json`` (and, with ``group_by`` ``"task"`` / ``"sample"``, one spec per
+    group in ``out_dir/discovered_specs.json``); returns the first, loaded as ``load_spec`` would.
+
+    Raises:
+        FileNotFoundError: no ``records.jsonl`` in ``flow_dir``.
+        ValueError: its header does not give the model's ``n_layers``.
+    """
+    import json
+    from pathlib import Path
+
+    from ..running.records import read_records
+    from .loading import load_spec
+
+    flow = Path(flow_dir) / "records.jsonl"
+    if not flow.is_file():
+        raise FileNotFoundError("no flow records (records.jsonl) there")
+    header = json.loads(flow.read_text().splitlines()[0]).get("config", {})
+    n_layers = header.get("n_layers")
+    if not isinstance(n_layers, int):
+        raise ValueError("its records header does not say the model's n_layers")
+    records = read_records(flow)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "discovered_spec.json").write_text(json.dumps(discover_spec_data(records, n_layers, "discovered",
+                                                                             threshold), indent=1))
+    if group_by != "all":
+        groups = discover_specs(records, n_layers, group_by, threshold)
+        (out / "discovered_specs.json").write_text(json.dumps(
+            {g: {t: [list(r) for r in rs] for t, rs in s.kept.items()} for g, s in groups.items()}, indent=1))
+    return load_spec(out / "discovered_spec.json")

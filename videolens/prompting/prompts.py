@@ -8,6 +8,8 @@ The paper's evaluation prompt (PLLaVA ``eval_mvbench``, as the official code bui
 A template is plain data: the text around the video block and the question block. The builder
 writes the prompt piece by piece and records the character span of every named piece, so token
 spans come from the tokenizer's offset mapping and are never searched for afterwards.
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#prompt-and-frames.
 """
 
 from __future__ import annotations

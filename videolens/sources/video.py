@@ -12,6 +12,8 @@ and the middle frame of each segment is taken::
 Policy for short clips: when the clip (or the ``[start, end]`` window) holds fewer frames than
 ``num_frames``, the rule above repeats frames, exactly as the reference code does; a
 ``ShortClipWarning`` says so. Nothing is padded or invented.
+
+Method notes (the paper's section, the official code's lines): docs/methods.md#prompt-and-frames.
 """
 
 from __future__ import annotations
