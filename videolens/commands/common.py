@@ -151,10 +151,11 @@ def sharded_samples(args, model, out: Path, name: str, config: Dict[str, Any], s
     return records, counts
 
 
-def load_model(args, path=None):
+def load_model(args, path=None, num_frames=None):
     """The HookedVideoLLM named by --model (or ``path``, or the bundled default), with --device,
-    --dtype, --num-frames and the family options given applied; --revision belongs to --model
-    alone (a second model, ``path``, is fetched at its default revision)."""
+    --dtype, --num-frames (or ``num_frames``) and the family options given applied; --revision
+    belongs to --model alone (a second model, ``path``, is fetched at its default revision).
+    ``args`` is left as parsed: the frames a run uses are ``run_frames(args, model)``."""
     from videolens.hooked.model import HookedVideoLLM
 
     revision = getattr(args, "revision", None) if path is None else None  # --revision is --model's
@@ -163,10 +164,8 @@ def load_model(args, path=None):
 
     options = {name: getattr(args, name, None) for name in family_options()}
     model = HookedVideoLLM.from_pretrained(path, device=rank_device(args.device), dtype=DTYPES[args.dtype],
-                                           num_frames=getattr(args, "num_frames", None), revision=revision,
-                                           **{k: v for k, v in options.items() if v is not None})
-    if getattr(args, "num_frames", None) is None:
-        args.num_frames = model.default_num_frames  # run configs record the frames actually used
+                                           num_frames=num_frames or getattr(args, "num_frames", None),
+                                           revision=revision, **{k: v for k, v in options.items() if v is not None})
     if getattr(args, "template", None):
         from videolens.prompting.prompts import get_template
 
@@ -317,6 +316,12 @@ def sample_source(args) -> Dict[str, Any]:
             "start": args.start, "end": args.end}
 
 
+def run_frames(args, model) -> int:
+    """Frames per clip of this run: --num-frames, else the model's default (the one rule of
+    ``weights_conversion.options.default_num_frames``, applied at load)."""
+    return args.num_frames or model.default_num_frames
+
+
 def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
     """A run's identity for its records header: command, model (name and fingerprint of its files),
     dtype, frames and the video grid they give, the data (``sample_source``) and the command's own
@@ -325,7 +330,8 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
         else "bundled:tiny-videollm"  # a folder, or a name / hub id (the fingerprint ties it to its weights)
     return {"command": command, "model": model_name,
             "model_fingerprint": getattr(model, "fingerprint", None), "dtype": args.dtype,
-            "num_frames": args.num_frames, **_video_grid(model, args.num_frames), **sample_source(args), **settings,
+            "num_frames": run_frames(args, model), **_video_grid(model, run_frames(args, model)),
+            **sample_source(args), **settings,
             **({"template": args.template} if getattr(args, "template", None) else {})}
 
 

@@ -44,7 +44,7 @@ def _run(args) -> int:
 
     from weights_conversion.writers import write_demo_standin
 
-    from .common import default_model_path, load_model
+    from .common import default_model_path, load_model, run_frames
 
     out = Path(args.out)
     data_dir = out / "data"
@@ -85,7 +85,7 @@ def _run(args) -> int:
     sample_mode = args.samples if model.checkpoint_config.get("videolens_note") is None else "all"
     flow_dir = out / "flow"
     config = {"command": "demo", "model": args.model or "bundled", "model_fingerprint": model.fingerprint,
-              "dtype": args.dtype, "num_frames": args.num_frames}
+              "dtype": args.dtype, "num_frames": run_frames(args, model)}
     settings = KnockoutSettings(targets=(target,), window=window, samples=sample_mode)
     records = run_dataset(model, samples, settings, flow_dir, num_frames=args.num_frames, config=config)
     if records:  # the model loaded once serves both steps

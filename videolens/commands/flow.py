@@ -33,7 +33,7 @@ from typing import Optional
 from videolens.running.distributed import world as dist_world
 
 from .common import (positive_int, non_negative_int, add_model_arguments, add_sample_arguments, load_model,
-                     load_samples, run_config, require_options, sharded_samples)
+                     load_samples, run_config, run_frames, require_options, sharded_samples)
 
 NAME = "flow"
 DEFAULT_WINDOW = 9  # the paper's knockout window
@@ -270,8 +270,9 @@ def run(args) -> int:
     n_layers = model.cfg.n_layers
     runs = {Path(main_name).name or main_name: records}
     if args.compare_model is not None:
+        frames = run_frames(args, model)  # the second model sees the same frames
         del model  # one model in memory at a time
-        other = load_model(args, path=args.compare_model)
+        other = load_model(args, path=args.compare_model, num_frames=frames)
         compare = _sweep_dataset(other, samples, settings.check(other), args, out / "compare", str(args.compare_model))
         if compare is None:
             return 0

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from .common import (add_model_arguments, add_sample_arguments, load_model, load_samples, non_negative_int,
-                     positive_int, run_config, sharded_samples)
+                     positive_int, run_config, run_frames, sharded_samples)
 
 NAME = "lens"
 HELP = "logit lens over video tokens: keyword hits per layer bin, frame and cell, with figures"
@@ -80,7 +80,7 @@ def run(args) -> int:
                 continue
             meta = next(r for r in records if r["sample_id"] == sid and r.get("kind") == "sample")
             hits = [r for r in records if r["sample_id"] == sid and r.get("kind") == "hit"]
-            frames = by_id[sid].load(args.num_frames).frames
+            frames = by_id[sid].load(run_frames(args, model)).frames
             grid = tuple(meta["video_grid"])
             plots.plot_word_map(frames, hits, grid, layer_bins(L, args.bin_size, sel_layers),
                                 out / f"word_map_{shown}_{safe_name(sid)}.png", title=f"{sid}: top-1 lens keywords")
