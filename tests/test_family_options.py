@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 import videolens as vl
 
@@ -18,7 +19,7 @@ def test_families_declare_their_options_and_the_known_checkpoints_use_only_those
     from weights_conversion.registry import FAMILIES, model_options
 
     opts = model_options()
-    assert set(opts) == {"pooling_shape", "max_visual_tokens"}
+    assert set(opts) == {"pooling_shape", "max_visual_tokens", "min_pixels", "max_pixels"}
     assert opts["pooling_shape"].frames([6, 12, 12]) == 6 and opts["max_visual_tokens"].frames is None
     declared = {o.name for f in FAMILIES.values() for o in f.options}
     for m in MODELS.values():
@@ -34,6 +35,26 @@ def test_an_option_the_family_does_not_declare_is_refused(tiny_pllava_dir):
         vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", max_visual_tokens=16)
     with pytest.raises(TypeError, match=r"unexpected keyword\(s\) \['pooling'\] \(family options: "):
         vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", pooling=(2, 2, 2))
+
+
+def test_a_pixel_bound_option_sets_the_qwen_vl_front_end(tmp_path, clip_path, tiny_pllava_dir):
+    from videolens.testing import make_tiny_qwen2_5_vl
+
+    ck = make_tiny_qwen2_5_vl(tmp_path / "qwen")
+    plain = vl.HookedVideoLLM.from_pretrained(ck, device="cpu")
+    wide = vl.HookedVideoLLM.from_pretrained(ck, device="cpu", max_pixels=112 * 112, min_pixels=112 * 112)
+    assert plain.vision.preprocess.max_pixels == 56 * 56 and wide.vision.preprocess.max_pixels == 112 * 112
+    sample = vl.VideoQA(video=str(clip_path), question="What moves?", candidates=["left", "right"], answer="left")
+    a, b = plain.prepare(sample, num_frames=4), wide.prepare(sample, num_frames=4)
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    H, W = smart_resize(*a.video.frames.shape[1:3], 28, 112 * 112, 112 * 112)  # 112 x 140: above max_pixels
+    assert a.layout.video_grid[1:] == (2, 2) and b.layout.video_grid[1:] == (H // 28, W // 28)
+    assert torch.isfinite(wide(b)).all()
+    with pytest.raises(ValueError, match="max_pixels does not apply to a pllava checkpoint"):
+        vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu", max_pixels=112 * 112)
+    with pytest.raises(Exception, match="min_pixels 12544 is larger than max_pixels 3136"):
+        vl.HookedVideoLLM.from_pretrained(ck, device="cpu", min_pixels=112 * 112)
 
 
 def test_one_frame_count_rule():

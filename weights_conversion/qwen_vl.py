@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from videolens.registry import Registry
 
 from .checkpoint import CheckpointError, Weights, materialize_meta_buffers, read_json_object
+from .options import FamilyOption, parse_positive_int, positive_int_value
 from .registry import ConvertedModel, Family, register
 from .text_backbones import convert_text_weights, hooked_config, rope_tables
 
@@ -90,7 +91,9 @@ def _vision(spec: QwenVLSpec, config: dict, weights: Weights, dtype: torch.dtype
     return tower.to(dtype).eval()
 
 
-def _preprocessor(path: Path, vc) -> QwenVLPreprocessor:
+def _preprocessor(path: Path, vc, config: dict) -> QwenVLPreprocessor:
+    """The video preprocessor: pixel bounds from ``video_preprocessor_config.json``, unless the
+    ``min_pixels`` / ``max_pixels`` options (written into ``config``) override them."""
     kw = {}
     f = Path(path) / "video_preprocessor_config.json"
     if f.is_file():
@@ -104,6 +107,9 @@ def _preprocessor(path: Path, vc) -> QwenVLPreprocessor:
         warnings.warn(f"{f} is absent: frames are sized with transformers' video-processor defaults (pixel bounds "
                       f"128x28x28 to 768x28x28); patch and merge sizes come from config.json's vision_config",
                       stacklevel=2)
+    kw.update({k: int(config[k]) for k in ("min_pixels", "max_pixels") if config.get(k) is not None})
+    if kw.get("min_pixels", 0) > kw.get("max_pixels", float("inf")):
+        raise CheckpointError(f"{path}: min_pixels {kw['min_pixels']} is larger than max_pixels {kw['max_pixels']}")
     return QwenVLPreprocessor(patch_size=int(vc.patch_size), merge_size=int(vc.spatial_merge_size),
                               temporal_patch_size=int(vc.temporal_patch_size), **kw)
 
@@ -120,7 +126,7 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
         raise CheckpointError(f"{where}: mrope_section {sections} does not cover head_dim {cfg.d_head} (sum x 2)")
     state_dict = convert_text_weights(weights, "text.", text_config, cfg)
     tower = _vision(spec, config, weights, dtype)
-    vision = QwenVLFrontEnd(tower, _preprocessor(path, tower.config),
+    vision = QwenVLFrontEnd(tower, _preprocessor(path, tower.config, config),
                             tower.config.tokens_per_second if spec.timed else None)
     plain = rope_tables(text_config, cfg.n_ctx, dtype)
     inv_freq = 1.0 / (theta ** (torch.arange(0, cfg.d_head, 2, dtype=torch.float) / cfg.d_head))
@@ -140,5 +146,13 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
     )
 
 
+MIN_PIXELS = FamilyOption("min_pixels", positive_int_value, parse_positive_int,
+                          "smallest frame area in pixels after resizing (the video processor's min_pixels; default: "
+                          "video_preprocessor_config.json's)")
+MAX_PIXELS = FamilyOption("max_pixels", positive_int_value, parse_positive_int,
+                          "largest frame area in pixels after resizing (the video processor's max_pixels; sets the "
+                          "video-token count; default: video_preprocessor_config.json's)")
+
 FAMILY = register(Family("qwen_vl", ("qwen2_5_vl", "qwen2_vl"), convert,
-                         "Qwen2.5-VL and Qwen2-VL (ViT, 2x2 merger, Qwen2 with 3-D M-RoPE in the hooked attention)"))
+                         "Qwen2.5-VL and Qwen2-VL (ViT, 2x2 merger, Qwen2 with 3-D M-RoPE in the hooked attention)",
+                         options=(MIN_PIXELS, MAX_PIXELS)))

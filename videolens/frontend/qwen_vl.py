@@ -122,9 +122,11 @@ class QwenVLFrontEnd(VisionFrontEnd):
     def patch_features(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "t h w d"]:
         pp = self.preprocess
         T, _, H, W = pixel_values.shape
-        t, h, w = self.output_grid(T, (H, W))
-        if (h * pp.factor, w * pp.factor) != (H, W):
+        # the grid of frames already resized: read from their size, not resized again (smart_resize is
+        # not idempotent: with min_pixels == max_pixels its rounding can land above max_pixels)
+        if H % pp.factor or W % pp.factor:
             raise ValueError(f"frames of {H}x{W} pixels do not split into {pp.factor}-pixel merge blocks")
+        t, h, w = T // pp.temporal_patch_size, H // pp.factor, W // pp.factor
         grid = torch.tensor([[t, H // pp.patch_size, W // pp.patch_size]], device=pixel_values.device)
         flat = patchify_video(pixel_values, pp.patch_size, pp.merge_size, pp.temporal_patch_size)
         out = self.tower(flat, grid_thw=grid)
