@@ -139,16 +139,16 @@ def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str 
                                        title=f"{prefix}{t}: correct vs incorrect samples ({n_layers} layers, window {window})")
 
 
-def _open_ended(model, samples, args, out: Path) -> int:
+def _open_ended(model, samples, args, out: Path, window: int) -> int:
     """``--open-ended``: ``videolens.knockout.open_ended`` on every unfinished sample, resumable records,
     summary and the figure ``flow_open-ended.png``."""
     from videolens.knockout.open_ended import answer_prefix, open_ended_sweep
     from videolens.knockout.summary import write_summary_csv
     config = run_config(args, model, NAME, open_ended=True, track=args.track, max_new_tokens=args.max_new_tokens,
-                        answer_prefix=args.answer_prefix, window=args.window, method=args.method)
+                        answer_prefix=args.answer_prefix, window=window, method=args.method)
     with answer_prefix(model, args.answer_prefix):  # prepare() ends every prompt with it
         done = sharded_samples(args, model, out, "records.jsonl", config, samples,
-                               lambda sample, inputs: open_ended_sweep(model, inputs, window=args.window,
+                               lambda sample, inputs: open_ended_sweep(model, inputs, window=window,
                                                                        track=args.track,
                                                                        max_new_tokens=args.max_new_tokens,
                                                                        method=args.method), "open-ended")
@@ -158,7 +158,7 @@ def _open_ended(model, samples, args, out: Path) -> int:
     if records:
         write_summary_csv(records, out / "summary.csv")
         if not args.no_figures:
-            _figures(records, ["open-ended"], out, model.cfg.n_layers, args.window)
+            _figures(records, ["open-ended"], out, model.cfg.n_layers, window)
     print(f"open-ended records ({len({r['sample_id'] for r in records})} sample(s)) in {out}", file=sys.stderr)
     return 0
 
@@ -216,7 +216,7 @@ def _check_mode_options(args) -> None:
 
 
 def run(args) -> int:
-    from videolens.knockout import TARGETS, KnockoutSettings, check_window, get_target
+    from videolens.knockout import TARGETS, KnockoutSettings, check_window
     from videolens.layers import resolve_heads
     from videolens.knockout.summary import write_summary_csv
     from videolens.plots.knockout import plot_models
@@ -226,23 +226,28 @@ def run(args) -> int:
         args.target = ["open-ended"]
     if not args.target:
         raise ValueError("--target is required (or --open-ended)")
-    names = sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
-    if args.open_ended:
-        names = []
-    targets = [get_target(n) for n in names]  # unknown name: error listing the known ones, before loading
+    names = [] if args.open_ended else sorted(TARGETS) if "all" in args.target else list(dict.fromkeys(args.target))
+    if args.heads is not None and len(set(args.heads)) != len(args.heads):
+        raise ValueError(f"--heads {args.heads}: a head is given twice")
+    settings = None
+    if names:  # the knockout settings, built and checked here (an unknown target fails before the model loads)
+        settings = KnockoutSettings(targets=tuple(names), window=args.window or DEFAULT_WINDOW, heads=args.heads,
+                                    samples=args.samples, self_edges=args.self_edges, method=args.method,
+                                    batch_conditions=args.batch_conditions)
     compare_layers = _compare_preflight(args)
     samples = load_samples(args)
     if not args.open_ended:
         require_options(samples, NAME)
     model = load_model(args)
-    if args.window is None:
-        args.window = min(DEFAULT_WINDOW, model.cfg.n_layers)
-        if args.window < DEFAULT_WINDOW:
-            print(f"--window not given: {args.window} (the model has {model.cfg.n_layers} layers; the paper's "
+    window = args.window
+    if window is None:
+        window = min(DEFAULT_WINDOW, model.cfg.n_layers)
+        if window < DEFAULT_WINDOW:
+            print(f"--window not given: {window} (the model has {model.cfg.n_layers} layers; the paper's "
                   f"{DEFAULT_WINDOW} needs at least {DEFAULT_WINDOW})", file=sys.stderr)
-    check_window(args.window, model.cfg.n_layers)  # window larger than the model: error
-    if compare_layers is not None and args.window > compare_layers:
-        raise ValueError(f"--compare-model {args.compare_model}: window {args.window} is larger than its "
+    check_window(window, model.cfg.n_layers)  # window larger than the model: error
+    if compare_layers is not None and window > compare_layers:
+        raise ValueError(f"--compare-model {args.compare_model}: window {window} is larger than its "
                          f"{compare_layers} layers")
     if args.heads is not None:
         try:
@@ -250,19 +255,16 @@ def run(args) -> int:
         except ValueError:
             raise ValueError(f"--heads {args.heads} out of range for {model.cfg.n_heads} heads (distinct indices "
                              "from 0)") from None
-    settings = None
-    if not args.open_ended:  # the knockout settings, built and checked once here and passed down whole
-        settings = KnockoutSettings(targets=tuple(targets), window=args.window, heads=args.heads, samples=args.samples,
-                                    self_edges=args.self_edges, method=args.method,
-                                    batch_conditions=args.batch_conditions).check(model)
+    if settings is not None:  # passed down whole from here
+        settings = settings.replace(window=window).check(model)
 
     out = Path(args.out)
     if (args.open_ended or args.attribution) and dist_world()[1] > 1:
         raise ValueError("--open-ended and --attribution run in one process (not sharded by torchrun yet)")
     if args.open_ended:
-        return _open_ended(model, samples, args, out)
+        return _open_ended(model, samples, args, out, window)
     if args.attribution:
-        return _attribution(model, samples, targets, args, out)
+        return _attribution(model, samples, list(settings.targets), args, out)
     main_name = str(args.model or "bundled")
     records = _sweep_dataset(model, samples, settings, args, out, main_name)
     if records is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
@@ -283,17 +285,17 @@ def run(args) -> int:
         if compare:
             write_summary_csv(compare, out / "compare" / "summary.csv")
             if not args.no_figures:
-                _figures(compare, names, out / "compare", other.cfg.n_layers, args.window, f"{label}: ")
+                _figures(compare, names, out / "compare", other.cfg.n_layers, window, f"{label}: ")
     if not records:
         print("no records to plot (no sample passed the filters)", file=sys.stderr)
         return 0
     write_summary_csv(records, out / "summary.csv")
     if not args.no_figures:
-        _figures(records, names, out, n_layers, args.window, split=args.samples == "all")
+        _figures(records, names, out, n_layers, window, split=args.samples == "all")
         if args.compare_model is not None and runs[list(runs)[1]]:
             for t in names:
                 plot_models(runs, t, path=out / f"flow_{t}_compare.png",
-                            title=f"{t}: " + " vs ".join(runs) + f" (window {args.window})")
+                            title=f"{t}: " + " vs ".join(runs) + f" (window {window})")
     print(f"records.jsonl, summary.csv and flow_<target>.png in {out}"
           + ("; flow_<target>_compare.png draws both models" if args.compare_model else ""), file=sys.stderr)
     return 0
