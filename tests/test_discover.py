@@ -31,7 +31,8 @@ def test_discover_cli_per_task_and_sample(tmp_path):
                  "--video-root", str(tmp_path / "train" / "videos"), "--out", str(tmp_path / "flow"), "--device", "cpu",
                  "--no-progress", "--no-figures"]) == 0
     out = tmp_path / "pw"
-    assert main(["pathways", "--discover", str(tmp_path / "flow"), "--discover-by", "task", "--data", files[0],
+    assert main(["pathways", "--discover", str(tmp_path / "flow"), "--discover-method", "threshold", "--discover-by", "task",
+                 "--data", files[0],
                  "--video-root", str(tmp_path / "train" / "videos"), "--out", str(out), "--device", "cpu",
                  "--no-progress", "--no-figures"]) == 0
     spec = load_spec(out / "discovered_spec.json")

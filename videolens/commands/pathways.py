@@ -31,13 +31,25 @@ def add_arguments(p) -> None:
                         "models; tiny-videollm-discovered) or a JSON/YAML spec file")
     p.add_argument("--discover", default=None, metavar="FLOW_DIR",
                    help="derive the spec from a flow run's records (targets cross-frame and vql-to-ql; a small "
-                        "--window such as 1 localises the effects) and evaluate it: OUT/discovered_spec.json "
-                        "(videolens.pathways.discover)")
-    p.add_argument("--discover-threshold", type=bounded_float(0, 100), default=5.0, metavar="PCT",
-                   help="with --discover: keep an edge type where blocking it lowers p(answer) by at least this many "
+                        "--window such as 1 localises the effects) and evaluate it: OUT/discovered_spec.json")
+    d = p.add_argument_group("discovery (--discover)")
+    d.add_argument("--discover-method", default="validated", choices=["validated", "threshold"],
+                   help="validated (default): grow the kept layers from the sweep's effects until the accuracy on "
+                        "validation samples is within --tolerance of the full model's, then prune back; the spec "
+                        "records its evidence (videolens.pathways.validate). threshold: keep each edge type where its "
+                        "mean effect passes --discover-threshold (videolens.pathways.discover; not validated)")
+    d.add_argument("--tolerance", type=bounded_float(0, 100), default=2.0, metavar="POINTS",
+                   help="validated: accuracy points the spec may lose against the full model (default 2)")
+    d.add_argument("--validate-data", nargs="+", default=None, metavar="FILE",
+                   help="validated: annotation files of validation samples (default: the flow's own samples, split "
+                        "half for discovery, half for validation)")
+    d.add_argument("--validate-video-root", default=None, metavar="DIR",
+                   help="validated: folder the --validate-data videos are relative to (default: --video-root)")
+    d.add_argument("--discover-threshold", type=bounded_float(0, 100), default=5.0, metavar="PCT",
+                   help="threshold: keep an edge type where blocking it lowers p(answer) by at least this many "
                         "percent on average (default 5)")
-    p.add_argument("--discover-by", default="all", choices=["all", "task", "sample"],
-                   help="with --discover: one spec for all samples (evaluated), or also one per task / per sample "
+    d.add_argument("--discover-by", default="all", choices=["all", "task", "sample"],
+                   help="threshold: one spec for all samples (evaluated), or also one per task / per sample "
                         "(sample-adaptive), written to OUT/discovered_specs.json")
     add_sample_arguments(p)
     p.add_argument("--random-control", action="store_true",
@@ -65,22 +77,45 @@ def run(args) -> int:
 
     if (args.spec is None) == (args.discover is None):
         raise ValueError("give exactly one of --spec NAME and --discover FLOW_DIR")
+    validated = args.discover is not None and args.discover_method == "validated"
+    if args.discover is None or validated:
+        if args.discover_by != "all":
+            raise ValueError("--discover-by: only with --discover --discover-method threshold")
+    if not validated and (args.validate_data or args.validate_video_root):
+        raise ValueError("--validate-data: only with --discover (validated)")
     if args.spec:
         spec = load_spec(args.spec)  # a bad spec fails before the model loads
-    else:
+    elif not validated:
         from videolens.pathways.discover import discover_from_flow
 
         try:
             spec = discover_from_flow(args.discover, args.out, args.discover_threshold, args.discover_by)
         except (FileNotFoundError, ValueError) as exc:
             raise type(exc)(f"--discover {args.discover}: {exc}") from None
+    validation = None
+    if validated and args.validate_data:
+        from videolens.sources.formats import load_annotation_files
+
+        validation = load_annotation_files(args.validate_data, args.validate_video_root or args.video_root,
+                                           format=args.format)
+    samples = load_samples(args)
+    require_options(samples, NAME)
+    model = load_model(args)
+    if validated:
+        from videolens.pathways.validate import validated_from_flow
+
+        try:
+            _, evidence = validated_from_flow(model, args.discover, args.out, args.tolerance, validation,
+                                              args.num_frames, progress=not args.no_progress,
+                                              log=lambda m: print(m, file=sys.stderr))
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"--discover {args.discover}: {exc}") from None
+        print(evidence.summary(), file=sys.stderr)
+        spec = load_spec(Path(args.out) / "discovered_spec.json")
     if args.prune:
         from videolens.pathways.pruned import prunable
 
         spec = prunable(spec)
-    samples = load_samples(args)
-    require_options(samples, NAME)
-    model = load_model(args)
     plan = spec.plan(model.cfg.n_layers, self_edges=args.self_edges)
     mapped = "" if plan.n_layers == spec.n_layers else f" (mapped from {spec.n_layers} layers by relative depth)"
     print(f"spec {spec.name}{mapped}:", file=sys.stderr)

@@ -85,7 +85,7 @@ def _layer_set(sel, kept: Mapping[str, Tuple[Range, ...]], n: int) -> set:
 
 
 _KNOWN_KEYS = {"name", "n_layers", "kept", "always_blocked", "edge_types", "model", "video_grid", "source", "paper",
-               "description", "random_block_ratio", "random_block_ratio_source"}
+               "description", "random_block_ratio", "random_block_ratio_source", "evidence"}
 
 
 def spec_from_dict(d: Mapping[str, Any], origin: str = "<dict>") -> PathwaySpec:
