@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .common import (add_model_arguments, add_sample_arguments, bounded_float, load_model,
-                     load_samples, run_config, sharded_run, require_options)
+                     load_samples, positive_int, run_config, sharded_run, require_options)
 
 NAME = "pathways"
 HELP = "accuracy with only a pathway spec's attention edges kept, vs full causal and vs random blocking"
@@ -32,7 +32,19 @@ def add_arguments(p) -> None:
     p.add_argument("--discover", default=None, metavar="FLOW_DIR",
                    help="derive the spec from a flow run's records (targets cross-frame and vql-to-ql; a small "
                         "--window such as 1 localises the effects) and evaluate it: OUT/discovered_spec.json")
-    d = p.add_argument_group("discovery (--discover)")
+    p.add_argument("--frontier", default=None, metavar="FLOW_DIR",
+                   help="the edges-kept vs accuracy frontier on --data: validated discoveries from FLOW_DIR at each "
+                        "--frontier-tolerances, the --frontier-specs, and random blocking of each one's edge count "
+                        "(OUT/frontier.csv, OUT/frontier.png, OUT/frontier_specs/)")
+    f = p.add_argument_group("frontier (--frontier)")
+    f.add_argument("--frontier-tolerances", type=bounded_float(0, 100), nargs="+", default=[1.0, 2.0, 5.0, 10.0, 25.0],
+                   metavar="POINTS", help="tolerances of the validated discoveries (default 1 2 5 10 25)")
+    f.add_argument("--frontier-specs", nargs="*", default=["llava-next-7b-video-ft"], metavar="NAME",
+                   help="shipped specs (or spec files) on the frontier, mapped to the model's depth (default: the "
+                        "paper's llava-next-7b-video-ft)")
+    f.add_argument("--frontier-seeds", type=positive_int, default=3, metavar="N",
+                   help="random-control seeds per spec (default 3)")
+    d = p.add_argument_group("discovery (--discover, and --frontier's discoveries)")
     d.add_argument("--discover-method", default="validated", choices=["validated", "threshold"],
                    help="validated (default): grow the kept layers from the sweep's effects until the accuracy on "
                         "validation samples is within --tolerance of the full model's, then prune back; the spec "
@@ -71,18 +83,59 @@ def add_arguments(p) -> None:
                         "from the paper) and drop the video rows from that layer on (videolens.pathways.pruned)")
 
 
+def _validation(args):
+    """The --validate-data samples, or None (the flow's own samples are split)."""
+    if not args.validate_data:
+        return None
+    from videolens.sources.formats import load_annotation_files
+
+    return load_annotation_files(args.validate_data, args.validate_video_root or args.video_root, format=args.format)
+
+
+def _frontier(args) -> int:
+    """``--frontier``: the rows, frontier.csv and frontier.png (``videolens.pathways.frontier``)."""
+    from videolens.pathways import load_spec
+    from videolens.pathways.frontier import frontier_from_flow
+    from videolens.plots.pathways import plot_frontier
+
+    for name in args.frontier_specs:
+        load_spec(name)  # a bad name fails before the model loads
+    validation = _validation(args)
+    samples = load_samples(args)
+    require_options(samples, NAME)
+    model = load_model(args)
+    try:
+        rows = frontier_from_flow(model, args.frontier, samples, args.out, args.frontier_tolerances,
+                                  range(args.frontier_seeds), args.frontier_specs, validation, args.num_frames,
+                                  progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"--frontier {args.frontier}: {exc}") from None
+    out = Path(args.out)
+    if not args.no_figures:
+        plot_frontier(rows, out / "frontier.png", title=f"edges kept vs accuracy ({model.cfg.n_layers} layers, "
+                                                        f"{rows[0]['n']} samples)")
+    print(f"{'spec':<40} {'kind':<10} {'kept':>7} {'accuracy':>9} {'95% CI':>15}")
+    for r in rows:
+        print(f"{r['spec']:<40} {r['kind']:<10} {100 * r['kept_fraction']:6.1f}% {r['accuracy']:8.1f}% "
+              f"[{r['ci_low']:5.1f}, {r['ci_high']:5.1f}]")
+    print(f"frontier.csv{'' if args.no_figures else ' and frontier.png'} in {out}", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from videolens.pathways import evaluate, load_spec, summarize, summary_markdown, write_summary
     from videolens.plots.pathways import plot_summary
 
-    if (args.spec is None) == (args.discover is None):
-        raise ValueError("give exactly one of --spec NAME and --discover FLOW_DIR")
+    if sum(x is not None for x in (args.spec, args.discover, args.frontier)) != 1:
+        raise ValueError("give exactly one of --spec NAME, --discover FLOW_DIR and --frontier FLOW_DIR")
+    if args.frontier is not None:
+        return _frontier(args)
     validated = args.discover is not None and args.discover_method == "validated"
     if args.discover is None or validated:
         if args.discover_by != "all":
             raise ValueError("--discover-by: only with --discover --discover-method threshold")
     if not validated and (args.validate_data or args.validate_video_root):
-        raise ValueError("--validate-data: only with --discover (validated)")
+        raise ValueError("--validate-data: only with --discover (validated) or --frontier")
     if args.spec:
         spec = load_spec(args.spec)  # a bad spec fails before the model loads
     elif not validated:
@@ -92,12 +145,7 @@ def run(args) -> int:
             spec = discover_from_flow(args.discover, args.out, args.discover_threshold, args.discover_by)
         except (FileNotFoundError, ValueError) as exc:
             raise type(exc)(f"--discover {args.discover}: {exc}") from None
-    validation = None
-    if validated and args.validate_data:
-        from videolens.sources.formats import load_annotation_files
-
-        validation = load_annotation_files(args.validate_data, args.validate_video_root or args.video_root,
-                                           format=args.format)
+    validation = _validation(args) if validated else None
     samples = load_samples(args)
     require_options(samples, NAME)
     model = load_model(args)

@@ -11,8 +11,8 @@ instead:
    and its neighbours, so an effect spread over several layers is not missed);
 2. starts from each edge type's most harmful layer and *grows* the kept layers in order of score
    (most harmful first) until the accuracy on the validation samples is within ``tolerance``
-   points of the full model's and the true letter's probability falls by at most
-   ``prob_tolerance`` percent on average (a binary search over the grown sets, each checked on
+   points of the full model's and the true letter's probability falls by at most as many
+   percent on average (``prob_tolerance``) (a binary search over the grown sets, each checked on
    the validation samples);
 3. *prunes back*: drops kept layers, weakest score first, while the validation checks still pass (an edge type left with no layer is blocked everywhere);
 4. records the evidence in the spec: samples used, tolerance, full and spec accuracy on the
@@ -289,7 +289,7 @@ def _noisy(effects: Dict[str, Dict[int, List[float]]], kept: Dict[str, Set[int]]
 
 def validated_discovery(model, records: Sequence[dict], validation_inputs: Sequence, tolerance: float = 2.0,
                         discovery_ids: Optional[Set[str]] = None, name: str = "discovered", radius: int = 1,
-                        prob_tolerance: Optional[float] = 5.0,
+                        prob_tolerance: Optional[float] = None,
                         log: Optional[Callable[[str], None]] = None) -> Tuple[Dict, Evidence]:
     """A spec grown from the discovery samples' effects and checked on the validation samples
     (module doc); returns ``(spec data, evidence)``, the evidence also stored in the data.
@@ -303,7 +303,7 @@ def validated_discovery(model, records: Sequence[dict], validation_inputs: Seque
         radius: layers on each side a layer's score averages over.
         prob_tolerance: also require the true letter's probability to fall by at most this many
             percent on average on the validation samples (a finer signal than accuracy on a few
-            samples); None: accuracy alone.
+            samples); None (default): the same number as ``tolerance``.
         log: ``log(message)`` for progress lines.
 
     Raises:
@@ -314,6 +314,7 @@ def validated_discovery(model, records: Sequence[dict], validation_inputs: Seque
     if not validation_inputs:
         raise ValueError("validated discovery needs validation samples")
     n_layers = model.cfg.n_layers
+    prob_tolerance = tolerance if prob_tolerance is None else prob_tolerance
     effects = layer_effects(records, discovery_ids)
     n_disc = len({r.get("sample_id") for r in records if discovery_ids is None or r.get("sample_id") in discovery_ids}
                  - {None})
@@ -338,7 +339,7 @@ def validated_discovery(model, records: Sequence[dict], validation_inputs: Seque
 
     def ok(result) -> bool:
         correct, _, pchange = result
-        return val.drop(correct) <= tolerance and (prob_tolerance is None or pchange >= -prob_tolerance)
+        return val.drop(correct) <= tolerance and pchange >= -prob_tolerance
 
     base = [(t, min(s, key=s.get)) for t, s in score.items()]  # each type's most harmful layer
     order = sorted(((t, l) for t, s in score.items() for l in s if (t, l) not in base),
@@ -363,11 +364,18 @@ def validated_discovery(model, records: Sequence[dict], validation_inputs: Seque
     if log:
         log(f"grown: {len(items)} kept (edge type, layer) of {len(base) + len(order)}, validation drop "
             f"{val.drop(result[0]):.1f} point(s), true-letter probability {result[2]:+.1f}%")
-    for it in sorted(items, key=lambda it: (-score[it[0]][it[1]], it)):  # prune back, weakest first
-        trial = [x for x in items if x != it]
-        r = run(trial)
-        if ok(r):
-            items, result = trial, r
+    tried: Set[Item] = set()
+    changed = True
+    while changed:  # prune back, weakest first, until a whole pass removes nothing
+        changed = False
+        for it in sorted(items, key=lambda it: (-score[it[0]][it[1]], it)):
+            trial = [x for x in items if x != it]
+            if (it, len(items)) in tried:
+                continue
+            tried.add((it, len(items)))
+            r = run(trial)
+            if ok(r):
+                items, result, changed = trial, r, True
     correct, kept_fraction, pchange = result
     kept = as_kept(items)
     n = len(correct)
@@ -421,7 +429,7 @@ def flow_samples(flow_dir) -> Tuple[List, List[dict], int]:
 
 
 def validated_from_flow(model, flow_dir, out_dir, tolerance: float = 2.0, validation_samples: Optional[Sequence] = None,
-                        num_frames: Optional[int] = None, prob_tolerance: Optional[float] = 5.0,
+                        num_frames: Optional[int] = None, prob_tolerance: Optional[float] = None,
                         progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Tuple[Dict, Evidence]:
     """``validated_discovery`` from a ``videolens flow`` folder; the spec data (with its evidence)
     is written to ``out_dir/discovered_spec.json``.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-__all__ = ["plot_summary"]
+__all__ = ["plot_summary", "plot_frontier"]
 
 
 def plot_summary(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], path: Path | str,
@@ -48,6 +48,52 @@ def plot_summary(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], path
     ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_frontier(rows: List[Dict[str, Any]], path: Path | str, title: Optional[str] = None) -> Path:
+    """PNG: accuracy (95% Wilson interval) against the percentage of edges kept, one point per spec
+    (``videolens.pathways.frontier`` rows), the random control of each spec's edge count beside it
+    (joined to its spec by a dotted line), the full model as a line, as in the paper's Finding 4 table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    full = next((r for r in rows if r["kind"] == "full"), None)
+    if full is not None:
+        ax.axhline(full["accuracy"], color="0.3", lw=1, ls="--", label=f"full causal ({full['accuracy']:.1f}%)")
+    markers = {"discovered": "o", "shipped": "*", "random": "x"}
+    kinds = list(dict.fromkeys(r["kind"] for r in rows if r["kind"] != "full"))
+    for kind in kinds:
+        pts = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["kept_fraction"])
+        xs = [100 * r["kept_fraction"] for r in pts]
+        ys = [r["accuracy"] for r in pts]
+        err = [[r["accuracy"] - r["ci_low"] for r in pts], [r["ci_high"] - r["accuracy"] for r in pts]]
+        ax.errorbar(xs, ys, yerr=err, fmt=markers.get(kind, "s"), ms=9 if kind == "shipped" else 6, capsize=3,
+                    ls="-" if kind == "discovered" else "none", label=kind)
+        if kind != "random":
+            for r in pts:
+                ax.annotate(r["spec"], (100 * r["kept_fraction"], r["accuracy"]), fontsize=7,
+                            xytext=(4, 4), textcoords="offset points")
+    by_spec = {r["spec"]: r for r in rows}
+    for r in rows:
+        if r["kind"] == "random":
+            base = by_spec.get(r["spec"][len("random ("):-1])
+            if base is not None:
+                ax.plot([100 * base["kept_fraction"]] * 2, [base["accuracy"], r["accuracy"]], ":", color="0.6", lw=1)
+    ax.set_xlabel("edges kept (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_xlim(0, 105)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or "edges kept vs accuracy")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
