@@ -65,8 +65,11 @@ class Evidence:
             the observed flip rate (None when enough).
         kept_fraction: edges kept over the full causal edges, on the validation samples (0-1).
         prob_change: mean relative change (percent) of the true letter's probability under the spec.
+        effect_sd: the largest spread (sd, percent) of the per-sample effects of any edge type and layer.
+        needed_discovery: discovery samples that would measure every layer's mean effect within
+            +-``tolerance`` percent (95%) at that spread; None when the discovery samples do.
         noisy_effects: kept (edge type, layer) whose discovery effect cannot be told from zero
-            (95%), each with the discovery samples it would need.
+            (95%), each with the discovery samples that would separate it at its mean and spread.
         evaluations: spec evaluations on the validation samples (growth and pruning).
     """
 
@@ -81,6 +84,8 @@ class Evidence:
     needed_validation: Optional[int]
     kept_fraction: float
     prob_change: float = 0.0
+    effect_sd: float = 0.0
+    needed_discovery: Optional[int] = None
     noisy_effects: List[Dict] = field(default_factory=list)
     evaluations: int = 0
 
@@ -100,11 +105,11 @@ class Evidence:
                          f"{self.drop_upper:.1f} points (95%), above the {self.tolerance:g}-point tolerance; about "
                          f"{self.needed_validation} validation samples would show it (or raise the tolerance)")
         if self.noisy_effects:
-            worst = max(self.noisy_effects, key=lambda e: e["needed_discovery"])
-            lines.append(f"{len(self.noisy_effects)} kept layer effect(s) cannot be told from noise with "
-                         f"{self.discovery_samples} discovery sample(s) (e.g. {worst['edge_type']} at layer "
-                         f"{worst['layer']}: {worst['mean']:+.1f}% +- {worst['sd']:.1f} sd; about "
-                         f"{worst['needed_discovery']} samples would)")
+            lines.append(f"{len(self.noisy_effects)} kept layer effect(s) cannot be told from zero with "
+                         f"{self.discovery_samples} discovery sample(s) (kept for their neighbours or the validation)")
+        if self.needed_discovery is not None:
+            lines.append(f"the per-sample effects spread up to {self.effect_sd:.1f}% (sd): measuring each layer's effect "
+                         f"within +-{self.tolerance:g}% (95%) needs about {self.needed_discovery} discovery samples")
         return "\n".join(lines)
 
 
@@ -383,10 +388,15 @@ def validated_discovery(model, records: Sequence[dict], validation_inputs: Seque
     upper = 100.0 * wilson_upper(flipped, n)
     accuracy = 100.0 * sum(correct) / n
     ok = val.full_accuracy - accuracy <= tolerance and upper <= tolerance
+    sds = [float(np.std(v, ddof=1)) for per in effects.values() for v in per.values() if len(v) > 1]
+    effect_sd = max(sds, default=0.0)
+    need_disc = math.ceil((1.96 * effect_sd / tolerance) ** 2) if tolerance > 0 else None
     evidence = Evidence(discovery_samples=n_disc, validation_samples=n, tolerance=tolerance,
                         full_accuracy=val.full_accuracy, accuracy=accuracy, flipped=flipped, drop_upper=upper,
                         validated=ok, needed_validation=None if ok else needed_for_tolerance(flipped, n, tolerance),
-                        kept_fraction=kept_fraction, prob_change=pchange, noisy_effects=_noisy(effects, kept),
+                        kept_fraction=kept_fraction, prob_change=pchange, effect_sd=effect_sd,
+                        needed_discovery=need_disc if need_disc is not None and need_disc > n_disc else None,
+                        noisy_effects=_noisy(effects, kept),
                         evaluations=val.evaluations)
     spec = data(kept)
     spec["evidence"] = asdict(evidence)

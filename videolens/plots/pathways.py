@@ -71,6 +71,7 @@ def plot_frontier(rows: List[Dict[str, Any]], path: Path | str, title: Optional[
         ax.axhline(full["accuracy"], color="0.3", lw=1, ls="--", label=f"full causal ({full['accuracy']:.1f}%)")
     markers = {"discovered": "o", "shipped": "*", "random": "x"}
     kinds = list(dict.fromkeys(r["kind"] for r in rows if r["kind"] != "full"))
+    placed: List[tuple] = []
     for kind in kinds:
         pts = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["kept_fraction"])
         xs = [100 * r["kept_fraction"] for r in pts]
@@ -79,9 +80,7 @@ def plot_frontier(rows: List[Dict[str, Any]], path: Path | str, title: Optional[
         ax.errorbar(xs, ys, yerr=err, fmt=markers.get(kind, "s"), ms=9 if kind == "shipped" else 6, capsize=3,
                     ls="-" if kind == "discovered" else "none", label=kind)
         if kind != "random":
-            for r in pts:
-                ax.annotate(r["spec"], (100 * r["kept_fraction"], r["accuracy"]), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
+            placed += [(r["spec"], 100 * r["kept_fraction"], r["accuracy"]) for r in pts]
     by_spec = {r["spec"]: r for r in rows}
     for r in rows:
         if r["kind"] == "random":
@@ -90,8 +89,15 @@ def plot_frontier(rows: List[Dict[str, Any]], path: Path | str, title: Optional[
                 ax.plot([100 * base["kept_fraction"]] * 2, [base["accuracy"], r["accuracy"]], ":", color="0.6", lw=1)
     ax.set_xlabel("edges kept (%)")
     ax.set_ylabel("accuracy (%)")
+    x0 = max(0.0, 100 * min(r["kept_fraction"] for r in rows) - 10)
+    label_y = 104.0
+    for name, x, y in sorted(placed, key=lambda p: -p[2]):  # labels in a column at the right, none overlapping
+        label_y = min(y, label_y - 5.5)
+        ax.annotate(name, (x, y), xytext=(101.5, label_y), textcoords="data", fontsize=7, va="center",
+                    arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.6})
     ax.set_ylim(0, 105)
-    ax.set_xlim(0, 105)
+    ax.set_xlim(x0, 100 + 0.45 * (100 - x0) + 12)
+    ax.set_xticks([t for t in ax.get_xticks() if x0 <= t <= 100])
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or "edges kept vs accuracy")
     fig.tight_layout()
