@@ -210,6 +210,47 @@ def test_a_benchmark_by_name_downloads_its_tasks_only_and_runs(tvbench_repo, tin
         assert rc == 2 and "tvbench has no task(s) ['sideways']" in err
 
 
+@pytest.fixture()
+def mvbench_repo(tmp_path, clip_path):
+    """A tiny dataset repository in MVBench's layout: json/<task>.json, each source's videos in one
+    archive video/<source>.zip that unpacks to video/<source>/<its folder>/."""
+    import json
+    import zipfile
+
+    repo = tmp_path / "mvbench-repo"
+    (repo / "json").mkdir(parents=True)
+    entry = {"video": "clip.mp4", "question": "What moves?", "candidates": ["left", "right"], "answer": "left"}
+    for task in ("action_sequence", "object_interaction", "moving_direction", "fine_grained_pose"):
+        (repo / "json" / f"{task}.json").write_text(json.dumps([entry, dict(entry, answer="right")]))
+    (repo / "video").mkdir()
+    with zipfile.ZipFile(repo / "video" / "star.zip", "w") as z:
+        z.write(clip_path, "star/Charades_v1_480/clip.mp4")
+    with zipfile.ZipFile(repo / "video" / "clevrer.zip", "w") as z:
+        z.write(clip_path, "clevrer/video_validation/clip.mp4")
+    return repo
+
+
+def test_mvbench_by_name_unpacks_each_source_archive_once(mvbench_repo, tiny_pllava_dir, tmp_path, monkeypatch):
+    from fakehub import FakeHub
+    from videolens.running.records import read_statuses
+    from videolens.sources import datasets
+
+    with FakeHub({}, datasets={"OpenGVLab/MVBench": mvbench_repo}) as server:
+        use_hub(monkeypatch, server, tmp_path / "cache")
+        files, roots = datasets.fetch("mvbench:action_sequence,object_interaction")
+        assert [f.name for f in files] == ["action_sequence.json", "object_interaction.json"]
+        assert roots[0] == roots[1] and (roots[0] / "clip.mp4").is_file() and roots[0].name == "Charades_v1_480"
+        got = [r for r in server.requests if r.startswith("GET") and "/resolve/" in r]
+        assert not any("clevrer" in r or "moving_direction" in r for r in got)  # only what the tasks need
+        argv = ["genprob", "--model", str(tiny_pllava_dir), "--data", "mvbench:moving_direction",
+                "--out", str(tmp_path / "out"), "--no-figures", "--no-progress"]
+        rc, _, err = run_cli(argv)
+        assert rc == 0, err
+        assert set(read_statuses(tmp_path / "out" / "genprob.jsonl").values()) == {"ok"}
+        rc, _, err = run_cli(argv[:4] + ["mvbench:fine_grained_pose"] + argv[5:])
+        assert rc == 2 and "task 'fine_grained_pose' cannot be fetched here: its NTU RGB+D videos" in err
+
+
 def test_models_lists_the_table_and_what_is_cached(offline, tiny_pllava_dir):
     snap = write_hub_cache(offline, MODELS["llava-next-7b-video-ft"].hub_id, tiny_pllava_dir)
     rc, out, err = run_cli(["models"])
