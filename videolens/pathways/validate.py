@@ -387,13 +387,14 @@ def validated_discovery(model, records: Sequence[dict], validation_inputs: Seque
     flipped = sum(1 for a, b in zip(val.full, correct) if a and not b)
     upper = 100.0 * wilson_upper(flipped, n)
     accuracy = 100.0 * sum(correct) / n
-    ok = val.full_accuracy - accuracy <= tolerance and upper <= tolerance
+    validated = val.full_accuracy - accuracy <= tolerance and upper <= tolerance
     sds = [float(np.std(v, ddof=1)) for per in effects.values() for v in per.values() if len(v) > 1]
     effect_sd = max(sds, default=0.0)
     need_disc = math.ceil((1.96 * effect_sd / tolerance) ** 2) if tolerance > 0 else None
     evidence = Evidence(discovery_samples=n_disc, validation_samples=n, tolerance=tolerance,
                         full_accuracy=val.full_accuracy, accuracy=accuracy, flipped=flipped, drop_upper=upper,
-                        validated=ok, needed_validation=None if ok else needed_for_tolerance(flipped, n, tolerance),
+                        validated=validated,
+                        needed_validation=None if validated else needed_for_tolerance(flipped, n, tolerance),
                         kept_fraction=kept_fraction, prob_change=pchange, effect_sd=effect_sd,
                         needed_discovery=need_disc if need_disc is not None and need_disc > n_disc else None,
                         noisy_effects=_noisy(effects, kept),

@@ -48,6 +48,13 @@ def plot_summary(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], path
     ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path | str) -> Path:
+    """Lay out, write the PNG (folders made) and close the figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,9 +107,4 @@ def plot_frontier(rows: List[Dict[str, Any]], path: Path | str, title: Optional[
     ax.set_xticks([t for t in ax.get_xticks() if x0 <= t <= 100])
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or "edges kept vs accuracy")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
