@@ -79,6 +79,13 @@ def flow(*args, data=None):
     return build
 
 
+def _flow_dir(tmp):
+    """A folder holding a (header-only) flow records file."""
+    (tmp / "flow").mkdir(exist_ok=True)
+    (tmp / "flow" / "records.jsonl").write_text('{"_run": true, "config": {}}\n')
+    return tmp / "flow"
+
+
 def command(name, *args):
     """``name`` (genprob, pathways, lens) on a one-entry data file, with the given extra args."""
     def build(w, tmp):
@@ -250,6 +257,14 @@ CASES = [
      "--compare-model", True),
     ("spec-unknown", lambda w, tmp: ["pathways", "--model", str(w["base"]), "--spec", "nonsense", *question(w),
                                      "--out", str(tmp / "o")], "no pathway spec named or at 'nonsense'", True),
+    ("discover-no-flow", lambda w, tmp: ["pathways", "--model", str(w["base"]), "--discover", str(tmp / "nowhere"),
+                                         *question(w), "--out", str(tmp / "o")],
+     "nowhere: no flow records (records.jsonl) there", True),
+    ("frontier-spec-unknown", lambda w, tmp: ["pathways", "--model", str(w["base"]), "--frontier", str(_flow_dir(tmp)),
+                                              "--frontier-specs", "nonsense", *question(w), "--out", str(tmp / "o")],
+     "no pathway spec named or at 'nonsense'", True),
+    ("validate-data-with-spec", command("pathways", "--validate-data", "v.json"),
+     "--validate-data: only with --discover (validated) or --frontier", True),
     # annotation files
     ("data-not-json", flow(data="[{"), "d.json is not valid JSON", True),
     ("data-not-a-list", flow(data='{"video": "clip.mp4"}'), "d.json is in no known annotation format (tvbench: [{video, question", True),

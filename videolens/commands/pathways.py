@@ -128,6 +128,9 @@ def run(args) -> int:
 
     if sum(x is not None for x in (args.spec, args.discover, args.frontier)) != 1:
         raise ValueError("give exactly one of --spec NAME, --discover FLOW_DIR and --frontier FLOW_DIR")
+    for flag, folder in (("--discover", args.discover), ("--frontier", args.frontier)):
+        if folder is not None and not (Path(folder) / "records.jsonl").is_file():  # before the model loads
+            raise FileNotFoundError(f"{flag} {folder}: no flow records (records.jsonl) there")
     if args.frontier is not None:
         return _frontier(args)
     validated = args.discover is not None and args.discover_method == "validated"
