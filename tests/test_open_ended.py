@@ -57,3 +57,20 @@ def test_cli_open_ended_flow_on_the_bundled_model(tmp_path):
     assert all(r["tracked"]["offset"] == 0 and r["answer"] for r in recs)
     header = (out / "records.jsonl").read_text().splitlines()[0]
     assert '"open_ended": true' in header
+
+
+def test_open_ended_settings_are_checked_once_and_run_the_same_sweep(tiny_pllava, clip_path):
+    import videolens as vl
+    from videolens.knockout.open_ended import OpenEndedSettings, open_ended_input, open_ended_sweep
+
+    x = open_ended_input(tiny_pllava, vl.VideoQA(video=str(clip_path), question="What moves?",
+                                                 candidates=["left", "right"], answer="left"))
+    s = OpenEndedSettings(window=1, track=2, max_new_tokens=3, layers=(0,))
+    assert open_ended_sweep(tiny_pllava, x, settings=s.check(tiny_pllava)) == open_ended_sweep(
+        tiny_pllava, x, window=1, track=2, max_new_tokens=3, layers=[0])
+    for bad, msg in (({"window": 0}, "positive"), ({"track": 0}, "track must be a positive integer"),
+                     ({"offsets": (-1,)}, "offsets must be >= 0"), ({"method": "fastest"}, "unknown knockout method")):
+        with pytest.raises(ValueError, match=msg):
+            OpenEndedSettings(**bad)
+    with pytest.raises(ValueError, match="larger than the model"):
+        OpenEndedSettings(window=99).check(tiny_pllava)

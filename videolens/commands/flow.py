@@ -142,16 +142,15 @@ def _figures(records, names, out: Path, n_layers: int, window: int, prefix: str 
 def _open_ended(model, samples, args, out: Path, window: int) -> int:
     """``--open-ended``: ``videolens.knockout.open_ended`` on every unfinished sample, resumable records,
     summary and the figure ``flow_open-ended.png``."""
-    from videolens.knockout.open_ended import answer_prefix, open_ended_sweep
+    from videolens.knockout.open_ended import OpenEndedSettings, answer_prefix, open_ended_sweep
     from videolens.knockout.summary import write_summary_csv
-    config = run_config(args, model, NAME, open_ended=True, track=args.track, max_new_tokens=args.max_new_tokens,
-                        answer_prefix=args.answer_prefix, window=window, method=args.method)
-    with answer_prefix(model, args.answer_prefix):  # prepare() ends every prompt with it
+
+    settings = OpenEndedSettings(window=window, track=args.track, max_new_tokens=args.max_new_tokens,
+                                 method=args.method, answer_prefix=args.answer_prefix).check(model)
+    config = run_config(args, model, NAME, **settings.header(), method=settings.method)
+    with answer_prefix(model, settings.answer_prefix):  # prepare() ends every prompt with it
         done = sharded_samples(args, model, out, "records.jsonl", config, samples,
-                               lambda sample, inputs: open_ended_sweep(model, inputs, window=window,
-                                                                       track=args.track,
-                                                                       max_new_tokens=args.max_new_tokens,
-                                                                       method=args.method), "open-ended")
+                               lambda sample, inputs: open_ended_sweep(model, inputs, settings=settings), "open-ended")
     if done is None:  # a torchrun rank other than 0: its share is written; rank 0 merges and draws
         return 0
     records = [r for r in done[0] if r.get("target") == "open-ended"]

@@ -25,7 +25,7 @@ from .attribution import edge_attribution
 from .dataset import run_dataset
 from .engine import ENGINES, CleanRun, Engine, FastEngine, FullEngine, get_engine, knockout_logits
 from .hooks import KnockoutHook, as_pairs, hook_name, knockout_hooks
-from .open_ended import open_ended_input, open_ended_sweep
+from .open_ended import OpenEndedSettings, open_ended_input, open_ended_sweep
 from .settings import SAMPLE_MODES, KnockoutSettings, check_window
 from .sweep import Baseline, baseline, layer_window, sweep
 from .targets import TARGETS, Target, UnknownTargetError, get_target, register_target
@@ -35,5 +35,5 @@ from .targets import TARGETS, Target, UnknownTargetError, get_target, register_t
 __all__ = [
     "sweep", "run_dataset", "KnockoutSettings", "knockout_hooks", "knockout_logits", "KnockoutHook", "hook_name",
     "Target", "TARGETS", "register_target", "get_target", "UnknownTargetError", "SAMPLE_MODES", "ENGINES",
-    "layer_window", "check_window", "open_ended_input", "open_ended_sweep", "edge_attribution",
+    "layer_window", "check_window", "open_ended_input", "open_ended_sweep", "OpenEndedSettings", "edge_attribution",
 ]

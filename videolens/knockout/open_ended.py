@@ -35,10 +35,76 @@ from .engine import get_engine, knockout_logits
 from ..hooked.edges import blocked_mask
 from .sweep import layer_window
 
-__all__ = ["OPEN_ENDED_PAIRS", "answer_prefix", "open_ended_input", "extend_with_answer", "open_ended_sweep"]
+__all__ = ["OPEN_ENDED_PAIRS", "OpenEndedSettings", "answer_prefix", "open_ended_input", "extend_with_answer",
+           "open_ended_sweep"]
 
 OPEN_ENDED_PAIRS = ("video->question", "video->last", "question->last", "response->last")
 """The official ``vqrl-to-qrl`` block mappings, in its order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenEndedSettings:
+    """The settings of an open-ended knockout run (``videolens flow --open-ended``), validated when built.
+
+    Attributes:
+        window: layers per knockout window (the paper's 9).
+        track: trace the first ``track`` generated tokens (unless ``offsets``).
+        offsets: answer offsets to trace (0 = the first generated token), or None.
+        max_new_tokens: answer length generated.
+        layers: centre layers (None: every layer).
+        method: ``"fast"`` or ``"full"`` (the same numbers).
+        answer_prefix: what the prompt ends with (``"Answer:"``; ``""`` for VCGBench's official prompt).
+
+    Raises (when built):
+        ValueError: a window, track or answer length below 1, a negative offset, an unknown method.
+    """
+
+    window: int = 9
+    track: int = 1
+    offsets: Optional[Sequence[int]] = None
+    max_new_tokens: int = 24
+    layers: Optional[Sequence[int]] = None
+    method: str = "fast"
+    answer_prefix: str = "Answer:"
+
+    def __post_init__(self) -> None:
+        from .engine import ENGINES
+        from .settings import check_window
+
+        check_window(self.window, self.window)  # a positive int; the depth is checked by check()
+        for name in ("track", "max_new_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.offsets is not None:
+            object.__setattr__(self, "offsets", tuple(int(o) for o in self.offsets))
+            if any(o < 0 for o in self.offsets):
+                raise ValueError(f"answer offsets must be >= 0, got {list(self.offsets)}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
+        if self.method not in ENGINES:
+            raise ValueError(f"unknown knockout method {self.method!r}; known: {sorted(ENGINES)}")
+
+    def check(self, model) -> "OpenEndedSettings":
+        """Window within the model's depth, centre layers in range.
+
+        Raises:
+            ValueError: either is not.
+        """
+        from .settings import check_window
+
+        check_window(self.window, model.cfg.n_layers)
+        bad = [l for l in (self.layers or ()) if not 0 <= l < model.cfg.n_layers]
+        if bad:
+            raise ValueError(f"centre layer(s) {bad} out of range for {model.cfg.n_layers} layers")
+        return self
+
+    def header(self) -> dict:
+        """The settings that identify a run (records header fields); the method changes no number."""
+        return {"open_ended": True, "track": self.track, "max_new_tokens": self.max_new_tokens,
+                "answer_prefix": self.answer_prefix, "window": self.window,
+                **({"offsets": list(self.offsets)} if self.offsets is not None else {}),
+                **({"layers": list(self.layers)} if self.layers is not None else {})}
 
 
 @contextlib.contextmanager
@@ -80,12 +146,14 @@ def _register_response_group() -> None:
 @torch.no_grad()
 def open_ended_sweep(model, inputs: VideoLLMInput, window: int = 9, track: int = 1,
                      offsets: Optional[Sequence[int]] = None, max_new_tokens: int = 24,
-                     layers: Optional[Sequence[int]] = None, method: str = "fast") -> List[Dict]:
+                     layers: Optional[Sequence[int]] = None, method: str = "fast",
+                     settings: Optional[OpenEndedSettings] = None) -> List[Dict]:
     """Generate the answer greedily, then knock out every ``OPEN_ENDED_PAIRS`` pair in a window
     around every layer for each tracked answer token.
 
     Args:
         inputs: a prepared input ending in the answer prefix (``open_ended_input``).
+        settings: an ``OpenEndedSettings`` (its fields replace the keyword options below).
         window: layers per knockout window (the paper's 9).
         track: trace the first ``track`` generated tokens (ignored when ``offsets`` is given).
         offsets: answer offsets to trace (0 = the first generated token).
@@ -101,6 +169,9 @@ def open_ended_sweep(model, inputs: VideoLLMInput, window: int = 9, track: int =
         ValueError: an offset outside the generated answer.
     """
     inputs.one_row("open_ended_sweep")
+    if settings is not None:
+        window, track, offsets = settings.window, settings.track, settings.offsets
+        max_new_tokens, layers, method = settings.max_new_tokens, settings.layers, settings.method
     _register_response_group()
     answer = greedy_tokens(model, inputs, max_new_tokens)  # with the key-value cache
     if not answer:
