@@ -25,6 +25,7 @@ from videolens.testing import (
     make_tiny_internvl,
     make_tiny_pllava,
     make_tiny_llava_onevision,
+    make_tiny_internvl_hf,
     make_tiny_qwen2_5_vl,
     make_tiny_videollama3,
 )
@@ -253,6 +254,19 @@ def onevision_reference(ckpt, model, inputs):
     return out.logits, out.hidden_states, hf.model.language_model.norm
 
 
+def internvl_hf_reference(ckpt, model, inputs):
+    """InternVL (transformers' format) on transformers' own InternVLForConditionalGeneration (its
+    InternViT, pixel shuffle, projector, Qwen2 and lm_head) with videolens' frame pixels, each frame
+    one image."""
+    from transformers import InternVLForConditionalGeneration
+
+    hf = InternVLForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    pixels = model.vision.pixels(inputs.video.frames)
+    with torch.no_grad():
+        out = hf(input_ids=inputs.tokens, pixel_values=pixels, output_hidden_states=True)
+    return out.logits, out.hidden_states, hf.model.language_model.norm
+
+
 def qwen2_5_vl_reference(ckpt, model, inputs):
     """Qwen2.5-VL on transformers' own Qwen2_5_VLForConditionalGeneration (its windowed vision
     transformer and merger, its get_rope_index 3-D positions, M-RoPE, Qwen2 and lm_head) with
@@ -294,6 +308,8 @@ CASES = [
     FamilyCase("llava-next-video-llama", lambda p: make_tiny_llava_next_video(p), _lnv_ref, num_frames=4),
     FamilyCase("internvl-phi3", lambda p: make_tiny_internvl(p), internvl_reference, video_grid=(8, 2, 2)),  # long factors
     FamilyCase("llava-onevision-qwen2", lambda p: make_tiny_llava_onevision(p), onevision_reference, num_frames=4),
+    FamilyCase("internvl-hf-qwen2", lambda p: make_tiny_internvl_hf(p), internvl_hf_reference, num_frames=4,
+               video_grid=(4, 2, 2)),
     FamilyCase("qwen2_5_vl", lambda p: make_tiny_qwen2_5_vl(p), qwen2_5_vl_reference, num_frames=4,
                video_grid=(2, 2, 2)),
     FamilyCase("qwen2_vl", lambda p: make_tiny_qwen2_5_vl(p, generation="qwen2_vl"), qwen2_5_vl_reference,

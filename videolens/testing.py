@@ -26,7 +26,7 @@ from weights_conversion.writers import TEXT_CONFIGS, randomize_ as _randomize, t
 __all__ = [
     "VOCAB", "PLACEHOLDER", "TEXT_CONFIGS", "tiny_tokenizer", "tiny_configs", "make_tiny_pllava", "make_tiny_internvl",
     "make_tiny_official_pllava", "make_tiny_llava_next_image", "make_tiny_llava_next_hf", "make_tiny_llava_hf",
-    "make_tiny_llava_next_video", "write_clip", "reference_language_model",
+    "make_tiny_llava_next_video", "make_tiny_internvl_hf", "write_clip", "reference_language_model",
 ]
 
 WORDS = [
@@ -207,6 +207,25 @@ def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_posit
         for i, m in enumerate((tower, lm, mlp1)):
             _randomize(m, seed * 10 + i)
     return save_internvl_checkpoint(path, tower, mlp1, lm, tok, llm, PLACEHOLDER)
+
+
+def make_tiny_internvl_hf(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
+                          image_size: int = 56, randomize: bool = True, **sizes) -> Path:
+    """A random transformers ``InternVLForConditionalGeneration`` (model_type "internvl", the
+    InternVL3 "-hf" layout) saved with ``save_pretrained``: InternViT 56 px / patch 14 (4x4 patches ->
+    2x2 tokens a frame after the pixel shuffle), the projector, a Qwen2 text model, and the tiny
+    tokenizer with ``<IMG_CONTEXT>`` as the image token."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(placeholder="<IMG_CONTEXT>")
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen2", **sizes)
+    vc = InternVLVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              image_size=image_size, patch_size=14, attention_bias=True, use_mean_pooling=True)
+    cfg = InternVLConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), image_token_id=PLACEHOLDER,
+                         downsample_ratio=0.5, tie_word_embeddings=False)
+    model = InternVLForConditionalGeneration(cfg).eval()
+    return _save_hf(model, tok, path, seed if randomize else None)
 
 
 def make_tiny_llava_onevision(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,

@@ -6,7 +6,7 @@ config.json ``model_type`` to its family.
 
 from .checkpoint import CheckpointError, MissingWeightsError, UnexpectedWeightsError, Weights
 from .registry import FAMILIES, ConvertedModel, Family, UnknownFamilyError, convert_checkpoint, family_for_config, register
-from . import pllava, llava_next_video, llava_onevision, internvl, qwen_vl, videollama3  # noqa: F401  (registers the families)
+from . import pllava, llava_next_video, llava_onevision, internvl, internvl_hf, qwen_vl, videollama3  # noqa: F401  (registers the families)
 
 __all__ = [
     "CheckpointError",

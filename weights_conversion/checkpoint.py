@@ -61,6 +61,8 @@ INT_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_atte
               "vocab_size", "max_position_embeddings", "image_size", "patch_size", "head_dim", "num_frames",
               "image_token_index", "image_token_id", "video_token_index", "video_token_id")
 FLOAT_FIELDS = ("rope_theta", "rms_norm_eps", "layer_norm_eps")
+PAIR_FIELDS = ("image_size", "patch_size")
+"""Integer fields that may also be ``[height, width]`` (InternVL's transformers config writes them so)."""
 SUB_CONFIGS = ("text_config", "vision_config", "llm_config")
 
 
@@ -82,6 +84,8 @@ def check_config_fields(config: dict, where: str) -> None:
     for prefix, d in scopes:
         for k in INT_FIELDS:
             v = d.get(k)
+            if k in PAIR_FIELDS and isinstance(v, list) and len(v) == 2:
+                v = v[0] if all(isinstance(x, int) and not isinstance(x, bool) for x in v) else v
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                 raise CheckpointError(f"{where}: {prefix}{k} must be an integer, got {v!r} ({type(v).__name__})")
         for k in FLOAT_FIELDS:

@@ -44,7 +44,8 @@ class PromptTemplate:
     The prompt is ``system + before_video + VIDEO + after_video + QUESTION_BLOCK + after_question
     + answer_prefix``. VIDEO is one placeholder token replaced by every video token (``frame_format``
     None), or one ``frame_format`` piece per frame joined by ``frame_separator`` where
-    ``{placeholder}`` is replaced by that frame's tokens and ``{time}`` is the frame's timestamp (s).
+    ``{placeholder}`` is replaced by that frame's tokens, ``{time}`` is the frame's timestamp (s) and
+    ``{index}`` its number from 1.
     QUESTION_BLOCK is ``"Question: {question}\\nOptions:\\n(A) c0\\n(B) c1..."``.
 
     ``video_group`` says what the token groups ``video`` and ``frame:i`` hold: ``"tokens"`` the
@@ -66,6 +67,9 @@ class PromptTemplate:
     ``qwen2_5_vl`` is Qwen2.5-VL's chat template (the video between ``<|vision_start|>`` and
     ``<|vision_end|>``) with the same multiple-choice instruction; ``qwen2_5_vl_mvbench`` the paper's
     convention in it.
+
+    ``internvl_mvbench`` is the paper's convention in InternVL's chat format (transformers' InternVL
+    processor writes each frame as ``Frame{i}: <img>...</img>``).
 
     ``videollama3`` is VideoLLaMA3's chat template (official videollama3/model/processor.py) with the
     official TVBench instruction (videollama3/evaluation/benchmarks/tvbench.py): no system prompt,
@@ -152,6 +156,15 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             before_video="<|im_start|>user\n<|vision_start|>",
             after_video="<|vision_end|>",
             after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        PromptTemplate(
+            name="internvl_mvbench",
+            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
+            before_video="<|im_start|>user\n",
+            after_video="",
+            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
+            frame_format="Frame{index}: <img>{placeholder}</img>\n",
+            video_group="block",
         ),
         PromptTemplate(
             name="videollama3",
@@ -256,9 +269,9 @@ def build_prompt(
                 w.write(template.frame_separator)
             frame_start = w.n
             head, tail = template.frame_format.split("{placeholder}")
-            w.write(head.format(time=t))
+            w.write(head.format(time=t, index=i + 1))
             w.write(placeholder, f"placeholder:{i}")
-            w.write(tail.format(time=t))
+            w.write(tail.format(time=t, index=i + 1))
             w.mark(f"frame:{i}", frame_start)
             w.mark(f"frame_block:{i}", frame_start - (len(template.frame_separator) if i else 0))
     w.mark("video", video_start)

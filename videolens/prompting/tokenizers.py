@@ -57,6 +57,8 @@ def build_word_level_tokenizer(
     for t in TEMPLATES.values():
         corpus += [t.system, t.before_video, t.after_video, t.after_question, t.answer_prefix,
                    t.question_prefix, t.options_header, "Time 0.0s:"]
+        if t.frame_format:
+            corpus.append(t.frame_format.format(time=0.0, index=1, placeholder=" "))
     for text in corpus:
         for piece, _ in pre.pre_tokenize_str(text):
             words.setdefault(piece, None)
