@@ -310,6 +310,8 @@ CASES = [
     FamilyCase("llava-onevision-qwen2", lambda p: make_tiny_llava_onevision(p), onevision_reference, num_frames=4),
     FamilyCase("internvl-hf-qwen2", lambda p: make_tiny_internvl_hf(p), internvl_hf_reference, num_frames=4,
                video_grid=(4, 2, 2)),
+    FamilyCase("internvl-hf-qwen3", lambda p: make_tiny_internvl_hf(p, text="qwen3"), internvl_hf_reference,
+               num_frames=4, video_grid=(4, 2, 2)),  # InternVL3.5's backbone: Qwen3 with QK-norm
     FamilyCase("qwen2_5_vl", lambda p: make_tiny_qwen2_5_vl(p), qwen2_5_vl_reference, num_frames=4,
                video_grid=(2, 2, 2)),
     FamilyCase("qwen2_vl", lambda p: make_tiny_qwen2_5_vl(p, generation="qwen2_vl"), qwen2_5_vl_reference,

@@ -59,7 +59,7 @@ def _edit(src, dst, change):
 @pytest.mark.parametrize("change,message", [
     (lambda c: c.update(ps_version="v1"), "ps_version 'v1' is not supported (v2)"),
     (lambda c: c.update(downsample_ratio=0.25), "downsample_ratio 0.25 is not supported (0.5)"),
-    (lambda c: c["llm_config"].update(model_type="internlm2"), "text_config.model_type 'internlm2' is not a supported text backbone; supported: ['llama', 'mistral', 'phi3', 'qwen2']"),
+    (lambda c: c["llm_config"].update(model_type="internlm2"), "text_config.model_type 'internlm2' is not a supported text backbone; supported: ['llama', 'mistral', 'phi3', 'qwen2', 'qwen3']"),
     (lambda c: c.pop("llm_config"), "the internvl_chat config needs 'llm_config'"),
 ])
 def test_configs_the_family_cannot_load_say_why(ckpt, tmp_path, change, message):

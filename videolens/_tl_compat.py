@@ -29,7 +29,7 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 
 __all__ = [
     "ActivationCache", "HookedTransformer", "HookedTransformerConfig", "Embed", "HookPoint", "get_act_name",
-    "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "attn_scale", "project_z", "frozen_kv_cache",
+    "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "attn_scale", "project_z", "cache_keys", "frozen_kv_cache",
     "new_kv_cache", "final_logits", "set_rotary_tables", "rotary_tables", "swap_class", "is_caching_hook",
 ]
 
@@ -113,6 +113,14 @@ def swap_class(module: torch.nn.Module, cls: type) -> None:
 def new_kv_cache(cfg, device, batch: int = 1) -> TransformerLensKeyValueCache:
     """An empty TransformerLens key-value cache for generation."""
     return TransformerLensKeyValueCache.init_cache(cfg, device, batch)
+
+
+def cache_keys(attn, k: torch.Tensor) -> torch.Tensor:
+    """Keys as TransformerLens' key-value cache holds them, from ``hook_k``'s values: models with
+    ``use_qk_norm`` (Qwen3) normalise keys inside ``calculate_qkv_matrices``, after ``hook_k``."""
+    if getattr(attn.cfg, "use_qk_norm", False):
+        return attn._apply_qk_norm(k, attn.k_norm)
+    return k
 
 
 def frozen_kv_cache(keys: Sequence[Optional[torch.Tensor]], values: Sequence[Optional[torch.Tensor]],

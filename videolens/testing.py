@@ -210,16 +210,16 @@ def make_tiny_internvl(path: Union[str, Path], seed: int = 0, original_max_posit
 
 
 def make_tiny_internvl_hf(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
-                          image_size: int = 56, randomize: bool = True, **sizes) -> Path:
+                          image_size: int = 56, randomize: bool = True, text: str = "qwen2", **sizes) -> Path:
     """A random transformers ``InternVLForConditionalGeneration`` (model_type "internvl", the
     InternVL3 "-hf" layout) saved with ``save_pretrained``: InternViT 56 px / patch 14 (4x4 patches ->
-    2x2 tokens a frame after the pixel shuffle), the projector, a Qwen2 text model, and the tiny
-    tokenizer with ``<IMG_CONTEXT>`` as the image token."""
+    2x2 tokens a frame after the pixel shuffle), the projector, a ``text`` model (Qwen2 as InternVL3,
+    Qwen3 as InternVL3.5), and the tiny tokenizer with ``<IMG_CONTEXT>`` as the image token."""
     from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer(placeholder="<IMG_CONTEXT>")
-    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen2", **sizes)
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text=text, **sizes)
     vc = InternVLVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                               image_size=image_size, patch_size=14, attention_bias=True, use_mean_pooling=True)
     cfg = InternVLConfig(vision_config=vc.to_dict(), text_config=tc.to_dict(), image_token_id=PLACEHOLDER,

@@ -1,6 +1,6 @@
-"""InternVL in transformers' own format (model_type "internvl": the InternVL3 "-hf" checkpoints,
-``InternVLForConditionalGeneration``): InternViT -> pixel shuffle -> projector, and a Qwen2 / Llama
-text model.
+"""InternVL in transformers' own format (model_type "internvl": the InternVL3 / InternVL3.5 "-hf"
+checkpoints, ``InternVLForConditionalGeneration``): InternViT -> pixel shuffle -> projector, and a
+Qwen2, Qwen3 (with QK-norm) or Llama text model.
 
 Layout: config.json ``model_type "internvl"`` with ``vision_config`` (``internvl_vision``),
 ``text_config``, ``downsample_ratio`` 0.5, ``vision_feature_layer`` (-1),
@@ -12,8 +12,7 @@ The front end is the ``internvl_chat`` one's (``weights_conversion.internvl``): 
 ``InternVLVisionModel``, the 2x2 pixel shuffle, the projector (transformers' own
 ``InternVLMultiModalProjector``). Frames as transformers' InternVL video processor sizes them: resized
 to the tower's square size (bicubic, no crop), ImageNet mean/std. Each frame is its own
-``Frame{i}: <img>...</img>`` block (template ``internvl_mvbench``). Qwen3 text backbones (InternVL3.5)
-are refused by the text-backbone table (QK-norm is not mapped yet).
+``Frame{i}: <img>...</img>`` block (template ``internvl_mvbench``).
 """
 
 from __future__ import annotations
@@ -91,5 +90,5 @@ def convert(path: Path, config: dict, weights: Weights, dtype: torch.dtype, devi
 
 
 FAMILY = register(Family("internvl_hf", ("internvl",), convert,
-                         "InternVL in transformers' format (InternVL3 -hf): InternViT, pixel shuffle, projector, "
-                         "Qwen2 / Llama"))
+                         "InternVL in transformers' format (InternVL3 / 3.5 -hf): InternViT, pixel shuffle, "
+                         "projector, Qwen2 / Qwen3 / Llama"))

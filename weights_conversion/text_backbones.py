@@ -35,6 +35,12 @@ def _qwen2_converter():
     return convert_qwen2_weights
 
 
+def _qwen3_converter():
+    from transformer_lens.pretrained.weight_conversions.qwen3 import convert_qwen3_weights
+
+    return convert_qwen3_weights
+
+
 def _phi3_converter():
     from transformer_lens.pretrained.weight_conversions import convert_phi3_weights
 
@@ -66,6 +72,7 @@ TEXT_BACKBONES: Registry[TextBackbone] = Registry("text backbone", {
     "llama": TextBackbone("LlamaForCausalLM", _llama_converter),
     "mistral": TextBackbone("MistralForCausalLM", _mistral_converter),
     "qwen2": TextBackbone("Qwen2ForCausalLM", _qwen2_converter),
+    "qwen3": TextBackbone("Qwen3ForCausalLM", _qwen3_converter, {"use_qk_norm": True}),
     "phi3": TextBackbone("Phi3ForCausalLM", _phi3_converter),
 })
 

@@ -241,6 +241,7 @@ def save_videollama3_checkpoint(path, model, tokenizer, fmt: str = "original", m
 TEXT_CONFIGS = {
     "llama": ("LlamaConfig", dict(num_key_value_heads=2)),
     "qwen2": ("Qwen2Config", dict(num_key_value_heads=2)),
+    "qwen3": ("Qwen3Config", dict(num_key_value_heads=2, head_dim=16)),
     "phi3": ("Phi3Config", dict(num_key_value_heads=4, pad_token_id=0)),
     "mistral": ("MistralConfig", dict(num_key_value_heads=2, sliding_window=None)),
 }

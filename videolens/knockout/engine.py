@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens.utilities import get_act_name
 
-from .._tl_compat import final_logits, frozen_kv_cache
+from .._tl_compat import cache_keys, final_logits, frozen_kv_cache
 from ..prompting.inputs import VideoLLMInput
 from ..registry import Registry
 from .hooks import KnockoutHook, hook_name
@@ -135,7 +135,7 @@ class FastEngine(Engine):
             inputs,
             logits[0, -1],
             resid_pre=[cache[get_act_name("resid_pre", l)] for l in range(L)],
-            keys=[cache[get_act_name("k", l)] for l in range(L)],
+            keys=[cache_keys(model.blocks[l].attn, cache[get_act_name("k", l)]) for l in range(L)],
             values=[cache[get_act_name("v", l)] for l in range(L)],
             model=weakref.ref(model),
             engine=self.name,
