@@ -83,6 +83,28 @@ def add_arguments(p) -> None:
                         "from the paper) and drop the video rows from that layer on (videolens.pathways.pruned)")
 
 
+_DEFAULTS = {"discover_by": "all", "validate_data": None, "validate_video_root": None, "tolerance": 2.0,
+             "discover_threshold": 5.0, "random_control": False, "random_match": "official", "random_ratio": None,
+             "self_edges": "block", "seed": 0, "prune": False}
+
+
+def _refuse_other_modes(args, validated: bool, threshold: bool) -> None:
+    """One line for an option the chosen mode would ignore (never silently).
+
+    Raises:
+        ValueError: e.g. ``--tolerance`` with ``--spec``, ``--prune`` with ``--frontier``.
+    """
+    owners = {"discover_by": threshold, "discover_threshold": threshold, "validate_data": validated,
+              "validate_video_root": validated, "tolerance": validated}
+    if args.frontier is not None:  # the frontier draws its own random controls; no spec evaluation options
+        owners.update({k: False for k in ("random_control", "random_match", "random_ratio", "self_edges", "seed",
+                                           "prune")})
+    for name, allowed in owners.items():
+        if not allowed and getattr(args, name) != _DEFAULTS[name]:
+            raise ValueError(f"--{name.replace('_', '-')}: not used by this run (--spec, --discover with "
+                             f"--discover-method validated or threshold, and --frontier each take their own options)")
+
+
 def _validation(args):
     """The --validate-data samples, or None (the flow's own samples are split)."""
     if not args.validate_data:
@@ -98,6 +120,10 @@ def _frontier(args) -> int:
     from videolens.pathways.frontier import frontier_from_flow
     from videolens.plots.pathways import plot_frontier
 
+    from videolens.running.distributed import world
+
+    if world()[1] > 1:
+        raise ValueError("--frontier runs in one process (not sharded by torchrun yet)")
     for name in args.frontier_specs:
         load_spec(name)  # a bad name fails before the model loads
     validation = _validation(args)
@@ -131,14 +157,11 @@ def run(args) -> int:
     for flag, folder in (("--discover", args.discover), ("--frontier", args.frontier)):
         if folder is not None and not (Path(folder) / "records.jsonl").is_file():  # before the model loads
             raise FileNotFoundError(f"{flag} {folder}: no flow records (records.jsonl) there")
+    validated = args.frontier is not None or (args.discover is not None and args.discover_method == "validated")
+    threshold = args.discover is not None and args.discover_method == "threshold"
+    _refuse_other_modes(args, validated, threshold)
     if args.frontier is not None:
         return _frontier(args)
-    validated = args.discover is not None and args.discover_method == "validated"
-    if args.discover is None or validated:
-        if args.discover_by != "all":
-            raise ValueError("--discover-by: only with --discover --discover-method threshold")
-    if not validated and (args.validate_data or args.validate_video_root):
-        raise ValueError("--validate-data: only with --discover (validated) or --frontier")
     if args.spec:
         spec = load_spec(args.spec)  # a bad spec fails before the model loads
     elif not validated:
@@ -154,14 +177,19 @@ def run(args) -> int:
     model = load_model(args)
     if validated:
         from videolens.pathways.validate import validated_from_flow
+        from videolens.running import distributed as dist
 
-        try:
-            _, evidence = validated_from_flow(model, args.discover, args.out, args.tolerance, validation,
-                                              args.num_frames, progress=not args.no_progress,
-                                              log=lambda m: print(m, file=sys.stderr))
-        except (FileNotFoundError, ValueError) as exc:
-            raise type(exc)(f"--discover {args.discover}: {exc}") from None
-        print(evidence.summary(), file=sys.stderr)
+        rank, size = dist.world()
+        if rank == 0:  # under torchrun, rank 0 discovers and writes the spec; the others read it
+            try:
+                _, evidence = validated_from_flow(model, args.discover, args.out, args.tolerance, validation,
+                                                  args.num_frames, progress=not args.no_progress,
+                                                  log=lambda m: print(m, file=sys.stderr))
+            except (FileNotFoundError, ValueError) as exc:
+                raise type(exc)(f"--discover {args.discover}: {exc}") from None
+            print(evidence.summary(), file=sys.stderr)
+        if size > 1:
+            dist.barrier()
         spec = load_spec(Path(args.out) / "discovered_spec.json")
     if args.prune:
         from videolens.pathways.pruned import prunable
