@@ -77,6 +77,17 @@ def test_per_frame_template_records_each_frame():
     assert tp.prompt.text.startswith("<|im_start|>user\nTime 0.0s:<image>,Time 1.5s:<image>\nQuestion: ")
 
 
+@pytest.mark.parametrize("name", ["internvl", "internvl_mvbench"])
+def test_internvl_templates_write_one_numbered_block_a_frame(name):
+    tok, tp = _layout(template=name, timestamps=[0.0, 1.5])
+    L, text = tp.layout, tp.prompt.text
+    assert "Frame1: <img><image></img>\nFrame2: <img><image></img>\nQuestion: " in text
+    assert len(L.frames) == 2 and L.frames[0].start == L.video.start and L.frames[-1].stop == L.video.stop
+    assert (tp.tokens[0, L.video_positions] == PLACEHOLDER).all() and len(L.video) > len(L.video_positions)
+    assert text.startswith("<|im_start|>system\n" if name == "internvl_mvbench" else "<|im_start|>user\nFrame1: ")
+    assert text.endswith("<|im_start|>assistant\n" if name == "internvl" else "<|im_start|>assistant\nBest option:(")
+
+
 def test_multi_token_letter_raises():
     tok = tiny_tokenizer()
     tok.add_tokens(["(A"])  # now "(A" after the prompt merges into one token

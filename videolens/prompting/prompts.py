@@ -68,8 +68,9 @@ class PromptTemplate:
     ``<|vision_end|>``) with the same multiple-choice instruction; ``qwen2_5_vl_mvbench`` the paper's
     convention in it.
 
-    ``internvl_mvbench`` is the paper's convention in InternVL's chat format (transformers' InternVL
-    processor writes each frame as ``Frame{i}: <img>...</img>``).
+    ``internvl`` is InternVL's chat format in transformers (no system turn; its processor writes each
+    frame as ``Frame{i}: <img>...</img>``) with the multiple-choice instruction; ``internvl_mvbench``
+    the paper's convention in it.
 
     ``videollama3`` is VideoLLaMA3's chat template (official videollama3/model/processor.py) with the
     official TVBench instruction (videollama3/evaluation/benchmarks/tvbench.py): no system prompt,
@@ -156,6 +157,18 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             before_video="<|im_start|>user\n<|vision_start|>",
             after_video="<|vision_end|>",
             after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        PromptTemplate(
+            name="internvl",
+            system="",
+            before_video="<|im_start|>user\n",
+            after_video="",
+            after_question=(
+                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
+            ),
+            answer_prefix="",
+            frame_format="Frame{index}: <img>{placeholder}</img>\n",
+            video_group="block",
         ),
         PromptTemplate(
             name="internvl_mvbench",
