@@ -68,10 +68,9 @@ class OpenEndedSettings:
     answer_prefix: str = "Answer:"
 
     def __post_init__(self) -> None:
-        from .engine import ENGINES
-        from .settings import check_window
+        from .settings import check_method, check_window
 
-        check_window(self.window, self.window)  # a positive int; the depth is checked by check()
+        check_window(self.window)  # the model's depth is checked by check()
         for name in ("track", "max_new_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -82,8 +81,7 @@ class OpenEndedSettings:
                 raise ValueError(f"answer offsets must be >= 0, got {list(self.offsets)}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
-        if self.method not in ENGINES:
-            raise ValueError(f"unknown knockout method {self.method!r}; known: {sorted(ENGINES)}")
+        check_method(self.method)
 
     def check(self, model) -> "OpenEndedSettings":
         """Window within the model's depth, centre layers in range.
@@ -91,12 +89,10 @@ class OpenEndedSettings:
         Raises:
             ValueError: either is not.
         """
-        from .settings import check_window
+        from .settings import check_centres, check_window
 
         check_window(self.window, model.cfg.n_layers)
-        bad = [l for l in (self.layers or ()) if not 0 <= l < model.cfg.n_layers]
-        if bad:
-            raise ValueError(f"centre layer(s) {bad} out of range for {model.cfg.n_layers} layers")
+        check_centres(self.layers, model.cfg.n_layers)
         return self
 
     def header(self) -> dict:

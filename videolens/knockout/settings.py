@@ -27,7 +27,7 @@ from .batched import check_batch_conditions
 from .engine import ENGINES
 from .targets import Target, get_target
 
-__all__ = ["KnockoutSettings", "SAMPLE_MODES", "check_sample_mode", "check_window"]
+__all__ = ["KnockoutSettings", "SAMPLE_MODES", "check_sample_mode", "check_window", "check_method", "check_centres"]
 
 SAMPLE_MODES = ("correct", "wrong", "incorrect", "all", "correct_option")
 """Which samples an analysis keeps (official ``--sample_mode``): ``correct`` (the baseline's
@@ -44,12 +44,26 @@ def check_sample_mode(samples: str) -> str:
     return samples
 
 
-def check_window(window: int, n_layers: int) -> None:
-    """Raises ValueError unless ``1 <= window <= n_layers``."""
+def check_window(window: int, n_layers: Optional[int] = None) -> None:
+    """Raises ValueError unless ``window`` is a positive int, at most ``n_layers`` when given."""
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise ValueError(f"window must be a positive number of layers, got {window!r}")
-    if window > n_layers:
+    if n_layers is not None and window > n_layers:
         raise ValueError(f"window {window} is larger than the model's {n_layers} layers")
+
+
+def check_method(method: str) -> str:
+    """Raises ValueError unless ``method`` names a knockout engine (``ENGINES``); returns it."""
+    if method not in ENGINES:
+        raise ValueError(f"unknown knockout method {method!r}; known: {sorted(ENGINES)}")
+    return method
+
+
+def check_centres(layers: Optional[Tuple[int, ...]], n_layers: int) -> None:
+    """Raises ValueError unless every centre layer lies in ``[0, n_layers)`` (None: every layer)."""
+    bad = [l for l in (layers or ()) if not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"centre layer(s) {bad} out of range for {n_layers} layers")
 
 
 TargetsLike = Union[str, Target, Iterable]
@@ -95,15 +109,14 @@ class KnockoutSettings:
         if not resolved:
             raise ValueError("knockout settings: no target")
         object.__setattr__(self, "targets", resolved)
-        check_window(self.window, self.window)  # a positive int; the model's depth is checked by check()
+        check_window(self.window)  # the model's depth is checked by check()
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
         if self.heads is not None:
             object.__setattr__(self, "heads", tuple(resolve_heads(self.heads)))
         check_sample_mode(self.samples)
         check_self_edges(self.self_edges)
-        if self.method not in ENGINES:
-            raise ValueError(f"unknown knockout method {self.method!r}; known: {sorted(ENGINES)}")
+        check_method(self.method)
         check_batch_conditions(self.batch_conditions)
 
     @classmethod
@@ -132,12 +145,8 @@ class KnockoutSettings:
         Raises:
             ValueError: a window larger than the model, centre layers or heads out of range.
         """
-        n_layers = model.cfg.n_layers
-        check_window(self.window, n_layers)
-        if self.layers is not None:
-            bad = [l for l in self.layers if not 0 <= l < n_layers]
-            if bad:
-                raise ValueError(f"centre layer(s) {bad} out of range for {n_layers} layers")
+        check_window(self.window, model.cfg.n_layers)
+        check_centres(self.layers, model.cfg.n_layers)
         if self.heads is not None:
             resolve_heads(self.heads, model.cfg.n_heads)
         return self

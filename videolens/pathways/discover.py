@@ -24,7 +24,7 @@ from .loading import spec_from_dict
 from .spec import PathwaySpec
 
 __all__ = ["DISCOVERED_TYPES", "discover_spec", "discover_spec_data", "discover_specs", "kept_ranges",
-           "discover_from_flow"]
+           "read_flow", "discover_from_flow"]
 
 DISCOVERED_TYPES = {
     "cross_frame": ("cross-frame", "cross-frame"),
@@ -118,10 +118,9 @@ def discover_specs(records: Iterable[dict], n_layers: int, group_by: str = "task
             if any("rel_change" in r for r in rs)}
 
 
-def discover_from_flow(flow_dir, out_dir, threshold: float = 10.0, group_by: str = "all") -> PathwaySpec:
-    """The spec discovered from a ``videolens flow`` folder's records, written to
-    ``out_dir/discovered_spec.json`` (and, with ``group_by`` ``"task"`` / ``"sample"``, one spec per
-    group in ``out_dir/discovered_specs.json``); returns the first, loaded as ``load_spec`` would.
+def read_flow(flow_dir) -> Tuple[Dict, List[dict], int]:
+    """A ``videolens flow`` folder's records header (its ``config``), its records and the model
+    depth the sweep ran on.
 
     Raises:
         FileNotFoundError: no ``records.jsonl`` in ``flow_dir``.
@@ -131,7 +130,6 @@ def discover_from_flow(flow_dir, out_dir, threshold: float = 10.0, group_by: str
     from pathlib import Path
 
     from ..running.records import read_records
-    from .loading import load_spec
 
     flow = Path(flow_dir) / "records.jsonl"
     if not flow.is_file():
@@ -140,7 +138,23 @@ def discover_from_flow(flow_dir, out_dir, threshold: float = 10.0, group_by: str
     n_layers = header.get("n_layers")
     if not isinstance(n_layers, int):
         raise ValueError("its records header does not say the model's n_layers")
-    records = read_records(flow)
+    return header, read_records(flow), n_layers
+
+
+def discover_from_flow(flow_dir, out_dir, threshold: float = 10.0, group_by: str = "all") -> PathwaySpec:
+    """The spec discovered from a ``videolens flow`` folder's records, written to
+    ``out_dir/discovered_spec.json`` (and, with ``group_by`` ``"task"`` / ``"sample"``, one spec per
+    group in ``out_dir/discovered_specs.json``); returns the first, loaded as ``load_spec`` would.
+
+    Raises:
+        FileNotFoundError, ValueError: from ``read_flow``.
+    """
+    import json
+    from pathlib import Path
+
+    from .loading import load_spec
+
+    _, records, n_layers = read_flow(flow_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "discovered_spec.json").write_text(json.dumps(discover_spec_data(records, n_layers, "discovered",

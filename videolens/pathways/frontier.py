@@ -23,6 +23,7 @@ from .counting import count_edges
 from .evaluate import random_block_counts
 from .hooks import PathwayMasker, RandomMasker
 from .spec import PathwaySpec
+from .validate import answer_right
 
 __all__ = ["proportion_ci", "frontier", "write_frontier", "frontier_from_flow", "FRONTIER_FIELDS"]
 
@@ -44,8 +45,7 @@ def proportion_ci(k: int, n: int, level: float = 0.95) -> Tuple[float, float]:
 
 
 def _correct(model, x, logits) -> bool:
-    probs = model.option_probs(x, logits)
-    return max(probs, key=probs.get) == x.layout.true_letter
+    return answer_right(model, x, logits)[0]
 
 
 @torch.no_grad()
@@ -119,21 +119,6 @@ def write_frontier(rows: Sequence[Dict], path) -> Path:
     return path
 
 
-def _prepare_all(model, samples, num_frames, progress: bool, desc: str, log) -> List:
-    from tqdm.auto import tqdm
-
-    from ..running.samples import prepare_or_skip
-
-    out = []
-    for s in tqdm(samples, desc=desc, unit="sample", disable=not progress):
-        x, _, message = prepare_or_skip(model, s, num_frames)
-        if x is not None and x.layout.true_letter is not None:
-            out.append(x)
-        elif log:
-            log(f"{s.sample_id}: left out of the {desc} ({message or 'no ground truth'})")
-    return out
-
-
 def frontier_from_flow(model, flow_dir, test_samples: Sequence, out_dir, tolerances: Sequence[float] = (1, 2, 5, 10, 25),
                        seeds: Sequence[int] = (0, 1, 2), specs: Sequence[str] = ("llava-next-7b-video-ft",),
                        validation_samples=None, num_frames=None, progress: bool = True, log=None) -> List[Dict]:
@@ -144,28 +129,19 @@ def frontier_from_flow(model, flow_dir, test_samples: Sequence, out_dir, toleran
     ``out_dir/frontier_specs/discovered-tol<T>.json``; returns the rows.
 
     Raises:
-        FileNotFoundError, ValueError: from ``flow_samples`` / ``validated_discovery``; no test sample
-            can run.
+        FileNotFoundError, ValueError: from ``validation_from_flow`` / ``validated_discovery``; no
+            test sample can run.
     """
     import json
 
     from .loading import load_spec, spec_from_dict
-    from .validate import flow_samples, split_samples, validated_discovery
+    from .validate import prepare_answerable, validated_discovery, validation_from_flow
 
-    samples, records, n_layers = flow_samples(flow_dir)
-    if n_layers != model.cfg.n_layers:
-        raise ValueError(f"the sweep ran on a {n_layers}-layer model; this one has {model.cfg.n_layers}")
-    discovery_ids = None
-    if validation_samples is None:
-        swept = {r["sample_id"] for r in records if "rel_change" in r}
-        tasks = {s.sample_id: s.task for s in samples if s.sample_id in swept}
-        disc, val = split_samples(list(tasks), tasks)
-        discovery_ids = set(disc)
-        validation_samples = [s for s in samples if s.sample_id in set(val)]
-    val_inputs = _prepare_all(model, validation_samples, num_frames, progress, "validation samples", log)
-    test_inputs = _prepare_all(model, test_samples, num_frames, progress, "test samples", log)
-    if not val_inputs or not test_inputs:
-        raise ValueError("no validation sample or no test sample could run")
+    records, val_inputs, discovery_ids = validation_from_flow(model, flow_dir, validation_samples, num_frames, progress,
+                                                              log)
+    test_inputs = prepare_answerable(model, test_samples, num_frames, progress, "test samples", log)
+    if not test_inputs:
+        raise ValueError("no test sample could run")
     out = Path(out_dir) / "frontier_specs"
     out.mkdir(parents=True, exist_ok=True)
     chosen: Dict[str, Tuple[PathwaySpec, str]] = {}

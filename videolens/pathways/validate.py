@@ -44,7 +44,8 @@ from .discover import DISCOVERED_TYPES
 from .loading import spec_from_dict
 
 __all__ = ["Evidence", "split_samples", "layer_effects", "smoothed", "spec_data_from_layers", "Validator",
-           "validated_discovery", "needed_for_tolerance", "flow_samples", "validated_from_flow"]
+           "validated_discovery", "needed_for_tolerance", "flow_samples", "prepare_answerable", "validation_from_flow",
+           "validated_from_flow", "answer_right"]
 
 Item = Tuple[str, int]  # (edge type, layer)
 
@@ -192,6 +193,13 @@ def spec_data_from_layers(kept: Dict[str, Set[int]], n_layers: int, name: str, s
 
 
 # ---- validation ---------------------------------------------------------------------------------
+def answer_right(model, x, logits) -> Tuple[bool, float]:
+    """Whether the argmax option letter at the last position is the true one, and the true letter's
+    probability (full-vocabulary softmax, ``model.option_probs``)."""
+    probs = model.option_probs(x, logits)
+    return max(probs, key=probs.get) == x.layout.true_letter, float(probs[x.layout.true_letter])
+
+
 def wilson_upper(k: int, n: int, z: float = 1.645) -> float:
     """One-sided upper confidence bound (95% for ``z = 1.645``) of a proportion ``k / n`` (Wilson)."""
     if n == 0:
@@ -239,8 +247,7 @@ class Validator:
         self.last_p: List[float] = []
 
     def _answer(self, x, logits) -> Tuple[bool, float]:
-        probs = self.model.option_probs(x, logits)
-        return max(probs, key=probs.get) == x.layout.true_letter, float(probs[x.layout.true_letter])
+        return answer_right(self.model, x, logits)
 
     @property
     def full_accuracy(self) -> float:
@@ -412,20 +419,12 @@ def flow_samples(flow_dir) -> Tuple[List, List[dict], int]:
         FileNotFoundError: no records there, or an annotation file is gone.
         ValueError: the header names no data files or no depth, or a file changed since the sweep.
     """
-    import json
-    from pathlib import Path
-
     from ..fingerprint import data_fingerprint
-    from ..running.records import read_records
     from ..sources.formats import load_annotation_files
+    from .discover import read_flow
 
-    flow = Path(flow_dir) / "records.jsonl"
-    if not flow.is_file():
-        raise FileNotFoundError("no flow records (records.jsonl) there")
-    header = json.loads(flow.read_text().splitlines()[0]).get("config", {})
-    n_layers, data = header.get("n_layers"), header.get("data")
-    if not isinstance(n_layers, int):
-        raise ValueError("its records header does not say the model's n_layers")
+    header, records, n_layers = read_flow(flow_dir)
+    data = header.get("data")
     if not isinstance(data, dict) or not data.get("files"):
         raise ValueError("its records header names no annotation files (a one-video sweep cannot be split; give "
                          "--validate-data)")
@@ -436,7 +435,53 @@ def flow_samples(flow_dir) -> Tuple[List, List[dict], int]:
     if changed:
         raise ValueError(f"{changed[0]} changed since the sweep (its digest differs from the records header's)")
     samples = load_annotation_files(files, roots, format=header.get("format") or "auto")
-    return samples, read_records(flow), n_layers
+    return samples, records, n_layers
+
+
+def prepare_answerable(model, samples: Sequence, num_frames: Optional[int] = None, progress: bool = True,
+                       desc: str = "samples", log: Optional[Callable[[str], None]] = None) -> List:
+    """``model.prepare`` of each sample that can run and has a ground truth (the vision front end
+    once per sample); the others are named through ``log`` and left out."""
+    from tqdm.auto import tqdm
+
+    from ..running.samples import prepare_or_skip
+
+    out = []
+    for s in tqdm(samples, desc=desc, unit="sample", disable=not progress):
+        x, _, message = prepare_or_skip(model, s, num_frames)
+        if x is not None and x.layout.true_letter is not None:
+            out.append(x)
+        elif log:
+            log(f"{s.sample_id}: left out of the {desc} ({message or 'no ground truth'})")
+    return out
+
+
+def validation_from_flow(model, flow_dir, validation_samples: Optional[Sequence] = None,
+                         num_frames: Optional[int] = None, progress: bool = True,
+                         log: Optional[Callable[[str], None]] = None) -> Tuple[List[dict], List, Optional[Set[str]]]:
+    """What a validated discovery from a flow folder needs: the flow's records, the prepared
+    validation samples, and the discovery samples' ids (None: all of the flow's). Validation
+    samples: ``validation_samples`` when given, else the flow's own samples split half/half per
+    task (``split_samples``).
+
+    Raises:
+        FileNotFoundError, ValueError: from ``flow_samples``; the sweep ran on another depth than
+            ``model``'s; no validation sample can run.
+    """
+    samples, records, n_layers = flow_samples(flow_dir)
+    if n_layers != model.cfg.n_layers:
+        raise ValueError(f"the sweep ran on a {n_layers}-layer model; this one has {model.cfg.n_layers}")
+    discovery_ids: Optional[Set[str]] = None
+    if validation_samples is None:
+        swept = {r["sample_id"] for r in records if "rel_change" in r}
+        tasks = {s.sample_id: s.task for s in samples if s.sample_id in swept}
+        disc, val = split_samples(list(tasks), tasks)
+        discovery_ids, keep = set(disc), set(val)
+        validation_samples = [s for s in samples if s.sample_id in keep]
+    inputs = prepare_answerable(model, validation_samples, num_frames, progress, "validation samples", log)
+    if not inputs:
+        raise ValueError("no validation sample could run")
+    return records, inputs, discovery_ids
 
 
 def validated_from_flow(model, flow_dir, out_dir, tolerance: float = 2.0, validation_samples: Optional[Sequence] = None,
@@ -449,35 +494,13 @@ def validated_from_flow(model, flow_dir, out_dir, tolerance: float = 2.0, valida
     samples), else the flow's own samples split half/half per task (``split_samples``).
 
     Raises:
-        FileNotFoundError, ValueError: from ``flow_samples``; the sweep ran on another depth than
-            ``model``'s; no validation sample can run.
+        FileNotFoundError, ValueError: from ``validation_from_flow``.
     """
     import json
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
-    from ..running.samples import prepare_or_skip
-
-    samples, records, n_layers = flow_samples(flow_dir)
-    if n_layers != model.cfg.n_layers:
-        raise ValueError(f"the sweep ran on a {n_layers}-layer model; this one has {model.cfg.n_layers}")
-    swept = {r["sample_id"] for r in records if "rel_change" in r}
-    discovery_ids: Optional[Set[str]] = None
-    if validation_samples is None:
-        tasks = {s.sample_id: s.task for s in samples if s.sample_id in swept}
-        disc, val = split_samples(list(tasks), tasks)
-        discovery_ids, keep = set(disc), set(val)
-        validation_samples = [s for s in samples if s.sample_id in keep]
-    inputs = []
-    for s in tqdm(validation_samples, desc="validation samples", unit="sample", disable=not progress):
-        x, status, message = prepare_or_skip(model, s, num_frames)
-        if x is not None and x.layout.true_letter is not None:
-            inputs.append(x)
-        elif log:
-            log(f"{s.sample_id}: not used for validation ({message or 'no ground truth'})")
-    if not inputs:
-        raise ValueError("no validation sample could run")
+    records, inputs, discovery_ids = validation_from_flow(model, flow_dir, validation_samples, num_frames, progress,
+                                                         log)
     spec, evidence = validated_discovery(model, records, inputs, tolerance, discovery_ids, prob_tolerance=prob_tolerance,
                                          log=log)
     out = Path(out_dir)
