@@ -10,7 +10,7 @@ import pytest
 from test_architecture import ROOT, _imports, _module_name
 
 LAYERS = [
-    ("shared", r"videolens\.(_moved|errors|registry|layers|stats|fingerprint|_tl_compat|bundled)"),
+    ("shared", r"videolens\.(_moved|errors|registry|layers|stats|fingerprint|_tl_compat|bundled|argtypes)"),
     ("sources", r"videolens\.sources(\..*)?"),
     ("prompting", r"videolens\.prompting(\..*)?"),
     ("frontend", r"videolens\.frontend(\..*)?"),

@@ -5,7 +5,7 @@ Main entry points: ``HookedVideoLLM.from_pretrained``, ``VideoQA``, ``load_video
 submodules (``knockout``, ``lens``, ``pathways``, ``patching``, ``viz``) imported on first use.
 
 The library's folders are its layers, each importing only those below it (tests/test_layering.py):
-shared leaf modules (``errors``, ``registry``, ``layers``, ``stats``, ``fingerprint``, ``_tl_compat``,
+shared leaf modules (``errors``, ``registry``, ``layers``, ``stats``, ``fingerprint``, ``_tl_compat``, ``argtypes``,
 ``bundled``) < ``sources`` < ``prompting`` < ``frontend`` < ``weights_conversion`` < ``hooked`` <
 ``running`` < the analyses (``knockout``, ``lens``, ``pathways``, ``patching``) < ``plots`` / ``viz``
 < ``commands`` / ``cli``. Modules that moved into the folders keep their old import paths

@@ -14,10 +14,11 @@ official scripts set for each model: docs/methods.md#checkpoint-settings.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from videolens.argtypes import int_triple as parse_int_triple
+from videolens.argtypes import positive_int as parse_positive_int
 from videolens.sources.video import DEFAULT_NUM_FRAMES
 
 __all__ = ["FamilyOption", "default_num_frames", "positive_int_value", "int_triple_value", "parse_int_triple",
@@ -40,29 +41,6 @@ def int_triple_value(name: str, v) -> list:
     if isinstance(v, str) or not hasattr(v, "__len__") or len(v) != 3 or not all(_positive_int(x) for x in v):
         raise ValueError(f"{name} must be three positive integers (frames, rows, cols), got {v!r}")
     return list(v)
-
-
-def parse_int_triple(text: str) -> tuple:
-    """``"8-12-12"`` (or ``8,12,12``) -> ``(8, 12, 12)``; argparse reports the error in one line."""
-    parts = text.replace(",", "-").split("-")
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected three positive integers T-H-W such as 8-12-12, got {text!r}")
-    return tuple(int(p) for p in parts)
-
-
-def parse_positive_int(text: str) -> int:
-    """An argparse type: a positive integer."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-parse_positive_int.__name__ = "integer"
-parse_int_triple.__name__ = "shape"
 
 
 @dataclass(frozen=True)

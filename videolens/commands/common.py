@@ -8,6 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from videolens.argtypes import bounded_float, non_negative_int, positive_int  # noqa: F401 (the commands' types)
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -37,45 +39,6 @@ def family_options() -> dict:
     from weights_conversion.registry import model_options
 
     return model_options()
-
-
-def _int_at_least(low: int, what: str):
-    """An argparse type: an integer >= ``low`` (``what`` names it in the error)."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
-        return v
-
-    parse.__name__ = "integer"
-    return parse
-
-
-positive_int = _int_at_least(1, "a positive integer")
-non_negative_int = _int_at_least(0, "an integer >= 0")
-
-
-def bounded_float(low: float = float("-inf"), high: float = float("inf"), low_open: bool = False):
-    """An argparse type: a finite float in ``[low, high]`` (``(low, high]`` when ``low_open``);
-    NaN and infinity are refused."""
-    import math
-
-    where = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(v) or v < low or v > high or (low_open and v == low):
-            raise argparse.ArgumentTypeError(f"expected a finite number in {where}, got {text!r}")
-        return v
-
-    parse.__name__ = "number"
-    return parse
 
 
 def parse_device(text: str) -> str:
