@@ -215,3 +215,57 @@ def test_settings_are_checked_against_the_model_and_not_mixed_with_options(model
         sweep(model8, inputs8, "cross-frame", settings=s)
     with pytest.raises(TypeError, match="not both"):
         sweep(model8, inputs8, settings=s, window=5)
+
+
+def test_auto_batch_size_follows_the_free_memory(model8, monkeypatch):
+    """``"auto"`` takes as many conditions as the memory share holds: 1 when little is free, the
+    CPU cap on a CPU, more on CUDA, and a per-head mask costs more than a shared one."""
+    from videolens.knockout import batched
+
+    per = batched.bytes_per_condition(model8.cfg, 100, 120, per_head=False)
+    assert batched.bytes_per_condition(model8.cfg, 100, 120, per_head=True) > per > 0
+    assert batched.bytes_per_condition(model8.cfg, 200, 220, per_head=False) > per
+    monkeypatch.setattr(batched, "free_memory", lambda device: 10 * per)
+    assert batched.auto_batch_size(model8, 100, 120, False, "cpu") == min(2, batched.CPU_MAX_BATCH)
+    assert batched.auto_batch_size(model8, 100, 120, False, "cuda") == 8  # 0.8 of 10 conditions' memory
+    monkeypatch.setattr(batched, "free_memory", lambda device: per // 10)
+    assert batched.auto_batch_size(model8, 100, 120, False, "cuda") == 1  # never below one condition
+    monkeypatch.setattr(batched, "free_memory", lambda device: 10**6 * per)
+    assert batched.auto_batch_size(model8, 100, 120, False, "cpu") == batched.CPU_MAX_BATCH
+    assert batched.free_memory("cpu") > 0  # this machine's MemAvailable
+
+
+def test_auto_batches_and_out_of_memory_retries_give_the_one_by_one_numbers(model8, inputs8, monkeypatch):
+    """``batch_size="auto"`` equals one by one; a batch that runs out of memory is halved and retried
+    (warned), every condition computed once, and later batches keep the smaller size."""
+    from videolens.knockout import batched
+    from videolens.knockout.engine import FastEngine
+
+    one = sweep(model8, inputs8, "vql-to-ql", window=3)
+    auto = sweep(model8, inputs8, "vql-to-ql", window=3, batch_conditions="auto")
+    assert max(abs(a["ko_prob"] - b["ko_prob"]) for a, b in zip(auto, one)) < TOL
+    clean = FastEngine().clean(model8, inputs8)
+    hook = vl.knockout.knockout_hooks(model8, "video->last", [0], layout=inputs8)[0][1]
+    conds = [(hook, [l]) for l in range(8)]
+    run_group, sizes = batched._run_group, []
+
+    def small_memory(model, clean, q0, group):
+        sizes.append(len(group))
+        if len(group) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return run_group(model, clean, q0, group)
+
+    monkeypatch.setattr(batched, "_run_group", small_memory)
+    with pytest.warns(RuntimeWarning) as warned:
+        got = batched.run_batched(model8, clean, conds, batch_size=8)
+    assert [str(w.message) for w in warned] == [
+        f"batched knockout: out of memory with {n} conditions per batch; retrying with {n // 2}" for n in (8, 4)]
+    assert sizes == [8, 4, 2, 2, 2, 2]
+    for (h, layers), g in zip(conds, got):
+        assert torch.allclose(g, FastEngine().run(model8, clean, h, layers), atol=TOL, rtol=0)
+    monkeypatch.setattr(batched, "_run_group", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
+    with pytest.raises(torch.OutOfMemoryError):  # one condition alone does not fit: the error itself
+        batched.run_batched(model8, clean, conds[:1], batch_size=1)
+    monkeypatch.setattr(batched, "_run_group", lambda *a: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not a memory error: raised at once
+        batched.run_batched(model8, clean, conds, batch_size=8)

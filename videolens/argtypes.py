@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["int_at_least", "positive_int", "non_negative_int", "bounded_float", "int_triple"]
+__all__ = ["int_at_least", "positive_int", "non_negative_int", "bounded_float", "int_triple", "positive_int_or"]
 
 
 def int_at_least(low: int, what: str):
@@ -28,6 +28,17 @@ def int_at_least(low: int, what: str):
 
 positive_int = int_at_least(1, "a positive integer")
 non_negative_int = int_at_least(0, "an integer >= 0")
+
+
+def positive_int_or(word: str):
+    """An argparse type: a positive integer, or ``word`` itself (e.g. ``auto``)."""
+    number = int_at_least(1, f"a positive integer or {word!r}")
+
+    def parse(text: str):
+        return word if text.strip().lower() == word else number(text)
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def bounded_float(low: float = float("-inf"), high: float = float("inf"), low_open: bool = False):

@@ -32,6 +32,8 @@ from typing import Optional
 
 from videolens.running.distributed import world as dist_world
 
+from videolens.argtypes import positive_int_or
+
 from .common import (positive_int, non_negative_int, add_model_arguments, add_sample_arguments, load_model,
                      load_samples, run_config, run_frames, require_options, sharded_samples)
 
@@ -63,9 +65,11 @@ def add_arguments(p) -> None:
                          "keep (never block a token's edge to itself)")
     ko.add_argument("--heads", type=non_negative_int, nargs="+", default=None, metavar="H",
                     help="knock out these heads only (default: every head)")
-    ko.add_argument("--batch-conditions", type=positive_int, default=1, metavar="N",
+    ko.add_argument("--batch-conditions", type=positive_int_or("auto"), default="auto", metavar="N|auto",
                     help="with --method fast: run up to N knockout conditions (pairs x centre layers) as one batch; "
-                         "the same numbers up to float rounding, much faster on a GPU (default 1: one by one)")
+                         "the same numbers up to float rounding, much faster on a GPU. Default auto: as many as the "
+                         "free memory holds (at most 4 on a CPU, where larger batches gain nothing); on a GPU an "
+                         "out-of-memory halves the batch and retries. 1: one by one")
     ko.add_argument("--compare-model", default=None, metavar="DIR",
                     help="a second checkpoint (e.g. the ImageLLM base) run on the same samples into OUT/compare; "
                          "each target's figure then draws both models (paper Finding 1)")
@@ -188,7 +192,7 @@ def _attribution(model, samples, targets, args, out: Path) -> int:
 
 
 MODE_OPTIONS = {
-    "knockout": {"samples": "correct", "self_edges": "block", "heads": None, "batch_conditions": 1,
+    "knockout": {"samples": "correct", "self_edges": "block", "heads": None, "batch_conditions": "auto",
                  "compare_model": None},
     "open-ended": {"track": 1, "max_new_tokens": 24, "answer_prefix": "Answer:"},
 }

@@ -12,16 +12,23 @@ in its own window only, and every row attends to the same frozen clean keys and 
 positions before ``q0``. Results equal the one-by-one engine up to float rounding
 (tests/test_knockout_batched.py, 1e-5 in fp32).
 
+``batch_size="auto"`` chooses the batch from the memory free on the device
+(``auto_batch_size``: on CUDA ``torch.cuda.mem_get_info``, on the CPU ``MemAvailable``), so a
+user never has to guess it; an out-of-memory error (CUDA's, or the CPU allocator's refusal) halves
+the batch and retries the same conditions (a warning says so) instead of failing, whether the size
+was chosen or given.
+
 Example::
 
     from videolens.knockout.batched import run_batched
-    logits = run_batched(model, clean, [(hook, [0, 1, 2]), (hook, [3, 4, 5])], batch_size=16)
+    logits = run_batched(model, clean, [(hook, [0, 1, 2]), (hook, [3, 4, 5])], batch_size="auto")
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Bool, Float
@@ -30,16 +37,81 @@ from .._tl_compat import final_logits, frozen_kv_cache
 from ..hooked.attention import ScoreMaskHook
 from .hooks import KnockoutHook, hook_name
 
-__all__ = ["RowMasks", "run_batched", "check_batch_conditions", "Condition"]
+__all__ = ["RowMasks", "run_batched", "check_batch_conditions", "Condition", "AUTO", "auto_batch_size",
+           "bytes_per_condition", "free_memory"]
 
 Condition = Tuple[KnockoutHook, Sequence[int]]
 """One knockout condition: the hook (its mask) and the layers where it applies."""
 
 
+AUTO = "auto"
+"""``batch_conditions`` / ``batch_size`` value: choose the batch from the free memory."""
+
+CPU_MAX_BATCH = 4
+"""Largest batch ``"auto"`` picks on the CPU: a CPU's matrix kernels are already busy with one
+condition's rows, so larger batches gain nothing and only the memory grows
+(``benchmarks/knockout_sweep.py`` on 2 cores: batches of 4 1.0-1.2x one by one, of 16 0.8-1.2x)."""
+
+MEMORY_SHARE = {"cuda": 0.8, "cpu": 0.25}
+"""Share of the free memory ``"auto"`` lets one batch use (the CPU's is shared with the rest of
+the machine, and an out-of-memory there kills the process instead of raising)."""
+
+
 def check_batch_conditions(n) -> None:
-    """Raises ValueError unless ``n`` (conditions per batch) is an integer >= 1."""
+    """Raises ValueError unless ``n`` (conditions per batch) is an integer >= 1 or ``"auto"``."""
+    if n == AUTO:
+        return
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"batch_conditions must be a positive number of conditions, got {n!r}")
+        raise ValueError(f"batch_conditions must be a positive number of conditions or 'auto', got {n!r}")
+
+
+def free_memory(device: Union[str, torch.device]) -> int:
+    """Bytes a new allocation can take on ``device``: on CUDA the driver's free memory plus what
+    torch's caching allocator holds unused; on the CPU ``MemAvailable`` (Linux; 4 GiB elsewhere)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def bytes_per_condition(cfg, n_rows: int, seq_len: int, per_head: bool) -> int:
+    """A generous estimate of the memory one condition adds to a batch at its widest layer, in bytes:
+    the recomputed rows' activations (residual, attention input and output, the MLP's hidden
+    units), the keys and values of all ``seq_len`` positions (the frozen cache joined to the new
+    rows), its boolean masks and one float32 score matrix per head (the SDPA math kernel's; the
+    memory-efficient kernel needs less).
+
+    Args:
+        cfg: the model's ``HookedTransformerConfig``.
+        n_rows: recomputed query rows (``seq_len - q0``).
+        seq_len: positions of the sample.
+        per_head: the masks differ per head (``heads=`` knockouts).
+    """
+    elt = torch.empty((), dtype=cfg.dtype).element_size()
+    d_kv = (cfg.n_key_value_heads or cfg.n_heads) * cfg.d_head
+    d_mlp = cfg.d_mlp or 4 * cfg.d_model
+    rows = n_rows * (8 * cfg.d_model + 3 * d_mlp) * elt
+    kv = 2 * 2 * seq_len * max(d_kv, cfg.n_heads * cfg.d_head) * elt
+    masks = n_rows * seq_len * ((cfg.n_heads if per_head else 1) * 2 + 4 * cfg.n_heads)
+    return int(1.5 * (rows + kv + masks))
+
+
+def auto_batch_size(model, n_rows: int, seq_len: int, per_head: bool, device) -> int:
+    """The batch ``"auto"`` runs: as many conditions as ``MEMORY_SHARE`` of the device's free memory
+    holds (``free_memory`` / ``bytes_per_condition``), at least 1, at most ``CPU_MAX_BATCH`` on the
+    CPU."""
+    kind = torch.device(device).type
+    budget = MEMORY_SHARE.get(kind, 0.25) * free_memory(device)
+    n = max(1, int(budget // bytes_per_condition(model.cfg, n_rows, seq_len, per_head)))
+    return min(n, CPU_MAX_BATCH) if kind != "cuda" else n
 
 
 class RowMasks(ScoreMaskHook):
@@ -99,16 +171,25 @@ def _run_group(model, clean, q0: int, conds: Sequence[Condition]) -> Float[torch
     return final_logits(model, resid[:, -1:])[:, -1]
 
 
-def run_batched(model, clean, conditions: Sequence[Condition], batch_size: int,
+def _is_oom(exc: BaseException) -> bool:
+    """CUDA's ``torch.OutOfMemoryError``, or the CPU allocator's refusal of an allocation."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def run_batched(model, clean, conditions: Sequence[Condition], batch_size: Union[int, str],
                 on_done: Optional[Callable[[int], object]] = None) -> List[Float[torch.Tensor, "d_vocab"]]:
-    """Last-position logits ``[d_vocab]`` of each condition, computed in batches of ``batch_size``.
+    """Last-position logits ``[d_vocab]`` of each condition, computed in batches of ``batch_size``
+    (``"auto"``: chosen per group of conditions from the free memory, ``auto_batch_size``). A batch
+    that runs out of memory is halved and retried (down to one condition, then the error
+    is raised), and later batches keep the smaller size.
 
     Args:
         model: a ``HookedVideoLLM``.
         clean: the sample's ``CleanRun`` from ``FastEngine.clean``.
         conditions: ``(KnockoutHook, layers)`` pairs, in any order; the result follows it.
-        batch_size: conditions per batch (>= 1); conditions with different first blocked queries
-            never share a batch.
+        batch_size: conditions per batch (>= 1, or ``"auto"``); conditions with different first
+            blocked queries never share a batch.
         on_done: called with the number of conditions each batch finished (a progress bar's
             ``update``).
 
@@ -117,7 +198,9 @@ def run_batched(model, clean, conditions: Sequence[Condition], batch_size: int,
         a condition that blocks nothing gets the clean logits.
 
     Raises:
-        ValueError: ``batch_size`` < 1, or a ``clean`` run without the fast engine's cache.
+        ValueError: ``batch_size`` neither >= 1 nor ``"auto"``, or a ``clean`` run without the fast
+            engine's cache.
+        torch.OutOfMemoryError (or the CPU allocator's RuntimeError): one condition alone does not fit.
     """
     check_batch_conditions(batch_size)
     if clean.resid_pre is None:
@@ -131,13 +214,35 @@ def run_batched(model, clean, conditions: Sequence[Condition], batch_size: int,
                 on_done(1)
         else:
             groups[hook.first_query].append(i)
+    device = clean.logits.device
+    S = clean.resid_pre[0].shape[1]
+    cap: Optional[int] = None  # the largest batch that fitted after an out-of-memory
     for q0, idx in groups.items():
         idx.sort(key=lambda i: min(conditions[i][1]))
-        for s in range(0, len(idx), batch_size):
-            chunk = idx[s:s + batch_size]
-            logits = _run_group(model, clean, q0, [conditions[i] for i in chunk])
+        size = batch_size
+        if size == AUTO:
+            per_head = any(h.heads is not None for h, _ in (conditions[i] for i in idx))
+            size = auto_batch_size(model, S - q0, S, per_head, device)
+        if cap is not None:
+            size = min(size, cap)
+        s = 0
+        while s < len(idx):
+            chunk = idx[s:s + size]
+            try:
+                logits = _run_group(model, clean, q0, [conditions[i] for i in chunk])
+            except RuntimeError as exc:
+                if not _is_oom(exc) or len(chunk) == 1:
+                    raise
+                del exc
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                size = cap = max(1, len(chunk) // 2)
+                warnings.warn(f"batched knockout: out of memory with {len(chunk)} conditions per batch; "
+                              f"retrying with {size}", RuntimeWarning, stacklevel=2)
+                continue
             for i, row in zip(chunk, logits):
                 out[i] = row
             if on_done is not None:
                 on_done(len(chunk))
+            s += len(chunk)
     return out

@@ -87,7 +87,7 @@ class Engine:
         raise NotImplementedError
 
     def run_many(self, model, clean: CleanRun, conditions: Sequence[Tuple[KnockoutHook, Sequence[int]]],
-                 batch_size: int = 1, on_done: Optional[Callable[[int], object]] = None
+                 batch_size=1, on_done: Optional[Callable[[int], object]] = None
                  ) -> List[Float[torch.Tensor, "d_vocab"]]:
         """``run`` for each ``(hook, layers)`` condition, in order; ``batch_size`` conditions at a time
         where the engine can batch them (this one runs them one by one). ``on_done(n)`` is called
@@ -158,8 +158,9 @@ class FastEngine(Engine):
         return _unembed_last(model, out)
 
     def run_many(self, model, clean, conditions, batch_size=1, on_done=None):
-        """Conditions sharing their first blocked query run ``batch_size`` at a time, each joining
-        the batch at its own first layer (``videolens.knockout.batched``); 1 runs them one by one."""
+        """Conditions sharing their first blocked query run ``batch_size`` at a time (``"auto"``: as
+        many as the free memory holds), each joining the batch at its own first layer
+        (``videolens.knockout.batched``); 1 runs them one by one."""
         if batch_size == 1:
             return super().run_many(model, clean, conditions, on_done=on_done)
         from .batched import run_batched
