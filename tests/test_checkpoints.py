@@ -177,3 +177,26 @@ def test_qwen2_without_grouped_kv_heads(tmp_path, clip_path):
     ref, _, _ = pllava_reference(ckpt, x.video.frames, x.tokens, model.placeholder_id)
     with torch.no_grad():
         assert (model(x) - ref).abs().max() <= 1e-4
+
+
+def test_weights_from_memory_equal_the_files(tiny_pllava_dir, tmp_path, clip_path):
+    """``from_pretrained(folder, state_dict=...)``: a folder with config.json and the tokenizer only,
+    the tensors from memory (a model of a released shape built on a GPU): the same logits as the
+    files, no fingerprint, and a missing tensor named as from memory."""
+    from weights_conversion.checkpoint import read_state_dict
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_pllava_dir, bare, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
+    tensors = read_state_dict(tiny_pllava_dir)
+    from_files = vl.HookedVideoLLM.from_pretrained(tiny_pllava_dir, device="cpu")
+    from_memory = vl.HookedVideoLLM.from_pretrained(bare, device="cpu", state_dict=tensors)
+    sample = vl.VideoQA(video=str(clip_path), question="What moves?", candidates=["a ball", "a box"], answer="a ball")
+    x = from_files.prepare(sample)
+    assert torch.equal(from_memory(from_memory.prepare(sample)), from_files(x))
+    assert from_memory.checkpoint_path is None and from_memory.fingerprint is None
+    assert from_files.fingerprint is not None
+    with pytest.raises(CheckpointError, match="in-memory tensors"):
+        vl.HookedVideoLLM.from_pretrained(bare, device="cpu", state_dict={k: v for k, v in tensors.items()
+                                                                         if "layers.1." not in k})
+    with pytest.raises(CheckpointError, match="holds no weights"):  # the bare folder alone has none
+        vl.HookedVideoLLM.from_pretrained(bare, device="cpu")

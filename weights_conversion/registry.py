@@ -173,7 +173,8 @@ def preflight(path) -> Tuple[dict, Family, Optional[int]]:
 
 
 def convert_checkpoint(
-    path, dtype: torch.dtype = torch.float32, device: str = "cpu", overrides: Optional[dict] = None
+    path, dtype: torch.dtype = torch.float32, device: str = "cpu", overrides: Optional[dict] = None,
+    tensors: Optional[Dict[str, torch.Tensor]] = None,
 ) -> ConvertedModel:
     """Read a checkpoint folder and convert it with its family's converter.
 
@@ -182,6 +183,8 @@ def convert_checkpoint(
     pooling_shape=...)``); None values are ignored. The result's ``num_frames`` follows
     ``options.default_num_frames``. Every tensor in the checkpoint must be used: leftovers raise
     ``UnexpectedWeightsError`` and absent tensors ``MissingWeightsError``, both naming the keys.
+    ``tensors``: the checkpoint's tensors under their on-disk names, used instead of the folder's
+    weight files (a model built in memory).
 
     Raises:
         ValueError: an override the family does not declare, or a value its option refuses.
@@ -197,7 +200,10 @@ def convert_checkpoint(
             raise ValueError(f"{path}: {k} does not apply to a {family.name} checkpoint (its options: {known})")
         given[k] = declared[k].value(v)
     config.update(given)
-    weights = Weights.from_folder(path, device)  # straight to the target device: no host copy of the model
+    if tensors is not None:
+        weights = Weights(tensors, f"{path} (in-memory tensors)")
+    else:
+        weights = Weights.from_folder(path, device)  # straight to the target device: no host copy of the model
     check_sizes_against_weights(config, weights, str(path))
     try:
         converted = family.convert(path, config, weights, dtype, device)

@@ -47,7 +47,8 @@ HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only")
 
 
 def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
-                    dtype: torch.dtype = torch.float32, num_frames: Optional[int] = None, **options):
+                    dtype: torch.dtype = torch.float32, num_frames: Optional[int] = None,
+                    state_dict: Optional[Dict[str, torch.Tensor]] = None, **options):
     """``cls.from_pretrained`` without weight processing (see its docstring). ``options`` are the
     options the checkpoint's family declares (``weights_conversion.registry.model_options``) and
     ``HUB_OPTIONS``. A known checkpoint name or hub id (``videolens.sources.hub.MODELS``) brings its settings
@@ -88,7 +89,7 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
     if (Path(path) / "config.json").is_file() and not any((Path(path) / f).is_file() for f in tokenizer_files):
         raise CheckpointError(f"{path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
                               "copy the checkpoint's tokenizer files into the folder")
-    conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides)
+    conv = convert_checkpoint(path, dtype=dtype, device=str(device), overrides=overrides, tensors=state_dict)
     if num_frames is None:
         num_frames = conv.num_frames
     try:
@@ -131,8 +132,11 @@ def load_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, tor
         model.template = get_template(known.template)
     model.known = known
     check_tokenizer(model, path)
-    model.checkpoint_path = str(path)  # model.fingerprint hashes its files when first read (a run header)
-    model.identity = quick_identity(path)
+    if state_dict is None:
+        model.checkpoint_path = str(path)  # model.fingerprint hashes its files when first read (a run header)
+        model.identity = quick_identity(path)
+    else:  # weights from memory: no files to identify them by
+        model.checkpoint_path, model.identity = None, None
     return model.eval()
 
 

@@ -111,6 +111,7 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         fold_value_biases: bool = False,
         refactor_factored_attn_matrices: bool = False,
         preprocessing: str = "pil",
+        state_dict: Optional[Dict[str, torch.Tensor]] = None,
         **options,
     ) -> "HookedVideoLLM":
         """Load a VideoLLM checkpoint (any registered family) from a folder, a known name or a hub id.
@@ -138,6 +139,12 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             preprocessing: ``"pil"`` (transformers' PIL processor frame by frame, the paper's) or
                 ``"torch"`` (batched on ``device``, within 2 uint8 levels: ``videolens.frontend.tensor_preprocess``;
                 CLIP-style front ends only).
+            state_dict: the checkpoint's tensors under their on-disk names, used instead of the
+                folder's weight files (as transformers' ``from_pretrained(state_dict=)``): a model
+                whose weights live in memory, e.g. random weights of a released shape built on a
+                GPU (``benchmarks/paper_scale.py``). The folder then needs only config.json and
+                the tokenizer files; the model has no fingerprint (``checkpoint_path`` None), as
+                any model built in memory.
 
         Raises:
             FileNotFoundError: no such folder, and not a known name or hub id.
@@ -157,7 +164,8 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         if preprocessing not in BACKENDS:
             raise ValueError(f"preprocessing must be one of {BACKENDS}, got {preprocessing!r}")
 
-        model = load_pretrained(cls, path, device=device, dtype=dtype, num_frames=num_frames, **options)
+        model = load_pretrained(cls, path, device=device, dtype=dtype, num_frames=num_frames, state_dict=state_dict,
+                                **options)
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
                                center_unembed=center_unembed, fold_value_biases=fold_value_biases,
                                refactor_factored_attn_matrices=refactor_factored_attn_matrices)
