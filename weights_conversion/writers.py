@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from videolens.frontend.vision import CLIP_MEAN, CLIP_STD
 
-__all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint", "save_videollama3_checkpoint", "TEXT_CONFIGS",
+__all__ = ["save_pllava_checkpoint", "save_internvl_checkpoint", "save_videollama3_checkpoint", "pllava_tensors",
+           "internvl_tensors", "videollama3_tensors", "TEXT_CONFIGS",
            "tiny_configs", "randomize_", "write_random_pllava", "write_demo_standin"]
 
 
@@ -29,6 +30,7 @@ def save_pllava_checkpoint(
     dtype: Optional[torch.dtype] = None,
     max_shard_bytes: Optional[int] = None,
     extra_config: Optional[dict] = None,
+    weights: bool = True,
 ) -> Path:
     """Save a PLLaVA-style checkpoint (the released checkpoints' layout) to ``path``.
 
@@ -41,46 +43,18 @@ def save_pllava_checkpoint(
         dtype: cast floating tensors (e.g. torch.float16) before writing.
         max_shard_bytes: split the weights into shards with an index file when set.
         extra_config: more config.json entries (e.g. ``prompt_template``, a model card path).
+        weights: False writes every file but the weights (their tensors: ``pllava_tensors``; for
+            ``from_pretrained(path, state_dict=...)``).
 
     Returns:
         the checkpoint folder.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for k, v in vision_tower.state_dict().items():
-        if k.endswith("position_ids"):
-            continue
-        key = k if k.startswith("vision_model.") else f"vision_model.{k}"
-        tensors[f"vision_tower.{key}"] = v
-    for k, v in projector.state_dict().items():
-        tensors[f"multi_modal_projector.{k}"] = v
-    for k, v in language_model.state_dict().items():
-        tensors[f"language_model.{k}"] = v
-    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous().clone() for k, v in tensors.items()}
-
-    if max_shard_bytes is None:
-        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        shards, cur, size = [], {}, 0
-        for k in sorted(tensors):
-            n = tensors[k].numel() * tensors[k].element_size()
-            if cur and size + n > max_shard_bytes:
-                shards.append(cur)
-                cur, size = {}, 0
-            cur[k] = tensors[k]
-            size += n
-        shards.append(cur)
-        weight_map = {}
-        for i, shard in enumerate(shards):
-            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(path / name), metadata={"format": "pt"})
-            weight_map.update({k: name for k in shard})
-        total = sum(t.numel() * t.element_size() for t in tensors.values())
-        (path / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
-        )
-
+    if weights:
+        tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous().clone()
+                   for k, v in pllava_tensors(vision_tower, projector, language_model).items()}
+        _save_weights(path, tensors, max_shard_bytes)
     vcfg = vision_tower.config.to_dict()
     tcfg = language_model.config.to_dict()
     for d in (vcfg, tcfg):
@@ -126,12 +100,53 @@ def save_pllava_checkpoint(
     return path
 
 
+def _save_weights(path: Path, tensors: dict, max_shard_bytes: Optional[int]) -> None:
+    """``model.safetensors``, or shards of at most ``max_shard_bytes`` with their index."""
+    if max_shard_bytes is None:
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+        return
+    shards, cur, size = [], {}, 0
+    for k in sorted(tensors):
+        n = tensors[k].numel() * tensors[k].element_size()
+        if cur and size + n > max_shard_bytes:
+            shards.append(cur)
+            cur, size = {}, 0
+        cur[k] = tensors[k]
+        size += n
+    shards.append(cur)
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+
+
+def pllava_tensors(vision_tower, projector: torch.nn.Module, language_model) -> dict:
+    """The tensors of a PLLaVA checkpoint under their on-disk names (``save_pllava_checkpoint``'s
+    arguments), the modules' own tensors (not copied)."""
+    tensors = {}
+    for k, v in vision_tower.state_dict().items():
+        if k.endswith("position_ids"):
+            continue
+        key = k if k.startswith("vision_model.") else f"vision_model.{k}"
+        tensors[f"vision_tower.{key}"] = v
+    for k, v in projector.state_dict().items():
+        tensors[f"multi_modal_projector.{k}"] = v
+    for k, v in language_model.state_dict().items():
+        tensors[f"language_model.{k}"] = v
+    return tensors
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def save_internvl_checkpoint(path, vision_tower, mlp1: torch.nn.Module, language_model, tokenizer, llm_config: dict,
-                             img_context_token_id: int, num_frames: int = 8, extra_config: Optional[dict] = None) -> Path:
+                             img_context_token_id: int, num_frames: int = 8, extra_config: Optional[dict] = None,
+                             weights: bool = True) -> Path:
     """Save an InternVL chat v1.5 checkpoint (Mini-InternVL-Chat-4B-V1-5's released code) to ``path``.
 
     Args:
@@ -141,26 +156,14 @@ def save_internvl_checkpoint(path, vision_tower, mlp1: torch.nn.Module, language
         language_model: a ``Phi3ForCausalLM`` (or another supported CausalLM); ``language_model.*``.
         llm_config: its config dict as the checkpoint stores it (e.g. the legacy ``{"type": "su"}``).
         img_context_token_id: the ``<IMG_CONTEXT>`` id.
+        weights: False writes every file but the weights (their tensors: ``internvl_tensors``).
     """
-    from .internvl import internvit_key_map
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     vc = vision_tower.config
-    hf = vision_tower.state_dict()
-    tensors = {}
-    for ours, name in internvit_key_map(vc.num_hidden_layers).items():
-        if ".qkv." in ours:
-            parts = [hf.get(name.replace("qkv", p)) for p in ("q_proj", "k_proj", "v_proj")]
-            if parts[0] is not None:
-                tensors[f"vision_model.{ours}"] = torch.cat(parts, 0)
-        elif name in hf:
-            tensors[f"vision_model.{ours}"] = hf[name]
-    for k, v in mlp1.state_dict().items():
-        tensors[f"mlp1.{k}"] = v
-    for k, v in language_model.state_dict().items():
-        tensors[f"language_model.{k}"] = v
-    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(path / "model.safetensors"))
+    if weights:
+        save_file({k: v.contiguous().clone() for k, v in internvl_tensors(vision_tower, mlp1, language_model).items()},
+                  str(path / "model.safetensors"))
     size = vc.image_size[0] if isinstance(vc.image_size, (list, tuple)) else vc.image_size
     patch = vc.patch_size[0] if isinstance(vc.patch_size, (list, tuple)) else vc.patch_size
     config = {
@@ -186,8 +189,45 @@ def save_internvl_checkpoint(path, vision_tower, mlp1: torch.nn.Module, language
     return path
 
 
+def internvl_tensors(vision_tower, mlp1: torch.nn.Module, language_model) -> dict:
+    """The tensors of an InternVL chat v1.5 checkpoint under their on-disk names
+    (``save_internvl_checkpoint``'s arguments; InternViT's q/k/v fused into one new tensor, the
+    others the modules' own)."""
+    from .internvl import internvit_key_map
+
+    hf = vision_tower.state_dict()
+    tensors = {}
+    for ours, name in internvit_key_map(vision_tower.config.num_hidden_layers).items():
+        if ".qkv." in ours:
+            parts = [hf.get(name.replace("qkv", p)) for p in ("q_proj", "k_proj", "v_proj")]
+            if parts[0] is not None:
+                tensors[f"vision_model.{ours}"] = torch.cat(parts, 0)
+        elif name in hf:
+            tensors[f"vision_model.{ours}"] = hf[name]
+    for k, v in mlp1.state_dict().items():
+        tensors[f"mlp1.{k}"] = v
+    for k, v in language_model.state_dict().items():
+        tensors[f"language_model.{k}"] = v
+    return tensors
+
+
+def videollama3_tensors(model) -> dict:
+    """The tensors of a ``transformers.VideoLlama3ForConditionalGeneration`` under the original
+    (remote-code) checkpoint's names, the model's own tensors (not copied)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        for a, b in (("model.vision_model.", "model.vision_encoder."), ("model.projector.readout.", "model.mm_projector.readout."),
+                     ("model.language_model.", "model.")):
+            if k.startswith(a):
+                k = b + k[len(a):]
+                break
+        out[k] = v
+    return out
+
+
 def save_videollama3_checkpoint(path, model, tokenizer, fmt: str = "original", min_tokens: int = 16,
-                                max_tokens: int = 16384, extra_config: Optional[dict] = None) -> Path:
+                                max_tokens: int = 16384, extra_config: Optional[dict] = None,
+                                weights: bool = True) -> Path:
     """Save a ``transformers.VideoLlama3ForConditionalGeneration`` as a VideoLLaMA3 checkpoint.
 
     Args:
@@ -196,22 +236,20 @@ def save_videollama3_checkpoint(path, model, tokenizer, fmt: str = "original", m
             ``model.mm_projector.readout.*``, ``model.{embed_tokens,layers,norm}.*``, ``lm_head``) or
             ``"hf"`` (transformers' ``save_pretrained``, ``model_type "video_llama_3"``).
         min_tokens, max_tokens: the image processor's budget written to preprocessor_config.json.
+        weights: False (original layout only) writes every file but the weights (their tensors:
+            ``videollama3_tensors``).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
+        if not weights:
+            raise ValueError("weights=False needs the original layout (fmt='original')")
         model.save_pretrained(str(path))
         config = json.loads((path / "config.json").read_text())
     elif fmt == "original":
-        out = {}
-        for k, v in model.state_dict().items():
-            for a, b in (("model.vision_model.", "model.vision_encoder."), ("model.projector.readout.", "model.mm_projector.readout."),
-                         ("model.language_model.", "model.")):
-                if k.startswith(a):
-                    k = b + k[len(a):]
-                    break
-            out[k] = v.contiguous().clone()
-        save_file(out, str(path / "model.safetensors"))
+        if weights:
+            save_file({k: v.contiguous().clone() for k, v in videollama3_tensors(model).items()},
+                      str(path / "model.safetensors"))
         text = model.config.text_config.to_dict()
         vision = model.config.vision_config.to_dict()
         keep_v = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
