@@ -1,0 +1,56 @@
+"""The GPU benchmarks' scripts at toy size on the CPU, so a lent GPU's minutes are never spent on a
+script that does not run (slow: ``pytest -m slow``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def paper_scale(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import paper_scale
+
+    return paper_scale
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["pllava-7b", "videollama3-7b"])
+def test_paper_scale_runs_its_three_methods_and_they_agree(paper_scale, family, tmp_path, capsys):
+    """Every path of benchmarks/paper_scale.py at toy size: the shape built in bf16 from memory,
+    the paper's full sweep (4 targets, every centre layer) by videolens, the careful transformers
+    user and the paper's method, whose option probabilities agree to bf16 rounding; the work
+    model counts fewer rows for videolens than for a whole forward per condition."""
+    out = paper_scale.main(["--family", family, "--tiny", "--paper-every", "44", "--json", str(tmp_path / "r.json")])
+    printed = capsys.readouterr().out
+    assert out["conditions"] == 44 and out["window"] == 3  # 4 targets' 11 pairs x 4 centre layers
+    assert out["positions"] > 1200  # the paper's layout, kept at toy size
+    assert out["max_prob_diff"]["b"] < 2e-2 * out["max_prob"] and out["max_prob_diff"]["c"] < 5e-2 * out["max_prob"]
+    assert 0 < out["work_rows_layers"]["a"] < out["work_rows_layers"]["full"]
+    assert all(t > 0 for t in out["seconds"].values())
+    assert "(b)/(a):" in printed and "(a) / physical limit:" in printed
+    assert (tmp_path / "r.json").read_text().startswith("{")
+
+
+def test_paper_scale_shapes_are_the_released_configs(paper_scale):
+    """The shapes are the released models' (parameters in the known range), and --tiny keeps the
+    grouped-query ratio and the vocabulary."""
+    S = paper_scale.SHAPES
+    assert S["pllava-7b"].text["hidden_size"] == 4096 and S["pllava-13b"].text["num_hidden_layers"] == 40
+    assert S["videollama3-7b"].text["num_key_value_heads"] == 4 and S["internvl-4b"].vision["image_size"] == 448
+    t = paper_scale.tiny(S["videollama3-7b"])
+    assert t.text["num_attention_heads"] // t.text["num_key_value_heads"] == 4 and t.text["vocab_size"] == 152064
+
+    def text_params(t):
+        d, f, L, V = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"], t["vocab_size"]
+        kv = d * t["num_key_value_heads"] // t["num_attention_heads"]
+        return L * (2 * d * d + 2 * d * kv + 3 * d * f) + 2 * V * d
+
+    assert 6.5e9 < text_params(S["pllava-7b"].text) < 7.0e9
+    assert 12.8e9 < text_params(S["pllava-13b"].text) < 13.3e9
+    assert 3.7e9 < text_params(S["internvl-4b"].text) < 3.9e9
+    assert 7.4e9 < text_params(S["videollama3-7b"].text) < 7.8e9  # Qwen2.5-7B: 7.6 B
