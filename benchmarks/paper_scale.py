@@ -268,14 +268,21 @@ class LayerMasks:
             h.remove()
 
 
-def last_probs(text_model, head, embeds, ids) -> torch.Tensor:
-    """Option-letter probabilities ``[B, n_options]`` (full-vocabulary softmax at the last position)."""
-    hidden = text_model(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -1]
-    return head(hidden).float().softmax(-1)[:, ids]
+def last_probs(text_model, head, embeds, ids, position_ids=None) -> torch.Tensor:
+    """Option-letter probabilities ``[B, n_options]`` (full-vocabulary softmax at the last
+    position); ``ids`` None: the last position's logits ``[B, d_vocab]``. ``position_ids``: as the
+    text model takes them for one row (``[1, S]``, or ``[3, 1, S]`` for multimodal RoPE)."""
+    kw = {}
+    if position_ids is not None:
+        kw["position_ids"] = position_ids.expand(*position_ids.shape[:-2], embeds.shape[0], position_ids.shape[-1])
+    hidden = text_model(inputs_embeds=embeds, use_cache=False, **kw).last_hidden_state[:, -1]
+    logits = head(hidden).float()
+    return logits if ids is None else logits.softmax(-1)[:, ids]
 
 
-def careful_user(built: Built, embeds, conditions, ids, batch: int, dtype, on_oom=None):
-    """(b): B conditions per forward, each row its own float mask on its own window's layers."""
+def careful_user(built: Built, embeds, conditions, ids, batch: int, dtype, on_oom=None, position_ids=None):
+    """(b): B conditions per forward, each row its own float mask on its own window's layers.
+    Returns (``last_probs`` of every condition, the batch that fitted)."""
     text, L = built.text_model, len(built.text_model.layers)
     saved = text_attention(built)
     text.set_attn_implementation("sdpa")
@@ -292,7 +299,7 @@ def careful_user(built: Built, embeds, conditions, ids, batch: int, dtype, on_oo
                     active = torch.tensor([l in w for _, w in chunk], device=embeds.device)
                     hooks.masks[l] = (lambda a=active: torch.where(a[:, None, None, None], ko, causal)) if active.any() \
                         else causal.expand(len(chunk), 1, S, S)
-                out.append(last_probs(text, built.head, embeds.expand(len(chunk), -1, -1), ids))
+                out.append(last_probs(text, built.head, embeds.expand(len(chunk), -1, -1), ids, position_ids))
             except torch.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise

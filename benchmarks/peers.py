@@ -6,8 +6,10 @@ For each family: the forward from pixel values (every tool runs its vision tower
 attention knockout over two layers (every video token blocked from the frames before its own), and a
 sweep of that knockout in a 3-layer window around every layer (the shape of the paper's analysis):
 transformers with the float 4-D mask on those layers (the paper's method, eager and SDPA), the
-Bridge with ``-inf`` added at ``hook_attn_scores`` (and whether that changes the output), videolens'
-fast engine (one clean run per sweep). Times are medians of interleaved repetitions (one warm-up rep on CUDA is included in the count). The
+careful transformers user's sweep (SDPA, the video features computed once, every window of the
+sweep in one batch with per-row float 4-D masks: ``paper_scale.careful_user``), the Bridge with
+``-inf`` added at ``hook_attn_scores`` (and whether that changes the output), videolens' fast
+engine (one clean run per sweep). Times are medians of interleaved repetitions (one warm-up rep on CUDA is included in the count). The
 last lines are videolens' speedups over the fastest peer that really knocks out (its output moves and
 equals transformers' masked eager run), for one knockout and for the sweep.
 
@@ -118,6 +120,29 @@ def hf_knockout(hf, tokens, kw, blocked, layers):
             h.remove()
 
 
+class _Caught(Exception):
+    """Stops a forward once its text model's inputs are caught."""
+
+
+def text_inputs(hf, tokens, kw):
+    """What the careful user computes once: the text model's ``inputs_embeds`` (video features
+    merged) and ``position_ids`` of the clean forward, caught on their way into it."""
+    caught = {}
+
+    def pre(module, args, kwargs):
+        caught.update(embeds=kwargs["inputs_embeds"], positions=kwargs.get("position_ids"))
+        raise _Caught  # nothing after the embeddings is needed
+
+    handle = hf.model.language_model.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        hf(input_ids=tokens, **kw)
+    except _Caught:
+        pass
+    finally:
+        handle.remove()
+    return caught["embeds"], caught["positions"]
+
+
 def boot_bridge(ck, hf, device="cpu"):
     """(bridge, None) or (None, why it was skipped)."""
     try:
@@ -139,6 +164,8 @@ def bridge_logits(out):
 
 
 def run_family(family: str, tmp: Path, width: int, layers: int, reps: int, device: str = "cpu"):
+    from paper_scale import Built, careful_user
+
     from videolens.hooked.edges import blocked_mask, parse_pair
     from videolens.knockout import knockout_logits, layer_window
     from videolens.knockout.engine import get_engine
@@ -154,6 +181,15 @@ def run_family(family: str, tmp: Path, width: int, layers: int, reps: int, devic
         fns[f"HF {impl}: forward"] = lambda hf=hf: hf(input_ids=x.tokens, **kw).logits[0, -1]
         fns[f"HF {impl}: knockout"] = lambda hf=hf: hf_knockout(hf, x.tokens, kw, blocked, ko_layers)
         fns[f"HF {impl}: sweep"] = lambda hf=hf: torch.stack([hf_knockout(hf, x.tokens, kw, blocked, w) for w in windows])
+        if impl == "sdpa":
+            peer = Built(None, {}, hf.model.language_model, hf.lm_head, {})
+
+            def careful_sweep(hf=hf, peer=peer):  # video features once, every window in one batch
+                embeds, positions = text_inputs(hf, x.tokens, kw)
+                conds = [(blocked.to(device), frozenset(w)) for w in windows]
+                return careful_user(peer, embeds, conds, None, len(conds), embeds.dtype, position_ids=positions)[0]
+
+            fns["careful HF: sweep"] = careful_sweep
     bridge, why = boot_bridge(ck, cls.from_pretrained(str(ck), attn_implementation="eager").to(device).eval(), device)
     if bridge is None:
         notes["Bridge"] = f"skipped: {why}"
