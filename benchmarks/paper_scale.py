@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -47,7 +48,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("VIDEOLENS_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+"""../shared (its LLaMA tokenizer and a real clip), or where ``VIDEOLENS_SHARED`` points (the GPU
+machine gets a copy of those two files: benchmarks/gpu_wheels.sh)."""
 TARGET_NAMES = ("cross-frame", "vql-to-ql", "question-and-options-to-last", "vq-to-true-opt")
 SAMPLE = dict(question="Which direction does the bird turn its head in the video?",
               candidates=["To the left.", "To the right.", "It does not move.", "Up and down."], answer="To the left.")

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Fetch, on this machine, the wheels the GPU machine lacks (it has torch, numpy, pandas,
+# safetensors, tokenizers, huggingface_hub, einops, jaxtyping, matplotlib, scipy, but no network):
+# transformer_lens and the versions of transformers / datasets this project is tested with, for
+# its Python 3.12 x86-64. They land in .whl/ (ignored by git); benchmarks/gpu_check.sh installs
+# them there. Run once before a GPU session's first call:  bash benchmarks/gpu_wheels.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+rm -rf .whl
+plat=()
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux2010_x86_64 manylinux1_x86_64; do
+  plat+=(--platform "$p")
+done
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${plat[@]}" -d .whl \
+  transformer_lens==3.9.0 transformers==5.25.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 better-abc==0.0.3 \
+  beartype==0.23.1 fancy-einsum==0.0.3 typeguard==4.6.1 kernels==0.19.1 \
+  decord==0.6.0
+# the LLaMA tokenizer and one real clip of ../shared, which does not travel (VIDEOLENS_SHARED there)
+rm -rf .whl/shared && mkdir -p .whl/shared/tokenizers .whl/shared/data/videos
+if [ -d ../shared ]; then
+  cp -r ../shared/tokenizers/llama .whl/shared/tokenizers/
+  cp ../shared/data/videos/cockatoo.mp4 .whl/shared/data/videos/
+fi
+du -sh .whl
