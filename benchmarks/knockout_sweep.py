@@ -48,10 +48,10 @@ TARGET_NAMES = ("cross-frame", "vql-to-ql", "question-and-options-to-last", "vq-
 
 
 def float_mask(blocked: torch.Tensor) -> torch.Tensor:
-    """``[1, 1, S, S]``: 0 where allowed, -inf where blocked or non-causal (REFERENCE section 2)."""
-    S = blocked.shape[0]
-    allowed = torch.ones(S, S, dtype=torch.bool, device=blocked.device).tril() & ~blocked
-    return torch.zeros(S, S, device=blocked.device).masked_fill(~allowed, float("-inf"))[None, None]
+    """``[1, 1, S, S]`` float32: 0 where allowed, -inf where blocked or non-causal (``paper_scale.float_mask``)."""
+    from paper_scale import float_mask as square
+
+    return square(blocked, torch.float32)[None, None]
 
 
 class PaperMethod:

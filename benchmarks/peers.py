@@ -104,9 +104,9 @@ def build(family: str, tmp: Path, width: int, layers: int, device: str = "cpu"):
 
 def hf_knockout(hf, tokens, kw, blocked, layers):
     """transformers' forward with the float 4-D mask (0 allowed, -inf blocked or future) on ``layers``."""
-    S = blocked.shape[0]
-    allowed = torch.ones(S, S, dtype=torch.bool).tril() & ~blocked
-    mask = torch.zeros(S, S).masked_fill(~allowed, float("-inf"))[None, None].to(tokens.device)
+    from paper_scale import float_mask
+
+    mask = float_mask(blocked, torch.float32)[None, None].to(tokens.device)
     handles = []
     for l in layers:
         def pre(module, args, kwargs):
