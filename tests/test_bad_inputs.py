@@ -249,6 +249,10 @@ CASES = [
     ("track-without-open-ended", flow("--track", "2"), "--track: only with the open-ended mode (--open-ended); "
      "this run is the knockout mode", True),
     ("heads-with-attribution", flow("--attribution", "--heads", "0"), "--heads: only with the knockout mode", True),
+    ("batch-conditions-with-open-ended", flow("--open-ended", "--batch-conditions", "3"),
+     "--batch-conditions: only with the knockout mode", True),
+    ("batch-conditions-not-a-number", flow("--batch-conditions", "fast"),
+     "argument --batch-conditions: expected a positive integer or 'auto', got 'fast'", True),
     ("two-modes", flow("--attribution", "--open-ended"), "--open-ended and --attribution are two modes", True),
     ("option-not-for-this-family", flow("--max-visual-tokens", "16"),
      "max_visual_tokens does not apply to a pllava checkpoint (its options: pooling_shape)", False),

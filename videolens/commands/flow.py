@@ -25,6 +25,8 @@ Example::
 
 from __future__ import annotations
 
+import argparse
+import functools
 import sys
 from collections import Counter
 from pathlib import Path
@@ -192,11 +194,19 @@ def _attribution(model, samples, targets, args, out: Path) -> int:
 
 
 MODE_OPTIONS = {
-    "knockout": {"samples": "correct", "self_edges": "block", "heads": None, "batch_conditions": "auto",
-                 "compare_model": None},
-    "open-ended": {"track": 1, "max_new_tokens": 24, "answer_prefix": "Answer:"},
+    "knockout": ("samples", "self_edges", "heads", "batch_conditions", "compare_model"),
+    "open-ended": ("track", "max_new_tokens", "answer_prefix"),
 }
-"""Options of one mode, with their defaults: given in another mode, they are refused (not ignored)."""
+"""Options of one mode: given in another mode (a value other than the parser's default), they are
+refused (not ignored)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _parser_defaults() -> dict:
+    """The defaults ``add_arguments`` gives every option (one source for them)."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    return {k: p.get_default(k) for names in MODE_OPTIONS.values() for k in names}
 
 
 def _check_mode_options(args) -> None:
@@ -208,10 +218,11 @@ def _check_mode_options(args) -> None:
     if args.open_ended and args.attribution:
         raise ValueError("--open-ended and --attribution are two modes: give one")
     mode = "open-ended" if args.open_ended else "attribution" if args.attribution else "knockout"
+    defaults = _parser_defaults()
     for owner, options in MODE_OPTIONS.items():
         if owner == mode:
             continue
-        given = [k for k, default in options.items() if getattr(args, k) != default]
+        given = [k for k in options if getattr(args, k) != defaults[k]]
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise ValueError(f"{flags}: only with the {owner} mode" + ("" if owner == "knockout" else " (--open-ended)")
