@@ -58,18 +58,11 @@ class PaperMethod:
     """transformers eager, per-layer 4D masks through forward pre-hooks, vision rerun per condition."""
 
     def __init__(self, model, lm, inputs):
-        self.model, self.lm, self.inputs = model, lm, inputs
-        self.masks = [None] * len(lm.model.layers)
-        for i, layer in enumerate(lm.model.layers):
-            layer.register_forward_pre_hook(self._pre(i), with_kwargs=True)
-        self.ids = torch.tensor([inputs.option_token_ids[L] for L in inputs.layout.letters], device=inputs.tokens.device)
+        from paper_scale import LayerMasks
 
-    def _pre(self, i):
-        def hook(module, args, kwargs):
-            if self.masks[i] is not None:
-                kwargs["attention_mask"] = self.masks[i]
-            return args, kwargs
-        return hook
+        self.model, self.lm, self.inputs = model, lm, inputs
+        self.layer_masks = LayerMasks(lm.model.layers)
+        self.ids = torch.tensor([inputs.option_token_ids[L] for L in inputs.layout.letters], device=inputs.tokens.device)
 
     def probs(self, blocked, layers):
         inputs, lm = self.inputs, self.lm
@@ -79,7 +72,7 @@ class PaperMethod:
         blocked = blocked.to(emb.device)
         causal = float_mask(torch.zeros_like(blocked))
         ko = float_mask(blocked)
-        self.masks = [ko if l in layers else causal for l in range(len(self.masks))]
+        self.layer_masks.masks = [ko if l in layers else causal for l in range(len(self.layer_masks.masks))]
         logits = lm(inputs_embeds=emb).logits[0, -1]
         return logits.float().softmax(-1)[self.ids].cpu()  # .cpu() waits for the GPU
 

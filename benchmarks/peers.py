@@ -104,20 +104,15 @@ def build(family: str, tmp: Path, width: int, layers: int, device: str = "cpu"):
 
 def hf_knockout(hf, tokens, kw, blocked, layers):
     """transformers' forward with the float 4-D mask (0 allowed, -inf blocked or future) on ``layers``."""
-    from paper_scale import float_mask
+    from paper_scale import LayerMasks, float_mask
 
     mask = float_mask(blocked, torch.float32)[None, None].to(tokens.device)
-    handles = []
-    for l in layers:
-        def pre(module, args, kwargs):
-            kwargs["attention_mask"] = mask
-            return args, kwargs
-        handles.append(hf.model.language_model.layers[l].register_forward_pre_hook(pre, with_kwargs=True))
+    hooks = LayerMasks(hf.model.language_model.layers)
+    hooks.masks = [mask if l in layers else None for l in range(len(hooks.masks))]
     try:
         return hf(input_ids=tokens, **kw).logits[0, -1]
     finally:
-        for h in handles:
-            h.remove()
+        hooks.remove()
 
 
 class _Caught(Exception):
