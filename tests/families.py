@@ -27,6 +27,7 @@ from videolens.testing import (
     make_tiny_llava_onevision,
     make_tiny_internvl_hf,
     make_tiny_qwen2_5_vl,
+    make_tiny_qwen3_vl,
     make_tiny_videollama3,
 )
 
@@ -289,6 +290,36 @@ def qwen2_5_vl_reference(ckpt, model, inputs):
     return out.logits, out.hidden_states, hf.model.language_model.norm
 
 
+def qwen3_vl_reference(ckpt, model, inputs, deepstack: bool = True):
+    """Qwen3-VL on transformers' own Qwen3VLForConditionalGeneration (its vision model and DeepStack
+    mergers, its get_rope_index with one grid per temporal slot, interleaved M-RoPE, Qwen3 and
+    lm_head) with videolens' frame pixels. The residual stream entering each decoder layer is read
+    with forward pre-hooks, since transformers' hidden_states are the layers' outputs before the
+    DeepStack additions. ``deepstack=False``: the model with its DeepStack additions switched off."""
+    import transformers
+
+    from videolens.frontend.qwen_vl import patchify_video
+
+    hf = transformers.Qwen3VLForConditionalGeneration.from_pretrained(str(ckpt), attn_implementation="eager").eval()
+    pixels = model.vision.pixels(inputs.video.frames)
+    T, _, H, W = pixels.shape
+    p = hf.config.vision_config.patch_size
+    entering = []
+    handles = [layer.register_forward_pre_hook(lambda mod, args: entering.append(args[0].clone()))
+               for layer in hf.model.language_model.layers]
+    if not deepstack:
+        hf.model.language_model._deepstack_process = lambda hidden, mask, embeds: hidden
+    try:
+        with torch.no_grad():
+            out = hf(input_ids=inputs.tokens, pixel_values_videos=patchify_video(pixels, p),
+                     video_grid_thw=torch.tensor([[T // 2, H // p, W // p]]),
+                     mm_token_type_ids=(inputs.tokens == hf.config.video_token_id).int() * 2, output_hidden_states=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return out.logits, tuple(entering) + (out.hidden_states[-1],), hf.model.language_model.norm
+
+
 def _pllava(text):
     return FamilyCase(f"pllava-{text}", lambda p: make_tiny_pllava(p, text=text), _pllava_ref())
 
@@ -316,6 +347,7 @@ CASES = [
                video_grid=(2, 2, 2)),
     FamilyCase("qwen2_vl", lambda p: make_tiny_qwen2_5_vl(p, generation="qwen2_vl"), qwen2_5_vl_reference,
                num_frames=4, video_grid=(2, 2, 2)),
+    FamilyCase("qwen3_vl", lambda p: make_tiny_qwen3_vl(p), qwen3_vl_reference, num_frames=4, video_grid=(2, 2, 2)),
     FamilyCase("videollama3-qwen2", lambda p: make_tiny_videollama3(p), videollama3_reference,
                load_kwargs={"max_visual_tokens": 16}, num_frames=4, video_grid=(4, 2, 2)),
     FamilyCase("videollama3-hf-qwen2", lambda p: make_tiny_videollama3(p, fmt="hf"), videollama3_reference,

@@ -37,7 +37,7 @@ def case(request, tmp_path_factory, clip_path):
 def test_loads_with_its_video_grid(case):
     c, _, model, inputs = case
     assert tuple(inputs.video_embeds.shape[:3]) == c.video_grid
-    assert inputs.video_embeds.shape[-1] == model.cfg.d_model
+    assert inputs.video_embeds.shape[-1] == model.video_width  # d_model, or with DeepStack levels packed
     assert len(inputs.layout.video_positions) == c.video_grid[0] * c.video_grid[1] * c.video_grid[2]
 
 

@@ -26,7 +26,7 @@ from weights_conversion.writers import TEXT_CONFIGS, randomize_ as _randomize, t
 __all__ = [
     "VOCAB", "PLACEHOLDER", "TEXT_CONFIGS", "tiny_tokenizer", "tiny_configs", "make_tiny_pllava", "make_tiny_internvl",
     "make_tiny_official_pllava", "make_tiny_llava_next_image", "make_tiny_llava_next_hf", "make_tiny_llava_hf",
-    "make_tiny_llava_next_video", "make_tiny_internvl_hf", "write_clip", "reference_language_model",
+    "make_tiny_llava_next_video", "make_tiny_internvl_hf", "make_tiny_qwen3_vl", "write_clip", "reference_language_model",
 ]
 
 WORDS = [
@@ -289,6 +289,42 @@ def make_tiny_qwen2_5_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 
         {"video_processor_type": "Qwen2VLVideoProcessor", "size": {"shortest_edge": min_pixels,
                                                                     "longest_edge": max_pixels},
          "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}))
+    return path
+
+
+def make_tiny_qwen3_vl(path: Union[str, Path], seed: int = 0, n_layers: int = 3, max_pos: int = 512,
+                       pixels: int = 4 * 64 * 64, deepstack=(0, 1), randomize: bool = True, **sizes) -> Path:
+    """A random transformers ``Qwen3VLForConditionalGeneration`` saved with ``save_pretrained``: a
+    3-block vision transformer (patch 16, merge 2, temporal patch 2, a 4x4 learned position grid)
+    whose blocks ``deepstack`` feed DeepStack mergers, and a Qwen3 text model (QK-norm) with
+    interleaved M-RoPE sections [4, 2, 2] (head_dim 16); plus a ``video_preprocessor_config.json``
+    whose pixel budget (``pixels`` for the whole clip, min = max) makes 4 frames of a 48x64 clip
+    64x64 (2x2 tokens a temporal slot). The video placeholder is ``<image>`` (``PLACEHOLDER``)."""
+    import json
+
+    import transformers
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    _, tc = tiny_configs(n_layers=n_layers, max_pos=max_pos, text="qwen3", **sizes)
+    text = {k: v for k, v in tc.to_dict().items() if k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act")}
+    half = tc.hidden_size // tc.num_attention_heads // 2
+    text.update(rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
+                                 "mrope_section": [half - 2 * (half // 4), half // 4, half // 4]})
+    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=tc.hidden_size, num_position_embeddings=16,
+                  deepstack_visual_indexes=list(deepstack))
+    cfg = transformers.Qwen3VLConfig(text_config=text, vision_config=vision, video_token_id=PLACEHOLDER,
+                                     image_token_id=PLACEHOLDER - 1, vision_start_token_id=PLACEHOLDER - 2,
+                                     vision_end_token_id=PLACEHOLDER - 3, tie_word_embeddings=False)
+    model = transformers.Qwen3VLForConditionalGeneration(cfg).eval()
+    path = _save_hf(model, tok, path, seed * 10 + 9 if randomize else None)
+    (path / "video_preprocessor_config.json").write_text(json.dumps(
+        {"video_processor_type": "Qwen3VLVideoProcessor", "size": {"shortest_edge": pixels, "longest_edge": pixels},
+         "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+         "image_std": [0.5, 0.5, 0.5]}))
     return path
 
 

@@ -20,7 +20,7 @@ from .options import FamilyOption, default_num_frames, options_table
 from .sizes import check_sizes_against_weights
 
 __all__ = ["Family", "ConvertedModel", "FAMILIES", "register", "family_for_config", "convert_checkpoint", "preflight",
-           "UnknownFamilyError", "video_token_id", "model_options"]
+           "UnknownFamilyError", "video_token_id", "model_options", "REFUSED"]
 
 
 class UnknownFamilyError(CheckpointError):
@@ -86,6 +86,13 @@ class Family:
     options: Tuple[FamilyOption, ...] = ()
 
 
+REFUSED: Dict[str, str] = {
+    "qwen3_vl_moe": "its mixture-of-experts text blocks (fused experts behind a top-k router) have no TransformerLens "
+                    "conversion here (TransformerLens 3.9 converts Mixtral's and OLMoE's MoE blocks, not Qwen3's); the "
+                    "dense Qwen3-VL checkpoints (model_type 'qwen3_vl', e.g. Qwen/Qwen3-VL-8B-Instruct) load",
+}
+"""Model types recognised but not converted, with the reason (one line each)."""
+
 FAMILIES: Registry[Family] = Registry("checkpoint family")
 """Registry key -> family: ``model_type`` alone, or ``"model_type/Architecture"`` for families that
 claim a shared model type by architecture."""
@@ -148,6 +155,8 @@ def family_for_config(config: dict, path: Path | str = "checkpoint") -> Family:
             f"{path}/config.json: model_type {mt!r} with architectures {archs} is not a supported VideoLLM "
             f"family; supported architectures for {mt!r}: {archs_ok}"
         )
+    if mt in REFUSED:
+        raise UnknownFamilyError(f"{path}/config.json: model_type {mt!r} is not supported: {REFUSED[mt]}")
     types = sorted({k.split("/", 1)[0] for k in FAMILIES})
     raise UnknownFamilyError(f"{path}/config.json: model_type {mt!r} is not a supported VideoLLM family; "
                              f"supported model types: {types}")

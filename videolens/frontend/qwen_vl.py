@@ -18,17 +18,20 @@ after the video resumes at ``start + max(rows, cols)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from einops import rearrange
 from jaxtyping import Float, Int, UInt8
 
+from transformer_lens.hook_points import HookPoint
+
 from .._tl_compat import set_rotary_tables
 from .vision import CLIP_MEAN, CLIP_STD, VisionFrontEnd
 
-__all__ = ["QwenVLPreprocessor", "QwenVLFrontEnd", "MRope", "mrope_position_ids", "patchify_video", "seconds_per_slot"]
+__all__ = ["QwenVLPreprocessor", "QwenVLFrontEnd", "Qwen3VLPreprocessor", "Qwen3VLFrontEnd", "MRope", "mrope_position_ids", "layout_position_ids", "patchify_video", "processor_slot_times",
+           "seconds_per_slot"]
 
 
 def patchify_video(pixels: Float[torch.Tensor, "T C H W"], patch: int = 14, merge: int = 2, temporal: int = 2
@@ -62,7 +65,8 @@ class QwenVLPreprocessor:
     def factor(self) -> int:
         return self.patch_size * self.merge_size
 
-    def frame_size(self, height: int, width: int) -> Tuple[int, int]:
+    def frame_size(self, height: int, width: int, num_frames: int = 1) -> Tuple[int, int]:
+        """``(H', W')`` of each frame: the pixel bounds hold per frame (``num_frames`` is unused)."""
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
 
         return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
@@ -70,7 +74,7 @@ class QwenVLPreprocessor:
     def __call__(self, frames: UInt8[np.ndarray, "T H W 3"]) -> Float[torch.Tensor, "T 3 h w"]:
         from PIL import Image
 
-        h, w = self.frame_size(int(frames.shape[1]), int(frames.shape[2]))
+        h, w = self.frame_size(int(frames.shape[1]), int(frames.shape[2]), len(frames))
         out = np.empty((len(frames), h, w, 3), dtype=np.float32)
         for i, f in enumerate(frames):
             img = Image.fromarray(np.ascontiguousarray(f))
@@ -116,7 +120,7 @@ class QwenVLFrontEnd(VisionFrontEnd):
                              f"of {tp} (num_frames)")
         if frame_size is None:
             raise ValueError("the Qwen-VL front end needs the frame size to know its token grid")
-        h, w = self.preprocess.frame_size(int(frame_size[0]), int(frame_size[1]))
+        h, w = self.preprocess.frame_size(int(frame_size[0]), int(frame_size[1]), num_frames)
         return num_frames // tp, h // self.preprocess.factor, w // self.preprocess.factor
 
     def patch_features(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "t h w d"]:
@@ -133,6 +137,101 @@ class QwenVLFrontEnd(VisionFrontEnd):
         return rearrange(out.pooler_output, "(t h w) d -> t h w d", t=t, h=h)
 
 
+@dataclass
+class Qwen3VLPreprocessor(QwenVLPreprocessor):
+    """Qwen3-VL's video resize: transformers' ``Qwen3VLVideoProcessor`` ``smart_resize(num_frames, H, W,
+    temporal_factor=2, factor=32, min_pixels, max_pixels)``, whose pixel bounds hold for the whole clip
+    (``size.shortest_edge`` / ``size.longest_edge``), not per frame; with ``cap_pixels_per_frame`` the
+    budget becomes ``max(min(max_video_tokens x 32², longest_edge // T), 1.05 x shortest_edge) x T``
+    (qwen-vl-utils' rule). Mean and std 0.5.
+
+    Attributes:
+        cap_pixels_per_frame: the video processor's option of that name (transformers' default: off).
+        max_video_tokens: its per-frame token ceiling under the cap.
+    """
+
+    patch_size: int = 16
+    min_pixels: int = 128 * 32 * 32
+    max_pixels: int = 768 * 32 * 32
+    mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    cap_pixels_per_frame: bool = False
+    max_video_tokens: int = 768
+
+    def frame_size(self, height: int, width: int, num_frames: int = 2) -> Tuple[int, int]:
+        """``(H', W')`` of every frame of a clip of ``num_frames`` frames of ``height x width``."""
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+        budget = self.max_pixels
+        if self.cap_pixels_per_frame:
+            per_frame = max(min(self.max_video_tokens * self.factor ** 2, self.max_pixels // num_frames),
+                            int(self.min_pixels * 1.05))
+            budget = per_frame * num_frames
+        return smart_resize(num_frames, height, width, self.temporal_patch_size, self.factor, self.min_pixels, budget)
+
+
+class Qwen3VLFrontEnd(QwenVLFrontEnd):
+    """Qwen3-VL's vision transformer (transformers' ``Qwen3VLVisionModel``: learned position grid
+    resampled to each frame, 2-D RoPE, the merger) and its DeepStack mergers, which turn the hidden
+    states of the blocks ``deepstack_visual_indexes`` into ``deepstack_levels`` more text-width
+    vectors per video token. The language model adds level ``l`` to its residual stream at the video
+    positions after block ``l`` (``videolens.hooked.deepstack``).
+
+    ``encode`` packs them with the video tokens along the last axis, ``[T', h, w, (1 + k) d_model]``
+    (the merger's tokens, then level 0, 1, ...), so every video-level edit of an input (a frame
+    permuted, replaced, re-encoded) moves the DeepStack features with their tokens. Temporal slots
+    are written as Qwen3-VL's processor writes them, one ``<t seconds>`` block per slot
+    (``slot_times``).
+    """
+
+    def __init__(self, tower: torch.nn.Module, preprocess: QwenVLPreprocessor, deepstack_levels: int):
+        super().__init__(tower, preprocess, None)
+        self.deepstack_levels = int(deepstack_levels)
+        self.hook_deepstack_features = HookPoint()  # [k, t, h, w, d_model], fired by encode
+
+    def encode(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "t h w w_packed"]:
+        """Pixel values -> ``[T', h, w, (1 + deepstack_levels) d_model]``: the video tokens and the
+        DeepStack levels packed along the last axis (class doc). Hook points on the way as
+        ``VisionFrontEnd.encode``, plus ``vision.hook_deepstack_features`` ``[k, T', h, w, d_model]``."""
+        pixel_values = self.hook_pixel_values(pixel_values)
+        with self._pattern_hooks_live():
+            grid, levels = self._features(pixel_values)
+            grid = self.hook_patch_features(grid)
+        levels = self.hook_deepstack_features(levels)
+        return torch.cat([grid, rearrange(levels, "k t h w d -> t h w (k d)")], dim=-1)
+
+    def _features(self, pixel_values):
+        pp = self.preprocess
+        T, _, H, W = pixel_values.shape
+        if H % pp.factor or W % pp.factor:
+            raise ValueError(f"frames of {H}x{W} pixels do not split into {pp.factor}-pixel merge blocks")
+        t, h, w = T // pp.temporal_patch_size, H // pp.factor, W // pp.factor
+        grid = torch.tensor([[t, H // pp.patch_size, W // pp.patch_size]], device=pixel_values.device)
+        out = self.tower(patchify_video(pixel_values, pp.patch_size, pp.merge_size, pp.temporal_patch_size),
+                         grid_thw=grid)
+        main = rearrange(out.pooler_output, "(t h w) d -> t h w d", t=t, h=h)
+        levels = torch.stack([rearrange(f, "(t h w) d -> t h w d", t=t, h=h) for f in out.deepstack_features])
+        return main, levels
+
+    def patch_features(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "t h w d"]:
+        return self._features(pixel_values)[0]
+
+    def slot_times(self, video, slots: int) -> List[float]:
+        """Seconds written before each temporal slot: ``processor_slot_times`` of the sampled
+        frames' indices and the source's frame rate (24 when unknown, as the processor assumes)."""
+        fps = float(video.fps) if video.fps else 24.0
+        return processor_slot_times(video.indices, fps, self.preprocess.temporal_patch_size)[:slots]
+
+
+def processor_slot_times(indices: Sequence[int], fps: float, temporal_patch_size: int = 2) -> List[float]:
+    """Qwen3-VL's slot timestamps (transformers ``Qwen3VLProcessor._calculate_timestamps``): each frame
+    at index / fps, a slot at the mean of its first and last frame, the last frame repeated to fill
+    the last slot."""
+    idx = [int(i) for i in indices]
+    idx += [idx[-1]] * (-len(idx) % temporal_patch_size)
+    return [(idx[i] / fps + idx[i + temporal_patch_size - 1] / fps) / 2 for i in range(0, len(idx), temporal_patch_size)]
+
+
 def seconds_per_slot(video, preprocess: QwenVLPreprocessor) -> float:
     """Seconds between temporal slots: ``temporal_patch_size`` x the sampled frames' spacing (the
     processor's ``second_per_grid_ts = temporal_patch_size / fps``); 1 s a frame for in-memory
@@ -145,16 +244,50 @@ def seconds_per_slot(video, preprocess: QwenVLPreprocessor) -> float:
 def mrope_position_ids(seq_len: int, video_start: int, video_grid: Tuple[int, int, int], interval: float
                        ) -> Int[torch.Tensor, "3 S"]:
     """3-D position ids ``[3, S]`` (temporal, height, width) of a prompt with one video of merged
-    grid ``(t, h, w)`` starting at ``video_start``; ``interval`` = tokens_per_second x seconds per
-    temporal slot (transformers 5 ``get_rope_index``; the temporal id is ``int(t * interval)``)."""
+    grid ``(t, h, w)`` in one run starting at ``video_start``; ``interval`` = tokens_per_second x
+    seconds per temporal slot (transformers 5 ``get_rope_index``; the temporal id is
+    ``int(t * interval)``). ``layout_position_ids`` with a single run."""
     t, h, w = video_grid
-    n = t * h * w
-    pre = torch.arange(video_start).expand(3, -1)
-    tt, hh, ww = torch.meshgrid((torch.arange(t) * interval).long(), torch.arange(h), torch.arange(w), indexing="ij")
-    video = torch.stack([tt, hh, ww]).reshape(3, -1) + video_start
-    resume = video_start + max(h, w)
-    post = torch.arange(seq_len - video_start - n).expand(3, -1) + resume
-    return torch.cat([pre, video, post], dim=1)
+    return layout_position_ids(seq_len, torch.arange(video_start, video_start + t * h * w), video_grid, interval)
+
+
+def layout_position_ids(seq_len: int, video_positions: Int[torch.Tensor, "n"], video_grid: Tuple[int, int, int],
+                        interval: float = 1.0) -> Int[torch.Tensor, "3 S"]:
+    """3-D position ids ``[3, S]`` of a prompt whose video tokens (frame, row, column order) sit at
+    ``video_positions``, in one run (Qwen2-VL / Qwen2.5-VL) or in one run per temporal slot with
+    text between them (Qwen3-VL's ``<t seconds><|vision_start|>...<|vision_end|>`` blocks).
+
+    As transformers 5 ``get_rope_index`` (Qwen2.5-VL's and Qwen3-VL's): text tokens count up from
+    the last id; a run of ``k`` slots starting at id ``s`` gives its tokens
+    ``(s + int(i * interval), s + row, s + col)`` for slot ``i``; the text after it resumes at
+    ``s + max(h, w)``. Qwen3-VL's runs are single slots, so ``interval`` does not matter there.
+
+    Raises:
+        ValueError: a run that does not hold whole ``h x w`` slots.
+    """
+    t, h, w = video_grid
+    pos = video_positions.tolist()
+    runs, i = [], 0
+    while i < len(pos):
+        j = i
+        while j + 1 < len(pos) and pos[j + 1] == pos[j] + 1:
+            j += 1
+        runs.append((pos[i], j - i + 1))
+        i = j + 1
+    parts, cursor, current = [], 0, 0
+    for start, n in runs:
+        if n % (h * w):
+            raise ValueError(f"a run of {n} video tokens at position {start} is not whole {h}x{w} slots")
+        text = start - cursor
+        parts.append(torch.arange(text).expand(3, -1) + current)
+        current += text
+        k = n // (h * w)
+        tt, hh, ww = torch.meshgrid((torch.arange(k) * interval).long(), torch.arange(h), torch.arange(w), indexing="ij")
+        parts.append(torch.stack([tt, hh, ww]).reshape(3, -1) + current)
+        current += max(h, w)
+        cursor = start + n
+    parts.append(torch.arange(seq_len - cursor).expand(3, -1) + current)
+    return torch.cat(parts, dim=1)
 
 
 @dataclass
@@ -172,6 +305,21 @@ class MRope:
     sections: Sequence[int]
     plain: Tuple[torch.Tensor, torch.Tensor]
     current: object = None
+    interleaved: bool = False
+
+    def axis_of_frequency(self) -> Int[torch.Tensor, "d_half"]:
+        """Which position id (0 temporal, 1 height, 2 width) drives each of the ``d_head / 2``
+        frequencies: consecutive blocks of ``sections`` (Qwen2-VL / Qwen2.5-VL), or interleaved
+        (Qwen3-VL's ``mrope_interleaved``: frequency ``j`` is height when ``j % 3 == 1`` and
+        ``j < 3 * sections[1]``, width when ``j % 3 == 2`` and ``j < 3 * sections[2]``, else temporal;
+        transformers' ``Qwen3VLTextRotaryEmbedding.recomposition_frequencies``)."""
+        half = int(self.inv_freq.shape[0])
+        if not self.interleaved:
+            return torch.cat([torch.full((int(n),), i % 3) for i, n in enumerate(self.sections)])[:half]
+        axis = torch.zeros(half, dtype=torch.long)
+        for dim in (1, 2):
+            axis[dim:3 * int(self.sections[dim]):3] = dim
+        return axis
 
     def tables(self, pos3: Int[torch.Tensor, "3 S"], n_ctx: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(sin, cos)`` ``[n_ctx, d_head]``: rows ``< S`` from ``pos3``, then text positions."""
@@ -179,8 +327,8 @@ class MRope:
         tail = torch.arange(max(0, n_ctx - S)) + int(pos3.max()) + 1
         pos = torch.cat([pos3, tail.expand(3, -1)], dim=1)[:, :n_ctx].float()  # [3, n_ctx]
         freqs = pos[..., None] * self.inv_freq.float()  # [3, n_ctx, d/2]
-        parts = freqs.split(list(self.sections), dim=-1)
-        freqs = torch.cat([p[i % 3] for i, p in enumerate(parts)], dim=-1)
+        axis = self.axis_of_frequency()
+        freqs = freqs.gather(0, axis.expand(1, freqs.shape[1], -1)).squeeze(0)  # each frequency from its axis
         emb = torch.cat([freqs, freqs], dim=-1)
         dtype = self.plain[0].dtype
         return emb.sin().to(dtype), emb.cos().to(dtype)
@@ -207,9 +355,13 @@ class MRope:
                                                    for m in inputs.row_meta):
                 raise ValueError("M-RoPE tables are shared by the batch: its videos' seconds per temporal slot differ "
                                  "(other frame rates); run the rows one at a time (batch[i])")
-            key = (first.seq_len, first.video_positions[0].item(), first.video_grid, interval)
+            t, h, w = first.video_grid
+            key = (first.seq_len, tuple(first.video_positions[:: h * w].tolist()), first.video_grid, interval)
+            if any(L.video_positions.shape != first.video_positions.shape
+                   or not torch.equal(L.video_positions, first.video_positions) for L in layouts[1:]):
+                raise ValueError("M-RoPE tables are shared by the batch: batch only samples with the same layout")
             if key != self.current:
-                pos3 = mrope_position_ids(first.seq_len, int(first.video_positions[0]), first.video_grid, interval)
+                pos3 = layout_position_ids(first.seq_len, first.video_positions, first.video_grid, interval)
                 sin, cos = self.tables(pos3, model.cfg.n_ctx)
                 for block in model.blocks:
                     set_rotary_tables(block.attn, sin, cos)

@@ -228,6 +228,15 @@ class VisionFrontEnd(nn.Module):
 
     frame_size_dependent = False
 
+    deepstack_levels = 0
+    """DeepStack levels packed after the video tokens in ``encode``'s output (Qwen3-VL's
+    ``videolens.frontend.qwen_vl.Qwen3VLFrontEnd``); 0 for every other front end."""
+
+    def slot_times(self, video, slots: int) -> List[float]:
+        """Seconds written before each temporal slot by per-frame templates (``frame_format``'s
+        ``{time}``): the sampled frames' timestamps, one every ``num_frames // slots`` frames."""
+        return [float(t) for t in video.timestamps[:: max(1, video.num_frames // slots)][:slots]]
+
     @property
     def n_trailing(self) -> int:
         """Tokens written after the video tokens (``trailing``), 0 or 1."""

@@ -30,6 +30,7 @@ from ..sources.data import VideoQA
 from .._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
 from .conventions import ConventionsMixin, warn_unreachable_vision_hooks
+from .deepstack import DeepStack, add_deepstack_hooks
 from .embed import VideoEmbed
 from ..fingerprint import LazyFingerprint
 from ..prompting.inputs import VideoLLMInput
@@ -94,7 +95,11 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         self.mrope = None  # multimodal 3-D rotary positions, for families whose converter gives them
         if rope is not None:
             self.set_rope_tables(*rope)
+        levels = int(getattr(vision, "deepstack_levels", 0))
+        if levels:
+            add_deepstack_hooks(self, levels)  # blocks.{l}.hook_deepstack, before setup() names them
         self.setup()
+        self.deepstack = DeepStack(self, levels) if levels else None  # videolens.hooked.deepstack
         install_fast_attention(self)  # SDPA when no hook needs scores/patterns (videolens.hooked.attention)
 
     # ---- loading ------------------------------------------------------------------------------
@@ -205,6 +210,12 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
 
     # ---- inputs -------------------------------------------------------------------------------
     @property
+    def video_width(self) -> int:
+        """Width of ``VideoLLMInput.video_embeds``: ``d_model``, times ``1 + k`` for a model with
+        ``k`` DeepStack levels packed after the video tokens (``videolens.hooked.deepstack``)."""
+        return self.cfg.d_model * (1 + (self.deepstack.levels if self.deepstack is not None else 0))
+
+    @property
     def device(self) -> torch.device:
         return self.embed.W_E.device
 
@@ -252,7 +263,9 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             embeds = inputs.video_embeds.to(self.device)
         if embeds.dim() == 4:  # one sample: [T, h, w, d] -> [1, T, h, w, d]
             embeds = embeds[None]
-        embeds = self.vision.hook_video_embeds(embeds)
+        d = self.cfg.d_model
+        levels = embeds[..., d:]  # DeepStack levels packed after the video tokens (none for most families)
+        embeds = self.vision.hook_video_embeds(embeds[..., :d])
         flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])
         positions = inputs.video_positions.to(self.device)
         if flat.shape[1] != positions.shape[-1]:
@@ -266,7 +279,12 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             positions = torch.cat([positions, positions[..., -1:] + torch.arange(1, n + 1, device=positions.device)], -1)
         self.embed.video = (positions, flat)
         try:
-            yield
+            if self.deepstack is None:
+                yield
+            else:
+                with self.deepstack.set_video((inputs.video_positions.to(self.device), levels.reshape(
+                        flat.shape[0], -1, self.deepstack.levels, d))):
+                    yield
         finally:
             self.embed.video = None
 
@@ -280,11 +298,14 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
         if self.mrope is not None:  # multimodal 3-D rotary positions: this input's position tables
             self.mrope.select(self, input, cached=kwargs.get("past_kv_cache") is not None
                               or kwargs.get("start_at_layer") is not None)
+        entries = getattr(kwargs.get("past_kv_cache"), "entries", None) or []
+        entry = next((e for e in entries if e is not None), None)  # a cache may skip the layers not run
+        offset = int(entry.past_keys.shape[1]) if getattr(entry, "past_keys", None) is not None else 0
         if self.rope_switch is not None:  # LongRoPE: short or long tables by the largest position
-            entries = getattr(kwargs.get("past_kv_cache"), "entries", None) or []
-            entry = next((e for e in entries if e is not None), None)  # a cache may skip the layers not run
-            offset = int(entry.past_keys.shape[1]) if getattr(entry, "past_keys", None) is not None else 0
             self.rope_switch.select(self, offset + self._n_positions(input))
+        if self.deepstack is not None:  # where the residual rows of this forward sit
+            self.deepstack.check_resume(kwargs.get("start_at_layer"), torch.is_tensor(input) and input.is_floating_point())
+            self.deepstack.offset = offset
         if isinstance(input, VideoLLMInput):
             return_type = kwargs.get("return_type", args[0] if args else "logits")
             if input.attention_mask is not None:  # a left-padded batch

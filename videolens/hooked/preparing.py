@@ -45,7 +45,7 @@ def prepare_one(model, sample: VideoQA, num_frames: int, keep_pixels: bool = Fal
     if model.template.frame_format is not None:
         if video is None:
             video = sample.load(num_frames, sampler=model.frame_sampler)
-        timestamps = list(video.timestamps[:: max(1, video.num_frames // grid[0])][: grid[0]])
+        timestamps = model.vision.slot_times(video, grid[0])
     tp = tokenize_prompt(
         model.tokenizer,
         model.template,

@@ -35,6 +35,7 @@ from jaxtyping import Bool, Float
 
 from .._tl_compat import final_logits, frozen_kv_cache
 from ..hooked.attention import ScoreMaskHook
+from ..hooked.deepstack import feeding
 from .hooks import KnockoutHook, hook_name
 
 __all__ = ["RowMasks", "run_batched", "check_batch_conditions", "Condition", "AUTO", "auto_batch_size",
@@ -166,7 +167,7 @@ def _run_group(model, clean, q0: int, conds: Sequence[Condition]) -> Float[torch
         keys = [clean.keys[l][:, :q0] if i == l else None for i in range(L)]
         values = [clean.values[l][:, :q0] if i == l else None for i in range(L)]
         kv = frozen_kv_cache(keys, values, q0, device, batch=B)
-        with model.hooks(fwd_hooks=hooks):
+        with model.hooks(fwd_hooks=hooks), feeding(model, clean.inputs):
             resid = model(resid, start_at_layer=l, stop_at_layer=l + 1, past_kv_cache=kv)
     return final_logits(model, resid[:, -1:])[:, -1]
 

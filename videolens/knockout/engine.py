@@ -25,6 +25,7 @@ from jaxtyping import Float
 from transformer_lens.utilities import get_act_name
 
 from .._tl_compat import cache_keys, final_logits, frozen_kv_cache
+from ..hooked.deepstack import feeding
 from ..prompting.inputs import VideoLLMInput
 from ..registry import Registry
 from .hooks import KnockoutHook, hook_name
@@ -153,7 +154,7 @@ class FastEngine(Engine):
         values = [clean.values[l][:, :q0] if l >= a else None for l in range(L)]
         kv = frozen_kv_cache(keys, values, q0, clean.logits.device)
         resid = clean.resid_pre[a][:, q0:]
-        with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]):
+        with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]), feeding(model, clean.inputs):
             out = model(resid, start_at_layer=a, stop_at_layer=L, past_kv_cache=kv)
         return _unembed_last(model, out)
 

@@ -40,6 +40,7 @@ from transformer_lens import ActivationCache
 from transformer_lens import patching as tl_patching
 from transformer_lens.utilities import get_act_name
 
+from ..hooked.deepstack import feeding
 from ..errors import require_finite
 from ..prompting.inputs import VideoLLMInput
 from ..registry import Registry
@@ -372,7 +373,8 @@ def _batched(model, inputs, cache, metric, spec, df, setter, batch_size, progres
 
         resid = base[get_act_name("resid_pre", layer)].expand(len(chunk), -1, -1).contiguous()
         with torch.no_grad():
-            logits = _last_logits_from(model, resid, layer, [(name, hook)])
+            with feeding(model, inputs):  # a DeepStack model adds its video features below its layer k
+                logits = _last_logits_from(model, resid, layer, [(name, hook)])
             vals = metric(logits).float().cpu()
         out[torch.tensor(chunk)] = vals
     return out

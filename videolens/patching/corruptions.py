@@ -260,9 +260,7 @@ def counterfactual_question(
                      end=old.end, task=old.task, question_id=None, extra=dict(old.extra))
     timestamps = None
     if model.template.frame_format is not None:
-        T = inputs.layout.n_frames
-        ts = inputs.video.timestamps
-        timestamps = list(ts[:: max(1, len(ts) // T)][:T])
+        timestamps = model.vision.slot_times(inputs.video, inputs.layout.n_frames)
     tp = tokenize_prompt(model.tokenizer, model.template, question, candidates, model.placeholder_id,
                          inputs.layout.video_grid, true_letter=sample.answer_letter, timestamps=timestamps)
     out = VideoLLMInput(tp.tokens.to(inputs.tokens.device), inputs.video_embeds, tp.layout, tp.option_token_ids,

@@ -31,6 +31,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 from jaxtyping import Float
 
+from ..hooked.deepstack import feeding
 from .._tl_compat import final_logits, rotary_tables, set_rotary_tables
 from ..prompting.inputs import VideoLLMInput
 from ..hooked.attention import KnockoutHook, scores_hook_name
@@ -172,7 +173,8 @@ def pruned_forward(model, inputs: VideoLLMInput, plan: LayerPlan
     reduced = {key: KnockoutHook(m[keep][:, keep]) for key, m in masks.items()}
     above = [(scores_hook_name(l), reduced[plan.blocked_types(l)]) for l in range(cut, L) if plan.blocked_types(l)]
     layers = list(range(cut, L))
-    with _reindexed_rotary(model, layers, keep), model.hooks(fwd_hooks=above):
+    with _reindexed_rotary(model, layers, keep), model.hooks(fwd_hooks=above), \
+            feeding(model, inputs, rows=keep.to(resid.device)):
         for l in layers:
             resid = model.blocks[l](resid)
     return final_logits(model, resid[:, -1:]), found

@@ -37,7 +37,9 @@ class VideoLLMInput:
     Attributes:
         tokens: ``[1, S]`` token ids; video positions hold the placeholder id.
         video_embeds: ``[T, h, w, d_model]`` video tokens from the vision front end, in the
-            order frame, row, column; spliced in at ``hook_embed``.
+            order frame, row, column; spliced in at ``hook_embed``. A DeepStack model's (Qwen3-VL)
+            are ``[T, h, w, (1 + k) d_model]``: the tokens, then its ``k`` DeepStack levels
+            (``videolens.hooked.deepstack``), so video edits move both.
         layout: token spans and groups.
         option_token_ids: option letter -> token id of that letter right after the prompt.
         sample: the VideoQA sample (None for hand-made inputs).
@@ -107,9 +109,12 @@ class VideoLLMInput:
         Raises:
             ValueError: the video embeddings' width differs from ``model.cfg.d_model``.
         """
-        if int(self.video_embeds.shape[-1]) != model.cfg.d_model:
-            raise ValueError(f"this input's video tokens are {int(self.video_embeds.shape[-1])} wide but the model's "
-                             f"residual stream is {model.cfg.d_model}: prepare the sample with this model")
+        width = getattr(model, "video_width", model.cfg.d_model)
+        if int(self.video_embeds.shape[-1]) != width:
+            raise ValueError(f"this input's video tokens are {int(self.video_embeds.shape[-1])} wide but the model "
+                             f"reads {width} (its residual stream is {model.cfg.d_model}"
+                             + (", DeepStack levels packed after it" if width != model.cfg.d_model else "")
+                             + "): prepare the sample with this model")
         here = model_identity(model)
         if self.prepared_by and here and _other_weights(self.prepared_by, here):
             import warnings

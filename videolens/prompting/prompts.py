@@ -68,6 +68,10 @@ class PromptTemplate:
     ``<|vision_end|>``) with the same multiple-choice instruction; ``qwen2_5_vl_mvbench`` the paper's
     convention in it.
 
+    ``qwen3_vl`` is Qwen3-VL's chat template (no system turn; its processor writes each temporal
+    slot as ``<t seconds><|vision_start|>...<|vision_end|>``, t to one decimal) with the
+    multiple-choice instruction; ``qwen3_vl_mvbench`` the paper's convention in it.
+
     ``internvl`` is InternVL's chat format in transformers (no system turn; its processor writes each
     frame as ``Frame{i}: <img>...</img>``) with the multiple-choice instruction; ``internvl_mvbench``
     the paper's convention in it.
@@ -157,6 +161,27 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             before_video="<|im_start|>user\n<|vision_start|>",
             after_video="<|vision_end|>",
             after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        PromptTemplate(
+            name="qwen3_vl",
+            system="",
+            before_video="<|im_start|>user\n",
+            after_video="",
+            after_question=(
+                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
+            ),
+            answer_prefix="",
+            frame_format="<{time:.1f} seconds><|vision_start|>{placeholder}<|vision_end|>",
+            video_group="block",
+        ),
+        PromptTemplate(
+            name="qwen3_vl_mvbench",
+            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
+            before_video="<|im_start|>user\n",
+            after_video="",
+            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
+            frame_format="<{time:.1f} seconds><|vision_start|>{placeholder}<|vision_end|>",
+            video_group="block",
         ),
         PromptTemplate(
             name="internvl",
