@@ -96,3 +96,20 @@ def inputs(tiny_pllava, clip_path):
     import videolens as vl
 
     return tiny_pllava.prepare(vl.VideoQA(video=str(clip_path), **SAMPLE))
+
+
+def assert_answers_through_the_cli(ckpt, video, num_frames: int = 4) -> dict:
+    """``videolens answer --json`` on ``ckpt`` and ``video`` exits 0 with one probability per option and
+    the most probable letter as the answer; returns the parsed output."""
+    import json
+
+    from test_bad_inputs import run_cli
+
+    rc, out, err = run_cli(["answer", "--model", str(ckpt), "--video", str(video), "--question", "What moves?",
+                            "--candidates", "left", "right", "--num-frames", str(num_frames), "--json"])
+    assert rc == 0, err
+    got = json.loads(out)
+    assert set(got["probs"]) == {"A", "B"} and got["answer"] == max(got["probs"], key=got["probs"].get)
+    assert got["answer_text"] == {"A": "left", "B": "right"}[got["answer"]]
+    assert 0 < sum(got["probs"].values()) <= 1  # the letters' share of the full-vocabulary softmax
+    return got

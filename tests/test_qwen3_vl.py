@@ -7,8 +7,6 @@ checkpoint answers a real video through the CLI."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -179,14 +177,9 @@ def test_prompt_writes_one_timestamped_block_per_slot(setup):
 
 
 def test_qwen3_vl_answers_a_real_video_through_the_cli(tmp_path, cockatoo):
-    from test_bad_inputs import run_cli
+    from conftest import assert_answers_through_the_cli
 
-    ckpt = make_tiny_qwen3_vl(tmp_path / "q3")
-    rc, out, err = run_cli(["answer", "--model", str(ckpt), "--video", str(cockatoo), "--question", "What moves?",
-                            "--candidates", "left", "right", "--num-frames", "4", "--json"])
-    assert rc == 0, err
-    got = json.loads(out)
-    assert set(got["probs"]) == {"A", "B"} and got["answer"] == max(got["probs"], key=got["probs"].get)
+    assert_answers_through_the_cli(make_tiny_qwen3_vl(tmp_path / "q3"), cockatoo)
 
 
 def test_the_moe_variant_is_refused_in_one_line(tmp_path):

@@ -124,17 +124,22 @@ class QwenVLFrontEnd(VisionFrontEnd):
         return num_frames // tp, h // self.preprocess.factor, w // self.preprocess.factor
 
     def patch_features(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "t h w d"]:
+        out, grid = self._tower(pixel_values)
+        return grid(out.pooler_output)
+
+    def _tower(self, pixel_values: Float[torch.Tensor, "T 3 H W"]):
+        """The tower's output on the frames, and a function that lays its ``[t*h*w, d]`` rows out as
+        the ``[t, h, w, d]`` grid."""
         pp = self.preprocess
         T, _, H, W = pixel_values.shape
         # the grid of frames already resized: read from their size, not resized again (smart_resize is
         # not idempotent: with min_pixels == max_pixels its rounding can land above max_pixels)
         if H % pp.factor or W % pp.factor:
             raise ValueError(f"frames of {H}x{W} pixels do not split into {pp.factor}-pixel merge blocks")
-        t, h, w = T // pp.temporal_patch_size, H // pp.factor, W // pp.factor
+        t, h = T // pp.temporal_patch_size, H // pp.factor
         grid = torch.tensor([[t, H // pp.patch_size, W // pp.patch_size]], device=pixel_values.device)
         flat = patchify_video(pixel_values, pp.patch_size, pp.merge_size, pp.temporal_patch_size)
-        out = self.tower(flat, grid_thw=grid)
-        return rearrange(out.pooler_output, "(t h w) d -> t h w d", t=t, h=h)
+        return self.tower(flat, grid_thw=grid), lambda rows: rearrange(rows, "(t h w) d -> t h w d", t=t, h=h)
 
 
 @dataclass
@@ -201,17 +206,8 @@ class Qwen3VLFrontEnd(QwenVLFrontEnd):
         return torch.cat([grid, rearrange(levels, "k t h w d -> t h w (k d)")], dim=-1)
 
     def _features(self, pixel_values):
-        pp = self.preprocess
-        T, _, H, W = pixel_values.shape
-        if H % pp.factor or W % pp.factor:
-            raise ValueError(f"frames of {H}x{W} pixels do not split into {pp.factor}-pixel merge blocks")
-        t, h, w = T // pp.temporal_patch_size, H // pp.factor, W // pp.factor
-        grid = torch.tensor([[t, H // pp.patch_size, W // pp.patch_size]], device=pixel_values.device)
-        out = self.tower(patchify_video(pixel_values, pp.patch_size, pp.merge_size, pp.temporal_patch_size),
-                         grid_thw=grid)
-        main = rearrange(out.pooler_output, "(t h w) d -> t h w d", t=t, h=h)
-        levels = torch.stack([rearrange(f, "(t h w) d -> t h w d", t=t, h=h) for f in out.deepstack_features])
-        return main, levels
+        out, grid = self._tower(pixel_values)
+        return grid(out.pooler_output), torch.stack([grid(f) for f in out.deepstack_features])
 
     def patch_features(self, pixel_values: Float[torch.Tensor, "T 3 H W"]) -> Float[torch.Tensor, "t h w d"]:
         return self._features(pixel_values)[0]
