@@ -127,15 +127,11 @@ class DeepStack:
         where = torch.full((size,), -1, dtype=torch.long, device=out.device)
         where[rows] = torch.arange(R, device=out.device)
         level = feats[..., l, :].to(device=out.device, dtype=out.dtype)  # [B or 1, n, d]
-        if positions.dim() == 1:
-            local = where[positions]
-            keep = local >= 0
-            add[:, local[keep]] = level[:, keep].expand(B, -1, -1) if level.shape[0] == 1 else level[:, keep]
-            return add
-        for b in range(B):  # a left-padded batch: each row's video at its own positions
-            local = where[positions[b]]
-            keep = local >= 0
-            add[b, local[keep]] = level[b if level.shape[0] > 1 else 0, keep]
+        if positions.dim() != 1:  # M-RoPE already refuses such batches (the tables are shared)
+            raise ValueError("DeepStack additions need one layout for the whole batch, not a left-padded batch")
+        local = where[positions]
+        keep = local >= 0
+        add[:, local[keep]] = level[:, keep].expand(B, -1, -1) if level.shape[0] == 1 else level[:, keep]
         return add
 
     def _after_block(self, l: int):
