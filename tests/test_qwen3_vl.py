@@ -189,3 +189,14 @@ def test_the_moe_variant_is_refused_in_one_line(tmp_path):
         family_for_config({"model_type": "qwen3_vl_moe"}, tmp_path)
     assert "\n" not in str(info.value)
 
+
+
+def test_a_deep_copy_adds_its_own_deepstack_levels(setup):
+    import copy
+
+    _, model, x, _, _ = setup
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        assert torch.equal(twin(x), model(x))
+        _, cache = twin.run_with_cache(x, names_filter="blocks.0.hook_deepstack")
+    assert "blocks.0.hook_deepstack" in cache  # the copy's blocks fire the copy's hook points

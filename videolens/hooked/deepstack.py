@@ -68,7 +68,7 @@ class DeepStack:
         self._rows: Optional[torch.Tensor] = None
         self._fed = False
         for l in range(self.levels):
-            model.blocks[l].register_forward_hook(self._after_block(l))
+            model.blocks[l].register_forward_hook(_AfterBlock(self, l))
 
     @contextlib.contextmanager
     def feeding(self, inputs=None, rows: Optional[Int[torch.Tensor, "R"]] = None) -> Iterator[None]:
@@ -134,10 +134,17 @@ class DeepStack:
         add[:, local[keep]] = level[:, keep].expand(B, -1, -1) if level.shape[0] == 1 else level[:, keep]
         return add
 
-    def _after_block(self, l: int):
-        def hook(module, args, output):
-            if self._video is None:
-                return None
-            return output + module.hook_deepstack(self.addition(l, output))  # blocks.{l}.hook_deepstack
 
-        return hook
+
+class _AfterBlock:
+    """Block ``l``'s forward hook: its output plus ``blocks.{l}.hook_deepstack`` while a video is current.
+    An object, not a closure, so a deep copy or pickle of the model keeps it tied to the copy's own
+    ``DeepStack``."""
+
+    def __init__(self, deepstack: DeepStack, l: int):
+        self.deepstack, self.l = deepstack, l
+
+    def __call__(self, module, args, output):
+        if self.deepstack._video is None:
+            return None
+        return output + module.hook_deepstack(self.deepstack.addition(self.l, output))
