@@ -30,8 +30,8 @@ from transformer_lens.hook_points import HookPoint
 from .._tl_compat import set_rotary_tables
 from .vision import CLIP_MEAN, CLIP_STD, VisionFrontEnd
 
-__all__ = ["QwenVLPreprocessor", "QwenVLFrontEnd", "Qwen3VLPreprocessor", "Qwen3VLFrontEnd", "MRope", "mrope_position_ids", "layout_position_ids", "patchify_video", "processor_slot_times",
-           "seconds_per_slot"]
+__all__ = ["QwenVLPreprocessor", "QwenVLFrontEnd", "Qwen3VLPreprocessor", "Qwen3VLFrontEnd", "MRope",
+           "mrope_position_ids", "layout_position_ids", "patchify_video", "processor_slot_times", "seconds_per_slot"]
 
 
 def patchify_video(pixels: Float[torch.Tensor, "T C H W"], patch: int = 14, merge: int = 2, temporal: int = 2
