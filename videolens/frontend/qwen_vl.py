@@ -13,6 +13,11 @@ masks the real model's attention.
 Position ids follow transformers 5 ``Qwen2_5_VLModel.get_rope_index``: text tokens count up; video
 tokens get ``(start + t * tokens_per_second * second_per_grid, start + row, start + col)``; the text
 after the video resumes at ``start + max(rows, cols)``.
+
+Qwen3-VL (``Qwen3VLPreprocessor``, ``Qwen3VLFrontEnd``): the clip is sized as one budget, the
+frequencies take their axis interleaved (``MRope.interleaved``), each temporal slot is its own run of
+video tokens between timestamp text (``layout_position_ids``), and the front end also returns the
+DeepStack levels (``videolens.hooked.deepstack``).
 """
 
 from __future__ import annotations
