@@ -94,6 +94,25 @@ class PromptTemplate:
     video_group: str = "tokens"
 
 
+CHAT_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+"""The default system turn of the Qwen-based chat templates (LLaVA-OneVision, Qwen2.5-VL)."""
+
+MC_INSTRUCTION = "\nAnswer with the option's letter from the given choices directly."
+"""The multiple-choice instruction of the families' own chat templates (lmms-eval's)."""
+
+
+def _chatml_pair(name: str, system: str, before_video: str, after_video: str, frame_format: Optional[str] = None,
+                 video_group: str = "tokens") -> Tuple[PromptTemplate, PromptTemplate]:
+    """A ChatML family's two templates: ``name``, its own chat format (``system`` turn,
+    ``MC_INSTRUCTION``, no answer prefix), and ``name_mvbench``, the paper's convention in the same
+    chat format (the MVBench system prompt, ``Only give the best option.``, ``Best option:(``)."""
+    end = "<|im_end|>\n<|im_start|>assistant\n"
+    video = dict(before_video=before_video, after_video=after_video, frame_format=frame_format, video_group=video_group)
+    return (PromptTemplate(name=name, system=system, after_question=MC_INSTRUCTION + end, answer_prefix="", **video),
+            PromptTemplate(name=f"{name}_mvbench", system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
+                           after_question=" \nOnly give the best option." + end, **video))
+
+
 TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
     t.name: t
     for t in [
@@ -128,82 +147,12 @@ TEMPLATES: Registry[PromptTemplate] = Registry("prompt template", {
             answer_prefix="",
             question_prefix="",
         ),
-        PromptTemplate(
-            name="llava_onevision",
-            system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
-            before_video="<|im_start|>user\n",
-            after_video="\n",
-            after_question=(
-                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
-            ),
-            answer_prefix="",
-        ),
-        PromptTemplate(
-            name="llava_onevision_mvbench",
-            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
-            before_video="<|im_start|>user\n",
-            after_video="\n",
-            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
-        ),
-        PromptTemplate(
-            name="qwen2_5_vl",
-            system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
-            before_video="<|im_start|>user\n<|vision_start|>",
-            after_video="<|vision_end|>",
-            after_question=(
-                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
-            ),
-            answer_prefix="",
-        ),
-        PromptTemplate(
-            name="qwen2_5_vl_mvbench",
-            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
-            before_video="<|im_start|>user\n<|vision_start|>",
-            after_video="<|vision_end|>",
-            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
-        ),
-        PromptTemplate(
-            name="qwen3_vl",
-            system="",
-            before_video="<|im_start|>user\n",
-            after_video="",
-            after_question=(
-                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
-            ),
-            answer_prefix="",
-            frame_format="<{time:.1f} seconds><|vision_start|>{placeholder}<|vision_end|>",
-            video_group="block",
-        ),
-        PromptTemplate(
-            name="qwen3_vl_mvbench",
-            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
-            before_video="<|im_start|>user\n",
-            after_video="",
-            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
-            frame_format="<{time:.1f} seconds><|vision_start|>{placeholder}<|vision_end|>",
-            video_group="block",
-        ),
-        PromptTemplate(
-            name="internvl",
-            system="",
-            before_video="<|im_start|>user\n",
-            after_video="",
-            after_question=(
-                "\nAnswer with the option's letter from the given choices directly.<|im_end|>\n<|im_start|>assistant\n"
-            ),
-            answer_prefix="",
-            frame_format="Frame{index}: <img>{placeholder}</img>\n",
-            video_group="block",
-        ),
-        PromptTemplate(
-            name="internvl_mvbench",
-            system="<|im_start|>system\n" + SYSTEM_MVBENCH + "<|im_end|>\n",
-            before_video="<|im_start|>user\n",
-            after_video="",
-            after_question=" \nOnly give the best option.<|im_end|>\n<|im_start|>assistant\n",
-            frame_format="Frame{index}: <img>{placeholder}</img>\n",
-            video_group="block",
-        ),
+        *_chatml_pair("llava_onevision", CHAT_SYSTEM, "<|im_start|>user\n", "\n"),
+        *_chatml_pair("qwen2_5_vl", CHAT_SYSTEM, "<|im_start|>user\n<|vision_start|>", "<|vision_end|>"),
+        *_chatml_pair("qwen3_vl", "", "<|im_start|>user\n", "", video_group="block",
+                      frame_format="<{time:.1f} seconds><|vision_start|>{placeholder}<|vision_end|>"),
+        *_chatml_pair("internvl", "", "<|im_start|>user\n", "", video_group="block",
+                      frame_format="Frame{index}: <img>{placeholder}</img>\n"),
         PromptTemplate(
             name="videollama3",
             system="",
