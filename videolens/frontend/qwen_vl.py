@@ -348,8 +348,8 @@ class MRope:
         if isinstance(inputs, VideoLLMInput):
             layouts = inputs.row_layouts if inputs.row_layouts is not None else [inputs.layout]
             first = layouts[0]
-            if any(L.video_grid != first.video_grid or L.video.start != first.video.start
-                   or L.seq_len != first.seq_len for L in layouts[1:]):
+            if any(L.video_grid != first.video_grid or L.video.start != first.video.start or L.seq_len != first.seq_len
+                   or not torch.equal(L.video_positions, first.video_positions) for L in layouts[1:]):
                 raise ValueError("M-RoPE tables are shared by the batch: batch only samples with the same layout")
             interval = model.vision.temporal_interval(inputs.video)
             if inputs.row_meta is not None and any(model.vision.temporal_interval(m["video"]) != interval
@@ -358,9 +358,6 @@ class MRope:
                                  "(other frame rates); run the rows one at a time (batch[i])")
             t, h, w = first.video_grid
             key = (first.seq_len, tuple(first.video_positions[:: h * w].tolist()), first.video_grid, interval)
-            if any(L.video_positions.shape != first.video_positions.shape
-                   or not torch.equal(L.video_positions, first.video_positions) for L in layouts[1:]):
-                raise ValueError("M-RoPE tables are shared by the batch: batch only samples with the same layout")
             if key != self.current:
                 pos3 = layout_position_ids(first.seq_len, first.video_positions, first.video_grid, interval)
                 sin, cos = self.tables(pos3, model.cfg.n_ctx)

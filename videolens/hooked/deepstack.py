@@ -81,15 +81,16 @@ class DeepStack:
             rows: absolute positions of the residual rows when they are not consecutive (a
                 forward over a subset of positions); default: ``offset``, ``offset + 1``, ...
         """
-        video = None
-        if inputs is not None:
-            embeds = inputs.video_embeds
-            embeds = embeds if embeds.dim() == 5 else embeds[None]
-            d = embeds.shape[-1] // (1 + self.levels)
-            flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])[..., d:]
-            video = (inputs.video_positions, flat.reshape(flat.shape[0], flat.shape[1], self.levels, d))
+        video = None if inputs is None else (inputs.video_positions, self.levels_of(inputs.video_embeds))
         with self.set_video(video, rows):
             yield
+
+    def levels_of(self, packed: Float[torch.Tensor, "... T h w w_packed"]) -> Float[torch.Tensor, "batch n k d_model"]:
+        """The DeepStack levels packed after the video tokens (``[T, h, w, (1 + k) d]`` or with a batch
+        axis), as ``[batch, T*h*w, k, d]``."""
+        packed = packed if packed.dim() == 5 else packed[None]
+        d = packed.shape[-1] // (1 + self.levels)
+        return packed[..., d:].reshape(packed.shape[0], -1, self.levels, d)
 
     @contextlib.contextmanager
     def set_video(self, video: Optional[tuple], rows: Optional[torch.Tensor] = None) -> Iterator[None]:

@@ -263,9 +263,8 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             embeds = inputs.video_embeds.to(self.device)
         if embeds.dim() == 4:  # one sample: [T, h, w, d] -> [1, T, h, w, d]
             embeds = embeds[None]
-        d = self.cfg.d_model
-        levels = embeds[..., d:]  # DeepStack levels packed after the video tokens (none for most families)
-        embeds = self.vision.hook_video_embeds(embeds[..., :d])
+        packed = embeds  # a DeepStack model's levels sit after the d_model video tokens
+        embeds = self.vision.hook_video_embeds(embeds[..., :self.cfg.d_model])
         flat = embeds.reshape(embeds.shape[0], -1, embeds.shape[-1])
         positions = inputs.video_positions.to(self.device)
         if flat.shape[1] != positions.shape[-1]:
@@ -282,8 +281,8 @@ class HookedVideoLLM(ConventionsMixin, HookedTransformer):
             if self.deepstack is None:
                 yield
             else:
-                with self.deepstack.set_video((inputs.video_positions.to(self.device), levels.reshape(
-                        flat.shape[0], -1, self.deepstack.levels, d))):
+                with self.deepstack.set_video((inputs.video_positions.to(self.device),
+                                               self.deepstack.levels_of(packed))):
                     yield
         finally:
             self.embed.video = None
