@@ -142,3 +142,13 @@ class FakeHub:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def use_hub(monkeypatch, server: FakeHub, cache) -> None:
+    """Point huggingface_hub (its module constants, read at call time) at ``server`` and ``cache``, online."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))

@@ -223,7 +223,7 @@ CASES = [
     ("data-and-video", flow("--video", "{clip}", "--question", "q", "--candidates", "a", "b"), "give either", True),
     ("benchmark-with-video-root", lambda w, tmp: ["flow", "--data", "tvbench:action_sequence", "--video-root",
                                                   str(w["root"]), "--target", "cross-frame", "--out", str(tmp / "o")],
-     "--video-root is not used with a benchmark name", True),
+     "--video-root is not used with --data tvbench:action_sequence (tvbench's videos come with it", True),
     ("benchmark-and-file", lambda w, tmp: ["flow", "--data", "tvbench", str(w["clip"]), "--target", "cross-frame",
                                            "--out", str(tmp / "o")], "give benchmark names", True),
     ("benchmark-unknown-task", lambda w, tmp: ["flow", "--data", "tvbench:sideways", "--target", "cross-frame",

@@ -93,23 +93,13 @@ def test_every_known_checkpoint_is_well_formed():
 
 
 # ---- the download path itself, through huggingface_hub's HTTP client against a local stand-in hub ----
-def use_hub(monkeypatch, server, cache):
-    """Point huggingface_hub (its module constants, read at call time) at ``server`` and ``cache``, online."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-
-
 @pytest.fixture()
 def hub(monkeypatch, tmp_path, tiny_pllava_dir):
     """A local hub serving ``tiny-org/tiny-pllava`` (and a pickles-only and a gated repository), with
     huggingface_hub pointed at it and at an empty cache."""
     import shutil
 
-    from fakehub import FakeHub
+    from fakehub import FakeHub, use_hub
 
     pickles = tmp_path / "pickles"
     pickles.mkdir()
@@ -190,7 +180,7 @@ def tvbench_repo(tmp_path, clip_path):
 def test_a_benchmark_by_name_downloads_its_tasks_only_and_runs(tvbench_repo, tiny_pllava_dir, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from fakehub import FakeHub
+    from fakehub import FakeHub, use_hub
     from videolens.running.records import read_statuses
 
     with FakeHub({}, datasets={"FunAILab/TVBench": tvbench_repo}) as server:
@@ -231,7 +221,7 @@ def mvbench_repo(tmp_path, clip_path):
 
 
 def test_mvbench_by_name_unpacks_each_source_archive_once(mvbench_repo, tiny_pllava_dir, tmp_path, monkeypatch):
-    from fakehub import FakeHub
+    from fakehub import FakeHub, use_hub
     from videolens.running.records import read_statuses
     from videolens.sources import datasets
 
@@ -262,7 +252,7 @@ def test_models_lists_the_table_and_what_is_cached(offline, tiny_pllava_dir):
 
 
 def test_a_benchmark_task_missing_from_its_repository_is_named(tvbench_repo, tiny_pllava_dir, tmp_path, monkeypatch):
-    from fakehub import FakeHub
+    from fakehub import FakeHub, use_hub
 
     (tvbench_repo / "json" / "moving_direction.json").unlink()
     with FakeHub({}, datasets={"FunAILab/TVBench": tvbench_repo}) as server:

@@ -168,16 +168,18 @@ def add_video_arguments(g, required: bool = False) -> None:
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     """``--data/--video-root`` (a dataset) or ``--video/--question/--candidates`` (one sample), ``--out``."""
+    from videolens.sources.datasets import DATASETS
+    from videolens.sources.formats import FORMATS
+
     g = p.add_argument_group("samples (a TVBench-format file, or one video)")
     g.add_argument("--data", default=None, nargs="+", metavar="FILE|BENCHMARK",
                    help="annotation file(s) (TVBench / MVBench, TOMATO, LongVideoBench, Video-MME, VCGBench format, "
-                        "detected from the content) with --video-root, or a benchmark by name: tvbench[:task,...] "
-                        "(fetched into the huggingface_hub cache)")
-    from videolens.sources.formats import FORMATS
-
+                        "detected from the content) with --video-root, or a benchmark by name, NAME[:task,...]: "
+                        f"{', '.join(DATASETS)} (fetched into the huggingface_hub cache; where a benchmark's videos are "
+                        "not on the hub, tomato's, add --video-root)")
     g.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="annotation format of --data (default: detected per file)")
-    g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data are relative to")
+    g.add_argument("--video-root", default=None, help="folder the 'video' entries of --data files are relative to (with a benchmark name: only one whose videos are not on the hub)")
     g.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N samples of each --data file")
     add_video_arguments(g)
     p.add_argument("--out", type=output_folder, required=True, help="output folder (records and figures)")
@@ -215,7 +217,8 @@ def load_samples(args, answer_required: bool = False) -> list:
 
 def _data_files(args):
     """``(annotation files, their video folder(s))`` of ``--data``: files with ``--video-root``, or
-    benchmarks by name (``tvbench[:task,...]``, fetched with huggingface_hub: ``videolens.sources.datasets``).
+    benchmarks by name (``tvbench[:task,...]``, fetched with huggingface_hub: ``videolens.sources.datasets``;
+    ``--video-root`` then only for one whose videos are not on the hub).
     Kept on ``args`` so the run's identity (``sample_source``) names the files actually read."""
     from videolens.sources.datasets import fetch, is_benchmark_spec
 
@@ -223,12 +226,9 @@ def _data_files(args):
     if named:
         if len(named) != len(args.data):
             raise ValueError("--data: give benchmark names (tvbench[:task,...]) or annotation files, not both")
-        if args.video_root:
-            raise ValueError("--video-root is not used with a benchmark name (each task's videos come with it); "
-                             "drop it, or give annotation files")
         files, roots = [], []
-        for d in named:
-            f, r = fetch(d)
+        for d in named:  # --video-root only for a benchmark whose videos are not on the hub (TOMATO)
+            f, r = fetch(d, video_root=args.video_root)
             files += f
             roots += r
     else:

@@ -9,7 +9,10 @@ HELP = ("fetch a known checkpoint or hub id (configs, tokenizer, safetensors), o
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="a known name (videolens models), a hub id org/name, or a benchmark tvbench[:task,...]")
+    from videolens.sources.datasets import DATASETS
+
+    p.add_argument("model", help="a known name (videolens models), a hub id org/name, or a benchmark NAME[:task,...] "
+                   f"({', '.join(DATASETS)})")
     p.add_argument("--revision", default=None, help="branch, tag or commit")
     p.add_argument("--cache-dir", default=None, help="huggingface_hub cache folder (default: HF_HOME's)")
 
@@ -19,9 +22,14 @@ def run(args) -> int:
     from videolens.sources.hub import resolve_checkpoint
 
     if is_benchmark_spec(args.model):
-        files, roots = fetch(args.model, args.revision, args.cache_dir)
+        from videolens.sources.datasets import parse_spec
+
+        files, roots = fetch(args.model, args.revision, args.cache_dir, need_video_root=False)
+        elsewhere = parse_spec(args.model)[0].videos_elsewhere
         for f, r in zip(files, roots):
-            print(f"{f}  (videos: {r})")
+            print(f"{f}  (videos: {r if r is not None else 'not on the hub'})")
+        if elsewhere:
+            print(f"{elsewhere}; then run with --data {args.model} --video-root DIR")
         return 0
     print(f"{args.model}: {resolve_checkpoint(args.model, args.revision, args.cache_dir)}")
     return 0

@@ -4,11 +4,25 @@ offline mode and errors as for checkpoints, ``videolens.sources.hub``), unpacks 
 each annotation file its video folder.
 
 The table (``DATASETS``, ``videolens/assets/datasets.json``) says where each benchmark keeps its
-files: TVBench's layout is the one the paper's loader reads (``json/<task>.json``, videos under
-``video/<task>/``); MVBench's the one the paper's MVBench loader reads (``json/<task>.json``, each
-task's videos in a folder of its source dataset, e.g. ``video/star/Charades_v1_480/``, the hub
-repository holding each source as one archive, ``video/star.zip``). A task a benchmark lists as
-unavailable (videos not on the hub, or frame folders instead of videos) is refused with the reason.
+files, as data:
+
+- TVBench (``FunAILab/TVBench``): the layout the paper's loader reads (``json/<task>.json``, videos
+  under ``video/<task>/``, or a ``video/<task>.zip`` archive).
+- MVBench (``OpenGVLab/MVBench``): ``json/<task>.json``, each task's videos in a folder of its source
+  dataset (``video/star/Charades_v1_480/``), the repository holding each source as one archive
+  (``video/star.zip``); only the archives of the tasks asked for are fetched.
+- Video-MME (``lmms-lab/Video-MME``): one parquet file, the videos in 20 zip chunks
+  (``videos_chunked_*.zip``) that unpack to ``data/<videoID>.mp4``, as lmms-eval reads them.
+- LongVideoBench (``longvideobench/LongVideoBench``, gated): ``lvb_val.json``, the videos one tar
+  archive split in parts (``videos.tar.part.aa`` ...), read as one stream (never joined on disk).
+- VCGBench (``lmms-lab/VideoChatGPT``, lmms-eval's copy of Video-ChatGPT's benchmark): a parquet file
+  per task (``Generic/``, ``Temporal/``, ``Consistency/``), the videos in ``videos.zip``
+  (``Test_Videos/``).
+- TOMATO (``yale-nlp/TOMATO``): a parquet file per task; its videos are not on the hub (Google
+  Drive), so ``--video-root`` names the folder they were unpacked into.
+
+A task a benchmark lists as unavailable (videos not on the hub, frame folders instead of videos) is
+refused with the reason. Patterns may hold globs (``*``): every match in the repository counts.
 
 Example::
 
@@ -19,12 +33,23 @@ Example::
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import tarfile
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from pathlib import Path, PurePosixPath
+from typing import IO, Dict, Iterator, List, Optional, Tuple, Union
 
-__all__ = ["DATASETS", "Benchmark", "parse_spec", "fetch", "is_benchmark_spec"]
+from ..errors import VideolensError
+
+__all__ = ["DATASETS", "Benchmark", "parse_spec", "fetch", "is_benchmark_spec", "VideosElsewhereError"]
+
+PerTask = Union[str, Dict[str, str]]
+
+
+class VideosElsewhereError(VideolensError, ValueError):
+    """A benchmark whose videos are not on the hub was asked for without ``--video-root``."""
 
 
 @dataclass(frozen=True)
@@ -32,29 +57,43 @@ class Benchmark:
     """One row of ``DATASETS``: where a benchmark's files sit in its hub dataset repository.
 
     Attributes:
-        annotations: the annotation file, a pattern with ``{task}``.
-        videos: the video folder: a pattern with ``{task}``, or ``{task: folder}``.
-        archives: the archive holding a task's videos when the folder is not in the repository: a
-            pattern with ``{videos}`` / ``{task}`` (default ``"{videos}.zip"``), or ``{task: archive}``;
-            unpacked once next to the snapshot, into the archive's own folder.
+        annotations: the annotation file(s) of a task: a pattern with ``{task}`` (globs allowed:
+            ``data/{task}-*.parquet``), or ``{task: pattern}``.
+        videos: the video folder of a task: a pattern with ``{task}``, or ``{task: folder}``; ``None``
+            when the videos are not in the repository (``videos_elsewhere`` says where they are; the
+            user's ``--video-root`` is then the folder).
+        archives: the archive(s) holding a task's videos when its folder is not in the repository: a
+            pattern with ``{videos}`` / ``{task}`` (default ``"{videos}.zip"``; globs allowed, each match
+            one archive; ``.tar.part*`` matches are the parts of one tar), or ``{task: pattern}``. Each
+            is unpacked once next to the snapshot into the archive's own folder; an entry that does
+            not start with the video folder's first part below that folder is put under it.
         tasks: the tasks ``--data NAME`` fetches.
         unavailable: ``{task: why}``: tasks the benchmark has that cannot be fetched and run here.
+        videos_elsewhere: where the videos are when ``videos`` is ``None`` (said in the error).
     """
 
     name: str
     hub_id: str
     format: str
-    annotations: str
-    videos: Union[str, Dict[str, str]]
+    annotations: PerTask
+    videos: Optional[PerTask]
     tasks: Tuple[str, ...]
-    archives: Union[str, Dict[str, str]] = "{videos}.zip"
+    archives: PerTask = "{videos}.zip"
     unavailable: Dict[str, str] = field(default_factory=dict)
+    videos_elsewhere: str = ""
     source: str = ""
 
-    def video_folder(self, task: str) -> str:
+    def annotation(self, task: str) -> str:
+        return self.annotations[task] if isinstance(self.annotations, dict) else self.annotations.format(task=task)
+
+    def video_folder(self, task: str) -> Optional[str]:
+        if self.videos is None:
+            return None
         return self.videos[task] if isinstance(self.videos, dict) else self.videos.format(task=task)
 
-    def archive(self, task: str) -> str:
+    def archive(self, task: str) -> Optional[str]:
+        if self.videos is None:
+            return None
         if isinstance(self.archives, dict):
             return self.archives[task]
         return self.archives.format(task=task, videos=self.video_folder(task))
@@ -64,7 +103,8 @@ def _load() -> Dict[str, Benchmark]:
     raw = json.loads((Path(__file__).resolve().parents[1] / "assets" / "datasets.json").read_text())
     return {k: Benchmark(name=k, hub_id=v["hub_id"], format=v["format"], annotations=v["annotations"],
                          videos=v["videos"], tasks=tuple(v["tasks"]), archives=v.get("archives", "{videos}.zip"),
-                         unavailable=dict(v.get("unavailable", {})), source=v.get("source", ""))
+                         unavailable=dict(v.get("unavailable", {})), videos_elsewhere=v.get("videos_elsewhere", ""),
+                         source=v.get("source", ""))
             for k, v in raw.items()}
 
 
@@ -97,64 +137,154 @@ def parse_spec(text: str) -> Tuple[Benchmark, List[str]]:
 
 
 def fetch(text: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,
-          local_files_only: Optional[bool] = None) -> Tuple[List[Path], List[Path]]:
+          local_files_only: Optional[bool] = None, video_root: Optional[Union[str, Path]] = None,
+          need_video_root: bool = True) -> Tuple[List[Path], List[Optional[Path]]]:
     """The annotation files of the tasks named by ``text`` and each file's video folder, downloaded
-    into the hub cache when needed (only those tasks' files); a ``<videos>.zip`` archive is unpacked
-    once beside the snapshot.
+    into the hub cache when needed (only those tasks' files); archives are unpacked once beside the
+    snapshot.
+
+    Args:
+        video_root: the folder holding the videos of a benchmark whose videos are not on the hub
+            (TOMATO); refused for the others (their videos come with them).
+        need_video_root: False: a benchmark whose videos are elsewhere is fetched without them, its
+            folders ``None`` (``videolens download tomato``).
 
     Raises:
-        ValueError: unknown benchmark or task (``parse_spec``).
+        ValueError: unknown benchmark or task (``parse_spec``); ``video_root`` given to a benchmark whose
+            videos are on the hub.
+        VideosElsewhereError: videos not on the hub and no ``video_root`` (says where they are).
         videolens.sources.hub.HubError: the repository cannot be reached, is gated, or lacks a task's files.
     """
     from .hub import HubError, snapshot
 
     bench, tasks = parse_spec(text)
+    elsewhere = bench.videos is None
+    if video_root is not None and not elsewhere:
+        raise ValueError(f"--video-root is not used with --data {text} ({bench.name}'s videos come with it from "
+                         f"{bench.hub_id}); drop it, or give annotation files")
+    if elsewhere and video_root is None and need_video_root:
+        raise VideosElsewhereError(f"--data {text}: {bench.name}'s videos are not on the hub: "
+                                   f"{bench.videos_elsewhere}; then add --video-root DIR")
+    if video_root is not None and not Path(video_root).is_dir():
+        raise FileNotFoundError(f"--video-root {video_root}: no such folder")
     patterns = []
     for t in tasks:
-        videos = bench.video_folder(t)
-        patterns += [bench.annotations.format(task=t), f"{videos}/*", bench.archive(t)]
+        patterns.append(bench.annotation(t))
+        if not elsewhere:
+            patterns += [f"{bench.video_folder(t)}/*", bench.archive(t)]
     snap = snapshot(bench.hub_id, list(dict.fromkeys(patterns)), repo_type="dataset", revision=revision,
                     cache_dir=cache_dir, local_files_only=local_files_only, name=text)
     files, roots = [], []
     for t in tasks:
-        ann = snap / bench.annotations.format(task=t)
-        if not ann.is_file():
-            raise HubError(f"{bench.hub_id}: no {bench.annotations.format(task=t)} in the repository (task {t})")
-        files.append(ann)
-        roots.append(_video_folder(snap, bench.video_folder(t), bench.archive(t)))
+        found = sorted(p for p in snap.glob(bench.annotation(t)) if p.is_file())
+        if not found:
+            raise HubError(f"{bench.hub_id}: no {bench.annotation(t)} in the repository (task {t})")
+        if elsewhere:
+            root = Path(video_root) if video_root is not None else None
+        else:
+            root = _video_folder(snap, bench.video_folder(t), bench.archive(t))
+        files += found
+        roots += [root] * len(found)
     return files, roots
 
 
-def _video_folder(snap: Path, videos: str, archive_path: str) -> Path:
-    """``snap/videos`` when the repository holds the videos as files, else the folder inside its
-    archive, unpacked once into ``snap/../unpacked/<commit>/`` (the cache's snapshots stay as
-    huggingface_hub wrote them). An archive ``a/b/name.zip`` unpacks into ``a/b/``; entries that do not
-    start with ``name/`` go under ``a/b/name/``."""
+def _video_folder(snap: Path, videos: str, archive_pattern: str) -> Path:
+    """``snap/videos`` when the repository holds the videos as files, else the same folder below
+    ``snap/../unpacked/<commit>/``, into which the archives matching ``archive_pattern`` are unpacked
+    once each (the cache's snapshots stay as huggingface_hub wrote them; a marker file per archive
+    says it is done, so an interrupted unpack starts that archive again). An archive ``a/b/x.zip``
+    unpacks into ``a/b/``; with ``videos = a/b/v/...``, an entry that does not start with ``v/`` goes
+    under ``a/b/v/``."""
     folder = snap / videos
     if folder.is_dir():
         return folder
-    archive = snap / archive_path
-    if not archive.is_file():
-        return folder  # no videos: each sample is then skipped as missing_video, named
     base = snap.parent.parent / "unpacked" / snap.name
-    stem = Path(archive_path).with_suffix("")
-    target = base / stem.parent
-    done = base / f"{stem}.unpacked"
-    if not done.exists():
-        target.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(archive) as z:
-            names = z.namelist()
-            prefix = stem.name + "/"
-            keep = all(n.startswith(prefix) for n in names if n.strip("/"))
-            for n in names:
-                rel = n if keep else prefix + n
-                if rel.endswith("/"):
-                    continue
-                out = (target / rel).resolve()
-                if (target / stem.name).resolve() not in out.parents:
-                    raise ValueError(f"{archive}: entry {n!r} points outside the folder")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(z.read(n))
+    for group in _archive_groups(snap, archive_pattern):
+        rel = group[0].relative_to(snap)
+        parent = PurePosixPath(rel.parent.as_posix())
+        inside = PurePosixPath(videos).relative_to(parent) if parent != PurePosixPath(".") else PurePosixPath(videos)
+        done = base / f"{_group_name(rel)}.unpacked"
+        if done.exists():
+            continue
+        _unpack(group, base / parent, inside.parts[0])
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text("ok")
-    return base / videos
+    return base / videos  # no archive either: each sample is then skipped as missing_video, named
+
+
+_TAR_PART = re.compile(r"\.tar\.part[^/]*$")
+
+
+def _group_name(rel: Path) -> str:
+    """An archive's name for its marker: a tar split in parts is named once, after the whole tar."""
+    return _TAR_PART.sub(".tar", rel.as_posix())
+
+
+def _archive_groups(snap: Path, pattern: str) -> List[List[Path]]:
+    """The archives matching ``pattern``, each a list of files: one file, or a tar's parts in order."""
+    groups: Dict[str, List[Path]] = {}
+    for f in sorted(p for p in snap.glob(pattern) if p.is_file()):
+        groups.setdefault(_group_name(f.relative_to(snap)), []).append(f)
+    return list(groups.values())
+
+
+class _Parts:
+    """The parts of a split archive read one after the other as one stream (``read`` only)."""
+
+    def __init__(self, parts: List[Path]):
+        self._parts, self._f = list(parts), None
+
+    def read(self, n: int = -1) -> bytes:
+        out = b""
+        while n < 0 or len(out) < n:
+            if self._f is None:
+                if not self._parts:
+                    break
+                self._f = open(self._parts.pop(0), "rb")
+            chunk = self._f.read(-1 if n < 0 else n - len(out))
+            if not chunk:
+                self._f.close()
+                self._f = None
+                continue
+            out += chunk
+        return out
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+def _entries(group: List[Path]) -> Iterator[Tuple[str, IO[bytes]]]:
+    """``(name, readable)`` of each file in an archive: a zip, or a tar (compressed or not, whole or in parts)."""
+    if zipfile.is_zipfile(group[0]) and len(group) == 1:
+        with zipfile.ZipFile(group[0]) as z:
+            for info in z.infolist():
+                if not info.is_dir():
+                    with z.open(info) as f:
+                        yield info.filename, f
+        return
+    stream = _Parts(group)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as t:
+            for member in t:
+                if member.isfile():
+                    yield member.name, t.extractfile(member)
+    except tarfile.TarError as exc:
+        raise ValueError(f"{group[0]}: not a zip or tar archive videolens can read ({exc})") from None
+    finally:
+        stream.close()
+
+
+def _unpack(group: List[Path], target: Path, top: str) -> None:
+    """Write the archive's files below ``target``, each entry under ``top/`` (kept when it starts
+    with it). An entry pointing outside ``target/top`` (``..``, absolute) is refused."""
+    inside = (target / top).resolve()
+    for name, f in _entries(group):
+        name = name[2:] if name.startswith("./") else name
+        rel = name if name.split("/", 1)[0] == top else f"{top}/{name}"
+        out = (target / rel).resolve()
+        if inside not in out.parents:
+            raise ValueError(f"{group[0]}: entry {name!r} points outside the folder")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as dst:
+            shutil.copyfileobj(f, dst)

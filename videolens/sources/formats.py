@@ -7,20 +7,24 @@ gets one error naming the fields each format expects.
 - ``tvbench``: MVBench / TVBench, a JSON list of ``{video, question, candidates, answer}``
   (``videolens.sources.data.load_tvbench``).
 - ``tomato``: TOMATO (Shangguan et al. 2024), a JSON object keyed by entry number, each entry
-  ``{question, options, answer (an index into options), key, demonstration_type, motion_type}``;
-  the video is ``<video_root>/<demonstration_type>/<key>.mp4`` and the task is named after the
-  file as the official loader names it (``count.json`` -> ``Count``; map-the-flow
-  ``tasks/eval/tomato/__init__.py``). Its question block (``Question: ...\\nOptions:\\n(A) ...``)
-  is the one videolens writes for every multiple-choice sample.
+  ``{question, options, answer (an index into options), key, demonstration_type, motion_type}``,
+  or the same entries as rows (the hub's parquet files, ``data/<task>-00000-of-00001.parquet``,
+  keyed by row number); the video is ``<video_root>/<demonstration_type>/<key>.mp4`` and the task is
+  named after the file as the official loader names it (``count.json`` -> ``Count``; map-the-flow
+  ``tasks/eval/tomato/__init__.py``; the hub's ``shape_trend`` -> ``ShapeTrend``). Its question
+  block (``Question: ...\\nOptions:\\n(A) ...``) is the one videolens writes for every
+  multiple-choice sample.
 - ``longvideobench``: LongVideoBench (``load_longvideobench``), with its own frame sampling.
 - ``videomme``: Video-MME (``load_videomme``), its parquet file (``videomme/test-00000-of-00001.parquet``)
   or the same rows as a JSON list; options shown as written (``A. text``).
-- ``vcgbench``: VCGBench (Video-ChatGPT's benchmark, ``load_vcgbench``), open-ended questions.
+- ``vcgbench``: VCGBench (Video-ChatGPT's benchmark, ``load_vcgbench``), open-ended questions, in
+  Video-ChatGPT's JSON or lmms-eval's parquet rows.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -34,8 +38,18 @@ __all__ = ["AnnotationFormat", "FORMATS", "load_annotations", "load_annotation_f
 PathLike = Union[str, os.PathLike]
 
 TOMATO_TASKS = {"count": "Count", "direction": "Direction", "rotation": "Rotation", "shape&trend": "ShapeTrend",
-                "velocity&frequency": "VelocityFrequency", "visual_cues": "VisualCues"}
-"""File stem -> the official loader's task name (``data_list_info``)."""
+                "velocity&frequency": "VelocityFrequency", "visual_cues": "VisualCues",
+                "shape_trend": "ShapeTrend", "velocity_frequency": "VelocityFrequency"}
+"""File stem (the GitHub repository's JSON files, then the hub's parquet splits) -> the official
+loader's task name (``data_list_info``)."""
+
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+
+
+def file_task(path: Path) -> str:
+    """The task a file's name gives: its stem without ``_sample`` and without a parquet shard
+    suffix (``count-00000-of-00001`` -> ``count``)."""
+    return _SHARD.sub("", path.stem).replace("_sample", "")
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,7 @@ class AnnotationFormat:
 
 def _tvbench_matches(data) -> bool:  # its loader names any entry lacking a field
     return isinstance(data, list) and not any(m(data) for m in (_longvideobench_matches, _videomme_matches,
-                                                                  _vcgbench_matches))
+                                                                  _vcgbench_matches, _tomato_matches))
 
 
 def _longvideobench_matches(data) -> bool:
@@ -62,6 +76,8 @@ def _longvideobench_matches(data) -> bool:
 
 
 def _tomato_matches(data) -> bool:
+    if isinstance(data, list):  # the hub's rows
+        return bool(data) and isinstance(data[0], dict) and {"key", "demonstration_type", "options"} <= set(data[0])
     return isinstance(data, dict) and bool(data) and all(isinstance(e, dict) for e in data.values())
 
 
@@ -75,10 +91,12 @@ def load_tomato(json_path: PathLike, video_root: PathLike, task: Optional[str] =
             the entry key.
     """
     json_path = Path(json_path)
-    data = read_annotation_json(json_path)
+    data = _read_rows(json_path)
+    if isinstance(data, list) and _tomato_matches(data):
+        data = {str(i): e for i, e in enumerate(data)}
     if not isinstance(data, dict):
         raise AnnotationError(f"{json_path}: expected a JSON object of TOMATO entries, got {type(data).__name__}")
-    stem = json_path.stem.replace("_sample", "")
+    stem = file_task(json_path)
     task = task or TOMATO_TASKS.get(stem, stem)
     samples = []
     for key, e in data.items():
@@ -217,15 +235,45 @@ def load_videomme(path: PathLike, video_root: PathLike, open_ended: bool = False
 
 def _vcgbench_matches(data) -> bool:
     return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "video_name" in data[0] and \
-        ("Q" in data[0] or "Q1" in data[0])
+        bool({"Q", "Q1", "question", "question_1"} & set(data[0]))
+
+
+def _vcgbench_entries(rows: list) -> list:
+    """lmms-eval's rows (``lmms-lab/VideoChatGPT``: ``{video_name, question, answer}``; Consistency one
+    question a row, ``question_1`` or ``question_2`` with the other ``"None"``) as Video-ChatGPT's own
+    entries (``{Q, A, video_name}``, ``{Q1, Q2, A, video_name}``): a ``question_2`` row joins the
+    earlier ``question_1`` entry of its video that has no ``Q2`` yet; one with no such entry is asked
+    on its own. Rows already in Video-ChatGPT's keys pass unchanged."""
+    out, waiting = [], {}
+    for e in rows:
+        if not isinstance(e, dict) or not ({"question", "question_1"} & set(e)) or {"Q", "Q1"} & set(e):
+            out.append(e)
+            continue
+        base = {k: v for k, v in e.items() if k not in ("question", "question_1", "question_2", "answer")}
+        base["A"] = e.get("answer")
+        if "question" in e:
+            out.append(dict(base, Q=e["question"]))
+        elif str(e.get("question_1")) != "None":
+            entry = dict(base, Q1=e["question_1"])
+            out.append(entry)
+            waiting.setdefault(str(e.get("video_name")), []).append(entry)
+        else:
+            pending = waiting.get(str(e.get("video_name"))) or []
+            if pending:
+                pending.pop(0)["Q2"] = e.get("question_2")
+            else:
+                out.append(dict(base, Q=e.get("question_2")))
+    return out
 
 
 def load_vcgbench(path: PathLike, video_root: PathLike) -> List[VideoQA]:
     """Read a VCGBench file (map-the-flow ``tasks/eval/vcgbench``: ``Benchmarking_QA/generic_qa.json``,
     ``temporal_qa.json``, ``consistency_qa.json``): a JSON list of ``{Q, A, video_name}`` (consistency:
-    ``Q1``, ``Q2``; the first is asked, the second kept in ``extra``). Open-ended samples
-    (``VideoQA.open_ended``): the question alone, the reference answer in ``answer``; the video is
-    ``<video_root>/<video_name>.mp4`` (or ``.mkv``); the task is the file's stem, as the official keys.
+    ``Q1``, ``Q2``; the first is asked, the second kept in ``extra``), or lmms-eval's parquet rows of
+    the same questions (``<Task>/test-00000-of-00001.parquet``, read as ``_vcgbench_entries`` says).
+    Open-ended samples (``VideoQA.open_ended``): the question alone, the reference answer in
+    ``answer``; the video is ``<video_root>/<video_name>.mp4`` (or ``.mkv``); the task is the file's
+    stem, as the official keys (a parquet shard: its folder's, ``Generic/`` -> ``generic_qa``).
     The official prompt is the template ``eval_vcgbench`` (``--template eval_vcgbench``).
 
     Raises:
@@ -234,10 +282,11 @@ def load_vcgbench(path: PathLike, video_root: PathLike) -> List[VideoQA]:
             message names the file and the entry.
     """
     path = Path(path)
-    data = read_annotation_json(path)
+    data = _read_rows(path)
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of VCGBench entries, got {type(data).__name__}")
-    task = path.stem.replace("_sample", "")
+    data = _vcgbench_entries(data)
+    task = f"{path.parent.name.lower()}_qa" if _SHARD.search(path.stem) else file_task(path)
     samples = []
     for i, e in enumerate(data):
         where = f"{path}: entry {i}"
@@ -258,12 +307,13 @@ FORMATS: Registry[AnnotationFormat] = Registry("annotation format", {
     "tvbench": AnnotationFormat("tvbench", load_tvbench, _tvbench_matches,
                                 "[{video, question, candidates, answer}]"),
     "tomato": AnnotationFormat("tomato", load_tomato, _tomato_matches,
-                               "{key: {question, options, answer, key, demonstration_type}}"),
+                               "{key: {question, options, answer, key, demonstration_type}} (or parquet)"),
     "longvideobench": AnnotationFormat("longvideobench", load_longvideobench, _longvideobench_matches,
                                        "[{id, video_path, candidates, correct_choice, duration, ...}]"),
     "videomme": AnnotationFormat("videomme", load_videomme, _videomme_matches,
                                  "[{url, question_id, task_type, question, options, answer}] (or parquet)"),
-    "vcgbench": AnnotationFormat("vcgbench", load_vcgbench, _vcgbench_matches, "[{Q, A, video_name}]"),
+    "vcgbench": AnnotationFormat("vcgbench", load_vcgbench, _vcgbench_matches,
+                                 "[{Q, A, video_name}] (or parquet)"),
     "videomme_open": AnnotationFormat("videomme_open", lambda p, r: load_videomme(p, r, open_ended=True),
                                       _videomme_matches, "Video-MME's rows, asked open-ended", detectable=False),
 })
