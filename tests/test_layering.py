@@ -17,7 +17,7 @@ LAYERS = [
     ("weights_conversion", r"weights_conversion(\..*)?"),
     ("hooked", r"videolens\.hooked(\..*)?"),
     ("running", r"videolens\.running(\..*)?"),
-    ("analyses", r"videolens\.(knockout|lens|pathways|patching)(\..*)?"),
+    ("analyses", r"videolens\.(knockout|lens|pathways|patching|saes)(\..*)?"),
     ("presentation", r"videolens\.(plots|viz)(\..*)?"),
     ("command line", r"videolens\.(commands(\..*)?|cli|__main__)"),
     ("test fixtures", r"videolens\.testing"),

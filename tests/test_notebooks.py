@@ -1,6 +1,6 @@
 """Execute every notebook top to bottom (nbclient), so they never rot; and keep them stripped.
 
-Marked ``notebooks``: the default ``pytest`` run, and so CI, executes 01 and 02; 03 and 04 (``SLOW``)
+Marked ``notebooks``: the default ``pytest`` run, and so CI, executes 01, 02 and 05; 03 and 04 (``SLOW``)
 run under ``-m slow``; deselect all locally with ``-m "not notebooks"``. Each runs in well under a minute on CPU with the bundled
 tiny model (or the tiny random checkpoint the notebook makes when the bundled one is absent).
 """
@@ -17,7 +17,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-EXPECTED = ["01_quickstart", "02_custom_hooks", "03_attention_views", "04_patching"]
+EXPECTED = ["01_quickstart", "02_custom_hooks", "03_attention_views", "04_patching", "05_saes"]
 
 
 def test_the_notebooks_are_there():

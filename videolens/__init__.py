@@ -18,7 +18,7 @@ from . import _moved
 
 _moved.install()
 
-from .bundled import bundled_model_path  # noqa: E402
+from .bundled import bundled_model_path, bundled_sae_path  # noqa: E402
 from .hooked.conventions import test_prompt  # noqa: E402
 from .hooked.model import ContextLengthError, HookedVideoLLM  # noqa: E402
 from .prompting.inputs import VideoLLMInput  # noqa: E402
@@ -47,6 +47,7 @@ __all__ = [
     "load_annotations",
     "data",
     "bundled_model_path",
+    "bundled_sae_path",
     "test_prompt",
 ]
 

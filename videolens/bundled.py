@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["BUNDLED_NAME", "bundled_model_path"]
+__all__ = ["BUNDLED_NAME", "bundled_model_path", "bundled_sae_path"]
 
 BUNDLED_NAME = "tiny-videollm"
 
@@ -22,3 +22,17 @@ def bundled_model_path() -> Path:
         raise FileNotFoundError(f"the bundled model is missing at {p}; pass a checkpoint folder")
     return p
 
+
+
+def bundled_sae_path() -> Path:
+    """Folder of the SAE shipped beside the bundled model (``videolens/assets/tiny-videollm-sae``: SAELens'
+    ``cfg.json`` and weights, plus the ``run.json`` and ``training.json`` of ``videolens sae train``
+    that made it; ``sae_lens.SAE.load_from_disk(str(path))``).
+
+    Raises:
+        FileNotFoundError: this install has no bundled SAE.
+    """
+    p = Path(__file__).resolve().parent / "assets" / f"{BUNDLED_NAME}-sae"
+    if not (p / "cfg.json").exists():
+        raise FileNotFoundError(f"the bundled SAE is missing at {p}")
+    return p

@@ -23,6 +23,7 @@ COMMANDS = [
     "videolens.commands.genprob",
     "videolens.commands.models",
     "videolens.commands.download",
+    "videolens.commands.sae",
 ]
 
 

@@ -289,13 +289,19 @@ def run_config(args, model, command: str, **settings) -> Dict[str, Any]:
     """A run's identity for its records header: command, model (name and fingerprint of its files),
     dtype, frames and the video grid they give, the data (``sample_source``) and the command's own
     ``settings``. ``videolens.running.records.RecordWriter`` refuses to resume into a folder whose header differs."""
-    model_name = (str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model)) if args.model \
-        else "bundled:tiny-videollm"  # a folder, or a name / hub id (the fingerprint ties it to its weights)
-    return {"command": command, "model": model_name,
+    return {"command": command, "model": model_label(args),
             "model_fingerprint": getattr(model, "fingerprint", None), "dtype": args.dtype,
             "num_frames": run_frames(args, model), **_video_grid(model, run_frames(args, model)),
             **sample_source(args), **settings,
             **({"template": args.template} if getattr(args, "template", None) else {})}
+
+
+def model_label(args) -> str:
+    """The model a run names in its identity: a folder (resolved), a known name or hub id, or
+    ``bundled:tiny-videollm`` (the fingerprint ties each to its weights)."""
+    if not args.model:
+        return "bundled:tiny-videollm"
+    return str(Path(args.model).resolve()) if Path(args.model).is_dir() else str(args.model)
 
 
 def _video_grid(model, num_frames: int) -> Dict[str, Any]:

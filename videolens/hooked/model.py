@@ -35,6 +35,7 @@ from .embed import VideoEmbed
 from ..fingerprint import LazyFingerprint
 from ..prompting.inputs import VideoLLMInput
 from .preparing import prepare_one
+from .saes import SAEMixin
 from ..prompting.prompts import PromptTemplate, get_template
 from ..prompting.tokenizers import adds_bos
 from ..sources.video import DEFAULT_NUM_FRAMES
@@ -45,12 +46,14 @@ __all__ = ["HookedVideoLLM", "VideoEmbed", "ContextLengthError", "MissingVideoEr
            "NonFiniteError"]
 
 
-class HookedVideoLLM(ConventionsMixin, HookedTransformer):
+class HookedVideoLLM(SAEMixin, ConventionsMixin, HookedTransformer):
     """A VideoLLM whose language backbone is a TransformerLens ``HookedTransformer``.
 
     Build it with ``from_pretrained(path)``; ``prepare(sample)`` gives a ``VideoLLMInput`` that
     ``model(inputs)``, ``run_with_cache(inputs)`` and ``run_with_hooks(inputs, fwd_hooks=...)``
-    accept anywhere a token tensor is accepted.
+    accept anywhere a token tensor is accepted; SAELens' SAEs splice in as on its
+    ``HookedSAETransformer`` (``run_with_saes``, ``run_with_cache_with_saes``, ``add_sae``:
+    ``videolens.hooked.saes``).
 
     Attributes:
         vision: the vision front end (hooks ``vision.hook_pixel_values``,

@@ -36,7 +36,7 @@ from transformer_lens.utilities import get_act_name
 from ..errors import NonFiniteError
 from ..prompting.inputs import VideoLLMInput
 from ..layers import LayerSpec, resolve_layers
-from ..prompting.layout import TokenLayout
+from ..prompting.layout import PositionSpec, TokenLayout, resolve_positions  # noqa: F401 (re-exported: their home is prompting)
 from ..registry import Registry
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "capture_resid",
 ]
 
-PositionSpec = Union[None, str, int, Sequence[Union[int, str]], torch.Tensor]
 
 
 # ---- projection modes ------------------------------------------------------------------------
@@ -134,40 +133,6 @@ def resolve_lens_layers(layers: LayerSpec, n_layers: int) -> List[int]:
             empty selection.
     """
     return resolve_layers(layers, n_layers + 1)
-
-
-def resolve_positions(positions: PositionSpec, seq_len: int, layout: Optional[TokenLayout] = None) -> Int[torch.Tensor, "n"]:
-    """Positions as a LongTensor in ``[0, seq_len)``.
-
-    Args:
-        positions: ``None`` (all), a token group name of ``TokenLayout.positions`` (``"video"``,
-            ``"last"``, ``"frame:3"``, ``"question"``, ...), a list of group names (their sorted
-            union), an int (negative counts from the end), or a sequence / tensor of ints (kept in
-            the given order).
-        seq_len: sequence length S.
-        layout: needed when groups are named.
-
-    Raises:
-        ValueError: a position out of range, an empty selection, or a group name without a layout.
-        KeyError: an unknown group name.
-    """
-    if positions is None:
-        return torch.arange(seq_len)
-    if isinstance(positions, str):
-        positions = [positions]
-    if isinstance(positions, (list, tuple)) and any(isinstance(p, str) for p in positions):
-        if not all(isinstance(p, str) for p in positions):
-            raise ValueError("positions: give either group names or integer positions, not a mix")
-        if layout is None:
-            raise ValueError("positions: group names need a TokenLayout (pass a VideoLLMInput, or layout=)")
-        pos = torch.cat([layout.positions(g) for g in positions]).unique(sorted=True)
-    else:
-        pos = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
-    if pos.numel() == 0:
-        raise ValueError("positions: the selection is empty")
-    if int(pos.min()) < -seq_len or int(pos.max()) >= seq_len:
-        raise ValueError(f"positions: out of range for a sequence of {seq_len} positions")
-    return pos % seq_len
 
 
 # ---- the result --------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ question, each option, true option, false options, last.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Int
 from ..registry import Registry
 
-__all__ = ["Span", "TokenLayout", "GROUP_RESOLVERS", "register_group", "slot_frames"]
+__all__ = ["Span", "TokenLayout", "GROUP_RESOLVERS", "register_group", "slot_frames", "resolve_positions", "PositionSpec"]
 
 
 @dataclass(frozen=True)
@@ -258,3 +258,41 @@ def register_group(name: str, resolver: Callable[[TokenLayout, str], torch.Tenso
     if ":" in name:
         raise ValueError("group names cannot contain ':'")
     GROUP_RESOLVERS.register(name, resolver, overwrite)
+
+
+PositionSpec = Union[None, str, int, Sequence[Union[int, str]], torch.Tensor]
+"""Positions: all (None), token group names, or indices (``resolve_positions``)."""
+
+
+def resolve_positions(positions: PositionSpec, seq_len: int, layout: Optional[TokenLayout] = None) -> Int[torch.Tensor, "n"]:
+    """Positions as a LongTensor in ``[0, seq_len)``.
+
+    Args:
+        positions: ``None`` (all), a token group name of ``TokenLayout.positions`` (``"video"``,
+            ``"last"``, ``"frame:3"``, ``"question"``, ...), a list of group names (their sorted
+            union), an int (negative counts from the end), or a sequence / tensor of ints (kept in
+            the given order).
+        seq_len: sequence length S.
+        layout: needed when groups are named.
+
+    Raises:
+        ValueError: a position out of range, an empty selection, or a group name without a layout.
+        KeyError: an unknown group name.
+    """
+    if positions is None:
+        return torch.arange(seq_len)
+    if isinstance(positions, str):
+        positions = [positions]
+    if isinstance(positions, (list, tuple)) and any(isinstance(p, str) for p in positions):
+        if not all(isinstance(p, str) for p in positions):
+            raise ValueError("positions: give either group names or integer positions, not a mix")
+        if layout is None:
+            raise ValueError("positions: group names need a TokenLayout (pass a VideoLLMInput, or layout=)")
+        pos = torch.cat([layout.positions(g) for g in positions]).unique(sorted=True)
+    else:
+        pos = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
+    if pos.numel() == 0:
+        raise ValueError("positions: the selection is empty")
+    if int(pos.min()) < -seq_len or int(pos.max()) >= seq_len:
+        raise ValueError(f"positions: out of range for a sequence of {seq_len} positions")
+    return pos % seq_len

@@ -83,6 +83,7 @@ __all__ = [
     "sample_task",
     "make_sample",
     "make_samples",
+    "interleaved_samples",
     "write_dataset",
     "load_dataset",
     "vocabulary_texts",
@@ -290,6 +291,17 @@ def make_sample(task: str, seed: int) -> SyntheticSample:
 def make_samples(task: str, n: int, seed: int = 0) -> List[SyntheticSample]:
     """``n`` samples of ``task`` with seeds ``seed*100000 + i`` (distinct per ``seed``)."""
     return [make_sample(task, seed * 100000 + i) for i in range(n)]
+
+
+def interleaved_samples(tasks: Sequence[str], n: int, seed: int = 0) -> List[SyntheticSample]:
+    """``make_samples(task, n, seed)`` of each task, interleaved (one of each task, then the next), so
+    any tail of the list holds every task (held-out clips of ``videolens sae train --synthetic``).
+
+    Raises:
+        KeyError: an unknown task (the known ones listed).
+    """
+    per_task = [make_samples(t, n, seed) for t in tasks]
+    return [clips[i] for i in range(n) for clips in per_task]
 
 
 def write_dataset(
