@@ -193,6 +193,8 @@ def test_training_through_the_cli_resumes_exactly_and_refuses_another_run(tmp_pa
     again = SAE.load_from_disk(str(out / "final"))
     for k, v in first.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k  # the same rows, optimizer and schedule
+    rc, stdout, err = run_cli(argv)  # complete: not trained again
+    assert rc == 0 and "already trained" in stdout and "explained variance" in stdout, err
     rc, _, err = run_cli(argv + ["--d-sae", "32"])
     lines = [l for l in err.splitlines() if ": error: " in l]
     assert rc == 2 and len(lines) == 1 and "holds another SAE training (settings.d_sae: was 64, now 32)" in lines[0], err

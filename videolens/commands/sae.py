@@ -119,7 +119,9 @@ def _train(args) -> int:
         seed=args.seed, num_frames=getattr(args, "num_frames", None), normalize_activations=args.normalize_activations)
     _, summary = train_sae(model, train, settings, args.out, data={**data, "eval_clips": args.eval_clips},
                            eval_samples=held, progress=not args.no_progress, model_name=model_label(args))
-    if summary["resumed_from"]:
+    if summary.get("already_trained"):
+        print(f"{args.out}: already trained (its training.json below); a new --out trains again")
+    elif summary["resumed_from"]:
         print(f"resumed from {summary['resumed_from']}")
     print(f"SAE: {Path(args.out) / summary['final']}  ({summary['d_sae']} features on {args.hook}, {summary['trained_samples']} rows)")
     print(f"on {summary['evaluated_on']}: explained variance {summary['explained_variance']:.3f}, "

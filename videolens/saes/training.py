@@ -140,8 +140,9 @@ def train_sae(model, samples: Sequence[VideoQA], settings: SAETrainingSettings, 
         model_name: how the run names the model (default its checkpoint folder).
 
     Returns:
-        ``(sae, summary)``: the trained SAELens training SAE (on the model's device) and the
-        ``training.json`` numbers.
+        ``(sae, summary)``: the trained SAE as saved in ``out_dir/final`` (``sae_lens.SAE``, on the
+        model's device) and the ``training.json`` numbers. A folder whose training is complete is
+        not trained again: its SAE and numbers are returned.
 
     Raises:
         videolens.running.records.RunConfigMismatch: ``out_dir`` holds another run.
@@ -172,6 +173,11 @@ def train_sae(model, samples: Sequence[VideoQA], settings: SAETrainingSettings, 
                                     "or remove it")
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps(identity, indent=1))
+    from sae_lens import SAE
+
+    if (out / "final" / "cfg.json").is_file() and (out / "training.json").is_file():  # done: nothing to resume
+        return SAE.load_from_disk(str(out / "final"), device=str(model.cfg.device)), {
+            **json.loads((out / "training.json").read_text()), "already_trained": True}
 
     d_in = hook_width(model, settings.hook_name)
     source = ActivationSource(model, samples, settings.hook_name, settings.positions, settings.batch_size,
@@ -213,7 +219,7 @@ def train_sae(model, samples: Sequence[VideoQA], settings: SAETrainingSettings, 
                "evaluated_on": "eval clips" if eval_samples else "training clips", "skipped_clips": source.skipped,
                "final": "final"}
     (out / "training.json").write_text(json.dumps(summary, indent=1))
-    return sae, summary
+    return SAE.load_from_disk(str(out / "final"), device=str(model.cfg.device)), summary
 
 
 @contextlib.contextmanager
