@@ -229,3 +229,20 @@ def test_cli(tiny_pllava_dir, clip_path, tmp_path, capsys):
         p = argparse.ArgumentParser()
         cmd.add_arguments(p)
         cmd.run(p.parse_args(["--spec", "nope", "--data", str(files[0]), "--video-root", ".", "--out", str(out)]))
+
+
+def test_the_pathway_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from videolens.plots.pathways import plot_summary
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # not Agg: the old code switched every caller to Agg
+    rows = [{"task": t, "condition": c, "accuracy": a, "edges_kept_text": "10 of 20"}
+            for t in ("overall", "moving_direction") for c, a in (("full", 90.0), ("pathway", 80.0))]
+    records = [{"condition": c, "kept_per_layer": [5, 5], "edges_full": 20, "n_layers": 2} for c in ("full", "pathway")]
+    try:
+        path = plot_summary(records, rows, tmp_path / "p.png")
+        assert path.stat().st_size > 5_000 and matplotlib.get_backend() == "svg"  # a notebook's inline backend stays
+    finally:
+        matplotlib.use(before)

@@ -13,15 +13,13 @@ def plot_summary(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], path
                  title: Optional[str] = None) -> Path:
     """PNG with two panels: accuracy per task and condition (edges kept in the legend), and the
     mean fraction of edges kept in each layer per condition."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     conds = list(dict.fromkeys(r["condition"] for r in rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig = Figure(figsize=(12, 4.5))  # no pyplot: the caller's backend (a notebook's) is left as it is
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
     width = 0.8 / max(1, len(conds))
     x = np.arange(len(tasks))
     for i, c in enumerate(conds):
@@ -52,14 +50,11 @@ def plot_summary(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], path
 
 
 def _save(fig, path: Path | str) -> Path:
-    """Lay out, write the PNG (folders made) and close the figure; returns the path."""
-    import matplotlib.pyplot as plt
-
+    """Lay out and write the PNG (folders made); returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -67,12 +62,10 @@ def plot_frontier(rows: List[Dict[str, Any]], path: Path | str, title: Optional[
     """PNG: accuracy (95% Wilson interval) against the percentage of edges kept, one point per spec
     (``videolens.pathways.frontier`` rows), the random control of each spec's edge count beside it
     (joined to its spec by a dotted line), the full model as a line, as in the paper's Finding 4 table."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig = Figure(figsize=(7, 4.8))  # no pyplot: the caller's backend is left as it is
+    ax = fig.subplots()
     full = next((r for r in rows if r["kind"] == "full"), None)
     if full is not None:
         ax.axhline(full["accuracy"], color="0.3", lw=1, ls="--", label=f"full causal ({full['accuracy']:.1f}%)")
