@@ -3,7 +3,8 @@
 # benchmarks/paper_scale.py, each family's figures in $OUT/<family>.json and its printout in
 # $OUT/<family>.log, then the batched-engine comparison at width 2048 (knockout_sweep.py --paper).
 # Prepare here with `bash benchmarks/gpu_wheels.sh`, then run there with carry [".whl"]:
-#     bash benchmarks/gpu_check.sh [families...]        (default: pllava-7b videollama3-7b internvl-4b pllava-13b)
+#     bash benchmarks/gpu_check.sh [families...]        (default: pllava-7b videollama3-7b internvl-4b pllava-13b;
+#                                                        qwen2_5_vl-7b when named: the five do not fit one 600 s call)
 # Each family gets at most PER_FAMILY_S seconds (default 150); a failure is logged and the next runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."

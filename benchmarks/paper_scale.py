@@ -7,7 +7,9 @@ vocabulary, RoPE, vision tower), nothing read from disk but config.json and the 
 beside it (``HookedVideoLLM.from_pretrained(folder, state_dict=...)``), nothing downloaded. One
 real video (``../shared/data/videos`` when present, else a synthetic clip in memory) is prepared
 with the checkpoint's known settings (``videolens.sources.hub.MODELS``: PLLaVA's 8x12x12 pooling,
-VideoLLaMA3's 1152-token budget, Mini-InternVL's 8x16x16 tokens). The paper's four targets, every
+VideoLLaMA3's 1152-token budget, Mini-InternVL's 8x16x16 tokens; Qwen2.5-VL at pixel bounds of at most
+288 merged tokens a temporal slot, about 1152 for 8 frames, its peers given the 3-D M-RoPE ids).
+The paper's four targets, every
 centre layer, window 9:
 
 (a) videolens: ``knockout.sweep(batch_conditions="auto")``: the batch chosen from the free
@@ -95,6 +97,15 @@ SHAPES: Dict[str, Shape] = {
     "videollama3-7b": Shape("videollama3", "DAMO-NLP-SG/VideoLLaMA3-7B", QWEN2_5_7B,
                             dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
                                  num_attention_heads=16, patch_size=14)),
+    # Qwen2.5-VL-7B-Instruct: Qwen2.5-7B with M-RoPE sections [16, 24, 24] + its windowed ViT (32 blocks, 1280
+    # wide); pixel bounds giving at most 288 merged tokens a temporal slot, so 8 frames (4 slots) give about the
+    # 1152 video tokens of the paper's other 7B models
+    "qwen2_5_vl-7b": Shape("qwen2_5_vl", "Qwen/Qwen2.5-VL-7B-Instruct",
+                           {**QWEN2_5_7B, "max_position_embeddings": 128000, "mrope_section": [16, 24, 24]},
+                           dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
+                                spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                                fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2, hidden_act="silu"),
+                           extra=dict(max_pixels=288 * 28 * 28, min_pixels=4 * 28 * 28)),
 }
 
 
@@ -105,7 +116,12 @@ def tiny(shape: Shape) -> Shape:
     t.update(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=max(1, 4 // groups))
     v = dict(shape.vision)
-    v.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    if "depth" in v:  # Qwen2.5-VL's ViT: its own field names; one windowed and one full-attention block
+        v.update(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, fullatt_block_indexes=[1])
+    else:
+        v.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    if "mrope_section" in t:  # head_dim 16: 8 frequencies, split about as the released 16:24:24
+        t["mrope_section"] = [2, 3, 3]
     return replace(shape, text=t, vision=v)
 
 
@@ -202,7 +218,32 @@ def build_videollama3(shape: Shape, folder: Path, known) -> Built:
     return Built(folder, videollama3_tensors(model), model.model.language_model, model.lm_head, dict(known.options))
 
 
-BUILDERS: Dict[str, Callable] = {"pllava": build_pllava, "internvl": build_internvl, "videollama3": build_videollama3}
+def build_qwen2_5_vl(shape: Shape, folder: Path, known) -> Built:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from videolens.testing import PLACEHOLDER, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    t = {k: v for k, v in shape.text.items() if k not in ("mrope_section", "rope_theta")}
+    text = dict(t, model_type="qwen2_5_vl_text", rope_parameters={"rope_type": "default", "rope_theta": shape.text["rope_theta"],
+                                                                  "mrope_section": shape.text["mrope_section"]})
+    vision = dict(shape.vision, out_hidden_size=shape.text["hidden_size"])
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, video_token_id=PLACEHOLDER,
+                           image_token_id=PLACEHOLDER - 1, vision_start_token_id=PLACEHOLDER - 2,
+                           vision_end_token_id=PLACEHOLDER - 3, tie_word_embeddings=False)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(
+        {"video_processor_type": "Qwen2VLVideoProcessor", "size": {"shortest_edge": shape.extra["min_pixels"],
+                                                                    "longest_edge": shape.extra["max_pixels"]},
+         "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}))
+    return Built(folder, model.state_dict(), model.model.language_model, model.lm_head, dict(known.options))
+
+
+BUILDERS: Dict[str, Callable] = {"pllava": build_pllava, "internvl": build_internvl, "videollama3": build_videollama3,
+                                 "qwen2_5_vl": build_qwen2_5_vl}
 
 
 def build(name: str, folder: Path, device: str, dtype, small: bool, seed: int = 0):
@@ -324,8 +365,9 @@ def text_attention(built: Built) -> str:
     return built.text_model.config._attn_implementation
 
 
-def paper_method(model, built: Built, pixels, clean_embeds, positions, condition, ids, dtype):
-    """(c): transformers eager, the vision tower rerun, one condition (REFERENCE section 11)."""
+def paper_method(model, built: Built, pixels, clean_embeds, positions, condition, ids, dtype, position_ids=None):
+    """(c): transformers eager, the vision tower rerun, one condition (REFERENCE section 11);
+    ``position_ids`` as ``last_probs`` (M-RoPE families)."""
     text = built.text_model
     text.set_attn_implementation("eager")
     blocked, window = condition
@@ -338,7 +380,7 @@ def paper_method(model, built: Built, pixels, clean_embeds, positions, condition
     hooks = LayerMasks(text.layers)
     hooks.masks = [ko if l in window else causal for l in range(len(text.layers))]
     try:
-        return last_probs(text, built.head, emb, ids)[0]
+        return last_probs(text, built.head, emb, ids, position_ids)[0]
     finally:
         hooks.remove()
 
@@ -426,6 +468,12 @@ def main(argv=None) -> dict:
         ids = torch.tensor([x.option_token_ids[k] for k in letters], device=dev)
         pixels = x.pixel_values.to(dev)
         positions = x.video_positions.to(dev)
+        pos3 = None  # M-RoPE families: the 3-D position ids transformers' text model takes, [3, 1, S]
+        if model.mrope is not None:
+            from videolens.frontend.qwen_vl import layout_position_ids
+
+            pos3 = layout_position_ids(S, x.video_positions, x.layout.video_grid,
+                                       model.vision.temporal_interval(x.video))[:, None].to(dev)
         print(f"{args.family}{' (tiny)' if args.tiny else ''}: {n_params / 1e9:.2f} B parameters, built in "
               f"{t_build:.1f} s; {L} layers, width {cfg.d_model}, {cfg.n_heads} heads / {cfg.n_key_value_heads or cfg.n_heads} "
               f"KV, MLP {cfg.d_mlp}, vocab {cfg.d_vocab}; video {clip_name}: grid {x.layout.video_grid}, {S} positions "
@@ -459,7 +507,8 @@ def main(argv=None) -> dict:
         peak_reset(dev)
         sync(dev)
         t0 = time.perf_counter()
-        p_b, b_used = careful_user(built, clean_embeds, conditions, ids, min(args.peer_batch, n), dtype, oom.append)
+        p_b, b_used = careful_user(built, clean_embeds, conditions, ids, min(args.peer_batch, n), dtype, oom.append,
+                                   position_ids=pos3)
         sync(dev)
         t_b = time.perf_counter() - t0
         mem_b = peak_gb(dev)
@@ -469,7 +518,7 @@ def main(argv=None) -> dict:
         peak_reset(dev)
         sync(dev)
         t0 = time.perf_counter()
-        p_c = {i: paper_method(model, built, pixels, clean_embeds, positions, conditions[i], ids, dtype)
+        p_c = {i: paper_method(model, built, pixels, clean_embeds, positions, conditions[i], ids, dtype, pos3)
                for i in range(0, n, every)}
         sync(dev)
         t_c = (time.perf_counter() - t0) * n / len(p_c)

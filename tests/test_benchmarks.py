@@ -19,7 +19,7 @@ def paper_scale(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["pllava-7b", "videollama3-7b"])
+@pytest.mark.parametrize("family", ["pllava-7b", "videollama3-7b", "qwen2_5_vl-7b"])
 def test_paper_scale_runs_its_three_methods_and_they_agree(paper_scale, family, tmp_path, capsys):
     """Every path of benchmarks/paper_scale.py at toy size: the shape built in bf16 from memory,
     the paper's full sweep (4 targets, every centre layer) by videolens, the careful transformers
@@ -54,3 +54,9 @@ def test_paper_scale_shapes_are_the_released_configs(paper_scale):
     assert 12.8e9 < text_params(S["pllava-13b"].text) < 13.3e9
     assert 3.7e9 < text_params(S["internvl-4b"].text) < 3.9e9
     assert 7.4e9 < text_params(S["videollama3-7b"].text) < 7.8e9  # Qwen2.5-7B: 7.6 B
+    assert text_params(S["qwen2_5_vl-7b"].text) == text_params(S["videollama3-7b"].text)  # the same Qwen2.5-7B
+    q = S["qwen2_5_vl-7b"]
+    assert sum(q.text["mrope_section"]) == q.text["hidden_size"] // q.text["num_attention_heads"] // 2
+    tq = paper_scale.tiny(q)
+    assert sum(tq.text["mrope_section"]) == tq.text["hidden_size"] // tq.text["num_attention_heads"] // 2
+    assert tq.vision["fullatt_block_indexes"] == [1] and tq.vision["depth"] == 2
