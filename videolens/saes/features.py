@@ -143,7 +143,11 @@ def top_activating(model, sae, samples: Sequence[VideoQA], feature: int, k: int 
 @torch.no_grad()
 def direct_logit_effect(model, sae, feature: int, inputs) -> Dict[str, float]:
     """What ``feature``'s decoder direction adds to each option letter's logit, directly: ``W_dec[f]``
-    times the final norm's gain, times ``W_U`` at the letters' token ids (module doc)."""
+    times the final norm's gain, times ``W_U`` at the letters' token ids (module doc).
+
+    Raises:
+        ValueError: the SAE's hook is not ``d_model`` wide (no direct path to the logits).
+    """
     direction = sae.W_dec[int(feature)].to(model.W_U.dtype)
     if direction.shape[-1] != model.cfg.d_model:
         raise ValueError(f"the SAE's hook {sae.cfg.metadata.hook_name} is not a residual-stream hook "
@@ -163,6 +167,10 @@ def ablate_feature(model, sae, inputs, feature: Union[int, Sequence[int]], posit
     Returns:
         ``{"feature", "positions", "letter" (the clean answer), "p_clean", "p_ablated", "rel_change"
         (percent), "true_letter", "rel_change_true", "probs_clean", "probs_ablated"}``.
+
+    Raises:
+        IndexError: a feature that is not one of the SAE's.
+        videolens.hooked.saes.SAEMismatchError: the SAE does not fit the model.
     """
     from ..prompting.layout import resolve_positions
     from ..stats import relative_change
