@@ -209,6 +209,13 @@ class SAEMixin:
             for w in wrappers:
                 w.set_token_mask(None)
 
+    @contextlib.contextmanager
+    def _spliced(self, saes, reset_saes_end: bool, use_error_term: Optional[bool], input, positions):
+        """``saes`` attached (``saes()``) and kept to ``positions`` (``_sae_positions``) for one call."""
+        saes = [saes] if not isinstance(saes, (list, tuple)) else list(saes)
+        with self.saes(saes, reset_saes_end, use_error_term), self._sae_positions(saes, input, positions):
+            yield
+
     def run_with_saes(self, *model_args, saes: Union[Any, Sequence[Any]] = (), reset_saes_end: bool = True,
                       use_error_term: Optional[bool] = None, positions=None, **model_kwargs):
         """The forward with ``saes`` attached for this call (SAELens' ``run_with_saes``).
@@ -219,8 +226,7 @@ class SAEMixin:
         Raises:
             SAEMismatchError: see ``check_sae``.
         """
-        saes = [saes] if not isinstance(saes, (list, tuple)) else list(saes)
-        with self.saes(saes, reset_saes_end, use_error_term), self._sae_positions(saes, model_args[0], positions):
+        with self._spliced(saes, reset_saes_end, use_error_term, model_args[0], positions):
             return self(*model_args, **model_kwargs)
 
     def run_with_cache_with_saes(self, *model_args, saes: Union[Any, Sequence[Any]] = (), reset_saes_end: bool = True,
@@ -231,8 +237,7 @@ class SAEMixin:
         Raises:
             SAEMismatchError: see ``check_sae``.
         """
-        saes = [saes] if not isinstance(saes, (list, tuple)) else list(saes)
-        with self.saes(saes, reset_saes_end, use_error_term), self._sae_positions(saes, model_args[0], positions):
+        with self._spliced(saes, reset_saes_end, use_error_term, model_args[0], positions):
             return self.run_with_cache(*model_args, **kwargs)
 
     def run_with_hooks_with_saes(self, *model_args, saes: Union[Any, Sequence[Any]] = (), reset_saes_end: bool = True,
@@ -244,6 +249,5 @@ class SAEMixin:
         Raises:
             SAEMismatchError: see ``check_sae``.
         """
-        saes = [saes] if not isinstance(saes, (list, tuple)) else list(saes)
-        with self.saes(saes, reset_saes_end, use_error_term), self._sae_positions(saes, model_args[0], positions):
+        with self._spliced(saes, reset_saes_end, use_error_term, model_args[0], positions):
             return self.run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks), **kwargs)

@@ -28,13 +28,20 @@ from jaxtyping import Float
 from ..prompting.layout import PositionSpec
 from ..sources.data import VideoQA
 
-__all__ = ["ActivationSource", "hook_activations", "hook_layer"]
+__all__ = ["ActivationSource", "hook_activations", "hook_layer", "stop_after"]
 
 
 def hook_layer(hook_name: str) -> Optional[int]:
     """The block a hook point belongs to (``blocks.2.hook_resid_post`` -> 2), None outside the blocks."""
     parts = hook_name.split(".")
     return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def stop_after(model, hook_name: str) -> Optional[int]:
+    """``stop_at_layer`` for a forward that only needs ``hook_name``: the block after the hook's, or
+    None (the whole forward) outside the blocks or at the last one."""
+    layer = hook_layer(hook_name)
+    return layer + 1 if layer is not None and layer + 1 < model.cfg.n_layers else None
 
 
 @torch.no_grad()
@@ -55,9 +62,7 @@ def hook_activations(model, inputs, hook_name: str, positions: PositionSpec = "v
         raise KeyError(f"the model has no hook point {hook_name!r} (model.hook_dict lists them)")
     if int(inputs.tokens.shape[0]) != 1:
         raise ValueError("hook_activations takes one sample; give the rows of a batch one at a time (batch[i])")
-    layer = hook_layer(hook_name)
-    stop = layer + 1 if layer is not None and layer + 1 < model.cfg.n_layers else None
-    _, cache = model.run_with_cache(inputs, names_filter=hook_name, stop_at_layer=stop)
+    _, cache = model.run_with_cache(inputs, names_filter=hook_name, stop_at_layer=stop_after(model, hook_name))
     act = cache[hook_name][0]
     act = act.reshape(act.shape[0], -1)
     return act[resolve_positions(positions, act.shape[0], inputs.layout).to(act.device)].float()

@@ -35,7 +35,7 @@ from jaxtyping import Float, UInt8
 
 from ..sources.data import VideoQA
 from ..prompting.layout import PositionSpec
-from .activations import hook_layer
+from .activations import stop_after
 
 __all__ = ["FeatureMap", "feature_acts", "feature_map", "top_activating", "direct_logit_effect", "ablate_feature",
            "TopHit"]
@@ -56,10 +56,8 @@ def feature_acts(model, sae, inputs) -> Float[torch.Tensor, "pos d_sae"]:
     """
     if int(inputs.tokens.shape[0]) != 1:
         raise ValueError("give one sample (batch[i]), not a batch")
-    layer = hook_layer(sae.cfg.metadata.hook_name)
-    stop = layer + 1 if layer is not None and layer + 1 < model.cfg.n_layers else None
     _, cache = model.run_with_cache_with_saes(inputs, saes=[sae], use_error_term=True, names_filter=_acts_hook(sae),
-                                              stop_at_layer=stop)
+                                              stop_at_layer=stop_after(model, sae.cfg.metadata.hook_name))
     return cache[_acts_hook(sae)][0].float()
 
 

@@ -150,7 +150,7 @@ def train_sae(model, samples: Sequence[VideoQA], settings: SAETrainingSettings, 
         ValueError: no samples.
     """
     require_sae_lens()
-    from sae_lens import SAETrainer
+    from sae_lens import SAE, SAETrainer
     from sae_lens.config import SAETrainerConfig
 
     from ..running.records import RunConfigMismatch, config_differences
@@ -173,8 +173,6 @@ def train_sae(model, samples: Sequence[VideoQA], settings: SAETrainingSettings, 
                                     "or remove it")
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps(identity, indent=1))
-    from sae_lens import SAE
-
     if (out / "final" / "cfg.json").is_file() and (out / "training.json").is_file():  # done: nothing to resume
         return SAE.load_from_disk(str(out / "final"), device=str(model.cfg.device)), {
             **json.loads((out / "training.json").read_text()), "already_trained": True}
@@ -183,8 +181,8 @@ def train_sae(model, samples: Sequence[VideoQA], settings: SAETrainingSettings, 
     source = ActivationSource(model, samples, settings.hook_name, settings.positions, settings.batch_size,
                               settings.clips_per_fill, settings.seed, settings.num_frames)
     if d_in is None:
-        d_in = int(next(iter([hook_activations(model, model.prepare(samples[0], settings.num_frames),
-                                               settings.hook_name, settings.positions)])).shape[-1])
+        d_in = int(hook_activations(model, model.prepare(samples[0], settings.num_frames), settings.hook_name,
+                                    settings.positions).shape[-1])
     metadata = {"hook_name": settings.hook_name, "model_name": identity["model"],
                 "videolens_model_fingerprint": identity["model_fingerprint"],
                 "videolens_positions": settings.positions, "videolens_data": data.get("fingerprint") or data}
