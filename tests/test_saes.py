@@ -276,3 +276,11 @@ def test_the_bundled_sae_is_what_its_readme_command_makes(tmp_path):
     shipped, again = SAE.load_from_disk(str(vl.bundled_sae_path())), SAE.load_from_disk(str(out / "final"))
     for k, v in shipped.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_a_hook_the_model_lacks_is_one_plain_line(tmp_path):
+    rc, _, err = run_cli(["sae", "train", "--synthetic", "moving_direction", "--n-clips", "2", "--hook",
+                          "blocks.9.hook_resid_post", "--out", str(tmp_path / "o")])
+    lines = [l for l in err.splitlines() if ": error: " in l]
+    assert rc == 2 and lines == ["videolens sae: error: the model has no hook point 'blocks.9.hook_resid_post' "
+                                 "(model.hook_dict lists them)"], err

@@ -66,8 +66,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             with _out_lock(args, prefix):
                 return int(args._run(args) or 0)
     except (VideolensError, FileNotFoundError, ValueError, KeyError) as exc:
-        # user errors: one clear line, no traceback
-        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        # user errors: one clear line, no traceback (a KeyError's message without the quotes str() adds)
+        message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+        print(f"{prefix}: error: {message}", file=sys.stderr)
         return 2
     except OSError as exc:  # read-only or full disk, a folder below a file, an unreadable file: one line
         print(f"{prefix}: error: {_os_error(exc, args)}", file=sys.stderr)
