@@ -16,7 +16,7 @@ from families import CASES
 from videolens.testing import write_clip
 from videolens.hooked.attention import fast_attention
 from videolens.prompting.inputs import stack_inputs
-from videolens.knockout import knockout_logits
+from videolens.knockout import get_engine, knockout_logits
 
 TOL = 1e-4
 from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
@@ -96,7 +96,7 @@ def test_vision_tower_attention_equals_eager(case):
 def test_knockout_fast_equals_full(case, pairs):
     _, _, model, inputs = case
     layers = list(range(max(0, model.cfg.n_layers - 2)))  or [0]
-    fast = knockout_logits(model, inputs, pairs, layers, method="fast")
+    fast = knockout_logits(model, inputs, pairs, layers, method="fast", clean=get_engine("fast").clean(model, inputs))
     full = knockout_logits(model, inputs, pairs, layers, method="full")
     assert (fast - full).abs().max() <= 1e-5
     assert (full - model(inputs)[0, -1]).abs().max() > 1e-6  # the knockout changed something

@@ -9,7 +9,7 @@ import torch
 
 import videolens as vl
 from videolens.hooked.attention import fast_attention
-from videolens.knockout import TARGETS, knockout_logits, sweep
+from videolens.knockout import TARGETS, get_engine, knockout_logits, sweep
 
 TOL = 1e-5
 from conftest import SAMPLE  # noqa: E402 (the shared two-option question)
@@ -61,12 +61,32 @@ def test_fast_equals_full_chosen_heads(model8, inputs8):
 
 
 def test_fast_equals_full_any_layers_and_custom_pairs(model8, inputs8):
+    clean = get_engine("fast").clean(model8, inputs8)
     for pairs in (["frames_before:2->frame:2"], ["video->video[same_frame]"], ["question->question"]):
         for layers in ([0, 3, 6], [5], [2, 3, 4, 5, 6, 7]):
-            fast = knockout_logits(model8, inputs8, pairs, layers, method="fast")
+            fast = knockout_logits(model8, inputs8, pairs, layers, method="fast", clean=clean)
             with fast_attention(model8, False):
                 full = knockout_logits(model8, inputs8, pairs, layers, method="full")
             assert torch.allclose(fast.softmax(-1), full.softmax(-1), atol=TOL, rtol=0), (pairs, layers)
+
+
+@pytest.mark.parametrize("method", ["fast", "full"])
+def test_one_off_knockout_is_one_forward(model8, inputs8, method):
+    """Without clean= a condition is one hooked forward of the prompt (a clean run for a single
+    condition would be a second one), and it equals the engine's path through a clean run."""
+    forwards = []
+    last = model8.cfg.n_layers - 1  # every path through the model passes its last block
+    counter = [(f"blocks.{last}.hook_resid_pre", lambda x, hook: forwards.append(x.shape[1]))]
+    with model8.hooks(fwd_hooks=counter):
+        one = knockout_logits(model8, inputs8, "video->video[cross_frame]", [2, 3], method=method)
+    assert forwards == [inputs8.seq_len]
+    clean = get_engine(method).clean(model8, inputs8)
+    via_clean = knockout_logits(model8, inputs8, "video->video[cross_frame]", [2, 3], method=method, clean=clean)
+    assert (one - via_clean).abs().max() <= TOL
+    assert (one - clean.logits).abs().max() > 1e-3  # the knockout moves the logits
+    other = model8.prepare(vl.VideoQA(video=inputs8.video, question="Is it red?", candidates=["yes", "no"], answer="no"))
+    with pytest.raises(ValueError, match="another input"):
+        knockout_logits(model8, other, "video->last", [2], method=method, clean=clean)
 
 
 def test_records(model8, inputs8):

@@ -87,6 +87,16 @@ class Engine:
         """Last-position logits ``[d_vocab]`` with ``hook``'s edges blocked in ``layers``."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def one(self, model, inputs: VideoLLMInput, hook: KnockoutHook,
+            layers: Sequence[int]) -> Float[torch.Tensor, "d_vocab"]:
+        """Last-position logits ``[d_vocab]`` of a single condition with no clean run to reuse: one
+        forward of the whole prompt with ``hook`` on ``layers``. Every engine gives these numbers
+        (the engines agree within 1e-5); a clean run is worth making only when conditions share it,
+        since it alone costs a forward."""
+        with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]):
+            return model(inputs)[0, -1]
+
     def run_many(self, model, clean: CleanRun, conditions: Sequence[Tuple[KnockoutHook, Sequence[int]]],
                  batch_size=1, on_done: Optional[Callable[[int], object]] = None
                  ) -> List[Float[torch.Tensor, "d_vocab"]]:
@@ -110,10 +120,8 @@ class FullEngine(Engine):
     def clean(self, model, inputs):
         return CleanRun(inputs, model(inputs)[0, -1], model=weakref.ref(model), engine=self.name)
 
-    @torch.no_grad()
     def run(self, model, clean, hook, layers):
-        with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]):
-            return model(clean.inputs)[0, -1]
+        return self.one(model, clean.inputs, hook, layers)
 
 
 def _unembed_last(model, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "d_vocab"]:
@@ -191,18 +199,22 @@ def knockout_logits(model, inputs: VideoLLMInput, pairs_or_mask, layers: Sequenc
         pairs_or_mask: edge pairs (``"video->last"``, ``EdgePair`` s) or a ``bool [S, S]`` mask.
         layers: layers where the edges are blocked.
         heads: head indices (None: all).
-        method: ``"fast"`` or ``"full"``.
-        clean: a ``CleanRun`` of this input from the same engine, to reuse across conditions.
+        method: ``"fast"`` or ``"full"``; it matters only with ``clean=``.
+        clean: a ``CleanRun`` of this input from the same engine, to reuse across conditions
+            (``get_engine(method).clean(model, inputs)``). Without it the condition is one hooked
+            forward (``Engine.one``): making a clean run for a single condition would cost a second
+            forward, which is what the fast engine saves only across many conditions.
 
     Raises:
         videolens.hooked.edges.EmptyRowError, ValueError, KeyError: as ``knockout_hooks``.
+        ValueError: ``clean`` made from another model or input, or by another engine (``CleanRun.check``).
     """
     from .hooks import knockout_hooks
 
     engine = get_engine(method)
     hooks = knockout_hooks(model, pairs_or_mask, layers, heads, inputs.layout)
+    hook, layers = hooks[0][1], [int(n.split(".")[1]) for n, _ in hooks]  # one hook shared by the layers
     if clean is None:
-        clean = engine.clean(model, inputs)
-    if not hooks:
-        return clean.logits
-    return engine.run(model, clean, hooks[0][1], [int(n.split(".")[1]) for n, _ in hooks])
+        return engine.one(model, inputs, hook, layers)
+    clean.check(model, inputs, engine.name)
+    return engine.run(model, clean, hook, layers)

@@ -143,14 +143,18 @@ class TokenLayout:
 
     def frame_lookup(self) -> Int[torch.Tensor, "S"]:
         """Frame of every position of the sequence (the frame's block with ``frame_spans``, its
-        video tokens otherwise), -1 outside the frames; used by the frame relations."""
-        lookup = torch.full((self.seq_len,), -1, dtype=torch.long)
-        if self.frame_spans is not None:
-            for i, span in enumerate(self.frame_spans):
-                lookup[span.slice] = i
-        else:
-            lookup[self.video_positions] = self.video_frame_index
-        return lookup
+        video tokens otherwise), -1 outside the frames; used by the frame relations. Built once per
+        layout (the layout is frozen); each call returns a copy."""
+        lookup = self.__dict__.get("_frame_lookup")
+        if lookup is None:
+            lookup = torch.full((self.seq_len,), -1, dtype=torch.long)
+            if self.frame_spans is not None:
+                for i, span in enumerate(self.frame_spans):
+                    lookup[span.slice] = i
+            else:
+                lookup[self.video_positions] = self.video_frame_index
+            object.__setattr__(self, "_frame_lookup", lookup)  # a cache, not a field: eq and replace ignore it
+        return lookup.clone()
 
     def video_group(self) -> Int[torch.Tensor, "n"]:
         """Positions of the group ``video``: the video tokens, or the whole video block (text
