@@ -424,6 +424,53 @@ def peak_gb(device) -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if str(device).startswith("cuda") else float("nan")
 
 
+KERNEL_KINDS = (("matmul", ("gemm", "xmma", "cutlass", "matmul", "mm_", "addmm", "linear", "cublas", "mkl")),
+                ("attention", ("fmha", "attention", "flash", "sdpa", "softmax")),
+                ("copy / cat / index", ("copy", "cat", "index", "gather", "scatter", "stack", "expand", "clone", "fill")),)
+"""How ``profile_run`` sorts kernels (first match of a lower-cased name wins; the rest is "other")."""
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def profile_run(fn: Callable[[], object], device, path: Path) -> dict:
+    """Run ``fn`` once under ``torch.profiler`` and write its top operators by device time to ``path``.
+
+    Returns the summary the gap to the physical limit is read from: the wall time of the profiled
+    run, the time the device spent in kernels (on the CPU: in operators), its share of the wall time
+    (low: launch- or Python-bound; high: kernel-bound), the kernel time per kind (``KERNEL_KINDS``)
+    and the number of kernel launches."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = str(device).startswith("cuda")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    if cuda:  # device kernels: the events whose device time is their own
+        kernels = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+        by_kind: Dict[str, float] = {}
+        for e in kernels:
+            by_kind[kernel_kind(e.name)] = by_kind.get(kernel_kind(e.name), 0.0) + e.device_time_total / 1e6
+        busy, launches, sort_by = sum(by_kind.values()), len(kernels), "self_device_time_total"
+    else:  # the CPU: operators' own time
+        by_kind = {}
+        for e in events:
+            by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_cpu_time_total / 1e6
+        busy, launches, sort_by = sum(by_kind.values()), sum(e.count for e in events), "self_cpu_time_total"
+    table = events.table(sort_by=sort_by, row_limit=30, max_name_column_width=60)
+    summary = {"wall_s": wall, "busy_s": busy, "busy_share": busy / wall if wall else float("nan"),
+               "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])), "launches": launches}
+    Path(path).write_text(json.dumps(summary, indent=1) + "\n\n" + table)
+    return summary
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", default="pllava-7b", choices=sorted(SHAPES))
@@ -436,6 +483,9 @@ def main(argv=None) -> dict:
                     help="(b)'s conditions per forward to start from (halved on out-of-memory; default 64)")
     ap.add_argument("--gemm", type=int, default=8192, help="matmul size measuring the device's bf16 rate (default 8192)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--profile", default=None, metavar="FILE",
+                    help="run (a) once more under torch.profiler: its top operators to FILE, and where its time goes "
+                         "(device busy share, time per kernel kind, launches) printed and in the JSON")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     dtype = torch.bfloat16
@@ -501,6 +551,10 @@ def main(argv=None) -> dict:
         p_a = torch.tensor([[r["ko_probs"][k] for k in letters] for r in recs])
         assert len(recs) == n, (len(recs), n)
         del clean
+        prof = None
+        if args.profile:
+            prof = profile_run(lambda: sweep(model, x_embeds, settings=settings, clean=FastEngine().clean(model, x_embeds)),
+                               dev, Path(args.profile))
 
         # (b) the careful transformers user
         oom = []
@@ -561,6 +615,11 @@ def main(argv=None) -> dict:
         print(f"(b)/(a): {t_b / t_a:.2f}x")
         print(f"(c)/(a): {t_c / t_a:.2f}x")
         print(f"(a) / physical limit: {t_a / limit:.2f}x")
+        if prof is not None:
+            kinds = ", ".join(f"{k} {v:.2f} s" for k, v in prof["by_kind_s"].items())
+            print(f"(a) profiled ({Path(args.profile).name}): {prof['wall_s']:.2f} s wall, {'device' if dev.startswith('cuda') else 'CPU'} "
+                  f"busy {prof['busy_s']:.2f} s ({100 * prof['busy_share']:.0f}%), {prof['launches']:,} "
+                  f"{'kernel launches' if dev.startswith('cuda') else 'operator calls'}; {kinds}")
         result = {"family": args.family, "tiny": args.tiny, "device": dev,
                   "device_name": torch.cuda.get_device_name() if dev.startswith("cuda") else "cpu",
                   "params": n_params, "positions": S, "conditions": n, "window": window,
@@ -568,7 +627,7 @@ def main(argv=None) -> dict:
                   "max_prob_diff": {"b": diff(p_b), "c": d_c}, "max_prob": scale, "work_rows_layers": {"a": work_a, "full": work_full},
                   "tflop": {"a": flop_a / 1e12, "full": flop_full / 1e12}, "gemm_tflops": rate / 1e12,
                   "limit_s": limit, "b_over_a": t_b / t_a, "c_over_a": t_c / t_a, "a_over_limit": t_a / limit,
-                  "peer_batch": b_used}
+                  "peer_batch": b_used, "profile_a": prof}
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))
         return result

@@ -25,7 +25,8 @@ def test_paper_scale_runs_its_three_methods_and_they_agree(paper_scale, family, 
     the paper's full sweep (4 targets, every centre layer) by videolens, the careful transformers
     user and the paper's method, whose option probabilities agree to bf16 rounding; the work
     model counts fewer rows for videolens than for a whole forward per condition."""
-    out = paper_scale.main(["--family", family, "--tiny", "--paper-every", "44", "--json", str(tmp_path / "r.json")])
+    out = paper_scale.main(["--family", family, "--tiny", "--paper-every", "44", "--json", str(tmp_path / "r.json"),
+                            "--profile", str(tmp_path / "p.txt")])
     printed = capsys.readouterr().out
     assert out["conditions"] == 44 and out["window"] == 3  # 4 targets' 11 pairs x 4 centre layers
     assert out["positions"] > 1200  # the paper's layout, kept at toy size
@@ -34,6 +35,29 @@ def test_paper_scale_runs_its_three_methods_and_they_agree(paper_scale, family, 
     assert all(t > 0 for t in out["seconds"].values())
     assert "(b)/(a):" in printed and "(a) / physical limit:" in printed
     assert (tmp_path / "r.json").read_text().startswith("{")
+    prof = out["profile_a"]  # (a) once more under the profiler: where its time goes
+    assert 0 < prof["busy_s"] <= prof["wall_s"] and prof["launches"] > 100
+    assert prof["by_kind_s"]["matmul"] > 0 and prof["by_kind_s"]["attention"] > 0
+    assert "scaled_dot_product" in (tmp_path / "p.txt").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_and_returns_one_tar(tmp_path):
+    """benchmarks/gpu_check.sh's dry run (DEVICE=cpu TINY=1): one family end to end, its printout,
+    figures and profile in $OUT/results.tar (the device tool returns at most 8 files)."""
+    import os
+    import subprocess
+    import tarfile
+
+    env = dict(os.environ, DEVICE="cpu", TINY="1", OUT=str(tmp_path))
+    run = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "pllava-7b"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "exit 0" in run.stdout and "(b)/(a):" in run.stdout
+    assert sorted(os.listdir(tmp_path)) == ["results.tar"]
+    with tarfile.open(tmp_path / "results.tar") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    assert {"device.txt", "pllava-7b.json", "pllava-7b.log", "pllava-7b.profile.txt"} <= names
 
 
 def test_paper_scale_shapes_are_the_released_configs(paper_scale):
