@@ -15,7 +15,7 @@ OUT=${OUT:-/tmp/videolens-gpu-out}
 WORK=$(mktemp -d)
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
-if [ -d .whl ] && [ "$DEVICE" = cuda ]; then
+if [ -d .whl ] && { [ "$DEVICE" = cuda ] || [ -n "${WHEELS:-}" ]; }; then  # WHEELS=1: install them in a dry run too
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
   [ -d .whl/shared ] && export VIDEOLENS_SHARED=$PWD/.whl/shared
