@@ -13,6 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/videolens-gpu-out}
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 if [ -d .whl ] && { [ "$DEVICE" = cuda ] || [ -n "${WHEELS:-}" ]; }; then  # WHEELS=1: install them in a dry run too
