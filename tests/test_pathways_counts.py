@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from videolens.hooked.edges import EmptyRowError, blocked_mask, check_rows, iter_blocked_rows, parse_pair
+from videolens.hooked.edges import EmptyRowError, blocked_mask, check_rows, iter_blocked_rows, parse_pair, row_counts
 from videolens.pathways import (
     PathwayMasker,
     RandomMasker,
@@ -132,7 +132,11 @@ def test_row_check_equals_brute_force():
     g = torch.Generator().manual_seed(0)
     for S in (1, 2, 5, 9):
         for _ in range(40):
-            m = (torch.rand(S, S, generator=g) < 0.7).tril()
+            full = torch.rand(S, S, generator=g) < 0.7  # entries above the diagonal are not counted
+            for chunk in (None, 1, 3):
+                counts = row_counts(full, rows_per_chunk=chunk).tolist()
+                assert counts == [sum(bool(full[q, k]) for k in range(q + 1)) for q in range(S)]
+            m = full.tril()
             empty = any(all(m[q, k] for k in range(q + 1)) for q in range(S))
             for chunk in (2, 64):
                 if empty:

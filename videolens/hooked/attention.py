@@ -27,11 +27,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Optional, Type
+from typing import Dict, Iterator, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from transformer_lens.utilities import get_act_name
@@ -89,12 +89,15 @@ def scores_hook_name(layer: int) -> str:
     return get_act_name("attn_scores", layer)
 
 
-def _validate_mask(mask: torch.Tensor) -> Bool[torch.Tensor, "S S"]:
+def _validate_mask(mask: torch.Tensor) -> Tuple[Bool[torch.Tensor, "S S"], Int[torch.Tensor, "S"]]:
+    """The mask on the CPU, non-causal entries cleared (they are -inf already), and its blocked
+    keys per query row (``videolens.hooked.edges.row_counts``)."""
     if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
         raise ValueError(f"a knockout mask is bool [S, S] (query, key); got shape {tuple(mask.shape)}")
-    mask = mask.detach().to("cpu", torch.bool)
-    check_rows(mask)  # raises EmptyRowError before anything runs
-    return mask.tril()  # non-causal entries are -inf already
+    mask = mask.detach().to("cpu", torch.bool).tril()
+    counts = mask.sum(-1)  # row_counts of a mask with no entry above the diagonal
+    check_rows(mask, counts=counts)  # raises EmptyRowError before anything runs
+    return mask, counts
 
 
 class KnockoutHook(ScoreMaskHook):
@@ -114,11 +117,11 @@ class KnockoutHook(ScoreMaskHook):
     no_empty_rows = True  # validated below: the fast attention path needs no empty-row check
 
     def __init__(self, mask: Bool[torch.Tensor, "S S"], heads: Optional[Sequence[int]] = None):
-        self.mask = _validate_mask(mask)
+        self.mask, counts = _validate_mask(mask)
         self.heads = None if heads is None else tuple(int(h) for h in heads)
-        rows = self.mask.any(-1).nonzero().flatten()
+        rows = counts.nonzero().flatten()
         self._first_query = int(rows[0]) if len(rows) else None
-        self._n_edges = int(self.mask.sum())
+        self._n_edges = int(counts.sum())
         self._last: Optional[tuple] = None  # (key, tensor): reused across the layers of a window
 
     @property

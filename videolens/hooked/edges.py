@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 
 from ..errors import VideolensError
 from ..prompting.layout import GROUP_RESOLVERS, TokenLayout, register_group
@@ -32,7 +32,7 @@ from ..registry import Registry
 
 __all__ = [
     "EdgePair", "PairsLike", "RELATIONS", "SELF_EDGES", "as_pairs", "pair_mask", "blocked_mask", "iter_blocked_rows",
-    "check_rows", "EmptyRowError", "parse_pair",
+    "check_rows", "row_counts", "EmptyRowError", "parse_pair",
 ]
 
 SELF_EDGES = ("block", "keep")
@@ -229,23 +229,36 @@ def iter_blocked_rows(
         yield r0, view
 
 
-def check_rows(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: int = 64) -> None:
+def row_counts(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: Optional[int] = None) -> Int[torch.Tensor, "S"]:
+    """Blocked causal keys (key <= query) of every query row of a ``[query, key]`` mask, on the
+    mask's device. Computed ``rows_per_chunk`` rows at a time (default: rows holding about 4M
+    elements), so no ``S x S`` temporary is made."""
+    S = mask.shape[-1]
+    step = rows_per_chunk or max(1, (4 << 20) // max(1, S))
+    counts = torch.empty(mask.shape[0], dtype=torch.long, device=mask.device)
+    for r0 in range(0, mask.shape[0], step):
+        sub = mask[r0 : r0 + step]
+        counts[r0 : r0 + sub.shape[0]] = torch.tril(sub, diagonal=r0).sum(-1)  # keys k <= r0 + i
+    return counts
+
+
+def check_rows(mask: Bool[torch.Tensor, "S S"], rows_per_chunk: Optional[int] = None,
+               counts: Optional[Int[torch.Tensor, "S"]] = None) -> None:
     """Raise ``EmptyRowError`` when a query row would have every causal key blocked (the official
     code would then spread that row uniformly over every position, future ones included).
 
-    Checked a few rows at a time, on the mask's device, with no extra ``S x S`` tensor."""
-    S = mask.shape[-1]
-    empty: list = []
-    keys = torch.arange(S, device=mask.device)
-    for r0 in range(0, mask.shape[0], rows_per_chunk):
-        sub = mask[r0 : r0 + rows_per_chunk]
-        q = torch.arange(r0, r0 + sub.shape[0], device=mask.device)
-        allowed = (keys[None, :] <= q[:, None]) & ~sub
-        empty.extend((q[~allowed.any(-1)]).tolist())
-        if len(empty) >= 10:
-            break
+    Args:
+        mask: ``bool [S, S]`` [query, key], True = blocked.
+        rows_per_chunk: rows counted at a time (``row_counts``).
+        counts: ``row_counts(mask)`` when the caller has it already.
+
+    Checked on the mask's device with no extra ``S x S`` tensor and one read back to the host."""
+    if counts is None:
+        counts = row_counts(mask, rows_per_chunk)
+    q = torch.arange(len(counts), device=counts.device)
+    empty = (counts == q + 1).nonzero().flatten()[:10].tolist()  # row q has q + 1 causal keys
     if empty:
-        raise EmptyRowError(f"blocking these edges leaves query position(s) {empty[:10]} with no key")
+        raise EmptyRowError(f"blocking these edges leaves query position(s) {empty} with no key")
 
 
 # ---- more token groups for edge sets: video tokens of the frames before / after frame i ----------
