@@ -60,3 +60,36 @@ def test_tail_and_caches_equal_transformer_lens(tiny_pllava, inputs):
 def test_swap_class_refuses_unrelated_classes(tiny_pllava):
     with pytest.raises(TypeError):
         tlc.swap_class(tiny_pllava.blocks[0].attn, torch.nn.Linear)
+
+
+@torch.no_grad()
+def test_scoped_hooks_act_as_transformer_lens_hooks_and_leave_the_rest(tiny_pllava, inputs):
+    """scoped_hooks runs the same hooks as model.hooks(); on exit it removes exactly its own, even
+    after an error, and a user's hooks (permanent, or added outside the context) stay."""
+    model = tiny_pllava
+    double = [("blocks.0.hook_resid_post", lambda x, hook: 2 * x)]
+    with model.hooks(fwd_hooks=double):
+        ref = model(inputs)
+    with tlc.scoped_hooks(model, double):
+        ours = model(inputs)
+        assert model.context_level == 1
+    assert torch.equal(ours, ref)
+    seen = []
+    model.add_hook("blocks.1.hook_resid_pre", lambda x, hook: seen.append("user") or x)
+    model.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append("permanent") or x, is_permanent=True)
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with tlc.scoped_hooks(model, double + [("blocks.1.hook_resid_pre", lambda x, hook: x)]):
+                raise RuntimeError("inside")
+        assert model.context_level == 0
+        assert len(model.mod_dict["blocks.1.hook_resid_pre"].fwd_hooks) == 1  # the user's, not the scoped one
+        assert len(model.mod_dict["blocks.0.hook_resid_post"].fwd_hooks) == 1  # the permanent one only
+        plain = model(inputs)
+        assert seen == ["permanent", "user"]
+        assert not torch.equal(plain, ref)  # the doubling hook is gone
+    finally:
+        model.reset_hooks(including_permanent=True)
+    with pytest.raises(KeyError):
+        with tlc.scoped_hooks(model, [("blocks.0.no_such_hook", lambda x, hook: x)]):
+            pass
+    assert model.context_level == 0

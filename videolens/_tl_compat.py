@@ -11,6 +11,7 @@ against TransformerLens' own forward, so an upgrade that changes them fails ther
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import re
 from typing import List, Optional, Sequence, Tuple
@@ -31,6 +32,7 @@ __all__ = [
     "ActivationCache", "HookedTransformer", "HookedTransformerConfig", "Embed", "HookPoint", "get_act_name",
     "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "attn_scale", "project_z", "cache_keys", "frozen_kv_cache",
     "new_kv_cache", "final_logits", "set_rotary_tables", "rotary_tables", "swap_class", "is_caching_hook",
+    "scoped_hooks",
 ]
 
 SUPPORTED = ((3, 9), (4, 0))
@@ -107,6 +109,34 @@ def swap_class(module: torch.nn.Module, cls: type) -> None:
     if not (issubclass(cls, type(module)) or issubclass(type(module), cls)):
         raise TypeError(f"{cls.__name__} is not a subclass of {type(module).__name__}")
     module.__class__ = cls
+
+
+# ---- temporary hooks (HookedRootModule.hooks, TransformerLens 3.9) --------------------------------
+@contextlib.contextmanager
+def scoped_hooks(model, fwd_hooks: Sequence[Tuple[str, object]]):
+    """``model.hooks(fwd_hooks=...)`` for hook points named by string, undone on those points only.
+
+    TransformerLens' context adds each hook at a new context level and, on exit, removes that
+    level's hooks from every hook point of the model (about 17 a layer): at 7B that walk costs
+    milliseconds, and the knockout engines enter a context once per layer of every batch. This one
+    adds the hooks the same way (``HookPoint.add_hook`` at ``context_level + 1``) and removes that
+    level's hooks from the points it touched; the same hooks run, and none is left behind.
+
+    Raises:
+        KeyError: a name that is not a module of the model.
+    """
+    model.context_level += 1
+    level, points = model.context_level, []
+    try:
+        for name, hook in fwd_hooks:
+            hp = model.mod_dict[name]
+            hp.add_hook(hook, dir="fwd", level=level)
+            points.append(hp)
+        yield model
+    finally:
+        for hp in points:
+            hp.remove_hooks("fwd", including_permanent=False, level=level)
+        model.context_level -= 1
 
 
 # ---- key-value caches and the model's tail -----------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from jaxtyping import Bool, Float
 
-from .._tl_compat import final_logits, frozen_kv_cache
+from .._tl_compat import final_logits, frozen_kv_cache, scoped_hooks
 from ..hooked.attention import ScoreMaskHook
 from ..hooked.deepstack import feeding
 from .hooks import KnockoutHook, hook_name
@@ -167,7 +167,7 @@ def _run_group(model, clean, q0: int, conds: Sequence[Condition]) -> Float[torch
         keys = [clean.keys[l][:, :q0] if i == l else None for i in range(L)]
         values = [clean.values[l][:, :q0] if i == l else None for i in range(L)]
         kv = frozen_kv_cache(keys, values, q0, device, batch=B)
-        with model.hooks(fwd_hooks=hooks), feeding(model, clean.inputs):
+        with scoped_hooks(model, hooks), feeding(model, clean.inputs):
             resid = model(resid, start_at_layer=l, stop_at_layer=l + 1, past_kv_cache=kv)
     return final_logits(model, resid[:, -1:])[:, -1]
 

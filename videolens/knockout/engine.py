@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens.utilities import get_act_name
 
-from .._tl_compat import cache_keys, final_logits, frozen_kv_cache
+from .._tl_compat import cache_keys, final_logits, frozen_kv_cache, scoped_hooks
 from ..hooked.deepstack import feeding
 from ..prompting.inputs import VideoLLMInput
 from ..registry import Registry
@@ -94,7 +94,7 @@ class Engine:
         forward of the whole prompt with ``hook`` on ``layers``. Every engine gives these numbers
         (the engines agree within 1e-5); a clean run is worth making only when conditions share it,
         since it alone costs a forward."""
-        with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]):
+        with scoped_hooks(model, [(hook_name(l), hook) for l in layers]):
             return model(inputs)[0, -1]
 
     def run_many(self, model, clean: CleanRun, conditions: Sequence[Tuple[KnockoutHook, Sequence[int]]],
@@ -162,7 +162,7 @@ class FastEngine(Engine):
         values = [clean.values[l][:, :q0] if l >= a else None for l in range(L)]
         kv = frozen_kv_cache(keys, values, q0, clean.logits.device)
         resid = clean.resid_pre[a][:, q0:]
-        with model.hooks(fwd_hooks=[(hook_name(l), hook) for l in layers]), feeding(model, clean.inputs):
+        with scoped_hooks(model, [(hook_name(l), hook) for l in layers]), feeding(model, clean.inputs):
             out = model(resid, start_at_layer=a, stop_at_layer=L, past_kv_cache=kv)
         return _unembed_last(model, out)
 

@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Float
 
 from ..hooked.deepstack import feeding
-from .._tl_compat import final_logits, rotary_tables, set_rotary_tables
+from .._tl_compat import final_logits, rotary_tables, scoped_hooks, set_rotary_tables
 from ..prompting.inputs import VideoLLMInput
 from ..hooked.attention import KnockoutHook, scores_hook_name
 from ..prompting.layout import TokenLayout
@@ -164,7 +164,7 @@ def pruned_forward(model, inputs: VideoLLMInput, plan: LayerPlan
     cut = L if found is None else found
     fixed = {key: KnockoutHook(m) for key, m in masks.items()}
     below = [(scores_hook_name(l), fixed[plan.blocked_types(l)]) for l in range(cut) if plan.blocked_types(l)]
-    with model.hooks(fwd_hooks=below):
+    with scoped_hooks(model, below):
         if cut == L:  # the video is read to the end: the masked run
             return model(inputs)[:, -1:], None
         resid = model(inputs, stop_at_layer=cut)  # cut 0: the embeddings
@@ -173,7 +173,7 @@ def pruned_forward(model, inputs: VideoLLMInput, plan: LayerPlan
     reduced = {key: KnockoutHook(m[keep][:, keep]) for key, m in masks.items()}
     above = [(scores_hook_name(l), reduced[plan.blocked_types(l)]) for l in range(cut, L) if plan.blocked_types(l)]
     layers = list(range(cut, L))
-    with _reindexed_rotary(model, layers, keep), model.hooks(fwd_hooks=above), \
+    with _reindexed_rotary(model, layers, keep), scoped_hooks(model, above), \
             feeding(model, inputs, rows=keep.to(resid.device)):
         for l in layers:
             resid = model.blocks[l](resid)
