@@ -289,3 +289,24 @@ def test_auto_batches_and_out_of_memory_retries_give_the_one_by_one_numbers(mode
     monkeypatch.setattr(batched, "_run_group", lambda *a: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):  # not a memory error: raised at once
         batched.run_batched(model8, clean, conds, batch_size=8)
+
+
+def test_batched_reading_of_conditions_equals_one_at_a_time(model8, inputs8):
+    """The sweep reads its records' values for many conditions at once (one copy to the host per
+    batch); they equal the values read one condition at a time, chunk boundaries included."""
+    from videolens.knockout.sweep import _option_probs, _read_conditions
+
+    g = torch.Generator().manual_seed(0)
+    results = [3 * torch.randn(model8.cfg.d_vocab, generator=g) for _ in range(5)]
+    answer_t, true_t = 7, inputs8.option_token_ids[inputs8.layout.letters[0]]
+    for rows in (2, 256):
+        read = _read_conditions(inputs8, results, answer_t, true_t, rows=rows)
+        for r, logits in zip(read, results):
+            full = logits.float().softmax(-1)
+            assert r.finite and r.argmax_t == int(full.argmax())
+            assert r.option_probs == _option_probs(inputs8, logits)
+            assert (r.max_prob, r.answer_prob, r.true_prob) == (float(full.max()), float(full[answer_t]), float(full[true_t]))
+    assert _read_conditions(inputs8, results[:1], answer_t, None)[0].true_prob is None
+    bad = results[0].clone()
+    bad[3] = float("nan")
+    assert not _read_conditions(inputs8, [bad], answer_t, true_t)[0].finite

@@ -103,6 +103,41 @@ def _option_probs(inputs: VideoLLMInput, logits: Float[torch.Tensor, "d_vocab"])
     return {L: float(p) for L, p in zip(letters, logp[ids].exp())}
 
 
+@dataclass
+class _Read:
+    """What a sweep's records read from one condition's last-position logits (host values)."""
+
+    finite: bool
+    option_probs: Dict[str, float]
+    argmax_t: int
+    max_prob: float
+    answer_prob: float
+    true_prob: Optional[float]
+
+
+def _read_conditions(inputs: VideoLLMInput, results: Sequence[torch.Tensor], answer_t: int,
+                     true_t: Optional[int], rows: int = 256) -> List[_Read]:
+    """Every condition's record values from its logits ``[d_vocab]``, ``rows`` conditions at a time,
+    each batch brought to the host in one copy (one value at a time was about ten device reads a
+    condition). The values are ``_option_probs`` and the full-vocabulary softmax read as before."""
+    letters = inputs.layout.letters
+    out: List[_Read] = []
+    for r0 in range(0, len(results), rows):
+        logits = torch.stack(results[r0:r0 + rows]).float()  # [n, d_vocab]
+        ids = torch.tensor([inputs.option_token_ids[L] for L in letters], device=logits.device)
+        options = logits.log_softmax(-1)[:, ids].exp()  # [n, n_options]
+        full = logits.softmax(-1)
+        top = full.argmax(-1)
+        cols = [torch.isfinite(logits).all(-1).to(full.dtype), top.to(full.dtype),
+                full.gather(1, top[:, None])[:, 0], full[:, answer_t]] + ([full[:, true_t]] if true_t is not None else [])
+        host = torch.cat([torch.stack(cols, 1), options], 1).cpu().tolist()  # float32 -> Python floats, one copy
+        k = len(cols)
+        for row in host:
+            out.append(_Read(bool(row[0]), dict(zip(letters, row[k:])), int(row[1]), row[2], row[3],
+                             row[4] if true_t is not None else None))
+    return out
+
+
 def baseline(inputs: VideoLLMInput, clean: CleanRun, tokenizer=None) -> Baseline:
     """The clean run's predictions: option-letter probabilities and the full-vocabulary argmax."""
     probs = _option_probs(inputs, clean.logits)
@@ -223,17 +258,13 @@ def sweep(
     finally:
         if bar is not None:
             bar.close()
-    finite = torch.isfinite(torch.stack(results)).all(-1).tolist() if results else []  # one device sync
-    bad = [f"{pair.label}@{c}" for (_, pair, _, c), ok in zip(conditions, finite) if not ok]
+    read = _read_conditions(inputs, results, base.answer_t, base.true_t if truth else None)
+    bad = [f"{pair.label}@{c}" for (_, pair, _, c), r in zip(conditions, read) if not r.finite]
     if bad:
         raise NonFiniteError(f"knockout.sweep: NaN/inf logits under {len(bad)} condition(s) ({', '.join(bad[:4])})")
     records = []
-    for (tgt, pair, hook, c), logits in zip(conditions, results):
-        ko = _option_probs(inputs, logits)
-        full = logits.float().softmax(-1)
-        ko_answer_t = int(full.argmax())
-        p_answer = float(full[base.answer_t])
-        p_true = float(full[base.true_t]) if truth else None
+    for (tgt, pair, hook, c), r in zip(conditions, read):
+        ko, ko_answer_t, p_answer, p_true = r.option_probs, r.argmax_t, r.answer_prob, r.true_prob
         records.append(
             {
                 "target": tgt.name,
@@ -257,7 +288,7 @@ def sweep(
                 "ko_true_prob": p_true,
                 "rel_change_true": relative_change(p_true, base.probs[truth]) if truth else None,
                 "ko_answer_t": ko_answer_t,
-                "ko_max_prob": float(full[ko_answer_t]),
+                "ko_max_prob": r.max_prob,
                 "base_letter": base.letter,
                 "letter_base_prob": base.probs[base.letter],
                 "letter_ko_prob": ko[base.letter],
