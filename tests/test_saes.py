@@ -261,10 +261,13 @@ def test_features_through_the_cli_and_a_misfit_sae_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_the_bundled_sae_is_what_its_readme_command_makes(tmp_path):
-    """Reruns the command in videolens/assets/tiny-videollm-sae/README.md (about 2 minutes)."""
+    """Reruns the command in videolens/assets/tiny-videollm-sae/README.md (about a minute): the same
+    run identity, and on the held-out clips the shipped numbers up to float rounding. The weights
+    are bit for bit the same from one run to the next on one machine, not across CPUs (another
+    CPU's matrix kernels round differently, and training carries that on: b_dec moved by up to 0.09
+    between the machine that made it and a later one, with explained variance 0.9620 vs 0.9619)."""
+    import json
     import re
-
-    from sae_lens import SAE
 
     readme = (vl.bundled_sae_path() / "README.md").read_text()
     command = re.search(r"```bash\n(.*?)```", readme, re.S).group(1).replace("\\\n", " ").split()
@@ -273,9 +276,13 @@ def test_the_bundled_sae_is_what_its_readme_command_makes(tmp_path):
     argv = command[1:command.index("--out")] + ["--out", str(out), "--no-progress"]
     rc, _, err = run_cli(argv)
     assert rc == 0, err
-    shipped, again = SAE.load_from_disk(str(vl.bundled_sae_path())), SAE.load_from_disk(str(out / "final"))
-    for k, v in shipped.state_dict().items():
-        assert torch.equal(v, again.state_dict()[k]), k
+    shipped_run, again_run = (json.loads((d / "run.json").read_text()) for d in (vl.bundled_sae_path(), out))
+    assert again_run == shipped_run  # the model, the data and the settings
+    shipped, again = (json.loads((d / "training.json").read_text()) for d in (vl.bundled_sae_path(), out))
+    assert again["l0"] == shipped["l0"] == 8.0 and again["steps"] == shipped["steps"]
+    assert abs(again["explained_variance"] - shipped["explained_variance"]) < 0.005
+    assert abs(again["mse"] - shipped["mse"]) < 0.02 * shipped["mse"]
+    assert abs(again["dead_features"] - shipped["dead_features"]) <= 12
 
 
 def test_a_hook_the_model_lacks_is_one_plain_line(tmp_path):
