@@ -93,3 +93,33 @@ def test_scoped_hooks_act_as_transformer_lens_hooks_and_leave_the_rest(tiny_plla
         with tlc.scoped_hooks(model, [("blocks.0.no_such_hook", lambda x, hook: x)]):
             pass
     assert model.context_level == 0
+
+
+@torch.no_grad()
+def test_a_shared_frozen_past_is_rotated_once_with_the_same_values(tiny_pllava, inputs):
+    """qkv_rotated on a frozen past broadcast to the batch (the knockout engines' cache) rotates the
+    past keys once; q, k, v equal TransformerLens' way (join, then rotate every key) bit for bit,
+    hook_rot_k sees the whole key set, and a per-row past still takes TransformerLens' way."""
+    model = tiny_pllava
+    attn = model.blocks[1].attn
+    _, cache = model.run_with_cache(inputs, names_filter=lambda n: n in ("blocks.1.hook_resid_pre", "blocks.1.attn.hook_k",
+                                                                          "blocks.1.attn.hook_v"))
+    q0, B = inputs.seq_len // 2, 3
+    x = model.blocks[1].ln1(cache["blocks.1.hook_resid_pre"][:, q0:]).expand(B, -1, -1)
+    keys, values = cache["blocks.1.attn.hook_k"][:, :q0], cache["blocks.1.attn.hook_v"][:, :q0]
+    shared = tlc.frozen_kv_cache([keys], [values], q0, "cpu", batch=B).entries[0]
+    assert tlc._shared_past(attn, shared)
+    seen = []
+    attn.hook_rot_k.add_hook(lambda k, hook: seen.append(k.shape[1]) or k)
+    try:
+        q, k, v, offset = tlc.qkv_rotated(attn, x, x, x, shared, None)
+    finally:
+        attn.hook_rot_k.remove_hooks()
+    assert offset == q0 and seen == [inputs.seq_len]
+    # TransformerLens' way: join the pre-rotary keys, rotate them all from position 0
+    qr, kr, vr = attn.calculate_qkv_matrices(x, x, x)
+    kr, vr = torch.cat([keys.expand(B, -1, -1, -1), kr], 1), torch.cat([values.expand(B, -1, -1, -1), vr], 1)
+    assert torch.equal(q, attn.apply_rotary(qr, q0)) and torch.equal(k, attn.apply_rotary(kr, 0)) and torch.equal(v, vr)
+    per_row = tlc.frozen_kv_cache([keys.repeat(B, 1, 1, 1)], [values.repeat(B, 1, 1, 1)], q0, "cpu", batch=B).entries[0]
+    assert not tlc._shared_past(attn, per_row)
+    assert torch.equal(tlc.qkv_rotated(attn, x, x, x, per_row, None)[1], k)

@@ -63,15 +63,34 @@ def qkv_rotated(attn, query_input, key_input, value_input, past_kv_cache_entry, 
     (hooks ``hook_q/k/v``, the key-value cache appended, ``hook_rot_q/k`` after rotary), and the
     query offset (cached positions)."""
     q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
-    if past_kv_cache_entry is not None:
-        offset = past_kv_cache_entry.past_keys.size(1)
-        k, v = past_kv_cache_entry.append(k, v)
+    rotary = attn.cfg.positional_embedding_type == "rotary"
+    entry = past_kv_cache_entry
+    if entry is not None and rotary and attention_mask is None and _shared_past(attn, entry):
+        # a frozen past shared by every batch row (the knockout engines'): rotate its keys once, not
+        # once a row, and the new keys from their own offset; the same values TransformerLens'
+        # rotation of the whole joined key set gives (rotary is elementwise per position)
+        offset = entry.past_keys.size(1)
+        past = attn.apply_rotary(entry.past_keys[:1], 0, None).expand(k.shape[0], -1, -1, -1)
+        k = attn.hook_rot_k(torch.cat([past, attn.apply_rotary(k, offset, None)], dim=1))
+        v = torch.cat([entry.past_values, v], dim=1)
+        return attn.hook_rot_q(attn.apply_rotary(q, offset, None)), k, v, offset
+    if entry is not None:
+        offset = entry.past_keys.size(1)
+        k, v = entry.append(k, v)
     else:
         offset = 0
-    if attn.cfg.positional_embedding_type == "rotary":
+    if rotary:
         q = attn.hook_rot_q(attn.apply_rotary(q, offset, attention_mask))
         k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))  # cached keys are pre-rotary
     return q, k, v, offset
+
+
+def _shared_past(attn, entry) -> bool:
+    """A frozen key-value cache entry whose rows are one row broadcast (``frozen_kv_cache``), on a
+    model whose rotary angles do not depend on the sequence length (no dynamic NTK scaling)."""
+    keys = entry.past_keys
+    return (bool(entry.frozen) and keys.shape[1] > 0 and (keys.shape[0] == 1 or keys.stride(0) == 0)
+            and not getattr(attn.cfg, "use_dynamic_ntk_rope", False))
 
 
 def attn_scale(attn) -> float:
