@@ -83,9 +83,10 @@ class KnockoutSettings:
         self_edges: ``"block"`` (the official code: ``last->last`` blocks the last position's edge
             to itself) or ``"keep"`` (never block a self edge; a difference from the paper).
         method: ``"fast"`` (incremental recomputation) or ``"full"`` (a whole forward per condition).
-        batch_conditions: with the fast engine, conditions per batch, or ``"auto"``: as many as the
-            free memory holds (``videolens.knockout.batched.auto_batch_size``). A speed setting only:
-            the numbers agree up to float rounding, so it is not part of a run's identity.
+        batch_conditions: with the fast engine, conditions per batch, or ``"auto"`` (the default,
+            as the CLI's ``--batch-conditions``): as many as the free memory holds
+            (``videolens.knockout.batched.auto_batch_size``); 1 runs them one by one. A speed setting
+            only: the numbers agree up to float rounding, so it is not part of a run's identity.
 
     Raises (when built):
         UnknownTargetError: an unknown target name. ValueError: an empty target list, a window < 1,
@@ -100,7 +101,7 @@ class KnockoutSettings:
     samples: str = "correct"
     self_edges: str = "block"
     method: str = "fast"
-    batch_conditions: Union[int, str] = 1
+    batch_conditions: Union[int, str] = "auto"
 
     def __post_init__(self) -> None:
         targets = self.targets
