@@ -153,14 +153,14 @@ def test_batched_conditions_equal_one_by_one(model8, inputs8, plain_attention):
         grid = ([("cross-frame", 3, 5), ("vql-to-ql", 3, 5)] if plain_attention else
                 [(t, 1, 3) for t in sorted(TARGETS)] + [("cross-frame", 8, 64), ("vq-to-true-opt", 8, 64)])
         for target, window, batch in grid:
-            single = sweep(model8, inputs8, target, window=window)
+            single = sweep(model8, inputs8, target, window=window, batch_conditions=1)
             batched = sweep(model8, inputs8, target, window=window, batch_conditions=batch)
             assert [(r["pair"], r["layer"]) for r in batched] == [(r["pair"], r["layer"]) for r in single]
             err = max(abs(a["ko_probs"][L] - b["ko_probs"][L]) for a, b in zip(batched, single)
                       for L in a["ko_probs"])
             assert err < TOL, (target, window, batch)
         # heads: per-row masks of n_heads
-        single = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2])
+        single = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2], batch_conditions=1)
         batched = sweep(model8, inputs8, "vql-to-ql", window=3, heads=[0, 2], batch_conditions=7)
         assert max(abs(a["ko_prob"] - b["ko_prob"]) for a, b in zip(batched, single)) < TOL
     full = _plain_full(model8, inputs8, "vql-to-ql", 3)
@@ -261,7 +261,7 @@ def test_auto_batches_and_out_of_memory_retries_give_the_one_by_one_numbers(mode
     from videolens.knockout import batched
     from videolens.knockout.engine import FastEngine
 
-    one = sweep(model8, inputs8, "vql-to-ql", window=3)
+    one = sweep(model8, inputs8, "vql-to-ql", window=3, batch_conditions=1)
     auto = sweep(model8, inputs8, "vql-to-ql", window=3, batch_conditions="auto")
     assert max(abs(a["ko_prob"] - b["ko_prob"]) for a, b in zip(auto, one)) < TOL
     clean = FastEngine().clean(model8, inputs8)
@@ -310,3 +310,29 @@ def test_batched_reading_of_conditions_equals_one_at_a_time(model8, inputs8):
     bad = results[0].clone()
     bad[3] = float("nan")
     assert not _read_conditions(inputs8, [bad], answer_t, true_t)[0].finite
+
+
+def test_one_hook_active_in_every_row_is_broadcast_not_copied(model8, inputs8, monkeypatch):
+    """Where every row of a batch is in its window with the same hook, the layer gets that mask once
+    ([1, h, q, k], broadcast over the batch) instead of a copy a row; the logits equal one by one."""
+    from videolens.knockout import batched, knockout_hooks
+    from videolens.knockout.engine import FastEngine
+
+    made = []
+    real = batched.RowMasks
+
+    class Spy(real):
+        def __init__(self, masks, q0):
+            made.append(masks.shape[0])
+            super().__init__(masks, q0)
+
+    monkeypatch.setattr(batched, "RowMasks", Spy)
+    clean = FastEngine().clean(model8, inputs8)
+    cross = knockout_hooks(model8, "video->video[cross_frame]", [0], layout=inputs8)[0][1]
+    other = knockout_hooks(model8, "frames_before:1->frame:1", [0], layout=inputs8)[0][1]  # the same first query
+    for conds, shared in (([(cross, [2, 3, 4])] * 3, True), ([(cross, [2, 3, 4]), (other, [2, 3, 4])], False)):
+        made.clear()
+        got = batched.run_batched(model8, clean, conds, batch_size=8)
+        assert set(made) == ({1} if shared else {len(conds)})
+        for (h, layers), g in zip(conds, got):
+            assert torch.allclose(g, FastEngine().run(model8, clean, h, layers), atol=TOL, rtol=0)

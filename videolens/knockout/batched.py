@@ -119,7 +119,7 @@ class RowMasks(ScoreMaskHook):
     """One layer's knockout masks, one per batch row, for queries ``q0:`` of ``S`` positions.
 
     Args:
-        masks: ``bool [batch, 1 or n_heads, S - q0, S]``, True = blocked.
+        masks: ``bool [batch, 1 or n_heads, S - q0, S]``, True = blocked (batch 1: one mask for every row).
         q0: the first recomputed query position.
     """
 
@@ -162,7 +162,10 @@ def _run_group(model, clean, q0: int, conds: Sequence[Condition]) -> Float[torch
         active = [l in windows[b] for b in range(B)]
         hooks = []
         if any(active):
-            masks = torch.stack([rows[b] if active[b] else none for b in range(B)])
+            if all(active) and all(r is rows[0] for r in rows[:B]):  # one hook's mask in every row: broadcast
+                masks = rows[0][None]  # [1, h, q, k], not B copies
+            else:
+                masks = torch.stack([rows[b] if active[b] else none for b in range(B)])
             hooks = [(hook_name(l), RowMasks(masks, q0))]
         keys = [clean.keys[l][:, :q0] if i == l else None for i in range(L)]
         values = [clean.values[l][:, :q0] if i == l else None for i in range(L)]
