@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The GPU session's one prepared run (issue 29): the paper's models at their real size through
-# benchmarks/paper_scale.py, with (a) profiled once more (where its time goes, beside the physical limit).
+# benchmarks/paper_scale.py, with (a) profiled once more (where its time goes, beside the physical limit),
+# and the step `sweep2048`: benchmarks/knockout_sweep.py --paper at width 2048 in bf16 with batches of 192,
+# the configuration of the H200 figures in the README (24.4 s, 10.3 s, 1.60 s), to see what the engine's
+# later changes did to them.
 # Prepare here with `bash benchmarks/gpu_wheels.sh`, then run there with carry [".whl"]:
-#     bash benchmarks/gpu_check.sh [families...]        (default: pllava-7b videollama3-7b internvl-4b pllava-13b;
-#                                                        qwen2_5_vl-7b when named: the five do not fit one 600 s call)
-# Each family gets at most PER_FAMILY_S seconds (default 150); a failure is logged and the next runs.
+#     bash benchmarks/gpu_check.sh [steps...]   (default: pllava-7b sweep2048 videollama3-7b pllava-13b;
+#                                               internvl-4b and qwen2_5_vl-7b when named: all do not fit one 600 s call)
+# Each step gets at most PER_FAMILY_S seconds (default 140); a failure is logged and the next runs.
 # What comes back (the device tool returns at most 8 files): $OUT/results.tar, rewritten after every
-# family (its <family>.log printout, <family>.json figures, <family>.profile.txt top operators, and
-# device.txt), so a run stopped at its time limit still returns the families it finished.
-# A dry run of every path on this CPU at toy size:  DEVICE=cpu TINY=1 OUT=/tmp/out bash benchmarks/gpu_check.sh pllava-7b
+# step (its <step>.log printout, <family>.json figures, <family>.profile.txt top operators, and
+# device.txt), so a run stopped at its time limit still returns the steps it finished.
+# A dry run of every path on this CPU at toy size:  DEVICE=cpu TINY=1 OUT=/tmp/out bash benchmarks/gpu_check.sh pllava-7b sweep2048
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/videolens-gpu-out}
@@ -26,14 +29,20 @@ export PYTHONUNBUFFERED=1
   | tee "$WORK/device.txt"
 python3 -c "import torch, transformers, transformer_lens; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
   | tee -a "$WORK/device.txt"
-families=("$@")
-[ ${#families[@]} -eq 0 ] && families=(pllava-7b videollama3-7b internvl-4b pllava-13b)
-extra=()
-[ -n "${TINY:-}" ] && extra=(--tiny --paper-every 44)
-for f in "${families[@]}"; do
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(pllava-7b sweep2048 videollama3-7b pllava-13b)
+tiny=()
+[ -n "${TINY:-}" ] && tiny=(--tiny --paper-every 44)
+for f in "${steps[@]}"; do
   echo "== $f"
-  timeout "${PER_FAMILY_S:-150}" python3 benchmarks/paper_scale.py --family "$f" --device "$DEVICE" "${extra[@]}" \
-    --json "$WORK/$f.json" --profile "$WORK/$f.profile.txt" > "$WORK/$f.log" 2>&1
+  if [ "$f" = sweep2048 ]; then
+    if [ -n "${TINY:-}" ]; then size=(--layers 4 --width 64 --window 3 --stride 2 --batch-conditions 4); else
+      size=(--paper --width 2048 --dtype bfloat16 --batch-conditions 192 --paper-every 16); fi
+    timeout "${PER_FAMILY_S:-140}" python3 benchmarks/knockout_sweep.py --device "$DEVICE" "${size[@]}" > "$WORK/$f.log" 2>&1
+  else
+    timeout "${PER_FAMILY_S:-140}" python3 benchmarks/paper_scale.py --family "$f" --device "$DEVICE" "${tiny[@]}" \
+      --json "$WORK/$f.json" --profile "$WORK/$f.profile.txt" > "$WORK/$f.log" 2>&1
+  fi
   echo "exit $?"; grep -v "it/s\]" "$WORK/$f.log" | tail -13
   tar -C "$WORK" -cf "$OUT/results.tar.part" . && mv "$OUT/results.tar.part" "$OUT/results.tar"
 done
