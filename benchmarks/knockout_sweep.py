@@ -77,6 +77,7 @@ class PaperMethod:
         return logits.float().softmax(-1)[self.ids].cpu()  # .cpu() waits for the GPU
 
 
+@torch.no_grad()  # as a decorator: a caller's grad mode comes back (tests call main in-process)
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=16, help="language model layers (paper: 32; default 16 for CPU)")
@@ -112,7 +113,6 @@ def main(argv=None) -> None:
     if args.paper:
         args.layers, args.stride, args.window = 32, 1, 9
     run_plain = args.plain or not args.paper
-    torch.set_grad_enabled(False)
     dtype = getattr(torch, args.dtype)
 
     from forward import build

@@ -471,6 +471,7 @@ def profile_run(fn: Callable[[], object], device, path: Path) -> dict:
     return summary
 
 
+@torch.no_grad()  # as a decorator: a caller's grad mode comes back (tests call main in-process)
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", default="pllava-7b", choices=sorted(SHAPES))
@@ -487,7 +488,6 @@ def main(argv=None) -> dict:
                     help="run (a) once more under torch.profiler: its top operators to FILE, and where its time goes "
                          "(device busy share, time per kernel kind, launches) printed and in the JSON")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
     dtype = torch.bfloat16
     dev = args.device
 

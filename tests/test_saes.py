@@ -200,6 +200,18 @@ def test_training_through_the_cli_resumes_exactly_and_refuses_another_run(tmp_pa
     assert rc == 2 and len(lines) == 1 and "holds another SAE training (settings.d_sae: was 64, now 32)" in lines[0], err
 
 
+def test_training_runs_where_gradients_were_switched_off(tmp_path):
+    """A notebook's (or another library call's) ``torch.set_grad_enabled(False)`` does not stop the
+    trainer: SAELens' step needs gradients, and train_sae turns them on for itself only."""
+    argv = ["sae", "train", "--synthetic", "moving_direction", "--n-clips", "2", "--hook", HOOK, "--d-sae", "32",
+            "--training-samples", "512", "--batch-size", "128", "--out", str(tmp_path / "sae"), "--no-progress"]
+    with torch.no_grad():
+        rc, stdout, err = run_cli(argv)
+        assert not torch.is_grad_enabled()
+    assert rc == 0, err
+    assert (tmp_path / "sae" / "final").is_dir()
+
+
 # ---- features -------------------------------------------------------------------------------------------------------
 def test_a_features_ablation_removes_exactly_its_decoder_contribution(model, x):
     from videolens.saes.features import ablate_feature, feature_acts, feature_map

@@ -206,7 +206,7 @@ def train_sae(model, samples: Sequence[VideoQA], settings: SAETrainingSettings, 
         sae.load_weights_from_checkpoint(resumed)
         source.load_state_dict(torch.load(resumed / SOURCE_STATE, weights_only=False))
         trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
-    with _quiet(not progress):
+    with _quiet(not progress), torch.enable_grad():  # a notebook's torch.set_grad_enabled(False) must not stop it
         sae = trainer.fit()
     sae.save_inference_model(str(out / "final"))
     rows = _eval_rows(model, eval_samples, settings) if eval_samples else None
