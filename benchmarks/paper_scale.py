@@ -424,8 +424,8 @@ def peak_gb(device) -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if str(device).startswith("cuda") else float("nan")
 
 
-KERNEL_KINDS = (("matmul", ("gemm", "xmma", "cutlass", "matmul", "mm_", "addmm", "linear", "cublas", "mkl")),
-                ("attention", ("fmha", "attention", "flash", "sdpa", "softmax")),
+KERNEL_KINDS = (("attention", ("fmha", "attention", "flash", "sdpa", "softmax")),  # before matmul: fmha_cutlass...
+                ("matmul", ("gemm", "xmma", "nvjet", "cutlass", "cublas", "matmul", "::mm", "addmm", "bmm", "linear", "mkl")),
                 ("copy / cat / index", ("copy", "cat", "index", "gather", "scatter", "stack", "expand", "clone", "fill")),)
 """How ``profile_run`` sorts kernels (first match of a lower-cased name wins; the rest is "other")."""
 
