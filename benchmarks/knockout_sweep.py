@@ -181,7 +181,8 @@ def main(argv=None) -> None:
                     plain = sweep(model, inp2, name, window=args.window, method="full", layers=centres, clean=clean2)
                 times[name][1] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            fast = sweep(model, inp3, name, window=args.window, method="fast", layers=centres, clean=clean3)
+            fast = sweep(model, inp3, name, window=args.window, method="fast", layers=centres, clean=clean3,
+                         batch_conditions=1)  # one by one (the default batches)
             times[name][2] = time.perf_counter() - t0
             t0 = time.perf_counter()
             batched = sweep(model, inp3, name, window=args.window, method="fast", layers=centres, clean=clean3,
