@@ -51,7 +51,9 @@ AUTO = "auto"
 CPU_MAX_BATCH = 4
 """Largest batch ``"auto"`` picks on the CPU: a CPU's matrix kernels are already busy with one
 condition's rows, so larger batches gain nothing and only the memory grows
-(``benchmarks/knockout_sweep.py`` on 2 cores: batches of 4 1.0-1.2x one by one, of 16 0.8-1.2x)."""
+(``benchmarks/knockout_sweep.py`` on 2 cores: batches of 4 1.0-1.2x one by one, of 16 0.8-1.2x; the
+paper's sweep at 32 layers, width 128, after the engine's host-time changes: batches of 4 1.58x one by
+one, and a cap of 4096 rows a batch, up to 64 conditions, no better: 1.49x)."""
 
 MEMORY_SHARE = {"cuda": 0.8, "cpu": 0.25}
 """Share of the free memory ``"auto"`` lets one batch use (the CPU's is shared with the rest of
