@@ -455,15 +455,15 @@ def profile_run(fn: Callable[[], object], device, path: Path) -> dict:
     events = prof.key_averages()
     if cuda:  # device kernels: the events whose device time is their own
         kernels = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
-        by_kind: Dict[str, float] = {}
-        for e in kernels:
-            by_kind[kernel_kind(e.name)] = by_kind.get(kernel_kind(e.name), 0.0) + e.device_time_total / 1e6
-        busy, launches, sort_by = sum(by_kind.values()), len(kernels), "self_device_time_total"
+        timed, launches, sort_by = [(e.name, e.device_time_total) for e in kernels], len(kernels), "self_device_time_total"
     else:  # the CPU: operators' own time
-        by_kind = {}
-        for e in events:
-            by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_cpu_time_total / 1e6
-        busy, launches, sort_by = sum(by_kind.values()), sum(e.count for e in events), "self_cpu_time_total"
+        timed, launches, sort_by = [(e.key, e.self_cpu_time_total) for e in events], sum(e.count for e in events), \
+            "self_cpu_time_total"
+    by_kind: Dict[str, float] = {}
+    for name, us in timed:
+        kind = kernel_kind(name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + us / 1e6
+    busy = sum(by_kind.values())
     table = events.table(sort_by=sort_by, row_limit=30, max_name_column_width=60)
     summary = {"wall_s": wall, "busy_s": busy, "busy_share": busy / wall if wall else float("nan"),
                "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])), "launches": launches}

@@ -26,6 +26,7 @@ from transformer_lens.utilities import get_act_name
 
 from .._tl_compat import cache_keys, final_logits, frozen_kv_cache, scoped_hooks
 from ..hooked.deepstack import feeding
+from ..layers import resolve_layers
 from ..prompting.inputs import VideoLLMInput
 from ..registry import Registry
 from .hooks import KnockoutHook, hook_name
@@ -212,8 +213,8 @@ def knockout_logits(model, inputs: VideoLLMInput, pairs_or_mask, layers: Sequenc
     from .hooks import knockout_hooks
 
     engine = get_engine(method)
-    hooks = knockout_hooks(model, pairs_or_mask, layers, heads, inputs.layout)
-    hook, layers = hooks[0][1], [int(n.split(".")[1]) for n, _ in hooks]  # one hook shared by the layers
+    layers = resolve_layers(layers, model.cfg.n_layers)
+    hook = knockout_hooks(model, pairs_or_mask, layers, heads, inputs.layout)[0][1]  # one hook shared by the layers
     if clean is None:
         return engine.one(model, inputs, hook, layers)
     clean.check(model, inputs, engine.name)

@@ -47,7 +47,7 @@ def stop_after(model, hook_name: str) -> Optional[int]:
 @torch.no_grad()
 def hook_activations(model, inputs, hook_name: str, positions: PositionSpec = "video"
                      ) -> Float[torch.Tensor, "n d_in"]:
-    """One input's activations at ``hook_name`` at ``positions`` (``videolens.lens.core.resolve_positions``:
+    """One input's activations at ``hook_name`` at ``positions`` (``videolens.prompting.layout.resolve_positions``:
     a token group such as ``"video"``, ``"question"``, ``"last"``, a list of groups, or indices; None:
     all), in position order, heads flattened for ``attn.hook_z`` (as SAELens reads it). The forward
     stops after the hook's block.
