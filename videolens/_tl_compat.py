@@ -7,6 +7,9 @@ SDPA attention path re-runs ``AbstractAttention.forward``'s steps (q/k/v, rotary
 writes RoPE tables into each block's ``rotary_sin`` / ``rotary_cos`` buffers. Those reads are the
 functions below, written against TransformerLens 3.9; ``tests/test_tl_compat.py`` checks each
 against TransformerLens' own forward, so an upgrade that changes them fails there, not silently.
+One more re-implementation lives beside the module it serves: ``videolens.hooked.block`` repeats
+``TransformerBlock.forward``'s pre-norm path (ln1 once), checked bitwise against TransformerLens' in
+``tests/test_block_one_norm.py``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,125 @@
+"""``videolens.hooked.block.OneNormBlock`` (ln1 once for q, k and v) against TransformerLens' own
+``TransformerBlock.forward``: bitwise equal outputs and caches, the same hooks firing, TL's forward
+whenever a hook is on ln1 or the configuration is not the standard pre-norm block."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.components import TransformerBlock
+
+from videolens.hooked.block import OneNormBlock, install_one_norm_blocks, one_norm_supported
+
+
+def _paths(model):
+    return [b.last_path for b in model.blocks]
+
+
+def _as(model, cls):
+    for b in model.blocks:
+        b.__class__ = cls
+
+
+BASE = dict(n_layers=2, d_model=32, n_ctx=24, d_head=8, n_heads=4, d_vocab=50, act_fn="silu", seed=0)
+CONFIGS = {
+    "rms-gated-rotary": dict(normalization_type="RMS", gated_mlp=True, positional_embedding_type="rotary"),
+    "layernorm-gelu": dict(normalization_type="LN", act_fn="gelu"),
+    "norm-before-and-after": dict(normalization_type="RMS", gated_mlp=True, use_normalization_before_and_after=True,
+                                  positional_embedding_type="rotary"),
+    "hook-mlp-in": dict(normalization_type="LN", use_hook_mlp_in=True),
+    "gqa": dict(normalization_type="RMS", gated_mlp=True, n_key_value_heads=2, positional_embedding_type="rotary"),
+}
+FALLBACK = {  # TransformerLens' forward runs: a configuration OneNormBlock does not cover
+    "parallel": dict(normalization_type="LN", parallel_attn_mlp=True),
+    "attn-only": dict(normalization_type="LN", attn_only=True),
+    "split-qkv-input": dict(normalization_type="LN", use_split_qkv_input=True),
+    "shortformer": dict(normalization_type="LN", positional_embedding_type="shortformer"),
+}
+
+
+def _model(extra):
+    model = HookedTransformer(HookedTransformerConfig(**{**BASE, **extra}))
+    for p in model.parameters():  # norms away from 1 so a wrong norm shows
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    return model.eval()
+
+
+TOKENS = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_equal_to_transformerlens_bitwise(name):
+    model = _model(CONFIGS[name])
+    assert one_norm_supported(model.cfg)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(TOKENS, names_filter=lambda n: "ln1" not in n)
+        install_one_norm_blocks(model)
+        assert all(type(b) is OneNormBlock for b in model.blocks)
+        fast_logits, fast_cache = model.run_with_cache(TOKENS, names_filter=lambda n: "ln1" not in n)
+        assert _paths(model) == ["one_norm"] * 2
+    assert torch.equal(logits, fast_logits)
+    assert set(cache.keys()) == set(fast_cache.keys())
+    for k in cache.keys():
+        assert torch.equal(cache[k], fast_cache[k]), k
+
+
+@pytest.mark.parametrize("name", list(FALLBACK))
+def test_other_configurations_run_transformerlens_forward(name):
+    model = _model(FALLBACK[name])
+    assert not one_norm_supported(model.cfg) or name == "shortformer"
+    with torch.no_grad():
+        plain = model(TOKENS)
+        install_one_norm_blocks(model)
+        fast = model(TOKENS)
+    assert _paths(model) == ["plain"] * 2
+    assert torch.equal(plain, fast)
+
+
+def test_ln1_runs_once_and_a_hook_on_it_brings_back_three_calls(tiny_pllava, inputs):
+    """The norm module runs once a layer; a hook on ln1 makes the block TransformerLens' again (the
+    hook fires three times a layer there, with the same values)."""
+    ln1 = tiny_pllava.blocks[0].ln1
+    calls = []
+    handle = ln1.register_forward_hook(lambda m, a, o: calls.append(1))  # a torch hook: not a HookPoint's
+    seen = []
+    try:
+        with torch.no_grad():
+            clean = tiny_pllava(inputs)
+            assert len(calls) == 1 and _paths(tiny_pllava)[0] == "one_norm"
+            calls.clear()
+            hooked = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("blocks.0.ln1.hook_normalized",
+                                                                    lambda x, hook: seen.append(x.clone()))])
+            assert len(calls) == 3 and len(seen) == 3 and _paths(tiny_pllava)[0] == "plain"
+            _as(tiny_pllava, TransformerBlock)
+            try:
+                plain = tiny_pllava(inputs)
+            finally:
+                _as(tiny_pllava, OneNormBlock)
+    finally:
+        handle.remove()
+    assert torch.equal(clean, hooked) and torch.equal(clean, plain)
+    assert all(torch.equal(seen[0], s) for s in seen[1:])
+
+
+def test_an_ln1_edit_reaches_queries_keys_and_values(tiny_pllava, inputs):
+    """An edit on ln1 runs through TransformerLens' forward: its three calls all take it."""
+    edit = [("blocks.1.ln1.hook_normalized", lambda x, hook: x * 0.5)]
+    with torch.no_grad():
+        fast = tiny_pllava.run_with_hooks(inputs, fwd_hooks=edit)
+        _as(tiny_pllava, TransformerBlock)
+        try:
+            plain = tiny_pllava.run_with_hooks(inputs, fwd_hooks=edit)
+        finally:
+            _as(tiny_pllava, OneNormBlock)
+        assert not torch.equal(fast, tiny_pllava(inputs))
+    assert torch.equal(fast, plain)
+
+
+def test_a_block_of_another_class_is_refused():
+    class Other(torch.nn.Module):
+        pass
+
+    fake = type("M", (), {"blocks": [Other()]})()
+    with pytest.raises(TypeError, match="not TransformerLens' TransformerBlock"):
+        install_one_norm_blocks(fake)

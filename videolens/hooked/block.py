@@ -1,0 +1,96 @@
+"""A transformer block that normalises its attention input once, not three times.
+
+TransformerLens' ``TransformerBlock.forward`` (3.9) calls ``ln1`` on the query, key and value
+inputs separately, even when the three are the same residual stream (every model here), and adds
+a scalar ``0.0`` to two of the results: three norms and two copies of the residual a layer where
+one norm does (about 5% of a CPU forward at width 256; a dozen extra kernel launches a layer on a
+GPU, which the knockout engines' layer-by-layer batches pay in every step).
+
+``OneNormBlock.forward`` computes ``ln1`` once and hands the same tensor to the attention as
+query, key and value input. It runs only where that is TransformerLens' computation exactly:
+
+- the standard pre-norm block (no ``use_attn_in`` / ``use_split_qkv_input``, no post-norm, no
+  parallel attention and MLP, not attention-only) without a shortformer position embedding;
+- ``ln1`` has no hook at all: a hook on ``ln1.hook_scale`` / ``ln1.hook_normalized`` (a cache of
+  every activation included) runs TransformerLens' own forward, so it fires three times as there.
+
+Everything else (every other hook point, its order, the key-value cache, the attention mask) is
+TransformerLens' forward line by line; outputs are bitwise equal (tests/test_block_one_norm.py).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from jaxtyping import Float, Int
+from transformer_lens.components import TransformerBlock
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+from .._tl_compat import swap_class
+
+__all__ = ["OneNormBlock", "install_one_norm_blocks", "one_norm_supported"]
+
+
+def one_norm_supported(cfg) -> bool:
+    """Whether ``OneNormBlock`` covers this configuration (else TransformerLens' forward always runs)."""
+    return not (cfg.use_attn_in or cfg.use_split_qkv_input or cfg.attn_only or cfg.parallel_attn_mlp
+                or cfg.original_architecture in POST_NORM_ARCHITECTURES)
+
+
+def _hooked(module: torch.nn.Module) -> bool:
+    """Whether any hook point inside ``module`` carries a hook (forward, backward or pre-forward)."""
+    for m in module.modules():
+        if isinstance(m, HookPoint) and (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                                         or getattr(m, "_backward_pre_hooks", None)):
+            return True
+    return False
+
+
+class OneNormBlock(TransformerBlock):
+    """``TransformerBlock`` whose ``ln1`` runs once a forward where TransformerLens runs it three
+    times on the same input (module doc); ``last_path`` says which forward ran (``"one_norm"`` or
+    ``"plain"``)."""
+
+    last_path: Optional[str] = None
+
+    def forward(
+        self,
+        resid_pre: Float[torch.Tensor, "batch pos d_model"],
+        shortformer_pos_embed: Optional[Float[torch.Tensor, "batch pos d_model"]] = None,
+        past_kv_cache_entry=None,
+        attention_mask: Optional[Int[torch.Tensor, "batch offset_pos"]] = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        if shortformer_pos_embed is not None or not one_norm_supported(self.cfg) or _hooked(self.ln1):
+            self.last_path = "plain"
+            return super().forward(resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask)
+        self.last_path = "one_norm"
+        resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
+        normed = self.ln1(resid_pre)
+        attn_out = self.attn(query_input=normed, key_input=normed, value_input=normed,
+                             past_kv_cache_entry=past_kv_cache_entry, attention_mask=attention_mask)
+        if self.cfg.use_normalization_before_and_after:
+            attn_out = self.ln1_post(attn_out)
+        attn_out = self.hook_attn_out(attn_out)
+        if resid_pre.device != attn_out.device:
+            resid_pre = resid_pre.to(attn_out.device)
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)  # [batch, pos, d_model]
+        mlp_in = resid_mid if not self.cfg.use_hook_mlp_in else self.hook_mlp_in(resid_mid.clone())
+        mlp_out = self.apply_mlp(self.ln2(mlp_in))
+        return self.hook_resid_post(resid_mid + mlp_out)  # [batch, pos, d_model]
+
+
+def install_one_norm_blocks(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every ``blocks.{l}`` of a HookedTransformer ``OneNormBlock``'s forward (in place: only the
+    class changes; parameters, hooks, names and the state dict stay). Returns ``model``.
+
+    Raises:
+        TypeError: a block that is not TransformerLens' ``TransformerBlock``.
+    """
+    for block in model.blocks:
+        if type(block) is not OneNormBlock:
+            if type(block) is not TransformerBlock:
+                raise TypeError(f"install_one_norm_blocks: {type(block).__name__} is not TransformerLens' TransformerBlock")
+            swap_class(block, OneNormBlock)
+    return model
