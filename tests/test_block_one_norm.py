@@ -1,15 +1,17 @@
-"""``videolens.hooked.block.OneNormBlock`` (ln1 once for q, k and v) against TransformerLens' own
-``TransformerBlock.forward``: bitwise equal outputs and caches, the same hooks firing, TL's forward
-whenever a hook is on ln1 or the configuration is not the standard pre-norm block."""
+"""``videolens.hooked.block``: ``OneNormBlock`` (ln1 once for q, k and v) and ``AddcmulGatedMLP``
+(the gate product and bias in one op) against TransformerLens' own ``TransformerBlock`` and
+``GatedMLP``: bitwise equal outputs and caches (the MLP's bias zero, as in every family here; within
+float rounding otherwise), the same hooks firing, TL's forward whenever a hook is on ln1 or the
+configuration is not the standard pre-norm block."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.components import TransformerBlock
+from transformer_lens.components import GatedMLP, TransformerBlock
 
-from videolens.hooked.block import OneNormBlock, install_one_norm_blocks, one_norm_supported
+from videolens.hooked.block import AddcmulGatedMLP, OneNormBlock, install_one_norm_blocks, one_norm_supported
 
 
 def _paths(model):
@@ -17,8 +19,11 @@ def _paths(model):
 
 
 def _as(model, cls):
+    """Every block of class ``cls`` (TransformerBlock: TL's block and TL's GatedMLP again)."""
     for b in model.blocks:
         b.__class__ = cls
+        if isinstance(getattr(b, "mlp", None), GatedMLP):
+            b.mlp.__class__ = AddcmulGatedMLP if cls is OneNormBlock else GatedMLP
 
 
 BASE = dict(n_layers=2, d_model=32, n_ctx=24, d_head=8, n_heads=4, d_vocab=50, act_fn="silu", seed=0)
@@ -38,10 +43,14 @@ FALLBACK = {  # TransformerLens' forward runs: a configuration OneNormBlock does
 }
 
 
-def _model(extra):
+def _model(extra, mlp_bias: bool = False):
     model = HookedTransformer(HookedTransformerConfig(**{**BASE, **extra}))
     for p in model.parameters():  # norms away from 1 so a wrong norm shows
         torch.nn.init.normal_(p, 0.0, 0.3)
+    if not mlp_bias:  # the gated MLPs of every family here have no bias
+        for b in model.blocks:
+            if isinstance(getattr(b, "mlp", None), GatedMLP):
+                torch.nn.init.zeros_(b.mlp.b_in)
     return model.eval()
 
 
@@ -56,6 +65,7 @@ def test_equal_to_transformerlens_bitwise(name):
         logits, cache = model.run_with_cache(TOKENS, names_filter=lambda n: "ln1" not in n)
         install_one_norm_blocks(model)
         assert all(type(b) is OneNormBlock for b in model.blocks)
+        assert all(type(b.mlp) is AddcmulGatedMLP for b in model.blocks) == bool(model.cfg.gated_mlp)
         fast_logits, fast_cache = model.run_with_cache(TOKENS, names_filter=lambda n: "ln1" not in n)
         assert _paths(model) == ["one_norm"] * 2
     assert torch.equal(logits, fast_logits)
@@ -74,6 +84,34 @@ def test_other_configurations_run_transformerlens_forward(name):
         fast = model(TOKENS)
     assert _paths(model) == ["plain"] * 2
     assert torch.equal(plain, fast)
+
+
+def test_gated_mlp_with_a_bias_within_float_rounding():
+    """An edited (non-zero) b_in: addcmul rounds the sum once where TL rounds twice."""
+    model = _model(CONFIGS["rms-gated-rotary"], mlp_bias=True)
+    names = lambda n: "mlp" in n  # noqa: E731
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(TOKENS, names_filter=names)
+        install_one_norm_blocks(model)
+        fast_logits, fast_cache = model.run_with_cache(TOKENS, names_filter=names)
+    assert not torch.equal(logits, torch.zeros_like(logits))
+    torch.testing.assert_close(fast_logits, logits, rtol=1e-5, atol=1e-5)
+    assert set(cache.keys()) == set(fast_cache.keys()) and len(cache.keys()) == 2 * 4
+    for k in cache.keys():
+        torch.testing.assert_close(fast_cache[k], cache[k], rtol=1e-5, atol=1e-5)
+
+
+def test_gated_mlp_gradients_match():
+    model = _model(CONFIGS["rms-gated-rotary"], mlp_bias=True)
+    grads = []
+    for install in (False, True):
+        if install:
+            install_one_norm_blocks(model)
+        model.zero_grad()
+        model(TOKENS, return_type="loss").backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if "mlp" in n})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6)
 
 
 def test_ln1_runs_once_and_a_hook_on_it_brings_back_three_calls(tiny_pllava, inputs):
