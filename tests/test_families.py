@@ -15,6 +15,7 @@ import videolens as vl
 from families import CASES
 from videolens.testing import write_clip
 from videolens.hooked.attention import fast_attention
+from videolens.hooked.block import AddcmulGatedMLP, install_fast_blocks
 from videolens.prompting.inputs import stack_inputs
 from videolens.knockout import get_engine, knockout_logits
 
@@ -73,6 +74,22 @@ def test_fast_attention_equals_the_plain_path(case):
         with fast_attention(model, False):
             plain = model(inputs)
     assert (fast - plain).abs().max() <= 1e-5
+
+
+def test_fast_blocks_run_and_equal_transformerlens_bitwise(case):
+    """Every block takes ``OneNormBlock``'s path (ln1 once) and every gated MLP ``AddcmulGatedMLP``'s;
+    TransformerLens' own classes give the same logits bit for bit (the MLP biases are zero)."""
+    _, _, model, inputs = case
+    with torch.no_grad():
+        fast = model(inputs)
+        assert [b.last_path for b in model.blocks] == ["one_norm"] * model.cfg.n_layers
+        assert all(type(b.mlp) is AddcmulGatedMLP for b in model.blocks)
+        install_fast_blocks(model, False)
+        try:
+            plain = model(inputs)
+        finally:
+            install_fast_blocks(model)
+    assert torch.equal(fast, plain)
 
 
 def test_vision_tower_attention_equals_eager(case):

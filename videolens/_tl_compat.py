@@ -9,7 +9,7 @@ functions below, written against TransformerLens 3.9; ``tests/test_tl_compat.py`
 against TransformerLens' own forward, so an upgrade that changes them fails there, not silently.
 One more re-implementation lives beside the module it serves: ``videolens.hooked.block`` repeats
 ``TransformerBlock.forward``'s pre-norm path (ln1 once), checked bitwise against TransformerLens' in
-``tests/test_block_one_norm.py``.
+``tests/test_fast_blocks.py``.
 """
 
 from __future__ import annotations

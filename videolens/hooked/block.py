@@ -13,10 +13,11 @@ query, key and value input. It runs only where that is TransformerLens' computat
 - the standard pre-norm block (no ``use_attn_in`` / ``use_split_qkv_input``, no post-norm, no
   parallel attention and MLP, not attention-only) without a shortformer position embedding;
 - ``ln1`` has no hook at all: a hook on ``ln1.hook_scale`` / ``ln1.hook_normalized`` (a cache of
-  every activation included) runs TransformerLens' own forward, so it fires three times as there.
+  every activation included), or a torch hook on the ``ln1`` module itself, runs TransformerLens' own
+  forward, so it fires three times as there.
 
 Everything else (every other hook point, its order, the key-value cache, the attention mask) is
-TransformerLens' forward line by line; outputs are bitwise equal (tests/test_block_one_norm.py).
+TransformerLens' forward line by line; outputs are bitwise equal (tests/test_fast_blocks.py).
 
 ``AddcmulGatedMLP.forward`` is ``GatedMLP.forward`` with ``act(pre) * pre_linear + b_in`` computed
 by one ``torch.addcmul`` instead of a product and then a sum over the ``[batch, pos, d_mlp]``
@@ -25,6 +26,10 @@ in every family here: their MLPs have no bias). With ``b_in`` zero the two are b
 a non-zero ``b_in`` (an edited bias) addcmul may round the sum once where TransformerLens rounds
 twice (at most one unit in the last place). ``hook_pre``, ``hook_pre_linear`` and ``hook_post``
 fire with the same values.
+
+``install_fast_blocks(model, False)`` gives a model TransformerLens' own classes back (to rule these
+out when a result looks odd), ``install_fast_blocks(model)`` these again; ``HookedVideoLLM`` installs
+them when it is built.
 """
 
 from __future__ import annotations
@@ -35,12 +40,11 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from transformer_lens.components import GatedMLP, TransformerBlock
-from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 from .._tl_compat import swap_class
 
-__all__ = ["OneNormBlock", "AddcmulGatedMLP", "install_one_norm_blocks", "one_norm_supported"]
+__all__ = ["OneNormBlock", "AddcmulGatedMLP", "install_fast_blocks", "one_norm_supported"]
 
 
 def one_norm_supported(cfg) -> bool:
@@ -50,12 +54,10 @@ def one_norm_supported(cfg) -> bool:
 
 
 def _hooked(module: torch.nn.Module) -> bool:
-    """Whether any hook point inside ``module`` carries a hook (forward, backward or pre-forward)."""
-    for m in module.modules():
-        if isinstance(m, HookPoint) and (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                                         or getattr(m, "_backward_pre_hooks", None)):
-            return True
-    return False
+    """Whether ``module`` or any module inside it (its hook points) carries a torch hook (forward,
+    pre-forward, backward)."""
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
+               for m in module.modules())
 
 
 class OneNormBlock(TransformerBlock):
@@ -106,19 +108,19 @@ class AddcmulGatedMLP(GatedMLP):
         return F.linear(post_act, self.W_out.T.contiguous(), self.b_out)
 
 
-def install_one_norm_blocks(model: torch.nn.Module) -> torch.nn.Module:
-    """Give every ``blocks.{l}`` of a HookedTransformer ``OneNormBlock``'s forward, and every gated
-    MLP ``AddcmulGatedMLP``'s (in place: only classes change; parameters, hooks, names and the state
-    dict stay). Returns ``model``.
+def install_fast_blocks(model: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
+    """Give every ``blocks.{l}`` of a HookedTransformer ``OneNormBlock``'s forward and every gated MLP
+    ``AddcmulGatedMLP``'s (``enabled=False``: TransformerLens' ``TransformerBlock`` and ``GatedMLP``
+    back). In place: only classes change; parameters, hooks, names and the state dict stay.
+    Returns ``model``.
 
     Raises:
-        TypeError: a block that is not TransformerLens' ``TransformerBlock``.
+        TypeError: a block that is neither TransformerLens' ``TransformerBlock`` nor ``OneNormBlock``.
     """
     for block in model.blocks:
-        if type(block) is not OneNormBlock:
-            if type(block) is not TransformerBlock:
-                raise TypeError(f"install_one_norm_blocks: {type(block).__name__} is not TransformerLens' TransformerBlock")
-            swap_class(block, OneNormBlock)
-        if type(getattr(block, "mlp", None)) is GatedMLP:
-            swap_class(block.mlp, AddcmulGatedMLP)
+        if type(block) not in (TransformerBlock, OneNormBlock):
+            raise TypeError(f"install_fast_blocks: {type(block).__name__} is not TransformerLens' TransformerBlock")
+        swap_class(block, OneNormBlock if enabled else TransformerBlock)
+        if type(getattr(block, "mlp", None)) in (GatedMLP, AddcmulGatedMLP):
+            swap_class(block.mlp, AddcmulGatedMLP if enabled else GatedMLP)
     return model

@@ -29,7 +29,7 @@ from jaxtyping import Float
 from ..sources.data import VideoQA
 from .._tl_compat import HookedTransformer, HookedTransformerConfig, set_rotary_tables
 from .attention import install_fast_attention
-from .block import install_one_norm_blocks
+from .block import install_fast_blocks
 from .conventions import ConventionsMixin, warn_unreachable_vision_hooks
 from .deepstack import DeepStack, add_deepstack_hooks
 from .embed import VideoEmbed
@@ -105,7 +105,7 @@ class HookedVideoLLM(SAEMixin, ConventionsMixin, HookedTransformer):
         self.setup()
         self.deepstack = DeepStack(self, levels) if levels else None  # videolens.hooked.deepstack
         install_fast_attention(self)  # SDPA when no hook needs scores/patterns (videolens.hooked.attention)
-        install_one_norm_blocks(self)  # ln1 once for q, k and v while no hook is on it (videolens.hooked.block)
+        install_fast_blocks(self)  # ln1 once for q, k and v; the gated MLP's sum in one op (videolens.hooked.block)
 
     # ---- loading ------------------------------------------------------------------------------
     @classmethod

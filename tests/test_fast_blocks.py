@@ -11,19 +11,11 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.components import GatedMLP, TransformerBlock
 
-from videolens.hooked.block import AddcmulGatedMLP, OneNormBlock, install_one_norm_blocks, one_norm_supported
+from videolens.hooked.block import AddcmulGatedMLP, OneNormBlock, install_fast_blocks, one_norm_supported
 
 
 def _paths(model):
     return [b.last_path for b in model.blocks]
-
-
-def _as(model, cls):
-    """Every block of class ``cls`` (TransformerBlock: TL's block and TL's GatedMLP again)."""
-    for b in model.blocks:
-        b.__class__ = cls
-        if isinstance(getattr(b, "mlp", None), GatedMLP):
-            b.mlp.__class__ = AddcmulGatedMLP if cls is OneNormBlock else GatedMLP
 
 
 BASE = dict(n_layers=2, d_model=32, n_ctx=24, d_head=8, n_heads=4, d_vocab=50, act_fn="silu", seed=0)
@@ -63,7 +55,7 @@ def test_equal_to_transformerlens_bitwise(name):
     assert one_norm_supported(model.cfg)
     with torch.no_grad():
         logits, cache = model.run_with_cache(TOKENS, names_filter=lambda n: "ln1" not in n)
-        install_one_norm_blocks(model)
+        install_fast_blocks(model)
         assert all(type(b) is OneNormBlock for b in model.blocks)
         assert all(type(b.mlp) is AddcmulGatedMLP for b in model.blocks) == bool(model.cfg.gated_mlp)
         fast_logits, fast_cache = model.run_with_cache(TOKENS, names_filter=lambda n: "ln1" not in n)
@@ -80,7 +72,7 @@ def test_other_configurations_run_transformerlens_forward(name):
     assert not one_norm_supported(model.cfg) or name == "shortformer"
     with torch.no_grad():
         plain = model(TOKENS)
-        install_one_norm_blocks(model)
+        install_fast_blocks(model)
         fast = model(TOKENS)
     assert _paths(model) == ["plain"] * 2
     assert torch.equal(plain, fast)
@@ -92,7 +84,7 @@ def test_gated_mlp_with_a_bias_within_float_rounding():
     names = lambda n: "mlp" in n  # noqa: E731
     with torch.no_grad():
         logits, cache = model.run_with_cache(TOKENS, names_filter=names)
-        install_one_norm_blocks(model)
+        install_fast_blocks(model)
         fast_logits, fast_cache = model.run_with_cache(TOKENS, names_filter=names)
     assert not torch.equal(logits, torch.zeros_like(logits))
     torch.testing.assert_close(fast_logits, logits, rtol=1e-5, atol=1e-5)
@@ -106,7 +98,7 @@ def test_gated_mlp_gradients_match():
     grads = []
     for install in (False, True):
         if install:
-            install_one_norm_blocks(model)
+            install_fast_blocks(model)
         model.zero_grad()
         model(TOKENS, return_type="loss").backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if "mlp" in n})
@@ -114,30 +106,51 @@ def test_gated_mlp_gradients_match():
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6)
 
 
-def test_ln1_runs_once_and_a_hook_on_it_brings_back_three_calls(tiny_pllava, inputs):
+@pytest.fixture()
+def ln1_calls(tiny_pllava):
+    """Calls of block 0's ln1 module, counted by wrapping its forward (no torch hook: one of those
+    switches the block to TransformerLens' forward)."""
+    ln1, calls = tiny_pllava.blocks[0].ln1, []
+    inner = ln1.forward
+    ln1.forward = lambda x: calls.append(1) or inner(x)
+    try:
+        yield calls
+    finally:
+        del ln1.forward
+
+
+def test_ln1_runs_once_and_a_hook_on_it_brings_back_three_calls(tiny_pllava, inputs, ln1_calls):
     """The norm module runs once a layer; a hook on ln1 makes the block TransformerLens' again (the
     hook fires three times a layer there, with the same values)."""
-    ln1 = tiny_pllava.blocks[0].ln1
-    calls = []
-    handle = ln1.register_forward_hook(lambda m, a, o: calls.append(1))  # a torch hook: not a HookPoint's
     seen = []
-    try:
-        with torch.no_grad():
-            clean = tiny_pllava(inputs)
-            assert len(calls) == 1 and _paths(tiny_pllava)[0] == "one_norm"
-            calls.clear()
-            hooked = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("blocks.0.ln1.hook_normalized",
-                                                                    lambda x, hook: seen.append(x.clone()))])
-            assert len(calls) == 3 and len(seen) == 3 and _paths(tiny_pllava)[0] == "plain"
-            _as(tiny_pllava, TransformerBlock)
-            try:
-                plain = tiny_pllava(inputs)
-            finally:
-                _as(tiny_pllava, OneNormBlock)
-    finally:
-        handle.remove()
+    with torch.no_grad():
+        clean = tiny_pllava(inputs)
+        assert len(ln1_calls) == 1 and _paths(tiny_pllava)[0] == "one_norm"
+        ln1_calls.clear()
+        hooked = tiny_pllava.run_with_hooks(inputs, fwd_hooks=[("blocks.0.ln1.hook_normalized",
+                                                                lambda x, hook: seen.append(x.clone()))])
+        assert len(ln1_calls) == 3 and len(seen) == 3 and _paths(tiny_pllava)[0] == "plain"
+        ln1_calls.clear()
+        install_fast_blocks(tiny_pllava, False)
+        try:
+            assert type(tiny_pllava.blocks[0]) is TransformerBlock and type(tiny_pllava.blocks[0].mlp) is GatedMLP
+            plain = tiny_pllava(inputs)
+            assert len(ln1_calls) == 3
+        finally:
+            install_fast_blocks(tiny_pllava)
     assert torch.equal(clean, hooked) and torch.equal(clean, plain)
     assert all(torch.equal(seen[0], s) for s in seen[1:])
+
+
+def test_a_torch_hook_on_the_ln1_module_runs_transformerlens_forward(tiny_pllava, inputs, ln1_calls):
+    outputs = []
+    handle = tiny_pllava.blocks[0].ln1.register_forward_hook(lambda m, a, o: outputs.append(o))
+    try:
+        with torch.no_grad():
+            tiny_pllava(inputs)
+    finally:
+        handle.remove()
+    assert len(outputs) == 3 and len(ln1_calls) == 3 and _paths(tiny_pllava)[0] == "plain"
 
 
 def test_an_ln1_edit_reaches_queries_keys_and_values(tiny_pllava, inputs):
@@ -145,11 +158,11 @@ def test_an_ln1_edit_reaches_queries_keys_and_values(tiny_pllava, inputs):
     edit = [("blocks.1.ln1.hook_normalized", lambda x, hook: x * 0.5)]
     with torch.no_grad():
         fast = tiny_pllava.run_with_hooks(inputs, fwd_hooks=edit)
-        _as(tiny_pllava, TransformerBlock)
+        install_fast_blocks(tiny_pllava, False)
         try:
             plain = tiny_pllava.run_with_hooks(inputs, fwd_hooks=edit)
         finally:
-            _as(tiny_pllava, OneNormBlock)
+            install_fast_blocks(tiny_pllava)
         assert not torch.equal(fast, tiny_pllava(inputs))
     assert torch.equal(fast, plain)
 
@@ -159,5 +172,5 @@ def test_a_block_of_another_class_is_refused():
         pass
 
     fake = type("M", (), {"blocks": [Other()]})()
-    with pytest.raises(TypeError, match="not TransformerLens' TransformerBlock"):
-        install_one_norm_blocks(fake)
+    with pytest.raises(TypeError, match="Other is not TransformerLens' TransformerBlock"):
+        install_fast_blocks(fake)
