@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU session's one prepared run (issue 29): the paper's models at their real size through
-# benchmarks/paper_scale.py, with (a) profiled once more (where its time goes, beside the physical limit),
+# benchmarks/paper_scale.py (the plain forward against transformers SDPA, then the sweep three ways),
+# with (a) profiled once more (where its time goes, beside the physical limit),
 # and the step `sweep2048`: benchmarks/knockout_sweep.py --paper at width 2048 in bf16 with batches of 192,
 # the configuration of the H200 figures in the README (24.4 s, 10.3 s, 1.60 s), to see what the engine's
 # later changes did to them.

@@ -34,6 +34,9 @@ def test_paper_scale_runs_its_three_methods_and_they_agree(paper_scale, family, 
     assert 0 < out["work_rows_layers"]["a"] < out["work_rows_layers"]["full"]
     assert all(t > 0 for t in out["seconds"].values())
     assert "(b)/(a):" in printed and "(a) / physical limit:" in printed
+    # the plain forward beside transformers SDPA on the same embeddings: the same logits up to bf16 rounding
+    assert "forward without hooks, videolens / transformers sdpa:" in printed
+    assert all(t > 0 for t in out["forward_s"].values()) and out["forward_max_logit_diff"] < 0.05
     assert (tmp_path / "r.json").read_text().startswith("{")
     prof = out["profile_a"]  # (a) once more under the profiler: where its time goes
     assert 0 < prof["busy_s"] <= prof["wall_s"] and prof["launches"] > 100
