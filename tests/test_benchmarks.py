@@ -46,22 +46,24 @@ def test_paper_scale_runs_its_three_methods_and_they_agree(paper_scale, family, 
 
 @pytest.mark.slow
 def test_gpu_check_script_runs_and_returns_one_tar(tmp_path):
-    """benchmarks/gpu_check.sh's dry run (DEVICE=cpu TINY=1): one family and the width-2048 sweep step
-    end to end, their printouts, figures and profile in $OUT/results.tar (the device tool returns at
-    most 8 files)."""
+    """benchmarks/gpu_check.sh's dry run (DEVICE=cpu TINY=1): one family, the width-2048 sweep step and
+    the full-size load step end to end, their printouts, figures and profile in $OUT/results.tar (the
+    device tool returns at most 8 files), each step's own exit status printed."""
     import os
     import subprocess
     import tarfile
 
     env = dict(os.environ, DEVICE="cpu", TINY="1", OUT=str(tmp_path))
-    run = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "pllava-7b", "sweep2048"], env=env, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "pllava-7b", "sweep2048", "load7b", "no-such-step"], env=env,
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.count("exit 0") == 2 and "(b)/(a):" in run.stdout and "overall (1)/(4):" in run.stdout
+    assert run.stdout.count("exit 0") == 3 and "(b)/(a):" in run.stdout and "overall (1)/(4):" in run.stdout
+    assert "exit 2" in run.stdout.split("== no-such-step")[1]  # a failing step says so; the others still ran
+    assert "videolens / transformers, load:" in run.stdout
     assert sorted(os.listdir(tmp_path)) == ["results.tar"]
     with tarfile.open(tmp_path / "results.tar") as tar:
         names = {Path(n).name for n in tar.getnames()}
-    assert {"device.txt", "pllava-7b.json", "pllava-7b.log", "pllava-7b.profile.txt", "sweep2048.log"} <= names
+    assert {"device.txt", "pllava-7b.json", "pllava-7b.log", "pllava-7b.profile.txt", "sweep2048.log", "load7b.log"} <= names
 
 
 def test_paper_scale_shapes_are_the_released_configs(paper_scale):
