@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
 from .lens import _save
+
+if TYPE_CHECKING:  # the plotting layer does not import the analyses at run time
+    from ..saes.features import FeatureMap
 
 __all__ = ["plot_feature"]
 
