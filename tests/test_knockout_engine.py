@@ -336,3 +336,61 @@ def test_one_hook_active_in_every_row_is_broadcast_not_copied(model8, inputs8, m
         assert set(made) == ({1} if shared else {len(conds)})
         for (h, layers), g in zip(conds, got):
             assert torch.allclose(g, FastEngine().run(model8, clean, h, layers), atol=TOL, rtol=0)
+
+
+def test_packed_shared_past_equals_per_row_copies(model8, inputs8, monkeypatch):
+    """Batched rows over the shared frozen past attend as one packed sequence (the past keys and
+    values once; ``attention.PACK_SHARED_PAST``): the same logits as every row over its own copy,
+    for one-row and many-row groups, per-head masks included. Not taken where a hook reads
+    ``hook_rot_k`` (it sees every row's joined keys, as TransformerLens gives them) or where the
+    batch's new rows outnumber the past positions (cross-frame)."""
+    from videolens.hooked import attention
+    from videolens.knockout import knockout_hooks
+    from videolens.knockout.batched import run_batched
+    from videolens.knockout.engine import FastEngine
+
+    packed_shapes = []
+    real = attention._packed_forward
+    monkeypatch.setattr(attention, "_packed_forward",
+                        lambda attn, q_in, *a: packed_shapes.append(tuple(q_in.shape[:2])) or real(attn, q_in, *a))
+    clean = FastEngine().clean(model8, inputs8)
+    conds = []
+    for pair in ("video->last", "question->last", "video->question", "video->video[cross_frame]"):
+        for heads in (None, [0, 2]):
+            hook = knockout_hooks(model8, pair, [0], layout=inputs8, heads=heads)[0][1]
+            conds += [(hook, [l]) for l in range(0, 8, 2)] + [(hook, [1, 2, 3])]
+    got = torch.stack(run_batched(model8, clean, conds, batch_size=6))
+    monkeypatch.setattr(attention, "PACK_SHARED_PAST", False)
+    n_packed = len(packed_shapes)
+    ref = torch.stack(run_batched(model8, clean, conds, batch_size=6))
+    assert len(packed_shapes) == n_packed  # switched off: the per-row path only
+    S = inputs8.seq_len
+    assert {q for _, q in packed_shapes} >= {1} and max(q for _, q in packed_shapes) > 1  # one-row and many-row groups
+    assert all(b * q <= S - q for b, q in packed_shapes) and all(b > 1 for b, _ in packed_shapes)
+    assert (got - ref).abs().max() < TOL
+    # a hook on hook_rot_k: the per-row path, the hook seeing every row's joined keys [batch, S, kv_heads, d_head]
+    monkeypatch.setattr(attention, "PACK_SHARED_PAST", True)
+    packed_shapes.clear()
+    seen = []
+    one_row = [c for c in conds if c[0].first_query == S - 1][:4]
+    with model8.hooks(fwd_hooks=[("blocks.7.attn.hook_rot_k", lambda k, hook: seen.append(tuple(k.shape)))]):
+        hooked = torch.stack(run_batched(model8, clean, one_row, batch_size=4))
+    assert seen and all(s[:2] == (4, S) for s in seen)  # layer 7: every condition has joined the batch
+    assert (4, 1) in packed_shapes  # layer 6 (all four joined, no hook there) still packs
+    assert (hooked - torch.stack(run_batched(model8, clean, one_row, batch_size=4))).abs().max() < TOL
+
+
+def test_grouped_keys_repeated_to_every_head_equal_enable_gqa():
+    """``expand_kv_heads`` (used on CUDA where the memory-efficient kernel refuses grouped heads)
+    gives SDPA the same attention as ``enable_gqa``."""
+    from videolens.hooked.attention import _efficient_takes_gqa, expand_kv_heads
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, h, n, 16, generator=g) for h, n in ((8, 5), (2, 9), (2, 9)))
+    mask = torch.rand(3, 1, 5, 9, generator=g) > 0.3
+    mask[..., 0] = True
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    ke, ve = expand_kv_heads(k, v, 8)
+    assert ke.shape == (3, 8, 9, 16) and torch.equal(ke[:, 5], k[:, 1])  # head 5 of 8 reads group 1 of 2
+    assert torch.allclose(torch.nn.functional.scaled_dot_product_attention(q, ke, ve, attn_mask=mask), ref, atol=1e-6)
+    assert _efficient_takes_gqa(q, k, v, mask) is False  # a CPU tensor: torch's CUDA kernel check says no

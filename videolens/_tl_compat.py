@@ -33,7 +33,8 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 
 __all__ = [
     "ActivationCache", "HookedTransformer", "HookedTransformerConfig", "Embed", "HookPoint", "get_act_name",
-    "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "attn_scale", "project_z", "cache_keys", "frozen_kv_cache",
+    "SUPPORTED", "check_version", "tl_version", "qkv_rotated", "shares_past", "qkv_shared_past", "attn_scale",
+    "project_z", "cache_keys", "frozen_kv_cache",
     "new_kv_cache", "final_logits", "set_rotary_tables", "rotary_tables", "swap_class", "is_caching_hook",
     "scoped_hooks",
 ]
@@ -65,18 +66,18 @@ def qkv_rotated(attn, query_input, key_input, value_input, past_kv_cache_entry, 
     """q, k, v ``[batch, pos, head, d_head]`` as ``AbstractAttention.forward`` computes them
     (hooks ``hook_q/k/v``, the key-value cache appended, ``hook_rot_q/k`` after rotary), and the
     query offset (cached positions)."""
-    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
-    rotary = attn.cfg.positional_embedding_type == "rotary"
     entry = past_kv_cache_entry
-    if entry is not None and rotary and attention_mask is None and _shared_past(attn, entry):
+    if shares_past(attn, entry, attention_mask):
         # a frozen past shared by every batch row (the knockout engines'): rotate its keys once, not
         # once a row, and the new keys from their own offset; the same values TransformerLens'
         # rotation of the whole joined key set gives (rotary is elementwise per position)
-        offset = entry.past_keys.size(1)
-        past = attn.apply_rotary(entry.past_keys[:1], 0, None).expand(k.shape[0], -1, -1, -1)
-        k = attn.hook_rot_k(torch.cat([past, attn.apply_rotary(k, offset, None)], dim=1))
-        v = torch.cat([entry.past_values, v], dim=1)
-        return attn.hook_rot_q(attn.apply_rotary(q, offset, None)), k, v, offset
+        q, past_k, k, past_v, v, offset = qkv_shared_past(attn, query_input, key_input, value_input, entry)
+        B = k.shape[0]
+        k = attn.hook_rot_k(torch.cat([past_k.expand(B, -1, -1, -1), k], dim=1))
+        v = torch.cat([past_v.expand(B, -1, -1, -1), v], dim=1)
+        return q, k, v, offset
+    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
+    rotary = attn.cfg.positional_embedding_type == "rotary"
     if entry is not None:
         offset = entry.past_keys.size(1)
         k, v = entry.append(k, v)
@@ -86,6 +87,28 @@ def qkv_rotated(attn, query_input, key_input, value_input, past_kv_cache_entry, 
         q = attn.hook_rot_q(attn.apply_rotary(q, offset, attention_mask))
         k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))  # cached keys are pre-rotary
     return q, k, v, offset
+
+
+def shares_past(attn, entry, attention_mask) -> bool:
+    """Whether this attention call reads a frozen past shared by every batch row on a rotary model
+    without a padding mask: ``qkv_shared_past`` applies (``_shared_past``)."""
+    return (entry is not None and attn.cfg.positional_embedding_type == "rotary" and attention_mask is None
+            and _shared_past(attn, entry))
+
+
+def qkv_shared_past(attn, query_input, key_input, value_input, entry) -> Tuple[
+        Float[torch.Tensor, "batch pos head d_head"], Float[torch.Tensor, "1 past kv_head d_head"],
+        Float[torch.Tensor, "batch pos kv_head d_head"], Float[torch.Tensor, "1 past kv_head d_head"],
+        Float[torch.Tensor, "batch pos kv_head d_head"], int]:
+    """``qkv_rotated``'s pieces where ``shares_past`` holds, not yet joined: the rotated queries
+    (``hook_q``, ``hook_rot_q`` fired), the shared past's keys rotated once and its values (one row),
+    the new rows' keys rotated from their offset and values (``hook_k``, ``hook_v`` fired), and the
+    offset. ``hook_rot_k`` has not fired: it takes the joined keys (``qkv_rotated``)."""
+    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
+    offset = entry.past_keys.size(1)
+    past_k = attn.apply_rotary(entry.past_keys[:1], 0, None)
+    return (attn.hook_rot_q(attn.apply_rotary(q, offset, None)), past_k, attn.apply_rotary(k, offset, None),
+            entry.past_values[:1], v, offset)
 
 
 def _shared_past(attn, entry) -> bool:

@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from transformer_lens.utilities import get_act_name
 
-from .._tl_compat import attn_scale, project_z, qkv_rotated, swap_class
+from .._tl_compat import attn_scale, project_z, qkv_rotated, qkv_shared_past, shares_past, swap_class
 from .edges import check_rows
 
 __all__ = [
@@ -56,6 +56,14 @@ MASKED_SDPA_BACKENDS: Optional[List[SDPBackend]] = [SDPBackend.EFFICIENT_ATTENTI
 H200 in bf16 (benchmarks/knockout_sweep.py --paper --width 2048): torch's own choice (cuDNN
 attention, which plans each new shape) took the batched sweep 11.8 s, the memory-efficient kernel
 1.9 s; alone, one call of either takes about the same."""
+
+
+PACK_SHARED_PAST = True
+"""Batches whose rows share a frozen past (the knockout engines' batched conditions) attend as one
+packed sequence: the past keys and values once, not copied into every row (``_packed_forward``;
+False: every row gets its own copy, as TransformerLens' key-value cache joins them). At 7B a batch
+of 192 one-row conditions at 1265 positions copies about 4 GB of keys and values a layer
+otherwise. Taken where the new rows of the batch are at most as many as the past positions."""
 
 
 class ScoreMaskHook:
@@ -218,34 +226,112 @@ def _sdpa_plan(attn, additive_attention_mask, attention_mask, position_bias) -> 
     return _score_masks(attn.hook_attn_scores)
 
 
+def _allowed(masks: List[ScoreMaskHook], offset: int, Q: int, K: int, H: int,
+             device) -> Bool[torch.Tensor, "b_or_1 h_or_1 query key"]:
+    """True where query ``offset + i`` may attend to key ``j``: causal, and no score mask blocks it."""
+    qpos = torch.arange(offset, offset + Q, device=device)
+    allowed = (torch.arange(K, device=device)[None, :] <= qpos[:, None])[None, None]  # [1, 1, Q, K]
+    for m in masks:
+        blocked = m.blocked(offset, Q, K, H, device)
+        allowed = allowed & ~(blocked if blocked.ndim == 4 else blocked[None])
+    return allowed
+
+
+def _efficient_takes_gqa(qh, kh, vh, allowed) -> bool:
+    """Whether torch's memory-efficient SDPA kernel accepts these grouped-query inputs as they are
+    (``enable_gqa``; torch's own check). Where it does not (it admitted only flash and math for
+    grouped heads in the torch versions this was written against), a masked call would fall to the
+    math kernel, which writes every ``[batch, head, query, key]`` score in float32."""
+    from torch.backends.cuda import SDPAParams, can_use_efficient_attention
+
+    try:
+        return bool(can_use_efficient_attention(SDPAParams(qh, kh, vh, allowed, 0.0, False, True), False))
+    except (RuntimeError, TypeError):  # a torch whose SDPAParams takes other arguments
+        return False
+
+
+def expand_kv_heads(kh: Float[torch.Tensor, "batch kv_head key d_head"], vh: Float[torch.Tensor, "batch kv_head key d_head"],
+                    n_heads: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Grouped keys and values repeated to ``n_heads`` heads (query head ``h`` reads key-value head
+    ``h // (n_heads / kv_heads)``, as ``enable_gqa`` and TransformerLens' grouped-query attention)."""
+    rep = n_heads // kh.shape[1]
+    return kh.repeat_interleave(rep, dim=1), vh.repeat_interleave(rep, dim=1)
+
+
+def _masked_sdpa(qh, kh, vh, allowed, scale: float, masks: List[ScoreMaskHook]) -> torch.Tensor:
+    """SDPA with a boolean mask (``MASKED_SDPA_BACKENDS`` on CUDA, grouped keys and values repeated
+    to every head where the memory-efficient kernel would refuse them: ``_efficient_takes_gqa``);
+    rows with no allowed key give 0, as TransformerLens' NaN-to-zero, where a mask may leave such rows."""
+    gqa = kh.shape[1] != qh.shape[1]
+    if gqa and qh.is_cuda and not _efficient_takes_gqa(qh, kh, vh, allowed):
+        kh, vh = expand_kv_heads(kh, vh, qh.shape[1])
+        gqa = False
+    backends = (sdpa_kernel(MASKED_SDPA_BACKENDS) if MASKED_SDPA_BACKENDS is not None and qh.is_cuda
+                else contextlib.nullcontext())
+    with backends:
+        z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
+    if not all(m.no_empty_rows for m in masks) and not bool(allowed.any(-1).all()):
+        z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing
+    return z
+
+
+def _heads_first(*xs: torch.Tensor) -> List[torch.Tensor]:
+    """``[batch, pos, head, d_head]`` -> ``[batch, head, pos, d_head]`` (contiguous on the CPU, whose
+    kernel runs about 5% faster on them; the copies cost less: benchmarks/forward.py)."""
+    out = [x.transpose(1, 2) for x in xs]
+    return out if out[0].is_cuda else [x.contiguous() for x in out]
+
+
+def _packable(attn, entry, attention_mask, query_input) -> bool:
+    """Whether ``_packed_forward`` serves this call (``PACK_SHARED_PAST``): a frozen past shared by
+    every row of a batch of several, no hook on ``hook_rot_k`` (it would take the joined per-row
+    keys), and at most as many new rows in all as past positions."""
+    if not PACK_SHARED_PAST or entry is None or not shares_past(attn, entry, attention_mask):
+        return False
+    B, Q = query_input.shape[:2]
+    return B > 1 and B * Q <= entry.past_keys.size(1) and _score_masks(attn.hook_rot_k) == []
+
+
+def _packed_forward(attn, query_input, key_input, value_input, entry,
+                    masks: List[ScoreMaskHook]) -> Float[torch.Tensor, "batch pos head d_head"]:
+    """The batch's queries as one sequence over the shared past and every row's new keys: one SDPA
+    call whose keys are the past once and the ``B * Q`` new rows, each query allowed its own row's
+    new keys (causal) and the past keys its masks allow. The same attention as ``B`` rows each
+    over its own copy of the past, without writing ``B`` copies of the past keys and values."""
+    q, past_k, k, past_v, v, P = qkv_shared_past(attn, query_input, key_input, value_input, entry)
+    B, Q, H, d = q.shape
+    allowed = _allowed(masks, P, Q, P + Q, H, q.device)  # [b_or_1, h_or_1, Q, P + Q]
+    b, h = allowed.shape[:2]
+    own = torch.eye(B, dtype=torch.bool, device=q.device)[:, None, None, :, None]  # row b's keys only
+    new = (own & allowed[..., P:][:, :, :, None, :]).reshape(B, h, Q, B * Q)  # [B, h, Q, B * Q]
+    packed = torch.cat([allowed[..., :P].expand(B, h, Q, P), new], dim=-1)
+    packed = packed.transpose(0, 1).reshape(1, h, B * Q, P + B * Q)
+    keys = torch.cat([past_k, k.reshape(1, B * Q, *k.shape[2:])], dim=1)
+    values = torch.cat([past_v, v.reshape(1, B * Q, *v.shape[2:])], dim=1)
+    qh, kh, vh = _heads_first(q.reshape(1, B * Q, H, d), keys, values)
+    if kh.dtype != qh.dtype:
+        kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
+    z = _masked_sdpa(qh, kh, vh, packed, 1.0 / attn_scale(attn), masks)  # [1, H, B * Q, d]
+    return z.transpose(1, 2).reshape(B, Q, H, d)
+
+
 def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry, attention_mask,
                   masks: List[ScoreMaskHook]) -> Float[torch.Tensor, "batch pos d_model"]:
     """``AbstractAttention.forward`` (TransformerLens 3.9) for the supported configurations, with
     the scores, softmax and pattern replaced by one SDPA call."""
+    if _packable(attn, past_kv_cache_entry, attention_mask, query_input):
+        return project_z(attn, _packed_forward(attn, query_input, key_input, value_input, past_kv_cache_entry, masks))
     q, k, v, offset = qkv_rotated(attn, query_input, key_input, value_input, past_kv_cache_entry, attention_mask)
     B, Q, H, _ = q.shape
     K = k.shape[1]
-    qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if not qh.is_cuda:  # the CPU kernel runs about 5% faster on [batch, head, pos, d_head]-contiguous inputs (the
-        qh, kh, vh = qh.contiguous(), kh.contiguous(), vh.contiguous()  # copies cost less; benchmarks/forward.py)
+    qh, kh, vh = _heads_first(q, k, v)
     if kh.dtype != qh.dtype:
         kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
-    gqa = kh.shape[1] != H
     scale = 1.0 / attn_scale(attn)
     if not masks and offset == 0 and Q == K:
-        z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
+        z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=kh.shape[1] != H)
     else:
-        qpos = torch.arange(offset, offset + Q, device=q.device)
-        allowed = (torch.arange(K, device=q.device)[None, :] <= qpos[:, None])[None, None]  # [1, 1, Q, K]
-        for m in masks:
-            blocked = m.blocked(offset, Q, K, H, q.device)
-            allowed = allowed & ~(blocked if blocked.ndim == 4 else blocked[None])
-        backends = (sdpa_kernel(MASKED_SDPA_BACKENDS) if MASKED_SDPA_BACKENDS is not None and qh.is_cuda
-                    else contextlib.nullcontext())
-        with backends:
-            z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed, scale=scale, enable_gqa=gqa)
-        if not all(m.no_empty_rows for m in masks) and not bool(allowed.any(-1).all()):
-            z = torch.nan_to_num(z, nan=0.0)  # as TransformerLens: an empty row attends to nothing
+        z = _masked_sdpa(qh, kh, vh, _allowed(masks, offset, Q, K, H, q.device), scale, masks)
     return project_z(attn, z.transpose(1, 2))  # z: [batch, pos, head_index, d_head]
 
 

@@ -10,7 +10,10 @@ entry**: the batch walks the layers upwards, and a condition joins it at its own
 exactly the layers and rows it computes alone (no padding, no wasted layers), its own mask applies
 in its own window only, and every row attends to the same frozen clean keys and values of the
 positions before ``q0``. Results equal the one-by-one engine up to float rounding
-(tests/test_knockout_batched.py, 1e-5 in fp32).
+(tests/test_knockout_engine.py, 1e-5 in fp32). Where a batch's new rows are at most as many as
+the frozen positions (the groups whose first blocked query is late: the last position, the
+options), the fast attention path packs the batch into one sequence over the past keys and values
+held once instead of copying them into every row (``videolens.hooked.attention.PACK_SHARED_PAST``).
 
 ``batch_size="auto"`` chooses the batch from the memory free on the device
 (``auto_batch_size``: on CUDA ``torch.cuda.mem_get_info``, on the CPU ``MemAvailable``), so a
