@@ -239,7 +239,8 @@ def test_settings_are_checked_against_the_model_and_not_mixed_with_options(model
 
 def test_auto_batch_size_follows_the_free_memory(model8, monkeypatch):
     """``"auto"`` takes as many conditions as the memory share holds: 1 when little is free, the
-    CPU cap on a CPU, more on CUDA, and a per-head mask costs more than a shared one."""
+    CPU cap on a CPU (the packing limit for groups that pack), more on CUDA, and a per-head mask
+    costs more than a shared one."""
     from videolens.knockout import batched
 
     per = batched.bytes_per_condition(model8.cfg, 100, 120, per_head=False)
@@ -253,6 +254,18 @@ def test_auto_batch_size_follows_the_free_memory(model8, monkeypatch):
     monkeypatch.setattr(batched, "free_memory", lambda device: 10**6 * per)
     assert batched.auto_batch_size(model8, 100, 120, False, "cpu") == batched.CPU_MAX_BATCH
     assert batched.free_memory("cpu") > 0  # this machine's MemAvailable
+    # a group that packs (few new rows beside many frozen positions): up to the packing limit on the CPU
+    assert batched.packs_batches(model8)
+    assert batched.auto_batch_size(model8, 1, 120, False, "cpu") == 119
+    assert batched.auto_batch_size(model8, 10, 120, False, "cpu") == 11
+    assert batched.auto_batch_size(model8, 30, 120, False, "cpu") == batched.CPU_MAX_BATCH  # 4 x 30 > 90: no
+    with fast_attention(model8, False):  # TransformerLens' attention does not pack
+        assert not batched.packs_batches(model8)
+        assert batched.auto_batch_size(model8, 1, 120, False, "cpu") == batched.CPU_MAX_BATCH
+    from videolens.hooked import attention
+
+    monkeypatch.setattr(attention, "PACK_SHARED_PAST", False)
+    assert batched.auto_batch_size(model8, 1, 120, False, "cpu") == batched.CPU_MAX_BATCH
 
 
 def test_auto_batches_and_out_of_memory_retries_give_the_one_by_one_numbers(model8, inputs8, monkeypatch):

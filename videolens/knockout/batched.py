@@ -42,7 +42,7 @@ from ..hooked.deepstack import feeding
 from .hooks import KnockoutHook, hook_name
 
 __all__ = ["RowMasks", "run_batched", "check_batch_conditions", "Condition", "AUTO", "auto_batch_size",
-           "bytes_per_condition", "free_memory"]
+           "bytes_per_condition", "free_memory", "packs_batches"]
 
 Condition = Tuple[KnockoutHook, Sequence[int]]
 """One knockout condition: the hook (its mask) and the layers where it applies."""
@@ -52,11 +52,13 @@ AUTO = "auto"
 """``batch_conditions`` / ``batch_size`` value: choose the batch from the free memory."""
 
 CPU_MAX_BATCH = 4
-"""Largest batch ``"auto"`` picks on the CPU: a CPU's matrix kernels are already busy with one
-condition's rows, so larger batches gain nothing and only the memory grows
-(``benchmarks/knockout_sweep.py`` on 2 cores: batches of 4 1.0-1.2x one by one, of 16 0.8-1.2x; the
-paper's sweep at 32 layers, width 128, after the engine's host-time changes: batches of 4 1.58x one by
-one, and a cap of 4096 rows a batch, up to 64 conditions, no better: 1.49x)."""
+"""Largest batch ``"auto"`` picks on the CPU for a group whose rows do not pack
+(``packs_batches``): a CPU's matrix kernels are already busy with one condition's rows, so larger
+batches gain nothing and only the memory grows (``benchmarks/knockout_sweep.py`` on 2 cores: batches
+of 4 1.0-1.2x one by one, of 16 0.8-1.2x; the paper's sweep at 32 layers, width 128, after the
+engine's host-time changes: batches of 4 1.58x one by one, and a cap of 4096 rows a batch, up to 64
+conditions, no better: 1.49x). Groups that pack take up to the packing limit instead: the paper's
+sweep at width 128, 10.5 s with every group capped at 4, 8.5 s so (one run, 2 cores)."""
 
 MEMORY_SHARE = {"cuda": 0.8, "cpu": 0.25}
 """Share of the free memory ``"auto"`` lets one batch use (the CPU's is shared with the rest of
@@ -110,14 +112,29 @@ def bytes_per_condition(cfg, n_rows: int, seq_len: int, per_head: bool) -> int:
     return int(1.5 * (rows + kv + masks))
 
 
+def packs_batches(model) -> bool:
+    """Whether the model's batched rows over a shared past attend as one packed sequence: the fast
+    attention path is on in every layer and ``videolens.hooked.attention.PACK_SHARED_PAST`` is set."""
+    from ..hooked import attention
+
+    return attention.PACK_SHARED_PAST and all(getattr(b.attn, "use_sdpa", False) for b in model.blocks)
+
+
 def auto_batch_size(model, n_rows: int, seq_len: int, per_head: bool, device) -> int:
     """The batch ``"auto"`` runs: as many conditions as ``MEMORY_SHARE`` of the device's free memory
-    holds (``free_memory`` / ``bytes_per_condition``), at least 1, at most ``CPU_MAX_BATCH`` on the
-    CPU."""
+    holds (``free_memory`` / ``bytes_per_condition``), at least 1; on the CPU at most
+    ``CPU_MAX_BATCH``, or, for a group that packs even at that size (``packs_batches``, and
+    ``CPU_MAX_BATCH`` times ``n_rows`` new rows no more than the ``seq_len - n_rows`` frozen positions),
+    at most the packing limit ``(seq_len - n_rows) // n_rows``."""
     kind = torch.device(device).type
     budget = MEMORY_SHARE.get(kind, 0.25) * free_memory(device)
     n = max(1, int(budget // bytes_per_condition(model.cfg, n_rows, seq_len, per_head)))
-    return min(n, CPU_MAX_BATCH) if kind != "cuda" else n
+    if kind == "cuda":
+        return n
+    past = seq_len - n_rows
+    if packs_batches(model) and CPU_MAX_BATCH * n_rows <= past:
+        return min(n, past // n_rows)
+    return min(n, CPU_MAX_BATCH)
 
 
 class RowMasks(ScoreMaskHook):
