@@ -268,11 +268,11 @@ def build(name: str, folder: Path, device: str, dtype, small: bool, seed: int = 
     return model, built
 
 
-def video():
-    """The real clip of ../shared/data/videos when present (a decodable file), else a synthetic one."""
-    from peers import frames
-
-    from videolens.sources.video import Video
+def video(folder: Path):
+    """The real clip of ../shared/data/videos when present (a decodable file), else a synthetic clip
+    (a square moving over a 240x320 background, 16 frames) written as an mp4 into ``folder``, so each
+    family samples its frames from a file either way."""
+    from videolens.testing import write_clip
 
     clip = SHARED / "data" / "videos" / "cockatoo.mp4"
     if clip.is_file():
@@ -282,7 +282,7 @@ def video():
             return str(clip), clip.name
         except ImportError:
             pass
-    return Video.from_frames(frames(16, 240, 320), fps=8.0), "synthetic 16 frames 240x320"
+    return str(write_clip(folder / "synthetic.mp4", n_frames=16, size=(240, 320))), "synthetic.mp4 (16 frames, 240x320)"
 
 
 # ---- the methods -----------------------------------------------------------------------------------
@@ -547,7 +547,7 @@ def main(argv=None) -> dict:
         cfg, L = model.cfg, model.cfg.n_layers
         window = args.window or (3 if args.tiny else 9)
         n_params = sum(t.numel() for t in built.tensors.values())
-        clip, clip_name = video()
+        clip, clip_name = video(Path(tmp))
         sample = vl.VideoQA(video=clip, **SAMPLE)
         t0 = time.perf_counter()
         x = model.prepare(sample, keep_pixels=True)

@@ -45,6 +45,17 @@ def test_paper_scale_runs_its_three_methods_and_they_agree(paper_scale, family, 
 
 
 @pytest.mark.slow
+def test_paper_scale_without_the_shared_clip_writes_a_synthetic_one(paper_scale, tmp_path, monkeypatch, capsys):
+    """Without ../shared (a user's machine), the run takes a synthetic clip written as an mp4: each
+    family samples its frames from a file, as from the real clip (an in-memory clip of 16 frames
+    was refused by the 8-frame families)."""
+    monkeypatch.setattr(paper_scale, "SHARED", tmp_path / "no-shared")
+    out = paper_scale.main(["--family", "pllava-7b", "--tiny", "--paper-every", "44", "--forward-reps", "1"])
+    assert "video synthetic.mp4" in capsys.readouterr().out
+    assert out["conditions"] == 44 and out["positions"] > 1200
+
+
+@pytest.mark.slow
 def test_gpu_check_script_runs_and_returns_one_tar(tmp_path):
     """benchmarks/gpu_check.sh's dry run (DEVICE=cpu TINY=1): one family, the width-2048 sweep step and
     the full-size load step end to end, their printouts, figures and profile in $OUT/results.tar (the
