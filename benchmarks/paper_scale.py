@@ -365,10 +365,11 @@ def careful_user(built: Built, embeds, conditions, ids, batch: int, dtype, on_oo
 
 def forward_times(model, x_embeds, built: Built, embeds, position_ids, device, reps: int):
     """The plain forward, side by side: median seconds of videolens' hooked forward without hooks
-    (the prepared video tokens, ``x_embeds``) and of the transformers text model with
-    ``attn_implementation="sdpa"`` on the same input embeddings (``embeds`` ``[1, S, d_model]``),
-    both with the head on every position, in ``reps`` interleaved repetitions after one warm-up
-    each; and the largest difference of their last-position logits.
+    on the prepared input ``x_embeds`` (token embeddings with its prepared video tokens written in,
+    which that forward does itself) and of the transformers text model with
+    ``attn_implementation="sdpa"`` on those input embeddings (``embeds`` ``[1, S, d_model]``), both
+    with the head on every position, in ``reps`` interleaved repetitions after one warm-up each; and
+    the largest difference of their last-position logits.
 
     Returns:
         ``(videolens_s, transformers_s, max_abs_logit_diff)``.
