@@ -42,9 +42,13 @@ def build(tmp: Path, layers: int, width: int, family: str = "pllava", device: st
                               image_size=48, patch_size=4, d_vision=32, vision_layers=2)
     model = vl.HookedVideoLLM.from_pretrained(ck, device=device, dtype=dtype)
     lm = reference_language_model(ck).to(device, dtype)
+    video = None
     if device == "cpu":
-        video = str(write_clip(tmp / "clip.mp4", n_frames=16))
-    else:  # in memory: the GPU machine may have no video codec
+        try:
+            video = str(write_clip(tmp / "clip.mp4", n_frames=16))
+        except (ValueError, RuntimeError, ImportError):  # imageio without its ffmpeg plugin (the GPU image's)
+            video = None
+    if video is None:  # in memory: the GPU machine may have no video codec
         from peers import frames
 
         from videolens.sources.video import Video
