@@ -4,8 +4,9 @@
 # transformer_lens and the versions of transformers / datasets this project is tested with, for
 # its Python 3.12 x86-64, and what transformers 5.25 checks at import and that image has older
 # (huggingface_hub >= 2.4 with its httpx2, regex >= 2025.10.22; the image: hub 1.33). Checked in a
-# Python 3.12 venv holding the image's versions:
-#     DEVICE=cpu TINY=1 WHEELS=1 bash benchmarks/gpu_check.sh pllava-7b They land in .whl/ (ignored by git); benchmarks/gpu_check.sh installs
+# Python 3.12 venv holding the image's versions (torch 2.11, imageio without ffmpeg, no decord), every step:
+#     DEVICE=cpu TINY=1 WHEELS=1 bash benchmarks/gpu_check.sh pllava-7b sweep2048 videollama3-7b pllava-13b internvl-4b qwen2_5_vl-7b load7b
+# They land in .whl/ (ignored by git); benchmarks/gpu_check.sh installs
 # them there. Run once before a GPU session's first call:  bash benchmarks/gpu_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
