@@ -275,21 +275,33 @@ def _masked_sdpa(qh, kh, vh, allowed, scale: float, masks: List[ScoreMaskHook]) 
     return z
 
 
-def _heads_first(*xs: torch.Tensor) -> List[torch.Tensor]:
-    """``[batch, pos, head, d_head]`` -> ``[batch, head, pos, d_head]`` (contiguous on the CPU, whose
-    kernel runs about 5% faster on them; the copies cost less: benchmarks/forward.py)."""
-    out = [x.transpose(1, 2) for x in xs]
-    return out if out[0].is_cuda else [x.contiguous() for x in out]
+def _sdpa_inputs(q, k, v) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v ``[batch, pos, head, d_head]`` -> ``[batch, head, pos, d_head]``, keys and values in the
+    queries' dtype (contiguous on the CPU, whose kernel runs about 5% faster on them; the copies cost
+    less: benchmarks/forward.py)."""
+    qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if not qh.is_cuda:
+        qh, kh, vh = qh.contiguous(), kh.contiguous(), vh.contiguous()
+    if kh.dtype != qh.dtype:
+        kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
+    return qh, kh, vh
+
+
+def max_packed_batch(n_new: int, n_past: int) -> int:
+    """The largest batch ``_packed_forward`` takes: rows of ``n_new`` new positions each over
+    ``n_past`` shared ones, the batch's new rows at most as many as the past positions (so each
+    query scores at most twice the keys it would alone)."""
+    return n_past // max(1, n_new)
 
 
 def _packable(attn, entry, attention_mask, query_input) -> bool:
     """Whether ``_packed_forward`` serves this call (``PACK_SHARED_PAST``): a frozen past shared by
     every row of a batch of several, no hook on ``hook_rot_k`` (it would take the joined per-row
-    keys), and at most as many new rows in all as past positions."""
+    keys), and a batch within ``max_packed_batch``."""
     if not PACK_SHARED_PAST or entry is None or not shares_past(attn, entry, attention_mask):
         return False
     B, Q = query_input.shape[:2]
-    return B > 1 and B * Q <= entry.past_keys.size(1) and _score_masks(attn.hook_rot_k) == []
+    return 1 < B <= max_packed_batch(Q, entry.past_keys.size(1)) and _score_masks(attn.hook_rot_k) == []
 
 
 def _packed_forward(attn, query_input, key_input, value_input, entry,
@@ -308,9 +320,7 @@ def _packed_forward(attn, query_input, key_input, value_input, entry,
     packed = packed.transpose(0, 1).reshape(1, h, B * Q, P + B * Q)
     keys = torch.cat([past_k, k.reshape(1, B * Q, *k.shape[2:])], dim=1)
     values = torch.cat([past_v, v.reshape(1, B * Q, *v.shape[2:])], dim=1)
-    qh, kh, vh = _heads_first(q.reshape(1, B * Q, H, d), keys, values)
-    if kh.dtype != qh.dtype:
-        kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
+    qh, kh, vh = _sdpa_inputs(q.reshape(1, B * Q, H, d), keys, values)
     z = _masked_sdpa(qh, kh, vh, packed, 1.0 / attn_scale(attn), masks)  # [1, H, B * Q, d]
     return z.transpose(1, 2).reshape(B, Q, H, d)
 
@@ -324,9 +334,7 @@ def _sdpa_forward(attn, query_input, key_input, value_input, past_kv_cache_entry
     q, k, v, offset = qkv_rotated(attn, query_input, key_input, value_input, past_kv_cache_entry, attention_mask)
     B, Q, H, _ = q.shape
     K = k.shape[1]
-    qh, kh, vh = _heads_first(q, k, v)
-    if kh.dtype != qh.dtype:
-        kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
+    qh, kh, vh = _sdpa_inputs(q, k, v)
     scale = 1.0 / attn_scale(attn)
     if not masks and offset == 0 and Q == K:
         z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=kh.shape[1] != H)

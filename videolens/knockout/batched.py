@@ -37,7 +37,8 @@ import torch
 from jaxtyping import Bool, Float
 
 from .._tl_compat import final_logits, frozen_kv_cache, scoped_hooks
-from ..hooked.attention import ScoreMaskHook
+from ..hooked import attention
+from ..hooked.attention import ScoreMaskHook, max_packed_batch
 from ..hooked.deepstack import feeding
 from .hooks import KnockoutHook, hook_name
 
@@ -115,8 +116,6 @@ def bytes_per_condition(cfg, n_rows: int, seq_len: int, per_head: bool) -> int:
 def packs_batches(model) -> bool:
     """Whether the model's batched rows over a shared past attend as one packed sequence: the fast
     attention path is on in every layer and ``videolens.hooked.attention.PACK_SHARED_PAST`` is set."""
-    from ..hooked import attention
-
     return attention.PACK_SHARED_PAST and all(getattr(b.attn, "use_sdpa", False) for b in model.blocks)
 
 
@@ -124,16 +123,16 @@ def auto_batch_size(model, n_rows: int, seq_len: int, per_head: bool, device) ->
     """The batch ``"auto"`` runs: as many conditions as ``MEMORY_SHARE`` of the device's free memory
     holds (``free_memory`` / ``bytes_per_condition``), at least 1; on the CPU at most
     ``CPU_MAX_BATCH``, or, for a group that packs even at that size (``packs_batches``, and
-    ``CPU_MAX_BATCH`` times ``n_rows`` new rows no more than the ``seq_len - n_rows`` frozen positions),
-    at most the packing limit ``(seq_len - n_rows) // n_rows``."""
+    ``videolens.hooked.attention.max_packed_batch`` of its ``n_rows`` new rows over the
+    ``seq_len - n_rows`` frozen positions at least ``CPU_MAX_BATCH``), at most that packing limit."""
     kind = torch.device(device).type
     budget = MEMORY_SHARE.get(kind, 0.25) * free_memory(device)
     n = max(1, int(budget // bytes_per_condition(model.cfg, n_rows, seq_len, per_head)))
     if kind == "cuda":
         return n
-    past = seq_len - n_rows
-    if packs_batches(model) and CPU_MAX_BATCH * n_rows <= past:
-        return min(n, past // n_rows)
+    limit = max_packed_batch(n_rows, seq_len - n_rows)
+    if packs_batches(model) and limit >= CPU_MAX_BATCH:
+        return min(n, limit)
     return min(n, CPU_MAX_BATCH)
 
 
